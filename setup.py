@@ -13,6 +13,8 @@ REQUIRED = [
     "tensorflow==2.21.0",
     # tf.Transform's Keras layer is tf_keras (Keras 2); the models use the same.
     "tf_keras==2.21.0",
+    # TensorBoard logs (the Keras callback needs the summary ops it ships).
+    "tensorboard==2.21.0",
     "pyarrow==25.0.1",
     "numpy>=2,<3",
     "kafka-python==3.0.12",

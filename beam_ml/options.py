@@ -1,0 +1,143 @@
+"""PipelineOptions subclasses for beam_ml's flags, and strict parsing.
+
+The same options classes define the command-line flags and the Dataflow Flex
+Template parameters. Flags are validated once, early, and errors name the flag.
+An unknown flag (one that neither beam_ml nor Beam defines) is an error, not a
+silent warning: a typo such as --epoch=5 must not train for the default count.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence, Type
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_ml.errors import UserError
+
+__all__ = ["TrainOptions", "parse_pipeline_options", "parse_int_list"]
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}")
+    if not values or any(v <= 0 for v in values):
+        raise UserError(f"{flag}: expected positive integers, got {text!r}")
+    return values
+
+
+class TrainOptions(PipelineOptions):
+    """Flags of `python -m pipelines.train`."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        g = parser.add_argument_group("beam_ml training")
+        g.add_argument("--input", help="CSV file or glob with a header row")
+        g.add_argument("--dataset", help="a bundled dataset: retention (default), absenteeism, fraud, digits")
+        g.add_argument("--data_dir", default="data", help="where bundled datasets are written")
+        g.add_argument("--dataset_rows", type=int, default=None, help="rows to generate for a bundled dataset")
+        # Beam's GoogleCloudOptions owns --label (an alias of Dataflow's --labels), so
+        # the command line's --label is rewritten to --label_column (see FLAG_ALIASES).
+        g.add_argument("--label_column", dest="label", help="the label column (required with --input unless --spec)")
+        g.add_argument("--positive_label", help="binary/anomaly: the positive (anomalous) label value")
+        g.add_argument("--task", choices=["binary", "multiclass", "anomaly"], help="default: from the label")
+        g.add_argument("--spec", help="a dataset spec JSON file (default: inferred and written to output_dir)")
+        g.add_argument("--key_column", help="an id column carried to predictions (default: inferred)")
+        g.add_argument("--drop_columns", default="", help="comma-separated columns to ignore")
+        g.add_argument("--output_dir", help="where artifacts go (default: out/<dataset or input name>)")
+        g.add_argument("--eval_fraction", type=float, default=0.3)
+        g.add_argument("--split_seed", type=int, default=42)
+        g.add_argument("--max_bad_rows_fraction", type=float, default=0.01,
+                       help="fail the run when more than this fraction of rows is dead-lettered")
+        g.add_argument("--preprocess_only", action="store_true", help="stop after writing TFRecords")
+        g.add_argument("--hidden_units", default="64,32")
+        g.add_argument("--dropout", type=float, default=0.2)
+        g.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
+        g.add_argument("--learning_rate", type=float, default=1e-3)
+        g.add_argument("--batch_size", type=int, default=256)
+        g.add_argument("--epochs", type=int, default=30)
+        g.add_argument("--early_stopping_patience", type=int, default=5)
+        g.add_argument("--class_weights", default="auto", choices=["auto", "balanced", "none"],
+                       help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
+        g.add_argument("--seed", type=int, default=42, help="model initialisation and shuffling seed")
+        g.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+
+    def validate_train(self) -> "TrainOptions":
+        if not (self.input or self.dataset or getattr(self, "input_topic", None)):
+            self.dataset = "retention"
+        if self.input and self.dataset:
+            raise UserError("--input and --dataset are exclusive: give one")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise UserError(f"--eval_fraction: expected a value in (0, 1), got {self.eval_fraction}")
+        if not 0.0 <= self.max_bad_rows_fraction <= 1.0:
+            raise UserError(f"--max_bad_rows_fraction: expected a value in [0, 1], got {self.max_bad_rows_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"--dropout: expected a value in [0, 1), got {self.dropout}")
+        for flag in ("learning_rate", "batch_size", "epochs"):
+            if getattr(self, flag) <= 0:
+                raise UserError(f"--{flag}: expected a positive value, got {getattr(self, flag)}")
+        if self.early_stopping_patience < 0:
+            raise UserError(f"--early_stopping_patience: expected >= 0, got {self.early_stopping_patience}")
+        parse_int_list(self.hidden_units, "--hidden_units")
+        return self
+
+
+# Flags whose natural name Beam already uses for something else.
+FLAG_ALIASES = {"--label": "--label_column"}
+
+
+def _apply_aliases(argv: Sequence[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        out.append(FLAG_ALIASES[name] + eq + value if name in FLAG_ALIASES else arg)
+    return out
+
+
+class _ErrorRaisingParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit(2)
+        raise UserError(message)
+
+
+def _all_option_classes() -> list[Type[PipelineOptions]]:
+    seen, stack = [], [PipelineOptions]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                stack.append(sub)
+    return seen
+
+
+def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[PipelineOptions]) -> PipelineOptions:
+    """Parses argv into PipelineOptions, rejecting flags no options class defines.
+
+    Args:
+      argv: the command line (without the program name).
+      option_classes: beam_ml options classes that must be registered (imported).
+
+    Returns:
+      The PipelineOptions; view it as each class with `.view_as(cls)`.
+
+    Raises:
+      UserError: naming the unknown or malformed flag.
+    """
+    argv = _apply_aliases(argv or [])
+    # 'resolve': several options classes may define the same flag (Beam's own do).
+    parser = _ErrorRaisingParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    for cls in _all_option_classes():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(argv)
+    flags = [u for u in unknown if u.startswith("-")]
+    if flags:
+        raise UserError(f"unknown flag {flags[0].split('=')[0]} (see --help)")
+    if unknown:
+        raise UserError(f"unexpected argument {unknown[0]!r}: flags look like --name=value")
+    # Parse each of our classes strictly so a bad value names its flag.
+    for cls in option_classes:
+        p = _ErrorRaisingParser(allow_abbrev=False, add_help=False)
+        cls._add_argparse_args(p)
+        p.parse_known_args(argv)
+    return PipelineOptions(argv)

@@ -1,0 +1,422 @@
+"""The dataset spec: one JSON file that names each column's role and the task.
+
+Every stage reads the same spec — the CSV reader, the tf.Transform
+preprocessing_fn, training, export and batch/stream serving — so training and
+serving cannot drift apart. It is inferred from a CSV header plus a sample and
+written to the output directory for the user to edit and pass back with --spec.
+
+    python -m pipelines.train --input=HR_comma_sep.csv --label=left --output_dir=out/hr
+    # edit out/hr/spec.json, then
+    python -m pipelines.train --input=HR_comma_sep.csv --spec=out/hr/spec.json --output_dir=out/hr2
+
+Column roles:
+  numeric      z-scored; missing values become `default`, or the train-split mean.
+  categorical  vocabulary + one-hot with an out-of-vocabulary bucket, at most
+               `max_categories` values; missing values become `default` or OOV.
+  label        the target; its values are `label_classes`.
+  key          an id carried through to predictions, never a feature.
+  drop         ignored.
+  mask         PII: never a feature, masked wherever it is echoed (dead letters).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+from typing import Any, Iterable, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from beam_ml.errors import UserError
+
+__all__ = [
+    "ColumnSpec",
+    "DatasetSpec",
+    "ROLES",
+    "TASKS",
+    "infer_spec",
+    "read_header",
+    "mask_value",
+]
+
+ROLES = ("numeric", "categorical", "label", "key", "drop", "mask")
+TASKS = ("binary", "multiclass", "anomaly")
+SPEC_VERSION = 1
+
+# Tokens read as a missing value, in any column.
+DEFAULT_NA_VALUES = ("", "NA", "N/A", "na", "n/a", "NaN", "nan", "null", "NULL", "None", "?")
+
+# A number as written in CSV files (no thousands separators).
+NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+# Label values read as "the positive class" when --positive_label is not given.
+_POSITIVE_WORDS = ("1", "yes", "y", "true", "t", "positive", "pos", "bad", "fraud", "churn", "left", "anomaly")
+_ID_NAME_RE = re.compile(r"(^id$|_id$|^id_|uuid|guid|^key$|identifier)", re.IGNORECASE)
+_DATE_RE = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
+_MAX_CATEGORIES_CAP = 200
+
+
+@dataclasses.dataclass
+class ColumnSpec:
+    """One CSV column.
+
+    Attributes:
+      name: the header name.
+      role: one of ROLES.
+      default: value used where the cell is missing (IFNULL); None means the
+        train mean (numeric) or the OOV bucket (categorical).
+      max_categories: categorical only: the one-hot width is max_categories + 1
+        (the +1 is the OOV bucket); rarer values share the OOV bucket.
+    """
+
+    name: str
+    role: str
+    default: Any = None
+    max_categories: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "role": self.role}
+        if self.default is not None:
+            d["default"] = self.default
+        if self.max_categories is not None:
+            d["max_categories"] = self.max_categories
+        return d
+
+
+@dataclasses.dataclass
+class DatasetSpec:
+    """Column roles and the task for one dataset.
+
+    Attributes:
+      columns: every CSV column, in file order.
+      task: one of TASKS.
+      label: the label column name (required for every task; for anomaly it
+        is used to pick the threshold and to evaluate).
+      label_classes: label values in class-index order. Binary and anomaly:
+        [negative, positive]. Values outside this list are dead-lettered.
+      na_values: cell texts that mean "missing".
+    """
+
+    columns: list[ColumnSpec]
+    task: str
+    label: str
+    label_classes: list[str]
+    na_values: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_NA_VALUES))
+    version: int = SPEC_VERSION
+
+    # ----------------------------------------------------------------- views
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def _names(self, role: str) -> list[str]:
+        return [c.name for c in self.columns if c.role == role]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        return self._names("numeric")
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return self._names("categorical")
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Model inputs, in file order."""
+        return [c.name for c in self.columns if c.role in ("numeric", "categorical")]
+
+    @property
+    def key_column(self) -> Optional[str]:
+        keys = self._names("key")
+        return keys[0] if keys else None
+
+    @property
+    def mask_columns(self) -> list[str]:
+        return self._names("mask")
+
+    @property
+    def positive_label(self) -> Optional[str]:
+        return self.label_classes[1] if self.task in ("binary", "anomaly") else None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_classes)
+
+    # ------------------------------------------------------------ validation
+    def validate(self, source: str = "spec") -> "DatasetSpec":
+        """Checks the spec is usable; raises UserError naming the problem."""
+        seen = set()
+        for c in self.columns:
+            if c.role not in ROLES:
+                raise UserError(f"{source}: column '{c.name}' has role '{c.role}'; expected one of {', '.join(ROLES)}")
+            if c.name in seen:
+                raise UserError(f"{source}: column '{c.name}' appears twice")
+            seen.add(c.name)
+            if c.role == "numeric" and c.default is not None:
+                try:
+                    c.default = float(c.default)
+                except (TypeError, ValueError):
+                    raise UserError(f"{source}: numeric column '{c.name}' has non-numeric default {c.default!r}")
+            if c.role == "categorical":
+                if c.default is not None:
+                    c.default = str(c.default)
+                if not c.max_categories or int(c.max_categories) < 1:
+                    raise UserError(f"{source}: categorical column '{c.name}' needs max_categories >= 1")
+                c.max_categories = int(c.max_categories)
+        if self.task not in TASKS:
+            raise UserError(f"{source}: task '{self.task}' is not one of {', '.join(TASKS)}")
+        labels = self._names("label")
+        if labels != [self.label]:
+            raise UserError(f"{source}: exactly one column must have role 'label' and be named by 'label' "
+                            f"(label={self.label!r}, label columns={labels})")
+        if not self.feature_columns:
+            raise UserError(f"{source}: no numeric or categorical feature columns")
+        if len(self.label_classes) < 2 or len(set(self.label_classes)) != len(self.label_classes):
+            raise UserError(f"{source}: label_classes must list at least two distinct values, got {self.label_classes}")
+        if self.task in ("binary", "anomaly") and len(self.label_classes) != 2:
+            raise UserError(f"{source}: task '{self.task}' needs exactly two label_classes "
+                            f"[negative, positive], got {self.label_classes}")
+        self.label_classes = [str(v) for v in self.label_classes]
+        return self
+
+    # ------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "task": self.task,
+            "label": self.label,
+            "label_classes": list(self.label_classes),
+            "na_values": list(self.na_values),
+            "columns": [c.to_dict() for c in self.columns],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "spec") -> "DatasetSpec":
+        try:
+            columns = [ColumnSpec(name=c["name"], role=c["role"], default=c.get("default"),
+                                  max_categories=c.get("max_categories")) for c in d["columns"]]
+            spec = cls(columns=columns, task=d["task"], label=d["label"],
+                       label_classes=list(d["label_classes"]),
+                       na_values=list(d.get("na_values", DEFAULT_NA_VALUES)),
+                       version=int(d.get("version", SPEC_VERSION)))
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{source}: malformed spec, missing or wrong field {e}")
+        return spec.validate(source)
+
+    def save(self, path: str) -> str:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.to_json() + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "DatasetSpec":
+        if not os.path.isfile(path):
+            raise UserError(f"--spec: file not found: {path}")
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--spec: {path} is not valid JSON: {e}")
+        return cls.from_dict(d, source=path)
+
+
+def mask_value(value: Optional[str]) -> Optional[str]:
+    """Masks PII, keeping the last 4 characters (like a card number on a receipt)."""
+    if value is None:
+        return None
+    s = str(value)
+    keep = 4 if len(s) > 8 else 0
+    return "*" * (len(s) - keep) + (s[-keep:] if keep else "")
+
+
+def read_header(path: str) -> list[str]:
+    """Returns the CSV header's column names; raises UserError for missing/empty files."""
+    if not os.path.exists(path):
+        raise UserError(f"--input: file not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"--input: {path} is a directory, expected a CSV file")
+    with open(path, "r", newline="", encoding="utf-8-sig") as f:
+        first = f.readline()
+    if not first.strip():
+        raise UserError(f"--input: {path} is empty (no header line)")
+    header = next(csv.reader(io.StringIO(first)))
+    header = [h.strip() for h in header]
+    if any(not h for h in header):
+        raise UserError(f"--input: {path} has an empty column name in its header")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise UserError(f"--input: {path} header repeats column(s) {', '.join(dupes)}")
+    return header
+
+
+def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
+                  max_rows: Optional[int], columns: Optional[Sequence[str]] = None) -> pa.Table:
+    """Reads (a sample of) a CSV as string columns, skipping malformed rows."""
+    cols = list(columns) if columns else list(header)
+    read = pacsv.ReadOptions(column_names=list(header), skip_rows=1, block_size=1 << 22, encoding="utf8")
+    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")
+    conv = pacsv.ConvertOptions(column_types={h: pa.string() for h in cols}, include_columns=cols,
+                                null_values=list(na_values), strings_can_be_null=True,
+                                quoted_strings_can_be_null=True)
+    if max_rows is None:
+        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=conv)
+    batches, n = [], 0
+    with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=conv) as reader:
+        for batch in reader:
+            batches.append(batch)
+            n += batch.num_rows
+            if n >= max_rows:
+                break
+    if not batches:
+        return pa.table({h: pa.array([], pa.string()) for h in cols})
+    return pa.Table.from_batches(batches).slice(0, max_rows)
+
+
+def _numeric_fraction(col: pa.ChunkedArray) -> float:
+    present = col.drop_null()
+    if len(present) == 0:
+        return 0.0
+    ok = pc.sum(pc.match_substring_regex(present, NUMBER_RE)).as_py() or 0
+    return ok / len(present)
+
+
+def _sort_classes(values: Iterable[str]) -> list[str]:
+    values = list(values)
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def _choose_positive(classes: list[str], counts: dict[str, int]) -> str:
+    for word in _POSITIVE_WORDS:
+        for c in classes:
+            if c.strip().lower() == word:
+                return c
+    return min(classes, key=lambda c: (counts.get(c, 0), c))  # the minority class
+
+
+def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task: Optional[str] = None,
+               sample_rows: int = 20000, key: Optional[str] = None,
+               drop: Sequence[str] = (), na_values: Sequence[str] = DEFAULT_NA_VALUES) -> DatasetSpec:
+    """Infers a DatasetSpec from a CSV header, a sample of rows and the full label column.
+
+    Args:
+      path: the CSV file.
+      label: the label column (required; its absence is a UserError).
+      positive_label: binary/anomaly: the positive (or anomalous) class.
+        Default: a yes/1/true-like value, else the minority class.
+      task: force 'binary', 'multiclass' or 'anomaly'; default from the label.
+      sample_rows: rows read to decide column roles.
+      key: force this column to be the key.
+      drop: columns to drop.
+
+    Returns:
+      A validated DatasetSpec.
+    """
+    header = read_header(path)
+    if label not in header:
+        raise UserError(f"--label: column '{label}' is not in {path} (columns: {', '.join(header)})")
+    for name, flag in [(key, "--key_column")] + [(d, "--drop_columns") for d in drop]:
+        if name and name not in header:
+            raise UserError(f"{flag}: column '{name}' is not in {path}")
+    sample = _read_strings(path, header, na_values, sample_rows)
+    if sample.num_rows == 0:
+        raise UserError(f"--input: {path} has a header but no data rows")
+
+    columns: list[ColumnSpec] = []
+    key_taken = False
+    for name in header:
+        col = sample.column(name)
+        present = col.drop_null()
+        n_present = len(present)
+        n_unique = len(pc.unique(present)) if n_present else 0
+        if name == label:
+            role = "label"
+        elif name in drop:
+            role = "drop"
+        elif key is not None:
+            role = "key" if name == key else None
+        else:
+            role = None
+        if role is None:
+            numeric = _numeric_fraction(col) >= 0.98
+            id_like = bool(_ID_NAME_RE.search(name)) and n_present > 0 and n_unique >= 0.9 * n_present
+            if id_like and not key_taken and key is None:
+                role = "key"
+            elif id_like:
+                role = "drop"
+            elif numeric:
+                role = "numeric"
+            elif n_present and pc.sum(pc.match_substring_regex(present, _DATE_RE)).as_py() >= 0.9 * n_present:
+                role = "drop"  # dates: a user can derive features from them in an edited spec
+            elif n_present > 50 and n_unique > 0.5 * n_present:
+                role = "drop"  # free text / ids: not a useful one-hot
+            elif n_present == 0:
+                role = "drop"
+            else:
+                role = "categorical"
+        if role == "key":
+            key_taken = True
+        max_cat = None
+        if role == "categorical":
+            max_cat = min(_MAX_CATEGORIES_CAP, n_unique + max(2, n_unique // 4))
+        columns.append(ColumnSpec(name=name, role=role, max_categories=max_cat))
+
+    # Classes come from the full label column, so rare classes are not missed.
+    labels = _read_strings(path, header, na_values, None, columns=[label]).column(label).drop_null()
+    counts = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(labels).to_pylist()}
+    classes = _sort_classes(counts)
+    if len(classes) < 2:
+        raise UserError(f"--label: column '{label}' in {path} has {len(classes)} distinct value(s) "
+                        f"{classes}; need at least two")
+    if task is None:
+        task = "binary" if len(classes) == 2 else "multiclass"
+    if task == "multiclass" and len(classes) > 1000:
+        raise UserError(f"--label: column '{label}' has {len(classes)} distinct values: not a classification label")
+    if task in ("binary", "anomaly"):
+        if len(classes) != 2:
+            raise UserError(f"--task={task} needs a label with two values; '{label}' has {len(classes)}: "
+                            f"{classes[:10]}")
+        if positive_label is None:
+            positive_label = _choose_positive(classes, counts)
+        if positive_label not in classes:
+            raise UserError(f"--positive_label: '{positive_label}' is not a value of '{label}' ({', '.join(classes)})")
+        classes = [c for c in classes if c != positive_label] + [positive_label]
+    spec = DatasetSpec(columns=columns, task=task, label=label, label_classes=classes,
+                       na_values=list(na_values))
+    return spec.validate(f"inferred spec for {path}")
+
+
+def label_counts_from_vocab(lines: Iterable[str]) -> dict[str, int]:
+    """Parses a tf.Transform vocabulary file stored with frequencies ('count value' lines)."""
+    counts = {}
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        n, _, value = line.partition(" ")
+        counts[value] = int(float(n))
+    return counts
+
+
+def is_number(text: str) -> bool:
+    return re.match(NUMBER_RE, text) is not None and not math.isnan(float(text))

@@ -1,0 +1,142 @@
+"""tf.Transform preprocessing built from a dataset spec.
+
+    fn = make_preprocessing_fn(spec)
+    (dataset, transform_fn) = (batches, tensor_adapter_config(spec)) | tft_beam.AnalyzeAndTransformDataset(fn)
+
+Raw inputs are dense [batch] tensors: numeric float32 with NaN for missing,
+categorical bytes with b"" for missing, the label as bytes. Outputs:
+
+  <numeric>_xf      float32 [batch]      z-score of the value; missing → the spec
+                                         default, else the train-split mean (→ 0).
+  <categorical>_xf  float32 [batch, K+1] one-hot over the train vocabulary (top K
+                                         by frequency, K = max_categories) with one
+                                         OOV bucket; missing → spec default, else OOV.
+  label             int64   [batch]      index into spec.label_classes (-1 if unknown).
+
+The label's class counts are stored as the vocabulary 'label_counts' (with
+frequencies), so training can derive class weights from the analyzed data.
+The one-hot width K+1 is static, so the transformed schema is fixed-length.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import pyarrow as pa
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.public.tfxio import TensorAdapterConfig
+
+from beam_ml.io.csv import arrow_schema_for
+from beam_ml.spec import DatasetSpec
+
+__all__ = [
+    "LABEL_KEY",
+    "LABEL_COUNTS_VOCAB",
+    "transformed_name",
+    "make_preprocessing_fn",
+    "raw_feature_spec",
+    "tensor_adapter_config",
+    "transformed_feature_names",
+]
+
+LABEL_KEY = "label"
+LABEL_COUNTS_VOCAB = "label_counts"
+
+
+def transformed_name(name: str) -> str:
+    return f"{name}_xf"
+
+
+def _safe(name: str) -> str:
+    """A TF op/file-safe version of a column name (headers may hold spaces, $, ...)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+
+
+def vocab_name(name: str) -> str:
+    return f"vocab_{_safe(name)}"
+
+
+def raw_feature_spec(spec: DatasetSpec, with_label: bool = True) -> dict[str, tf.io.FixedLenFeature]:
+    """tf.Example parsing spec for raw rows: absent features parse as missing."""
+    fs = {}
+    for c in spec.columns:
+        if c.role == "numeric":
+            fs[c.name] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
+        elif c.role == "categorical" or (c.role == "label" and with_label):
+            fs[c.name] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+    return fs
+
+
+def tensor_adapter_config(spec: DatasetSpec, with_label: bool = True) -> TensorAdapterConfig:
+    """How tf.Transform turns the reader's RecordBatches into raw [batch] tensors."""
+    reps = {}
+    for c in spec.columns:
+        if c.role in ("numeric", "categorical") or (c.role == "label" and with_label):
+            rep = schema_pb2.TensorRepresentation()
+            rep.dense_tensor.column_name = c.name  # shape [] per row → a [batch] tensor
+            reps[c.name] = rep
+    arrow_schema = pa.schema([f for f in arrow_schema_for(spec, with_label) if f.name in reps])
+    return TensorAdapterConfig(arrow_schema, reps)
+
+
+def transformed_feature_names(spec: DatasetSpec) -> list[str]:
+    """Model input names, in spec order (the order the model concatenates them)."""
+    return [transformed_name(n) for n in spec.feature_columns]
+
+
+def _fill_numeric(x: tf.Tensor, default) -> tf.Tensor:
+    present = tf.logical_not(tf.math.is_nan(x))
+    if default is not None:
+        fill = tf.constant(float(default), tf.float32)
+    else:
+        # Mean over present train values only: a sparse view skips the NaNs.
+        idx = tf.where(present)
+        sparse = tf.SparseTensor(idx, tf.boolean_mask(x, present), tf.shape(x, out_type=tf.int64))
+        fill = tf.cast(tft.mean(sparse), tf.float32)
+        fill = tf.where(tf.math.is_nan(fill), tf.zeros_like(fill), fill)  # an all-missing column
+    return tf.where(present, x, fill)
+
+
+def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
+    """Builds the preprocessing_fn for a spec.
+
+    Args:
+      spec: the dataset spec; its numeric and categorical columns are features.
+
+    Returns:
+      A preprocessing_fn(inputs) -> outputs for tft_beam.AnalyzeAndTransformDataset.
+      When the label is among the inputs it is encoded; serving graphs simply
+      have no label input.
+    """
+    numeric = [(c.name, c.default) for c in spec.columns if c.role == "numeric"]
+    categorical = [(c.name, c.default, c.max_categories) for c in spec.columns if c.role == "categorical"]
+    label, classes = spec.label, list(spec.label_classes)
+
+    def preprocessing_fn(inputs: dict) -> dict:
+        outputs = {}
+        for name, default in numeric:
+            x = _fill_numeric(tf.cast(inputs[name], tf.float32), default)
+            outputs[transformed_name(name)] = tft.scale_to_z_score(x, name=f"zscore_{_safe(name)}")
+        for name, default, k in categorical:
+            x = tf.strings.strip(inputs[name])
+            if default is not None:
+                x = tf.where(tf.equal(x, b""), tf.constant(default.encode("utf-8")), x)
+            # Missing stays b"": filtered out of the vocabulary, so it maps to OOV.
+            idx = tft.compute_and_apply_vocabulary(
+                x, top_k=k, num_oov_buckets=1, frequency_threshold=1,
+                vocab_filename=vocab_name(name), name=vocab_name(name))
+            # Index < vocab size + 1 <= k + 1, so a width of k + 1 always fits.
+            outputs[transformed_name(name)] = tf.one_hot(idx, depth=k + 1, dtype=tf.float32)
+        if label in inputs:
+            y = inputs[label]
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(classes), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
+            outputs[LABEL_KEY] = table.lookup(y)
+            tft.vocabulary(y, vocab_filename=LABEL_COUNTS_VOCAB, store_frequency=True,
+                           name="label_counts")
+        return outputs
+
+    return preprocessing_fn
