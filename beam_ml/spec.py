@@ -384,6 +384,10 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
     # Classes come from the full label column, so rare classes are not missed.
     labels = _read_strings(path, header, na_values, None, columns=[label]).column(label).drop_null()
     counts = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(labels).to_pylist()}
+    # A value seen once (or in under 1 row in 10,000) is a typo, not a class: it
+    # stays out of label_classes, so its rows are dead-lettered as unknown labels.
+    total = sum(counts.values())
+    counts = {v: n for v, n in counts.items() if n >= 2 and n >= total / 10000} or counts
     classes = _sort_classes(counts)
     if len(classes) < 2:
         raise UserError(f"--label: column '{label}' in {path} has {len(classes)} distinct value(s) "

@@ -92,10 +92,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     files = expand_input(path)
     output_dir = os.path.abspath(opts.output_dir or os.path.join("out", name))
 
-    # Heavy imports after flag validation, so a typo fails in milliseconds.
-    import apache_beam as beam
-
-    from beam_ml.preprocess import PreprocessConfig, build_preprocess
     from beam_ml.spec import DatasetSpec, infer_spec
 
     if opts.spec:
@@ -103,6 +99,11 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     else:
         drop = [d.strip() for d in opts.drop_columns.split(",") if d.strip()]
         spec = infer_spec(files[0], label, positive_label=positive, task=task, key=key, drop=drop)
+
+    # Heavy imports after flags, files and spec are checked, so mistakes fail in a second.
+    import apache_beam as beam
+
+    from beam_ml.preprocess import PreprocessConfig, build_preprocess
     os.makedirs(output_dir, exist_ok=True)
     for stale in ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp"):
         shutil.rmtree(os.path.join(output_dir, stale), ignore_errors=True)

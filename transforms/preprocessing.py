@@ -125,7 +125,7 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
                 x = tf.where(tf.equal(x, b""), tf.constant(default.encode("utf-8")), x)
             # Missing stays b"": filtered out of the vocabulary, so it maps to OOV.
             idx = tft.compute_and_apply_vocabulary(
-                x, top_k=k, num_oov_buckets=1, frequency_threshold=1,
+                x, top_k=k, num_oov_buckets=1,
                 vocab_filename=vocab_name(name), name=vocab_name(name))
             # Index < vocab size + 1 <= k + 1, so a width of k + 1 always fits.
             outputs[transformed_name(name)] = tf.one_hot(idx, depth=k + 1, dtype=tf.float32)
