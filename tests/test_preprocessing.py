@@ -62,8 +62,8 @@ def test_zscore_mean_imputation_onehot_oov_and_label_encoding():
 
 
 def _check_first(spec, out):
-    # age: train mean 20 (NaN ignored), train values for the std are 10,20,30,20 after imputation.
-    std = np.std([10., 20., 30., 20.])
+    # age: statistics over present train values 10, 20, 30 (NaN ignored); missing → mean → 0.
+    std = np.std([10., 20., 30.])
     np.testing.assert_allclose(np.ravel(out["age_xf"]), [0.0, 10 / std, 0.0], atol=1e-5)
     np.testing.assert_allclose(np.ravel(out["income_xf"]), [0.0, 1.5 / np.std([1, 2, 3, 4]), -1.5 / np.std([1, 2, 3, 4])],
                                atol=1e-5)

@@ -1,0 +1,1 @@
+"""Reproducible throughput, latency and quality measurements against baselines."""
