@@ -20,9 +20,11 @@ from typing import Any, Optional
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
+from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 from beam_ml.errors import DeadLetter
 from beam_ml.io.csv import DEAD_TAG, ReadCsvBatches, stable_hash_fraction
+from beam_ml.io.tfrecord import WriteTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config
 
@@ -107,10 +109,15 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output_dir)
         for name, data, meta, prefix in (("Train", train_xf, train_meta, TRAIN_PREFIX),
                                          ("Eval", eval_xf, eval_meta, EVAL_PREFIX)):
-            _ = ((data, meta)
-                 | f"Encode{name}" >> tft_beam.EncodeTransformedDataset()
-                 | f"Write{name}" >> beam.io.WriteToTFRecord(
-                     os.path.join(config.output_dir, prefix), file_name_suffix=".tfrecord"))
+            # tft's EncodeTransformedDataset emits one element per example; encoding
+            # and writing whole batches keeps the per-row work in C++.
+            encoder = (meta.deferred_metadata
+                       | f"{name}ExampleEncoder" >> beam.Map(lambda m: RecordBatchToExamplesEncoder(m.schema)))
+            _ = (data
+                 | f"Encode{name}" >> beam.Map(lambda elem, coder: coder.encode(elem[0]),
+                                               coder=beam.pvalue.AsSingleton(encoder))
+                 | f"Write{name}" >> WriteTFRecordBatches(os.path.join(config.output_dir, prefix),
+                                                          file_name_suffix=".tfrecord"))
     write_dead_letters(dead, os.path.join(config.output_dir, DEAD_PREFIX))
     return {"rows": rows, "dead": dead, "train": train, "eval": evals,
             "train_transformed": train_xf, "eval_transformed": eval_xf, "transform_fn": transform_fn}

@@ -46,11 +46,18 @@ def test_positive_label_flag_and_minority_default(tmp_path):
 def test_multiclass_classes_sorted_numerically_from_full_column(tmp_path):
     p = tmp_path / "d.csv"
     # The rare class 10 appears only after the sample: it must still be a class.
-    lines = [f"{i % 7},{i % 10}" for i in range(500)] + ["1,10"]
+    lines = [f"{i % 7},{i % 10}" for i in range(500)] + ["1,10"] * 3
     p.write_text("x,digit\n" + "\n".join(lines) + "\n")
     spec = infer_spec(str(p), "digit", sample_rows=100)
     assert spec.task == "multiclass"
     assert spec.label_classes == [str(i) for i in range(11)]
+
+
+def test_a_label_value_seen_once_is_a_typo_not_a_class(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("x,y\n" + "\n".join(f"{i},{'Yes' if i % 3 else 'No'}" for i in range(300)) + "\n1,maybe\n")
+    spec = infer_spec(str(p), "y")
+    assert spec.task == "binary" and spec.label_classes == ["No", "Yes"]
 
 
 def test_errors_name_the_problem(tmp_path):
