@@ -34,6 +34,8 @@ class TrainOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         g = parser.add_argument_group("beam_ml training")
         g.add_argument("--input", help="CSV file or glob with a header row")
+        g.add_argument("--input_topic", help="train from a bounded snapshot of this Kafka topic (JSON events); "
+                                             "with --bootstrap_servers")
         g.add_argument("--dataset", help="a bundled dataset: retention (default), absenteeism, fraud, digits")
         g.add_argument("--data_dir", default="data", help="where bundled datasets are written")
         g.add_argument("--dataset_rows", type=int, default=None, help="rows to generate for a bundled dataset")
@@ -55,7 +57,8 @@ class TrainOptions(PipelineOptions):
         g.add_argument("--dropout", type=float, default=0.2)
         g.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
         g.add_argument("--learning_rate", type=float, default=1e-3)
-        g.add_argument("--batch_size", type=int, default=256)
+        g.add_argument("--batch_size", type=int, default=0,
+                       help="rows per step; 0 = auto: train rows / 100, within 32..512")
         g.add_argument("--epochs", type=int, default=30)
         g.add_argument("--early_stopping_patience", type=int, default=5)
         g.add_argument("--class_weights", default="auto", choices=["auto", "balanced", "none"],
@@ -64,17 +67,19 @@ class TrainOptions(PipelineOptions):
         g.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
 
     def validate_train(self) -> "TrainOptions":
-        if not (self.input or self.dataset or getattr(self, "input_topic", None)):
+        if not (self.input or self.dataset or self.input_topic):
             self.dataset = "retention"
-        if self.input and self.dataset:
-            raise UserError("--input and --dataset are exclusive: give one")
+        if sum(bool(x) for x in (self.input, self.dataset, self.input_topic)) > 1:
+            raise UserError("--input, --dataset and --input_topic are exclusive: give one")
         if not 0.0 < self.eval_fraction < 1.0:
             raise UserError(f"--eval_fraction: expected a value in (0, 1), got {self.eval_fraction}")
         if not 0.0 <= self.max_bad_rows_fraction <= 1.0:
             raise UserError(f"--max_bad_rows_fraction: expected a value in [0, 1], got {self.max_bad_rows_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--dropout: expected a value in [0, 1), got {self.dropout}")
-        for flag in ("learning_rate", "batch_size", "epochs"):
+        if self.batch_size < 0:
+            raise UserError(f"--batch_size: expected >= 0 (0 = auto), got {self.batch_size}")
+        for flag in ("learning_rate", "epochs"):
             if getattr(self, flag) <= 0:
                 raise UserError(f"--{flag}: expected a positive value, got {getattr(self, flag)}")
         if self.early_stopping_patience < 0:

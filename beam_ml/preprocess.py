@@ -38,7 +38,7 @@ DEAD_PREFIX = "dead_letter/dead"
 
 @dataclasses.dataclass
 class PreprocessConfig:
-    input_pattern: str
+    input_pattern: Optional[str]
     output_dir: str
     eval_fraction: float = 0.3
     split_seed: int = 42
@@ -75,13 +75,17 @@ def write_dead_letters(dead: beam.PCollection, output_prefix: str, label: str = 
             | label >> beam.io.WriteToText(output_prefix, file_name_suffix=".jsonl"))
 
 
-def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: PreprocessConfig) -> dict[str, Any]:
+def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: PreprocessConfig,
+                     source: Optional[beam.PTransform] = None) -> dict[str, Any]:
     """Adds read → split → analyze/transform → write steps to `pipeline`.
 
     Args:
       pipeline: the pipeline to extend (its options pick the runner).
       spec: the dataset spec.
       config: input, output and split settings.
+      source: instead of reading `config.input_pattern`, a PTransform from the
+        pipeline's start to a DoOutputsTuple with 'rows' (RecordBatches in the
+        `arrow_schema_for(spec)` layout) and DEAD_TAG (DeadLetters).
 
     Returns:
       A dict of the key PCollections (for tests): 'rows' (RecordBatches read),
@@ -91,7 +95,10 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     """
     adapter = tensor_adapter_config(spec)
     columns = [f.name for f in adapter.arrow_schema]  # only model columns flow into tf.Transform
-    read = pipeline | "ReadCsv" >> ReadCsvBatches(config.input_pattern, spec, chunk_bytes=config.chunk_bytes)
+    if source is None:
+        read = pipeline | "ReadCsv" >> ReadCsvBatches(config.input_pattern, spec, chunk_bytes=config.chunk_bytes)
+    else:
+        read = pipeline | "Read" >> source
     rows, dead = read["rows"], read[DEAD_TAG]
     split = rows | "SplitTrainEval" >> beam.ParDo(
         _SplitDoFn(spec, config.eval_fraction, config.split_seed, columns)).with_outputs("eval", main="train")

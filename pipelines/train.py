@@ -5,6 +5,8 @@
     python -m pipelines.train --input=HR_comma_sep.csv --label=left --output_dir=out/hr
     python -m pipelines.train --input=data.csv --spec=out/hr/spec.json --output_dir=out/hr2
     python -m pipelines.train --input=big.csv --label=Class --preprocess_only   # TFRecords only
+    python -m pipelines.train --input_topic=transactions --bootstrap_servers=127.0.0.1:9092 \
+        --label=Class --output_dir=out/fraud_topic        # a bounded snapshot of a topic
 
 The Beam part (read, split, analyze, transform, write) runs on the runner the
 flags choose; Keras training then runs in this process over the TFRecords.
@@ -23,6 +25,7 @@ import time
 from typing import Optional, Sequence
 
 from beam_ml.errors import UserError
+from beam_ml.io.kafka_config import KafkaOptions
 from beam_ml.options import TrainOptions, parse_int_list, parse_pipeline_options
 
 __all__ = ["run", "main", "TrainRun"]
@@ -51,6 +54,10 @@ def _resolve_input(opts: TrainOptions):
         path = datasets.materialize(opts.dataset, opts.data_dir, rows=opts.dataset_rows)
         return (path, opts.label or info.label, opts.positive_label or info.positive_label,
                 opts.task or info.task, opts.dataset, info.key)
+    if opts.input_topic:
+        if not opts.label and not opts.spec:
+            raise UserError("--label: required with --input_topic (the field to predict), unless --spec is given")
+        return None, opts.label, opts.positive_label, opts.task, opts.input_topic, opts.key_column
     if not opts.input:
         raise UserError("--input: give a CSV file (or --dataset=NAME)")
     if not opts.label and not opts.spec:
@@ -59,13 +66,30 @@ def _resolve_input(opts: TrainOptions):
     return opts.input, opts.label, opts.positive_label, opts.task, name, opts.key_column
 
 
+# Fields pipelines.produce adds to every event: metadata, never features.
+TOPIC_ENVELOPE_FIELDS = ("produce_ts", "event_ts")
+
+
+def _sample_topic_csv(kafka, topic: str, output_dir: str) -> str:
+    """Samples the topic into <output_dir>/topic_sample.csv for spec inference."""
+    from beam_ml.io.kafka_rows import sample_topic, write_sample_csv
+
+    records = sample_topic(kafka.client_kwargs(), topic)
+    if not records:
+        raise UserError(f"--input_topic: no JSON events could be read from topic '{topic}' "
+                        f"at {kafka.bootstrap_servers}")
+    os.makedirs(output_dir, exist_ok=True)
+    return write_sample_csv(records, os.path.join(output_dir, "topic_sample.csv"))
+
+
 def _counts_from(result, beam_counts: dict) -> dict:
+    from beam_ml.io.csv import READ_NAMESPACE
     from beam_ml.preprocess import COUNTER_NAMESPACE, query_counter
 
     counts = {
-        "rows_in": query_counter(result, "beam_ml.csv", "lines_in"),
-        "rows_good": query_counter(result, "beam_ml.csv", "rows_good"),
-        "rows_dead": query_counter(result, "beam_ml.csv", "rows_dead"),
+        "rows_in": query_counter(result, READ_NAMESPACE, "lines_in"),
+        "rows_good": query_counter(result, READ_NAMESPACE, "rows_good"),
+        "rows_dead": query_counter(result, READ_NAMESPACE, "rows_dead"),
         "rows_train": query_counter(result, COUNTER_NAMESPACE, "rows_train"),
         "rows_eval": query_counter(result, COUNTER_NAMESPACE, "rows_eval"),
     }
@@ -83,22 +107,38 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     Raises:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
-    options = parse_pipeline_options(argv, TrainOptions)
+    options = parse_pipeline_options(argv, TrainOptions, KafkaOptions)
     opts = options.view_as(TrainOptions).validate_train()
     hidden_units = parse_int_list(opts.hidden_units, "--hidden_units")
     path, label, positive, task, name, key = _resolve_input(opts)
-    from beam_ml.io.csv import expand_input
-
-    files = expand_input(path)
     output_dir = os.path.abspath(opts.output_dir or os.path.join("out", name))
+    drop = [d.strip() for d in opts.drop_columns.split(",") if d.strip()]
+    kafka = None
+    if opts.input_topic:
+        try:
+            kafka = options.view_as(KafkaOptions).client_config()
+        except ValueError as e:
+            raise UserError(str(e))
+        if not kafka.bootstrap_servers:
+            raise UserError("--bootstrap_servers: required with --input_topic")
+        sample_path = None if opts.spec else _sample_topic_csv(kafka, opts.input_topic, output_dir)
+        if sample_path:
+            import csv as _csv
+            with open(sample_path) as f:
+                fields = next(_csv.reader(f))
+            drop += [f for f in TOPIC_ENVELOPE_FIELDS if f in fields and f not in drop]
+        infer_from = sample_path
+    else:
+        from beam_ml.io.csv import expand_input
+
+        infer_from = expand_input(path)[0]
 
     from beam_ml.spec import DatasetSpec, infer_spec
 
     if opts.spec:
         spec = DatasetSpec.load(opts.spec)
     else:
-        drop = [d.strip() for d in opts.drop_columns.split(",") if d.strip()]
-        spec = infer_spec(files[0], label, positive_label=positive, task=task, key=key, drop=drop)
+        spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop)
 
     # Heavy imports after flags, files and spec are checked, so mistakes fail in a second.
     import apache_beam as beam
@@ -113,8 +153,14 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
 
     t0 = time.time()
     pipeline = test_pipeline or beam.Pipeline(options=options)
+    source = None
+    if kafka is not None:
+        from beam_ml.io.kafka_rows import ReadTopicSnapshot
+
+        source = ReadTopicSnapshot(kafka, opts.input_topic, spec)
     build_preprocess(pipeline, spec, PreprocessConfig(input_pattern=path, output_dir=output_dir,
-                                                      eval_fraction=opts.eval_fraction, split_seed=opts.split_seed))
+                                                      eval_fraction=opts.eval_fraction, split_seed=opts.split_seed),
+                     source=source)
     result = pipeline.run()
     result.wait_until_finish()
     shutil.rmtree(os.path.join(output_dir, "tmp"), ignore_errors=True)

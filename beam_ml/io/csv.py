@@ -37,6 +37,7 @@ __all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input", "
 LINE_COLUMN = "__line__"
 DEAD_TAG = "dead"
 DEFAULT_CHUNK_BYTES = 8 << 20
+READ_NAMESPACE = "beam_ml.read"  # counters shared by every reader: lines_in = rows_good + rows_dead
 
 
 def expand_input(pattern: str) -> list[str]:
@@ -251,9 +252,9 @@ class _ReadCsvFileDoFn(beam.DoFn):
         self._spec = spec
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
-        self._lines = beam.metrics.Metrics.counter("beam_ml.csv", "lines_in")
-        self._good = beam.metrics.Metrics.counter("beam_ml.csv", "rows_good")
-        self._dead = beam.metrics.Metrics.counter("beam_ml.csv", "rows_dead")
+        self._lines = beam.metrics.Metrics.counter(READ_NAMESPACE, "lines_in")
+        self._good = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_good")
+        self._dead = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_dead")
 
     def process(self, path: str):
         header = read_header(path)

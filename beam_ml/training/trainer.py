@@ -34,13 +34,18 @@ class TrainConfig:
     dropout: float = 0.2
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    batch_size: int = 256
+    batch_size: int = 0  # 0: auto_batch_size(train rows)
     epochs: int = 30
     early_stopping_patience: int = 5
     class_weights: str = "auto"  # auto | balanced | none
     seed: int = 42
     verbose: int = 2
     dataset_name: str = ""
+
+
+def auto_batch_size(train_rows: int) -> int:
+    """About 100 steps per epoch: small data still gets enough updates, big data fast epochs."""
+    return int(min(512, max(32, train_rows // 100)))
 
 
 def class_weights_from_counts(counts: Sequence[int], mode: str) -> Optional[dict[int, float]]:
@@ -99,8 +104,9 @@ def train_and_evaluate(output_dir: str, spec: DatasetSpec, config: TrainConfig) 
     autoencoder = spec.task == "anomaly"
     train_files, eval_files = tfrecord_files(output_dir, "train"), tfrecord_files(output_dir, "eval")
 
+    batch_size = config.batch_size or auto_batch_size(sum(counts))
     normal = 0 if autoencoder else None  # the autoencoder learns what normal rows look like
-    train_ds = make_dataset(train_files, feature_spec, names, config.batch_size, shuffle=True, seed=config.seed,
+    train_ds = make_dataset(train_files, feature_spec, names, batch_size, shuffle=True, seed=config.seed,
                             label_filter=normal, autoencoder=autoencoder)
     val_ds = make_dataset(eval_files, feature_spec, names, 4096, shuffle=False, label_filter=normal,
                           autoencoder=autoencoder)
@@ -144,6 +150,7 @@ def train_and_evaluate(output_dir: str, spec: DatasetSpec, config: TrainConfig) 
         "train_label_counts": ", ".join(f"{c}={n}" for c, n in zip(spec.label_classes, counts)),
         "class_weights": json.dumps(weights) if weights else "none",
         "input_dim": dim,
+        "batch_size": batch_size,
         "epochs_run": len(hist.get("loss", [])),
         "decision_threshold": threshold,
         "train_seconds": round(time.time() - start, 1),

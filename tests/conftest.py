@@ -1,0 +1,40 @@
+"""Shared pytest fixtures: a real Kafka-compatible broker for the whole session.
+
+    python -m pytest tests -q            # everything
+    python -m pytest tests -q -m "not slow"
+"""
+import uuid
+
+import pytest
+
+from beam_ml.testing import TansuBroker
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes several seconds (deselect with -m 'not slow')")
+    config.addinivalue_line(
+        "markers", "integration: talks to a real server started by a fixture")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """Bootstrap address ("127.0.0.1:PORT") of an in-memory Tansu broker."""
+    with TansuBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def new_topic(kafka_broker):
+    """Creates a uniquely named topic: ``new_topic(partitions=1) -> name``.
+
+    The broker is shared by the session, so every test gets fresh topics.
+    """
+    from beam_ml.testing import create_topic
+
+    def make(partitions: int = 1, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        create_topic(kafka_broker, name, partitions)
+        return name
+
+    return make
