@@ -1,0 +1,69 @@
+"""The other tasks end to end (multiclass, anomaly), and resuming an interrupted run."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beam_ml.serving import ServingModel
+from pipelines import train
+
+pytestmark = pytest.mark.slow
+
+
+def test_digits_multiclass_softmax(tmp_path):
+    out = tmp_path / "digits"
+    result = train.run(["--dataset=digits", f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}",
+                        "--epochs=25", "--verbose=0", "--runner=DirectRunner"])
+    m = result.metrics["eval"]
+    assert m["accuracy"] > 0.88, m
+    assert set(m["per_class"]) == {str(i) for i in range(10)}
+    assert len(m["confusion_matrix"]) == 10 and sum(map(sum, m["confusion_matrix"])) == result.counts["rows_eval"]
+    model = ServingModel.load(str(out))
+    row = {f"pixel{i}": 0.0 for i in range(64)}
+    p = model.predict_records([row])[0]
+    assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-4
+    assert p["class"] in [str(i) for i in range(10)]
+
+
+def test_fraud_anomaly_autoencoder(tmp_path):
+    out = tmp_path / "anomaly"
+    result = train.run(["--dataset=fraud", "--dataset_rows=40000", f"--data_dir={tmp_path / 'data'}",
+                        "--task=anomaly", f"--output_dir={out}", "--epochs=10", "--verbose=0",
+                        "--runner=DirectRunner"])
+    m = result.metrics["eval"]
+    assert m["roc_auc"] > 0.85, m  # reconstruction error ranks fraud above normal
+    meta = json.load(open(out / "model" / "1" / "assets.extra" / "beam_ml.json"))
+    assert meta["task"] == "anomaly" and meta["threshold"] == pytest.approx(m["threshold"])
+
+
+def test_interrupted_training_resumes_from_last_epoch(tmp_path):
+    """Kill the training process mid-run; the re-run continues from its last finished epoch."""
+    out = tmp_path / "resume"
+    argv = [sys.executable, "-m", "pipelines.train", "--dataset=retention", "--dataset_rows=3000",
+            f"--data_dir={tmp_path / 'data'}", f"--output_dir={out}", "--epochs=40",
+            "--early_stopping_patience=40", "--batch_size=32", "--verbose=2"]
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    deadline = time.time() + 300
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("Epoch 4/") or time.time() > deadline:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert any(l.startswith("Epoch 4/") for l in seen), "".join(seen[-20:])
+    assert os.path.isdir(out / "checkpoints" / "backup")
+
+    again = subprocess.run(argv[:-3] + ["--epochs=6", "--early_stopping_patience=40", "--batch_size=32",
+                                        "--verbose=2"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    epochs = [l.split()[1] for l in again.stdout.splitlines() if l.startswith("Epoch ")]
+    assert epochs and epochs[0] == "4/6", epochs  # epochs 1-3 finished before the kill
+    assert os.listdir(out / "checkpoints" / "backup") == []  # emptied once training completes
