@@ -1,0 +1,96 @@
+"""Dataflow Flex Template metadata, generated from the pipelines' PipelineOptions classes.
+
+    python -m templates.flex            # rewrites templates/<pipeline>/metadata.json
+    python -m templates.flex --check    # exits 1 if a checked-in file is stale
+
+The options classes are the one source of truth for flags: each flag becomes a
+template parameter with its help text, so a template launch and a command line
+accept exactly the same settings. Build and launch (with gcloud, outside this repo's tests):
+
+    gcloud builds submit --tag "$REGION-docker.pkg.dev/$PROJECT/beam-ml/train" -f templates/Dockerfile .
+    gcloud dataflow flex-template build gs://$BUCKET/templates/train.json \\
+        --image "$REGION-docker.pkg.dev/$PROJECT/beam-ml/train" --sdk-language PYTHON \\
+        --metadata-file templates/train/metadata.json
+    gcloud dataflow flex-template run train-$(date +%s) --template-file-gcs-location gs://$BUCKET/templates/train.json \\
+        --region $REGION --parameters input=gs://$BUCKET/HR_comma_sep.csv,label_column=left,output_dir=gs://$BUCKET/out/hr
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["TEMPLATES", "metadata_for", "main"]
+
+# pipeline module → (display name, options classes "module:Class", description)
+TEMPLATES = {
+    "train": ("beam_ml: train a model from CSV or a Kafka topic",
+              ["beam_ml.options:TrainOptions", "beam_ml.io.kafka_config:KafkaOptions"],
+              "CSV/Kafka → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
+    "batch_predict": ("beam_ml: batch predictions", ["pipelines.batch_predict:BatchPredictOptions",
+                                                     "beam_ml.io.kafka_config:KafkaOptions"],
+                      "Scores a CSV file or a bounded topic with an exported model."),
+    "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka",
+                       ["pipelines.stream_predict:StreamPredictOptions", "beam_ml.io.kafka_config:KafkaOptions"],
+                       "Kafka JSON events → validate → RunInference → prediction events; dead letters to a topic."),
+}
+
+# Parameters a template must never expose as plain text (secrets belong in --kafka_config).
+_SECRET = {"sasl_password"}
+
+
+def _load(ref: str):
+    module, cls = ref.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def metadata_for(pipeline: str) -> dict:
+    """The Flex Template metadata for one pipeline, from its options classes."""
+    name, refs, description = TEMPLATES[pipeline]
+    params, seen = [], set()
+    for ref in refs:
+        parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+        _load(ref)._add_argparse_args(parser)
+        for action in parser._actions:
+            flag = next((o for o in action.option_strings if o.startswith("--")), None)
+            if not flag:
+                continue
+            pname = flag[2:]
+            if pname in seen or pname in _SECRET:
+                continue
+            seen.add(pname)
+            help_text = (action.help or pname).replace("\n", " ")
+            param = {"name": pname, "label": pname.replace("_", " "), "helpText": help_text, "isOptional": True}
+            if action.choices:
+                param["regexes"] = ["^(" + "|".join(str(c) for c in action.choices) + ")$"]
+            params.append(param)
+    return {"name": name, "description": description, "parameters": params,
+            "sdkInfo": {"language": "PYTHON"}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Generate Flex Template metadata")
+    ap.add_argument("--check", action="store_true", help="fail if a checked-in file differs")
+    args = ap.parse_args(argv)
+    here = os.path.dirname(os.path.abspath(__file__))
+    stale = []
+    for pipeline in TEMPLATES:
+        path = os.path.join(here, pipeline, "metadata.json")
+        text = json.dumps(metadata_for(pipeline), indent=2) + "\n"
+        current = open(path).read() if os.path.exists(path) else None
+        if current != text:
+            stale.append(path)
+            if not args.check:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(text)
+    for p in stale:
+        print(("stale: " if args.check else "wrote: ") + p)
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
