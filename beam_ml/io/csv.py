@@ -32,7 +32,7 @@ from beam_ml.errors import DeadLetter, UserError
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value, read_header
 
 __all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input", "LINE_COLUMN",
-           "DEAD_TAG", "arrow_schema_for", "ChunkResult", "stable_hash_fraction"]
+           "DEAD_TAG", "arrow_schema_for", "ChunkResult", "ChunkEmitter", "stable_hash_fraction"]
 
 LINE_COLUMN = "__line__"
 DEAD_TAG = "dead"
@@ -245,6 +245,29 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
     return ChunkResult(batch if batch.num_rows else None, dead, n_lines)
 
 
+class ChunkEmitter:
+    """Counts a ChunkResult into the shared read counters and yields its outputs.
+
+    Every reader (files, topics) reports `lines_in = rows_good + rows_dead` in
+    the READ_NAMESPACE, and emits good batches on the main output and dead
+    letters tagged DEAD_TAG. Create it in a DoFn's __init__.
+    """
+
+    def __init__(self):
+        self._lines = beam.metrics.Metrics.counter(READ_NAMESPACE, "lines_in")
+        self._good = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_good")
+        self._dead = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_dead")
+
+    def emit(self, result: ChunkResult):
+        self._lines.inc(result.lines)
+        self._dead.inc(len(result.dead))
+        for d in result.dead:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
+        if result.batch is not None:
+            self._good.inc(result.batch.num_rows)
+            yield result.batch
+
+
 class _ReadCsvFileDoFn(beam.DoFn):
     """Reads one CSV file chunk by chunk; good rows to main, dead rows tagged DEAD_TAG."""
 
@@ -252,21 +275,13 @@ class _ReadCsvFileDoFn(beam.DoFn):
         self._spec = spec
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
-        self._lines = beam.metrics.Metrics.counter(READ_NAMESPACE, "lines_in")
-        self._good = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_good")
-        self._dead = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_dead")
+        self._emitter = ChunkEmitter()
 
     def process(self, path: str):
         header = read_header(path)
         for first_line, chunk in iter_chunks(path, self._chunk_bytes):
-            result = parse_csv_chunk(chunk, first_line, path, header, self._spec, self._with_label)
-            self._lines.inc(result.lines)
-            self._dead.inc(len(result.dead))
-            for d in result.dead:
-                yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
-            if result.batch is not None:
-                self._good.inc(result.batch.num_rows)
-                yield result.batch
+            yield from self._emitter.emit(
+                parse_csv_chunk(chunk, first_line, path, header, self._spec, self._with_label))
 
 
 class ReadCsvBatches(beam.PTransform):

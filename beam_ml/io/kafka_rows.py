@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_ml.errors import DeadLetter
-from beam_ml.io.csv import DEAD_TAG, LINE_COLUMN, READ_NAMESPACE, ChunkResult, parse_csv_chunk
+from beam_ml.io.csv import DEAD_TAG, LINE_COLUMN, ChunkEmitter, ChunkResult, parse_csv_chunk
 from beam_ml.io.kafka_formats import parse_json_object
 from beam_ml.serving import validate_record
 from beam_ml.spec import DatasetSpec
@@ -97,23 +97,15 @@ class _KafkaJsonToBatchesDoFn(beam.DoFn):
     def __init__(self, spec: DatasetSpec, with_label: bool):
         self._spec = spec
         self._with_label = with_label
-        self._lines = beam.metrics.Metrics.counter(READ_NAMESPACE, "lines_in")
-        self._good = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_good")
-        self._dead = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_dead")
+        self._emitter = ChunkEmitter()
 
     def process(self, records: Sequence[Any]):
         by_partition: dict[tuple[str, int], list] = defaultdict(list)
         for r in records:
             by_partition[(r.topic, r.partition)].append((r.offset, r.value))
         for (topic, partition), events in by_partition.items():
-            result = records_to_chunk(events, f"{topic}/{partition}", partition, self._spec, self._with_label)
-            self._lines.inc(result.lines)
-            self._dead.inc(len(result.dead))
-            for d in result.dead:
-                yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
-            if result.batch is not None:
-                self._good.inc(result.batch.num_rows)
-                yield result.batch
+            yield from self._emitter.emit(
+                records_to_chunk(events, f"{topic}/{partition}", partition, self._spec, self._with_label))
 
 
 class KafkaJsonToBatches(beam.PTransform):
