@@ -18,12 +18,15 @@ import os
 from typing import Any, Optional
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+from tfx_bsl.public.tfxio import TensorAdapterConfig
 
 from beam_ml.errors import DeadLetter
-from beam_ml.io.csv import DEAD_TAG, ReadCsvBatches, stable_hash_fraction
+from beam_ml.io.csv import DEAD_TAG, ReadCsvBatches, as_list_array, stable_hash_fraction
 from beam_ml.io.tfrecord import WriteTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config
@@ -45,27 +48,66 @@ class PreprocessConfig:
     chunk_bytes: int = 8 << 20
 
 
+# 0 = train, 1 = eval, as list<int8>: it rides through tf.Transform as a passthrough
+# column, and tf.Transform requires those to be one-element lists.
+SPLIT_COLUMN = "__split__"
+TRAIN, EVAL = 0, 1
+
+
+def label_counter_name(value: str) -> str:
+    return f"train_label_count/{value}"
+
+
 class _SplitDoFn(beam.DoFn):
-    """Splits each batch into train (main) and eval (tagged) rows, keeping only model columns."""
+    """Marks each row train or eval (a seeded hash), keeps only model columns, counts train labels."""
 
     def __init__(self, spec: DatasetSpec, eval_fraction: float, seed: int, columns: list[str]):
         self._key = spec.key_column
+        self._label = spec.label
+        self._classes = list(spec.label_classes)
         self._eval_fraction = eval_fraction
         self._seed = seed
         self._columns = columns
         self._train = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "rows_train")
         self._eval = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "rows_eval")
+        # Class counts of the train split, for class weights: counted here rather
+        # than by a tf.Transform vocabulary analyzer, which costs seconds of graph.
+        self._label_counts = {c: beam.metrics.Metrics.counter(COUNTER_NAMESPACE, label_counter_name(c))
+                              for c in self._classes}
 
     def process(self, batch: pa.RecordBatch):
         is_eval = stable_hash_fraction(batch, self._key, self._seed) < self._eval_fraction
-        model_cols = batch.select(self._columns)
-        train, evals = model_cols.filter(pa.array(~is_eval)), model_cols.filter(pa.array(is_eval))
-        if train.num_rows:
-            self._train.inc(train.num_rows)
-            yield train
-        if evals.num_rows:
-            self._eval.inc(evals.num_rows)
-            yield beam.pvalue.TaggedOutput("eval", evals)
+        n_eval = int(is_eval.sum())
+        self._train.inc(batch.num_rows - n_eval)
+        self._eval.inc(n_eval)
+        labels = batch.column(self._label).flatten().filter(pa.array(~is_eval))
+        for item in pc.value_counts(labels).to_pylist():
+            value = item["values"].decode("utf-8") if isinstance(item["values"], bytes) else str(item["values"])
+            if value in self._label_counts:
+                self._label_counts[value].inc(item["counts"])
+        split = as_list_array(pa.array(is_eval.astype(np.int8)))
+        yield pa.RecordBatch.from_arrays(batch.select(self._columns).columns + [split],
+                                         names=self._columns + [SPLIT_COLUMN])
+
+
+class _EncodeSplitDoFn(beam.DoFn):
+    """Encodes transformed batches to tf.Examples, train rows to main and eval rows tagged 'eval'."""
+
+    def process(self, element, coder):
+        batch, _ = element
+        split = batch.column(SPLIT_COLUMN).flatten().to_numpy(zero_copy_only=False)
+        features = batch.drop_columns([SPLIT_COLUMN])
+        for which, tag in ((TRAIN, None), (EVAL, "eval")):
+            rows = features.filter(pa.array(split == which))
+            if rows.num_rows:
+                encoded = coder.encode(rows)
+                yield encoded if tag is None else beam.pvalue.TaggedOutput(tag, encoded)
+
+
+def _only_split(batch: pa.RecordBatch, which: int):
+    rows = batch.filter(pc.equal(batch.column(SPLIT_COLUMN).flatten(), which))
+    if rows.num_rows:
+        yield rows
 
 
 def write_dead_letters(dead: beam.PCollection, output_prefix: str, label: str = "WriteDeadLetters"):
@@ -89,9 +131,8 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
 
     Returns:
       A dict of the key PCollections (for tests): 'rows' (RecordBatches read),
-      'dead' (DeadLetters), 'train'/'eval' (raw split batches),
-      'train_transformed'/'eval_transformed' ((RecordBatch, passthrough) tuples)
-      and 'transform_fn'.
+      'dead' (DeadLetters), 'marked' (model columns + SPLIT_COLUMN),
+      'transformed' ((RecordBatch, passthrough) tuples) and 'transform_fn'.
     """
     adapter = tensor_adapter_config(spec)
     columns = [f.name for f in adapter.arrow_schema]  # only model columns flow into tf.Transform
@@ -100,34 +141,33 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     else:
         read = pipeline | "Read" >> source
     rows, dead = read["rows"], read[DEAD_TAG]
-    split = rows | "SplitTrainEval" >> beam.ParDo(
-        _SplitDoFn(spec, config.eval_fraction, config.split_seed, columns)).with_outputs("eval", main="train")
-    train, evals = split["train"], split["eval"]
+    adapter = TensorAdapterConfig(adapter.arrow_schema.append(pa.field(SPLIT_COLUMN, pa.list_(pa.int8()))),
+                                  adapter.tensor_representations)
+    marked = rows | "SplitTrainEval" >> beam.ParDo(
+        _SplitDoFn(spec, config.eval_fraction, config.split_seed, columns))
+    train = marked | "TrainRows" >> beam.FlatMap(_only_split, TRAIN)
 
     tmp = os.path.join(config.output_dir, "tmp")
-    with tft_beam.Context(temp_dir=tmp):
-        (train_xf, train_meta), transform_fn = (
-            (train, adapter)
-            | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                make_preprocessing_fn(spec), output_record_batches=True))
-        eval_xf, eval_meta = (
-            ((evals, adapter), transform_fn)
-            | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
+    # Analyze the train split only (no eval statistics leak into the transform),
+    # then transform train and eval in ONE pass, the split riding along as a
+    # passthrough column: one transform graph load and stage instead of two.
+    with tft_beam.Context(temp_dir=tmp, passthrough_keys={SPLIT_COLUMN}):
+        transform_fn = (train, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(spec))
+        transformed, meta = (((marked, adapter), transform_fn)
+                             | "Transform" >> tft_beam.TransformDataset(output_record_batches=True))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output_dir)
-        for name, data, meta, prefix in (("Train", train_xf, train_meta, TRAIN_PREFIX),
-                                         ("Eval", eval_xf, eval_meta, EVAL_PREFIX)):
-            # tft's EncodeTransformedDataset emits one element per example; encoding
-            # and writing whole batches keeps the per-row work in C++.
-            encoder = (meta.deferred_metadata
-                       | f"{name}ExampleEncoder" >> beam.Map(lambda m: RecordBatchToExamplesEncoder(m.schema)))
-            _ = (data
-                 | f"Encode{name}" >> beam.Map(lambda elem, coder: coder.encode(elem[0]),
-                                               coder=beam.pvalue.AsSingleton(encoder))
-                 | f"Write{name}" >> WriteTFRecordBatches(os.path.join(config.output_dir, prefix),
-                                                          file_name_suffix=".tfrecord"))
+        # tft's EncodeTransformedDataset emits one element per example; encoding and
+        # writing whole batches keeps the per-row work in C++.
+        encoder = (meta.deferred_metadata
+                   | "ExampleEncoder" >> beam.Map(lambda m: RecordBatchToExamplesEncoder(m.schema)))
+        encoded = transformed | "EncodeExamples" >> beam.ParDo(
+            _EncodeSplitDoFn(), coder=beam.pvalue.AsSingleton(encoder)).with_outputs("eval", main="train")
+        for name, prefix in (("train", TRAIN_PREFIX), ("eval", EVAL_PREFIX)):
+            _ = encoded[name] | f"Write{name.title()}" >> WriteTFRecordBatches(
+                os.path.join(config.output_dir, prefix), file_name_suffix=".tfrecord")
     write_dead_letters(dead, os.path.join(config.output_dir, DEAD_PREFIX))
-    return {"rows": rows, "dead": dead, "train": train, "eval": evals,
-            "train_transformed": train_xf, "eval_transformed": eval_xf, "transform_fn": transform_fn}
+    return {"rows": rows, "dead": dead, "marked": marked, "transformed": transformed,
+            "transform_fn": transform_fn}
 
 
 def query_counter(result: beam.runners.runner.PipelineResult, namespace: str, name: str) -> Optional[int]:

@@ -408,19 +408,3 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
     spec = DatasetSpec(columns=columns, task=task, label=label, label_classes=classes,
                        na_values=list(na_values))
     return spec.validate(f"inferred spec for {path}")
-
-
-def label_counts_from_vocab(lines: Iterable[str]) -> dict[str, int]:
-    """Parses a tf.Transform vocabulary file stored with frequencies ('count value' lines)."""
-    counts = {}
-    for line in lines:
-        line = line.rstrip("\n")
-        if not line:
-            continue
-        n, _, value = line.partition(" ")
-        counts[value] = int(float(n))
-    return counts
-
-
-def is_number(text: str) -> bool:
-    return re.match(NUMBER_RE, text) is not None and not math.isnan(float(text))

@@ -82,9 +82,9 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> str:
     return write_sample_csv(records, os.path.join(output_dir, "topic_sample.csv"))
 
 
-def _counts_from(result, beam_counts: dict) -> dict:
+def _counts_from(result, spec, beam_counts: dict) -> dict:
     from beam_ml.io.csv import READ_NAMESPACE
-    from beam_ml.preprocess import COUNTER_NAMESPACE, query_counter
+    from beam_ml.preprocess import COUNTER_NAMESPACE, label_counter_name, query_counter
 
     counts = {
         "rows_in": query_counter(result, READ_NAMESPACE, "lines_in"),
@@ -92,6 +92,8 @@ def _counts_from(result, beam_counts: dict) -> dict:
         "rows_dead": query_counter(result, READ_NAMESPACE, "rows_dead"),
         "rows_train": query_counter(result, COUNTER_NAMESPACE, "rows_train"),
         "rows_eval": query_counter(result, COUNTER_NAMESPACE, "rows_eval"),
+        "train_label_counts": {c: query_counter(result, COUNTER_NAMESPACE, label_counter_name(c))
+                               for c in spec.label_classes},
     }
     counts.update(beam_counts)
     return counts
@@ -164,7 +166,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     result = pipeline.run()
     result.wait_until_finish()
     shutil.rmtree(os.path.join(output_dir, "tmp"), ignore_errors=True)
-    counts = _counts_from(result, {"preprocess_seconds": round(time.time() - t0, 2)})
+    counts = _counts_from(result, spec, {"preprocess_seconds": round(time.time() - t0, 2)})
     counts["rows_per_second"] = round(counts["rows_in"] / max(counts["preprocess_seconds"], 1e-9), 1)
     with open(os.path.join(output_dir, "counts.json"), "w") as f:
         json.dump(counts, f, indent=2)

@@ -14,8 +14,6 @@ categorical bytes with b"" for missing, the label as bytes. Outputs:
                                          OOV bucket; missing → spec default, else OOV.
   label             int64   [batch]      index into spec.label_classes (-1 if unknown).
 
-The label's class counts are stored as the vocabulary 'label_counts' (with
-frequencies), so training can derive class weights from the analyzed data.
 The one-hot width K+1 is static, so the transformed schema is fixed-length.
 """
 from __future__ import annotations
@@ -34,7 +32,6 @@ from beam_ml.spec import DatasetSpec
 
 __all__ = [
     "LABEL_KEY",
-    "LABEL_COUNTS_VOCAB",
     "transformed_name",
     "make_preprocessing_fn",
     "raw_feature_spec",
@@ -43,7 +40,6 @@ __all__ = [
 ]
 
 LABEL_KEY = "label"
-LABEL_COUNTS_VOCAB = "label_counts"
 
 
 def transformed_name(name: str) -> str:
@@ -144,8 +140,6 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
                 tf.lookup.KeyValueTensorInitializer(
                     tf.constant(classes), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
             outputs[LABEL_KEY] = table.lookup(y)
-            tft.vocabulary(y, vocab_filename=LABEL_COUNTS_VOCAB, store_frequency=True,
-                           name="label_counts")
         return outputs
 
     return preprocessing_fn

@@ -32,7 +32,7 @@ from beam_ml.errors import DeadLetter, UserError
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value, read_header
 
 __all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input", "LINE_COLUMN",
-           "DEAD_TAG", "arrow_schema_for", "ChunkResult", "ChunkEmitter", "stable_hash_fraction"]
+           "DEAD_TAG", "arrow_schema_for", "ChunkResult", "ChunkEmitter", "stable_hash_fraction", "as_list_array"]
 
 LINE_COLUMN = "__line__"
 DEAD_TAG = "dead"
@@ -70,7 +70,7 @@ def arrow_schema_for(spec: DatasetSpec, with_label: bool = True) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _as_list(values: pa.Array) -> pa.ListArray:
+def as_list_array(values: pa.Array) -> pa.ListArray:
     """Wraps a flat array as a list array with one value per row (zero-copy values)."""
     offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, values)
@@ -218,9 +218,9 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
                         f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
                 cleaned = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(col), None)
                 values = pc.cast(cleaned, pa.float32())
-            columns[c.name] = _as_list(pc.fill_null(values, np.float32("nan")))
+            columns[c.name] = as_list_array(pc.fill_null(values, np.float32("nan")))
         elif c.role == "categorical":
-            columns[c.name] = _as_list(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
         elif c.role == "label":
             known = pc.fill_null(pc.is_in(col, value_set=pa.array(spec.label_classes)), False)
             known_np = known.to_numpy(zero_copy_only=False)
@@ -230,7 +230,7 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
                 reasons.setdefault(int(i), []).append(
                     f"column '{c.name}': missing label" if v is None else
                     f"column '{c.name}': unknown label {v!r}, expected one of {spec.label_classes}")
-            columns[c.name] = _as_list(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
         elif c.role == "key":
             columns[c.name] = pc.fill_null(col, "")
     columns[LINE_COLUMN] = pa.array(lines_arr)

@@ -22,8 +22,6 @@ checkpoint every ~second (`defer_remainder`) and commit the consumed offsets
 to `group_id` only in a bundle finalizer, i.e. after the runner has made the
 bundle's output durable: at-least-once.
 """
-from __future__ import annotations
-
 import logging
 import sys
 import threading
@@ -275,7 +273,7 @@ def probe_log_end(consumer: KafkaConsumer,
     base offset of the last record batch + 1, so records later in that batch
     would be cut off. Reading from the reported end until two polls come back
     empty (bounded by `timeout`) finds the real end on any broker; on Kafka it
-    costs one empty round trip.
+    costs those two empty polls (under a second with the default settings).
 
     Args:
       consumer: A consumer; its assignment is replaced.
@@ -382,8 +380,9 @@ class _PartitionRestrictionProvider(RestrictionProvider):
 
 
 class _ManualWatermarkProvider(WatermarkEstimatorProvider):
-    # Not ManualWatermarkEstimator.default_provider(): its estimator starts at
-    # None, which some Beam 2.77 code paths compare against and fail.
+    # Beam's default providers start the estimator at None (which breaks
+    # MonotonicWatermarkEstimator in 2.77); starting at MIN_TIMESTAMP means
+    # the estimator always reports a real Timestamp.
 
     def initial_estimator_state(self, element, restriction):
         return MIN_TIMESTAMP
@@ -563,7 +562,9 @@ class _KafkaReadDoFn(beam.DoFn):
                 self._positions[tp] = position
             for record in records:
                 if record.offset < offsets.start:
-                    continue  # a reset below our range; already processed
+                    # Only after an offset reset (auto_offset_reset); these
+                    # offsets belong to restrictions that were read already.
+                    continue
                 if not tracker.try_claim(record.offset):
                     return  # reached the range's stop (snapshot/max_records)
                 if progress is None:
@@ -684,7 +685,8 @@ class ReadFromKafka(beam.PTransform):
             group is never joined: partitions are assigned directly.
           start: Where each partition starts: ``'committed'`` (the group's
             offset, else the earliest), ``'earliest'``, ``'latest'``, or a
-            timestamp in ms since the epoch (the first record at or after it).
+            timestamp in ms since the epoch, as an int or a digit string
+            (the first record at or after it).
           bounded: Read a snapshot: each partition up to its end as found when
             the pipeline starts, then finish. For training from a topic.
           max_records: Per-partition limit: each partition stops after this
@@ -709,6 +711,8 @@ class ReadFromKafka(beam.PTransform):
             read fails instead of waiting forever for offsets that are gone.
         """
         super().__init__()
+        if isinstance(start, str) and start.isdigit():
+            start = int(start)  # a timestamp given as a flag value
         self._topics = [topics] if isinstance(topics, str) else list(topics)
         if not self._topics or not all(
                 isinstance(t, str) and t for t in self._topics):
@@ -824,7 +828,12 @@ class _KafkaWriteDoFn(beam.DoFn):
     def finish_bundle(self):
         # The bundle only succeeds once every record is acknowledged; a failed
         # bundle is retried by the runner, so records may repeat, never vanish.
-        self._producer.flush(timeout=self._flush_timeout)
+        try:
+            self._producer.flush(timeout=self._flush_timeout)
+        except KafkaError as e:
+            raise RuntimeError(
+                f"WriteToKafka: records not acknowledged within "
+                f"{self._flush_timeout:.0f}s: {e!r}") from e
         failed = next((f for f in self._pending if f.failed()), None)
         self._pending = []
         if failed is not None and self._error is None:

@@ -8,18 +8,21 @@ into kafka-python keyword arguments by `client_kwargs()`. Its repr and
 
 Sample command line (any pipeline whose options include `KafkaOptions`)::
 
-        python -m pipelines.stream_predict --bootstrap_servers=broker:9093 \\
-                --kafka_config=client.properties --input_topic=transactions ...
+    python -m pipelines.stream_predict --bootstrap_servers=broker:9093 \\
+        --kafka_config=client.properties --input_topic=transactions ...
 
 where ``client.properties`` is the file Confluent Cloud or a Kafka admin hands
 out, e.g.::
 
-        bootstrap.servers=broker:9093
-        security.protocol=SASL_SSL
-        sasl.mechanism=SCRAM-SHA-512
-        sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule \\
-                required username="svc" password="...";
-        ssl.ca.location=/etc/kafka/ca.pem
+    bootstrap.servers=broker:9093
+    security.protocol=SASL_SSL
+    sasl.mechanism=SCRAM-SHA-512
+    sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule \\
+        required username="svc" password="...";
+    ssl.ca.location=/etc/kafka/ca.pem
+
+TLS files are read by the clients where they run: on Dataflow the paths must
+exist on the workers too (e.g. baked into a custom container).
 
 Prefer the file to ``--sasl_password``: Beam prints all pipeline options in
 some places (``str(options)``, the Dataflow job page), this module cannot stop
@@ -38,10 +41,10 @@ from typing import Any, Callable, Mapping, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = [
-        "KafkaClientConfig",
-        "KafkaOptions",
-        "SASL_MECHANISMS",
-        "SECURITY_PROTOCOLS",
+    "KafkaClientConfig",
+    "KafkaOptions",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,33 +60,33 @@ _SECRET_FIELDS = frozenset({"sasl_plain_password", "ssl_password"})
 # kafka-python names are all accepted because users copy these files from
 # whichever client their platform documents.
 _FILE_KEY_ALIASES = {
-        "bootstrap_servers": "bootstrap_servers",
-        "security_protocol": "security_protocol",
-        "sasl_mechanism": "sasl_mechanism",
-        "sasl_mechanisms": "sasl_mechanism",  # librdkafka
-        "sasl_username": "sasl_plain_username",
-        "sasl_plain_username": "sasl_plain_username",
-        "sasl_password": "sasl_plain_password",
-        "sasl_plain_password": "sasl_plain_password",
-        "ssl_cafile": "ssl_cafile",
-        "ssl_ca_location": "ssl_cafile",  # librdkafka
-        "ssl_certfile": "ssl_certfile",
-        "ssl_certificate_location": "ssl_certfile",  # librdkafka
-        "ssl_keyfile": "ssl_keyfile",
-        "ssl_key_location": "ssl_keyfile",  # librdkafka
-        "ssl_password": "ssl_password",
-        "ssl_key_password": "ssl_password",
-        "client_id": "client_id",
+    "bootstrap_servers": "bootstrap_servers",
+    "security_protocol": "security_protocol",
+    "sasl_mechanism": "sasl_mechanism",
+    "sasl_mechanisms": "sasl_mechanism",  # librdkafka
+    "sasl_username": "sasl_plain_username",
+    "sasl_plain_username": "sasl_plain_username",
+    "sasl_password": "sasl_plain_password",
+    "sasl_plain_password": "sasl_plain_password",
+    "ssl_cafile": "ssl_cafile",
+    "ssl_ca_location": "ssl_cafile",  # librdkafka
+    "ssl_certfile": "ssl_certfile",
+    "ssl_certificate_location": "ssl_certfile",  # librdkafka
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_key_location": "ssl_keyfile",  # librdkafka
+    "ssl_password": "ssl_password",
+    "ssl_key_password": "ssl_password",
+    "client_id": "client_id",
 }
 
 # Java-only keys that would silently weaken or break security if ignored.
 _UNSUPPORTED_FILE_KEYS = {
-        "ssl_truststore_location": (
-                "JKS/PKCS12 truststores are not supported by kafka-python; export "
-                "the CA certificate as PEM and set ssl.cafile"),
-        "ssl_keystore_location": (
-                "JKS/PKCS12 keystores are not supported by kafka-python; export the "
-                "client certificate and key as PEM and set ssl.certfile/ssl.keyfile"),
+    "ssl_truststore_location": (
+        "JKS/PKCS12 truststores are not supported by kafka-python; export "
+        "the CA certificate as PEM and set ssl.cafile"),
+    "ssl_keystore_location": (
+        "JKS/PKCS12 keystores are not supported by kafka-python; export the "
+        "client certificate and key as PEM and set ssl.certfile/ssl.keyfile"),
 }
 
 _JAAS_FIELD = r'{name}\s*=\s*(?:"([^"]*)"|\'([^\']*)\')'
@@ -112,7 +115,7 @@ def _parse_properties(text: str, path: str) -> dict[str, str]:
         match = re.match(r"([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
         if not match:
             raise ValueError(
-                    f"{path}: line {number}: expected 'key=value', got a bare key")
+                f"{path}: line {number}: expected 'key=value', got a bare key")
         props[match.group(1)] = match.group(2)
     return props
 
@@ -204,12 +207,12 @@ class KafkaClientConfig:
                 if str(value).strip():
                     continue
                 raise ValueError(
-                        f"{path}: {key}: disabling TLS hostname verification is not "
-                        "supported")
+                    f"{path}: {key}: disabling TLS hostname verification is not "
+                    "supported")
             field = _FILE_KEY_ALIASES.get(norm)
             if field is None:
-                _LOGGER.warning("%s: ignoring unsupported Kafka client key %r", path,
-                                                key)
+                _LOGGER.warning("%s: ignoring unsupported Kafka client key %r",
+                                path, key)
                 continue
             values[field] = None if value is None else str(value).strip()
         return cls(**values)
@@ -235,7 +238,7 @@ class KafkaClientConfig:
         if unknown:
             raise TypeError(f"unknown KafkaClientConfig fields: {sorted(unknown)}")
         return dataclasses.replace(
-                self, **{k: v for k, v in overrides.items() if v is not None})
+            self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self,
                               label: Optional[Callable[[str], str]] = None,
@@ -256,47 +259,47 @@ class KafkaClientConfig:
         name = label or (lambda field: field)
         if require_bootstrap and not self.bootstrap_servers:
             raise ValueError(
-                    f"{name('bootstrap_servers')} is required (host:port[,host:port])")
+                f"{name('bootstrap_servers')} is required (host:port[,host:port])")
         if self.bootstrap_servers:
             for server in self.bootstrap_servers.split(","):
                 host, _, port = server.strip().rpartition(":")
                 if not host or not port.isdigit():
                     raise ValueError(
-                            f"{name('bootstrap_servers')}: expected host:port, got "
-                            f"{server.strip()!r}")
+                        f"{name('bootstrap_servers')}: expected host:port, got "
+                        f"{server.strip()!r}")
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ValueError(
-                    f"{name('security_protocol')}: expected one of "
-                    f"{', '.join(SECURITY_PROTOCOLS)}, got {self.security_protocol!r}")
+                f"{name('security_protocol')}: expected one of "
+                f"{', '.join(SECURITY_PROTOCOLS)}, got {self.security_protocol!r}")
         uses_sasl = self.security_protocol.startswith("SASL_")
         if uses_sasl:
             if self.sasl_mechanism not in SASL_MECHANISMS:
                 raise ValueError(
-                        f"{name('sasl_mechanism')}: {self.security_protocol} needs one of "
-                        f"{', '.join(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}")
+                    f"{name('sasl_mechanism')}: {self.security_protocol} needs one of "
+                    f"{', '.join(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}")
             if not self.sasl_plain_username:
                 raise ValueError(
-                        f"{name('sasl_plain_username')} is required with "
-                        f"{self.sasl_mechanism}")
+                    f"{name('sasl_plain_username')} is required with "
+                    f"{self.sasl_mechanism}")
             if not self.sasl_plain_password:
                 raise ValueError(
-                        f"{name('sasl_plain_password')} is required with "
-                        f"{self.sasl_mechanism}")
+                    f"{name('sasl_plain_password')} is required with "
+                    f"{self.sasl_mechanism}")
         else:
             for field in ("sasl_mechanism", "sasl_plain_username",
                           "sasl_plain_password"):
                 if getattr(self, field):
                     raise ValueError(
-                            f"{name(field)} is set but {name('security_protocol')} is "
-                            f"{self.security_protocol}; use SASL_SSL or SASL_PLAINTEXT")
+                        f"{name(field)} is set but {name('security_protocol')} is "
+                        f"{self.security_protocol}; use SASL_SSL or SASL_PLAINTEXT")
         for field in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, field)
             if path and not os.path.isfile(path):
                 raise ValueError(f"{name(field)}: file not found: {path}")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError(
-                    f"{name('ssl_certfile')} and {name('ssl_keyfile')} must be given "
-                    "together (mutual TLS)")
+                f"{name('ssl_certfile')} and {name('ssl_keyfile')} must be given "
+                "together (mutual TLS)")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -318,9 +321,9 @@ class KafkaClientConfig:
     def redacted(self) -> dict[str, Any]:
         """Returns the set fields with every secret replaced by ``'***'``."""
         return {
-                field.name: (_REDACTED if field.name in _SECRET_FIELDS else value)
-                for field in dataclasses.fields(self)
-                for value in [getattr(self, field.name)] if value is not None
+            field.name: (_REDACTED if field.name in _SECRET_FIELDS else value)
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)] if value is not None
         }
 
     def __repr__(self) -> str:
@@ -332,12 +335,12 @@ class KafkaClientConfig:
 
 # Field -> flag that sets it, for error messages.
 _FLAG_FOR_FIELD = {
-        "bootstrap_servers": "--bootstrap_servers",
-        "security_protocol": "--security_protocol",
-        "sasl_mechanism": "--sasl_mechanism",
-        "sasl_plain_username": "--sasl_username",
-        "sasl_plain_password": "--sasl_password",
-        "ssl_cafile": "--ssl_cafile",
+    "bootstrap_servers": "--bootstrap_servers",
+    "security_protocol": "--security_protocol",
+    "sasl_mechanism": "--sasl_mechanism",
+    "sasl_plain_username": "--sasl_username",
+    "sasl_plain_password": "--sasl_password",
+    "ssl_cafile": "--ssl_cafile",
 }
 
 
@@ -361,31 +364,31 @@ class KafkaOptions(PipelineOptions):
             # KafkaOptions view still parses it alone, with default None.
             pass
         parser.add_argument(
-                "--kafka_config",
-                default=None,
-                help="Kafka client settings file (Java .properties or .json): "
-                "bootstrap.servers, security.protocol, sasl.*, ssl.*. Preferred "
-                "over --sasl_password, which shows up wherever options are printed.")
+            "--kafka_config",
+            default=None,
+            help="Kafka client settings file (Java .properties or .json): "
+            "bootstrap.servers, security.protocol, sasl.*, ssl.*. Preferred "
+            "over --sasl_password, which shows up wherever options are printed.")
         parser.add_argument(
-                "--security_protocol",
-                default=None,
-                choices=SECURITY_PROTOCOLS,
-                help="Kafka security protocol (default PLAINTEXT).")
+            "--security_protocol",
+            default=None,
+            choices=SECURITY_PROTOCOLS,
+            help="Kafka security protocol (default PLAINTEXT).")
         parser.add_argument(
-                "--sasl_mechanism",
-                default=None,
-                choices=SASL_MECHANISMS,
-                help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT.")
+            "--sasl_mechanism",
+            default=None,
+            choices=SASL_MECHANISMS,
+            help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT.")
         parser.add_argument(
-                "--sasl_username", default=None, help="SASL user name.")
+            "--sasl_username", default=None, help="SASL user name.")
         parser.add_argument(
-                "--sasl_password",
-                default=None,
-                help="SASL password (prefer --kafka_config).")
+            "--sasl_password",
+            default=None,
+            help="SASL password (prefer --kafka_config).")
         parser.add_argument(
-                "--ssl_cafile",
-                default=None,
-                help="PEM CA certificate to verify the brokers with.")
+            "--ssl_cafile",
+            default=None,
+            help="PEM CA certificate to verify the brokers with.")
 
     def client_config(self) -> KafkaClientConfig:
         """Builds and validates the Kafka settings from the flags and file.
@@ -397,20 +400,20 @@ class KafkaOptions(PipelineOptions):
             ValueError: Naming the flag (or file key) that is wrong.
         """
         config = KafkaClientConfig.load(
-                self.kafka_config,
-                bootstrap_servers=self.bootstrap_servers,
-                security_protocol=self.security_protocol,
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password,
-                ssl_cafile=self.ssl_cafile,
+            self.kafka_config,
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_plain_username=self.sasl_username,
+            sasl_plain_password=self.sasl_password,
+            ssl_cafile=self.ssl_cafile,
         )
 
         def label(field: str) -> str:
             flag = _FLAG_FOR_FIELD.get(field)
-            if self.kafka_config:
-                return (f"{flag} (or {field} in --kafka_config {self.kafka_config})"
-                                if flag else f"{field} in --kafka_config {self.kafka_config}")
-            return flag or field
+            if not self.kafka_config:
+                return flag or field
+            in_file = f"{field} in --kafka_config {self.kafka_config}"
+            return f"{flag} (or {in_file})" if flag else in_file
 
         return config.validate(label=label)

@@ -19,11 +19,11 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from beam_ml.export import export_model
-from beam_ml.spec import DatasetSpec, label_counts_from_vocab
+from beam_ml.spec import DatasetSpec
 from beam_ml.training import evaluate, report
 from beam_ml.training.data import feature_dim, make_dataset, tfrecord_files
 from beam_ml.training.models import build_model
-from transforms.preprocessing import LABEL_COUNTS_VOCAB, transformed_feature_names
+from transforms.preprocessing import transformed_feature_names
 
 __all__ = ["TrainConfig", "train_and_evaluate", "class_weights_from_counts"]
 
@@ -62,11 +62,11 @@ def class_weights_from_counts(counts: Sequence[int], mode: str) -> Optional[dict
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _label_counts(tft_output, spec: DatasetSpec) -> list[int]:
-    path = tft_output.vocabulary_file_by_name(LABEL_COUNTS_VOCAB)
-    with tf.io.gfile.GFile(path) as f:
-        by_value = label_counts_from_vocab(f)
-    return [by_value.get(c, 0) for c in spec.label_classes]
+def _label_counts(output_dir: str, spec: DatasetSpec) -> list[int]:
+    """Train-split class counts, counted by the preprocessing pipeline (counts.json)."""
+    with tf.io.gfile.GFile(os.path.join(output_dir, "counts.json")) as f:
+        by_value = json.load(f).get("train_label_counts", {})
+    return [int(by_value.get(c, 0)) for c in spec.label_classes]
 
 
 def _collect(ds: tf.data.Dataset, model: keras.Model, autoencoder: bool):
@@ -100,7 +100,7 @@ def train_and_evaluate(output_dir: str, spec: DatasetSpec, config: TrainConfig) 
     feature_spec = tft_output.transformed_feature_spec()
     names = transformed_feature_names(spec)
     dim = feature_dim(feature_spec, names)
-    counts = _label_counts(tft_output, spec)
+    counts = _label_counts(output_dir, spec)
     autoencoder = spec.task == "anomaly"
     train_files, eval_files = tfrecord_files(output_dir, "train"), tfrecord_files(output_dir, "eval")
 
