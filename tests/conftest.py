@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from beam_ml.testing import TansuBroker
+from beam_ml.testing import TansuBroker, create_topic
 
 
 def pytest_configure(config):
@@ -30,8 +30,6 @@ def new_topic(kafka_broker):
 
     The broker is shared by the session, so every test gets fresh topics.
     """
-    from beam_ml.testing import create_topic
-
     def make(partitions: int = 1, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         create_topic(kafka_broker, name, partitions)

@@ -9,6 +9,7 @@ from collections import Counter
 import logging
 import os
 import signal
+import threading
 import time
 
 import apache_beam as beam
@@ -147,6 +148,15 @@ class TestWatermark:
     def test_busy_poll_is_not_idle_and_bad_timestamps_are_ignored(self):
         assert next_watermark(None, [-1], now=100.0) == MIN_TIMESTAMP
         assert next_watermark(None, []) == MIN_TIMESTAMP
+
+
+def test_kafka_record_coder_is_a_deterministic_row_coder():
+    coder = beam.coders.registry.get_coder(KafkaRecord)
+    assert isinstance(coder, beam.coders.RowCoder)
+    assert coder.is_deterministic()
+    for record in (KafkaRecord(b"k", b"v", "t", 3, 2**40, 1_700_000_000_000),
+                   KafkaRecord(None, None, "t", 0, 0, -1)):
+        assert coder.decode(coder.encode(record)) == record
 
 
 class TestToKeyValue:
@@ -454,7 +464,7 @@ class TestReadFromKafka:
         started = time.monotonic()
         with _pipeline() as p:
             values = (p
-                      | ReadFromKafka(kafka_broker, topic, max_read_time=6)
+                      | ReadFromKafka(kafka_broker, topic, max_read_time=4)
                       | beam.ParDo(ProduceMoreOnFirst()))
             assert_that(values, equal_to(
                 [b"first", b"x"] + [b"late%d" % i for i in range(6)]))
@@ -487,6 +497,20 @@ class TestReadFromKafka:
                                       bounded=True, metadata_timeout=1)
 
 
+def _produce_once_committed(bootstrap, group, topic, offset, timeout=15.0):
+    """Waits until partition 0 of `topic` has `offset` committed, then appends.
+
+    If commits only happened when the pipeline ends, this never fires and the
+    record it would add is missing from the read.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _committed(bootstrap, group, topic, [0])[0] == offset:
+            _produce(bootstrap, topic, [(0, None, b"after-commit")])
+            return
+        time.sleep(0.1)
+
+
 class _CommittedWhenProcessed(beam.DoFn):
     """Tags each record with its group's committed offset at that moment."""
 
@@ -502,7 +526,12 @@ class _CommittedWhenProcessed(beam.DoFn):
     def process(self, record):
         committed = self._consumer.committed(
             TopicPartition(record.topic, record.partition))
-        yield record.partition, record.offset, committed
+        if record.value == b"a0":
+            threading.Thread(
+                target=_produce_once_committed,
+                args=(self._bootstrap, self._group, record.topic, 5),
+                daemon=True).start()
+        yield record.partition, record.offset, record.value, committed
 
     def teardown(self):
         self._consumer.close(autocommit=False)
@@ -511,7 +540,7 @@ class _CommittedWhenProcessed(beam.DoFn):
 @pytest.mark.integration
 class TestOffsetCommits:
 
-    def test_commits_after_the_bundle_and_resumes_there(
+    def test_commits_after_each_bundle_and_resumes_there(
             self, kafka_broker, new_topic):
         topic, group = new_topic(2), "group-commits"
         _produce(kafka_broker, topic,
@@ -523,18 +552,23 @@ class TestOffsetCommits:
         with _pipeline() as p:
             seen = (p
                     | ReadFromKafka(kafka_broker, topic, group_id=group,
-                                    max_read_time=3)
+                                    max_read_time=6)
                     | beam.ParDo(_CommittedWhenProcessed(kafka_broker, group)))
 
-            def no_commit_covers_a_record_being_processed(rows):
-                assert sorted((r[0], r[1]) for r in rows) == (
-                    [(0, o) for o in range(5)] + [(1, o) for o in range(3)])
-                for partition, offset, committed in rows:
+            def check(rows):
+                assert sorted(r[:3] for r in rows) == sorted(
+                    [(0, o, b"a%d" % o) for o in range(5)] +
+                    [(0, 5, b"after-commit")] +
+                    [(1, o, b"b%d" % o) for o in range(3)]), rows
+                for partition, offset, _, committed in rows:
+                    # Never committed before the record was processed...
                     assert committed is None or committed <= offset, rows
+                # ...but committed once its bundle finished, mid-pipeline.
+                assert [r[3] for r in rows if r[2] == b"after-commit"] == [5]
 
-            assert_that(seen, no_commit_covers_a_record_being_processed)
+            assert_that(seen, check)
 
-        assert _committed(kafka_broker, group, topic, [0, 1]) == {0: 5, 1: 3}
+        assert _committed(kafka_broker, group, topic, [0, 1]) == {0: 6, 1: 3}
 
         _produce(kafka_broker, topic,
                  [(0, None, b"new-a"), (1, None, b"new-b"), (1, None, b"new-c")])
@@ -542,9 +576,9 @@ class TestOffsetCommits:
             records = p | ReadFromKafka(kafka_broker, topic, group_id=group,
                                         start=COMMITTED, max_read_time=3)
             assert_that(records | beam.Map(_as_tuple), equal_to([
-                (0, 5, None, b"new-a"), (1, 3, None, b"new-b"),
+                (0, 6, None, b"new-a"), (1, 3, None, b"new-b"),
                 (1, 4, None, b"new-c")]))
-        assert _committed(kafka_broker, group, topic, [0, 1]) == {0: 6, 1: 5}
+        assert _committed(kafka_broker, group, topic, [0, 1]) == {0: 7, 1: 5}
 
     def test_no_commits_without_a_group(self, kafka_broker, new_topic):
         topic = new_topic(1)
