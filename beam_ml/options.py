@@ -14,7 +14,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.errors import UserError
 
-__all__ = ["TrainOptions", "parse_pipeline_options", "parse_int_list"]
+__all__ = ["TrainOptions", "parse_pipeline_options", "parse_int_list", "add_shared_argument"]
+
+
+def add_shared_argument(group, *args, **kwargs) -> None:
+    """Adds a flag unless another options class already did.
+
+    Beam parses every PipelineOptions subclass of the process with one parser,
+    so two classes defining the same flag (--input is TrainOptions', PredictOptions'
+    and BatchPredictOptions') would clash whenever both modules are imported; the
+    flag then keeps its first definition, and `parse_pipeline_options` still
+    checks each class's own definition strictly.
+    """
+    try:
+        group.add_argument(*args, **kwargs)
+    except argparse.ArgumentError:
+        pass
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:
@@ -33,38 +48,39 @@ class TrainOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         g = parser.add_argument_group("beam_ml training")
-        g.add_argument("--input", help="CSV file or glob with a header row")
-        g.add_argument("--input_topic", help="train from a bounded snapshot of this Kafka topic (JSON events); "
+        add = lambda *a, **k: add_shared_argument(g, *a, **k)  # noqa: E731
+        add("--input", help="CSV file or glob with a header row")
+        add("--input_topic", help="train from a bounded snapshot of this Kafka topic (JSON events); "
                                              "with --bootstrap_servers")
-        g.add_argument("--dataset", help="a bundled dataset: retention (default), absenteeism, fraud, digits")
-        g.add_argument("--data_dir", default="data", help="where bundled datasets are written")
-        g.add_argument("--dataset_rows", type=int, default=None, help="rows to generate for a bundled dataset")
+        add("--dataset", help="a bundled dataset: retention (default), absenteeism, fraud, digits")
+        add("--data_dir", default="data", help="where bundled datasets are written")
+        add("--dataset_rows", type=int, default=None, help="rows to generate for a bundled dataset")
         # Beam's GoogleCloudOptions owns --label (an alias of Dataflow's --labels), so
         # the command line's --label is rewritten to --label_column (see FLAG_ALIASES).
-        g.add_argument("--label_column", dest="label", help="the label column (required with --input unless --spec)")
-        g.add_argument("--positive_label", help="binary/anomaly: the positive (anomalous) label value")
-        g.add_argument("--task", choices=["binary", "multiclass", "anomaly"], help="default: from the label")
-        g.add_argument("--spec", help="a dataset spec JSON file (default: inferred and written to output_dir)")
-        g.add_argument("--key_column", help="an id column carried to predictions (default: inferred)")
-        g.add_argument("--drop_columns", default="", help="comma-separated columns to ignore")
-        g.add_argument("--output_dir", help="where artifacts go (default: out/<dataset or input name>)")
-        g.add_argument("--eval_fraction", type=float, default=0.3)
-        g.add_argument("--split_seed", type=int, default=42)
-        g.add_argument("--max_bad_rows_fraction", type=float, default=0.01,
+        add("--label_column", dest="label", help="the label column (required with --input unless --spec)")
+        add("--positive_label", help="binary/anomaly: the positive (anomalous) label value")
+        add("--task", choices=["binary", "multiclass", "anomaly"], help="default: from the label")
+        add("--spec", help="a dataset spec JSON file (default: inferred and written to output_dir)")
+        add("--key_column", help="an id column carried to predictions (default: inferred)")
+        add("--drop_columns", default="", help="comma-separated columns to ignore")
+        add("--output_dir", help="where artifacts go (default: out/<dataset or input name>)")
+        add("--eval_fraction", type=float, default=0.3)
+        add("--split_seed", type=int, default=42)
+        add("--max_bad_rows_fraction", type=float, default=0.01,
                        help="fail the run when more than this fraction of rows is dead-lettered")
-        g.add_argument("--preprocess_only", action="store_true", help="stop after writing TFRecords")
-        g.add_argument("--hidden_units", default="64,32")
-        g.add_argument("--dropout", type=float, default=0.2)
-        g.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
-        g.add_argument("--learning_rate", type=float, default=1e-3)
-        g.add_argument("--batch_size", type=int, default=0,
+        add("--preprocess_only", action="store_true", help="stop after writing TFRecords")
+        add("--hidden_units", default="64,32")
+        add("--dropout", type=float, default=0.2)
+        add("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
+        add("--learning_rate", type=float, default=1e-3)
+        add("--batch_size", type=int, default=0,
                        help="rows per step; 0 = auto: train rows / 100, within 32..512")
-        g.add_argument("--epochs", type=int, default=30)
-        g.add_argument("--early_stopping_patience", type=int, default=5)
-        g.add_argument("--class_weights", default="auto", choices=["auto", "balanced", "none"],
+        add("--epochs", type=int, default=30)
+        add("--early_stopping_patience", type=int, default=5)
+        add("--class_weights", default="auto", choices=["auto", "balanced", "none"],
                        help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
-        g.add_argument("--seed", type=int, default=42, help="model initialisation and shuffling seed")
-        g.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+        add("--seed", type=int, default=42, help="model initialisation and shuffling seed")
+        add("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
 
     def validate_train(self) -> "TrainOptions":
         if not (self.input or self.dataset or self.input_topic):

@@ -21,8 +21,9 @@ from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_ml import cli
 from beam_ml.errors import UserError
-from beam_ml.options import parse_pipeline_options
+from beam_ml.options import add_shared_argument, parse_pipeline_options
 
 __all__ = ["run", "main", "PredictOptions"]
 
@@ -31,9 +32,9 @@ class PredictOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         g = parser.add_argument_group("beam_ml predict")
-        g.add_argument("--model_dir", help="a model root (model/), a version dir, or a training output_dir")
-        g.add_argument("--json", dest="json_records", help="a JSON object or a list of objects")
-        g.add_argument("--input", dest="predict_input", help="a CSV file of raw records with a header")
+        add_shared_argument(g, "--model_dir", help="a model root (model/), a version dir, or a training output_dir")
+        add_shared_argument(g, "--json", dest="json_records", help="a JSON object or a list of objects")
+        add_shared_argument(g, "--input", help="a CSV file of raw records with a header")
 
 
 def _records_from_csv(path: str) -> list[dict]:
@@ -50,7 +51,7 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
     opts = parse_pipeline_options(argv, PredictOptions).view_as(PredictOptions)
     if not opts.model_dir:
         raise UserError("--model_dir: required")
-    if bool(opts.json_records) == bool(opts.predict_input):
+    if bool(opts.json_records) == bool(opts.input):
         raise UserError("give exactly one of --json or --input")
     if opts.json_records:
         try:
@@ -59,7 +60,7 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
             raise UserError(f"--json: not valid JSON: {e}")
         records = records if isinstance(records, list) else [records]
     else:
-        records = _records_from_csv(opts.predict_input)
+        records = _records_from_csv(opts.input)
 
     from beam_ml.serving import ServingModel, validate_record
 
@@ -83,12 +84,7 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        results = run(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    results = cli.main(run, argv)
     for r in results:
         print(json.dumps(r))
     sys.exit(1 if any("error" in r for r in results) else 0)

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from beam_ml import cli
 from beam_ml.errors import UserError
 from beam_ml.io.kafka_config import KafkaOptions
 from beam_ml.options import TrainOptions, parse_int_list, parse_pipeline_options
@@ -201,12 +202,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.main(run, argv)
 
 
 if __name__ == "__main__":
