@@ -36,3 +36,21 @@ def new_topic(kafka_broker):
         return name
 
     return make
+
+
+@pytest.fixture(scope="module")
+def fraud(tmp_path_factory):
+    """(model root, ...) of a small fraud model trained once per session (tests/model_fixture.py)."""
+    from tests.model_fixture import trained_fraud_model
+
+    return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def model_root(fraud, tmp_path):
+    """A private copy of the model root, so a test may add versions."""
+    import shutil
+
+    root = tmp_path / "model"
+    shutil.copytree(fraud[0], root)
+    return str(root)

@@ -5,8 +5,6 @@
 A small fraud model is trained once per session (tests/model_fixture.py).
 """
 import json
-import threading
-import time
 
 import apache_beam as beam
 import pytest
@@ -17,22 +15,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from beam_ml.inference import (RowRef, RunInferenceWithDeadLetters, ServingModelHandler, WatchModelVersions,
                                model_root_of, prediction_record)
 from beam_ml.serving import ServingModel
-from tests.model_fixture import export_copy, feature_rows, trained_fraud_model
-
-
-@pytest.fixture(scope="module")
-def fraud(tmp_path_factory):
-    return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture
-def model_root(fraud, tmp_path):
-    """A private copy of the model root, so a test may add versions."""
-    import shutil
-
-    root = tmp_path / "model"
-    shutil.copytree(fraud[0], root)
-    return str(root)
+from tests.model_fixture import export_copy, feature_rows
 
 
 def _pipeline():
@@ -173,19 +156,21 @@ def test_update_model_path_switches_the_next_load(model_root):
 
 
 def test_watch_model_versions_announces_each_new_version_once(model_root):
-    def export_later():
-        time.sleep(1.5)
-        export_copy(model_root, threshold=0.4)
+    """v1 is announced; v2, exported only after that announcement, is announced once too.
 
-    thread = threading.Thread(target=export_later)
-    thread.start()
-    try:
-        with _pipeline() as p:
-            seen = (p | WatchModelVersions(model_root, interval=0.2, stop_after=4)
-                    | beam.Map(lambda m: (m.model_name, m.model_id)))
-            assert_that(seen, equal_to([("1", model_root + "/1"), ("2", model_root + "/2")]))
-    finally:
-        thread.join()
+    The export is triggered downstream of the watcher (not by a timer), so the
+    test does not depend on how long the pipeline takes to start.
+    """
+    def export_after_v1(announcement):
+        if announcement[0] == "1":
+            export_copy(model_root, threshold=0.4)
+        return announcement
+
+    with _pipeline() as p:
+        seen = (p | WatchModelVersions(model_root, interval=0.2, stop_after=8)
+                | beam.Map(lambda m: (m.model_name, m.model_id))
+                | "ExportV2AfterV1" >> beam.Map(export_after_v1))
+        assert_that(seen, equal_to([("1", model_root + "/1"), ("2", model_root + "/2")]))
 
 
 def test_batch_sizes_are_checked():

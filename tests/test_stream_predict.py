@@ -20,25 +20,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from beam_ml.errors import UserError
 from beam_ml.serving import ServingModel
 from pipelines import produce, stream_predict
-from tests.model_fixture import export_copy, trained_fraud_model
+from tests.model_fixture import export_copy
 
 pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def fraud(tmp_path_factory):
-    return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture
-def model_root(fraud, tmp_path):
-    import shutil
-
-    root = tmp_path / "model"
-    shutil.copytree(fraud[0], root)
-    return str(root)
 
 
 def _csv_head(src: str, dst, rows: int, skip: int = 0) -> str:
