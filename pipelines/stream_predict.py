@@ -75,6 +75,12 @@ class StreamPredictOptions(PipelineOptions):
             help="seconds between checks for a new model version (default 10)")
         add("--min_batch_size", type=int, default=None)
         add("--max_batch_size", type=int, default=None)
+        # The local runner only moves a bundle's output on when the read hands
+        # back control, so these two bound the end-to-end latency there.
+        add("--checkpoint_interval", type=float, default=None,
+            help="seconds a partition's read runs before handing back to the runner and committing (default 1)")
+        add("--poll_timeout", type=float, default=None,
+            help="seconds one Kafka poll waits for records (default 0.5)")
 
     def validate_stream_predict(self) -> "StreamPredictOptions":
         for flag in ("model_dir", "input_topic", "output_topic", "dead_letter_topic"):
@@ -101,6 +107,11 @@ class StreamPredictOptions(PipelineOptions):
         if self.min_batch_size < 1 or self.max_batch_size < self.min_batch_size:
             raise UserError(f"--min_batch_size/--max_batch_size: expected 1 <= min <= max, "
                             f"got {self.min_batch_size}, {self.max_batch_size}")
+        self.checkpoint_interval = 1.0 if self.checkpoint_interval is None else float(self.checkpoint_interval)
+        self.poll_timeout = 0.5 if self.poll_timeout is None else float(self.poll_timeout)
+        for flag in ("checkpoint_interval", "poll_timeout"):
+            if not 0 < getattr(self, flag) <= 60:
+                raise UserError(f"--{flag}: expected seconds in (0, 60], got {getattr(self, flag)}")
         return self
 
 
@@ -153,7 +164,8 @@ def build_stream_predict(pipeline, options: PipelineOptions) -> dict:
 
     records = pipeline | "ReadFromKafka" >> ReadFromKafka(
         None, opts.input_topic, group_id=opts.group_id, start=opts.start,
-        max_records=opts.max_records, max_read_time=opts.max_read_time, client_config=kafka_config)
+        max_records=opts.max_records, max_read_time=opts.max_read_time, client_config=kafka_config,
+        checkpoint_interval=opts.checkpoint_interval, poll_timeout=opts.poll_timeout)
     parsed = records | "ParseJson" >> beam.ParDo(ParseJsonEventsFn(spec)).with_outputs(DEAD_TAG, main="rows")
     valid = parsed.rows | "Validate" >> beam.ParDo(ValidateRowsFn(spec)).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = valid.rows | "RunInference" >> RunInferenceWithDeadLetters(

@@ -1,0 +1,680 @@
+"""Streaming scoring throughput and latency: pipelines.stream_predict against two kafka-python loops.
+
+    python -m benchmarks.bench_stream
+    python -m benchmarks.bench_stream --events=20000 --latency_seconds=30 --work_dir=out/bench_stream
+    python -m benchmarks.bench_stream --model_dir=out/fraud/model --only=ours,b
+
+One run starts its own Tansu broker on 127.0.0.1 (in memory), trains a small
+fraud model once into ``<work_dir>/fraud`` (unless ``--model_dir``), produces
+``--events`` fraud events (``pipelines.produce``: JSON with ``event_id`` and
+``produce_ts``) to one 1-partition input topic, and measures three scorers of
+that topic, each in its own Python process (so no scorer shares a GIL with the
+load generator or with another scorer):
+
+* (ours) ``pipelines.stream_predict`` (DirectRunner, i.e. the in-process
+  FnApiRunner): ReadFromKafka -> ParseJson -> Validate -> RunInference
+  (ServingModelHandler, BatchElements ``--min/--max_batch_size``) ->
+  WriteToKafka, started like ``python -m pipelines.stream_predict`` with
+  ``--max_records=<events>`` as its stop condition.
+* (a) ``per-message``: a kafka-python consumer loop that parses and validates
+  each message, calls ``ServingModel.predict_records([record])`` once per
+  message and sends the result (the Kafka-ML / notebook approach). Its run is
+  capped (``--a_max_seconds``, default 60 s after its first prediction); its
+  rate is computed from what it did.
+* (b) ``batched``: a hand-written kafka-python loop: ``poll(max_records=256)``,
+  parse + validate, one ``predict_records(batch)``, send every result, then
+  ``flush()`` (acknowledged before the next poll: the same at-least-once
+  guarantee as ours, which commits offsets only after its bundle's sends are
+  acknowledged).
+
+All three consume the same records with manual partition assignment, send
+the same prediction event (event_id, key, score, class, class_id, threshold,
+model_version, event_ts, produce_ts, processing_ts) with an idempotent
+``acks=all`` producer, and do the same per-record work (JSON parse,
+``validate_record``, scoring, JSON encode).
+
+What is measured:
+
+* Throughput (events/s) = predictions / (last - first ``processing_ts``),
+  where ``processing_ts`` is the wall-clock ms at which a scorer formatted each
+  prediction, read back from the output topic. The window thus starts when
+  the first prediction is formatted (the first record's read+parse+score time,
+  one batch, is excluded -- for every scorer alike) and ends at the last one.
+  Start-up is reported separately: for ours, process launch -> first
+  prediction (Python + TensorFlow import, pipeline construction, model load,
+  partition discovery); for the loops, process launch -> model loaded and
+  consumer assigned.
+* Latency (ours and (b)): a fresh topic pair, the scorer started and warmed
+  up (warm-up events until one is predicted), then a paced producer sends at
+  ``--latency_fraction`` (50%) of THAT scorer's measured throughput for
+  ``--latency_seconds``; a consumer of the output topic (a thread of this
+  process, like the producer; same host clock) records, per prediction,
+  receive time - ``produce_ts``. p50/p90/p99/max are reported.
+
+Every measured output is checked before it counts: every input event_id is
+predicted exactly once (for (a): every event it reached), no dead letters,
+and every score equals the offline model's (``ServingModel.predict_records``)
+within 1e-5. A failed check marks the row FAILED, and the process exits 1.
+
+The JSON report (``<work_dir>/bench_stream.json``) also records CPU count and
+load average: the machine's 2 cores are shared, so absolute numbers move
+between runs; ratios measured in one run are the robust output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+__all__ = ["run", "main", "ensure_model", "baseline_loop", "run_ours", "run_baseline", "measure_latency",
+           "read_topic", "check_predictions"]
+
+METHODS = ("ours", "a", "b")
+LABELS = {"ours": "ours (stream_predict)", "a": "(a) per-message loop", "b": "(b) batched loop (256)"}
+SCORE_TOLERANCE = 1e-5
+
+
+# ------------------------------------------------------------------ helpers
+def _log(msg: str) -> None:
+    print(f"[bench_stream] {msg}", flush=True)
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def ensure_model(work_dir: str, model_dir: Optional[str] = None, rows: int = 30000, epochs: int = 5) -> str:
+    """The model root to serve: `model_dir`, else a fraud model trained once under work_dir.
+
+    Args:
+      work_dir: where `fraud/` (model) and `data/` (training CSV) go.
+      model_dir: an existing model (root, train output dir or version dir).
+      rows: generated training rows when training.
+      epochs: training epochs when training.
+
+    Returns:
+      A directory ServingModel.load and --model_dir accept.
+    """
+    if model_dir:
+        return model_dir
+    from beam_ml.export import list_versions
+
+    out = os.path.join(work_dir, "fraud")
+    root = os.path.join(out, "model")
+    if not list_versions(root):
+        from pipelines import train
+
+        _log(f"training a fraud model ({rows} rows, {epochs} epochs) into {out}")
+        train.run(["--dataset=fraud", f"--dataset_rows={rows}", f"--data_dir={os.path.join(work_dir, 'data')}",
+                   f"--output_dir={out}", f"--epochs={epochs}", "--verbose=0", "--runner=DirectRunner"])
+    return root
+
+
+def _new_topic(bootstrap: str, prefix: str) -> str:
+    from beam_ml.testing import create_topic
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, name, partitions=1)
+    return name
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
+               quiet_polls: int = 2) -> list[dict]:
+    """Every record of a 1-partition topic as decoded JSON, polling until `expected` arrived or `timeout`.
+
+    Stops early only after `expected` records AND `quiet_polls` empty polls, so
+    duplicates beyond `expected` are seen too.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    out: list[dict] = []
+    deadline, quiet = time.monotonic() + timeout, 0
+    try:
+        while time.monotonic() < deadline and (len(out) < expected or quiet < quiet_polls):
+            batch = consumer.poll(timeout_ms=300, max_records=5000).get(tp, [])
+            out.extend(json.loads(r.value) for r in batch)
+            quiet = 0 if batch else quiet + 1
+    finally:
+        consumer.close()
+    return out
+
+
+def check_predictions(predictions: Sequence[dict], expected_ids: Sequence[str],
+                      offline: dict[str, float]) -> list[str]:
+    """Problems with a scorer's output (empty list: complete and correct).
+
+    Args:
+      predictions: the decoded prediction events read from its output topic.
+      expected_ids: every event id it must have scored, each once.
+      offline: {event_id: score} of the offline model, for every expected id.
+    """
+    problems = []
+    ids = [p.get("event_id") for p in predictions]
+    seen = set(ids)
+    expected = set(expected_ids)
+    if len(ids) != len(expected_ids):
+        problems.append(f"{len(ids)} predictions for {len(expected_ids)} events")
+    if seen != expected:
+        missing, extra = expected - seen, seen - expected
+        problems.append(f"{len(missing)} events not predicted (e.g. {sorted(missing)[:3]}), "
+                        f"{len(extra)} unexpected ids (e.g. {sorted(extra)[:3]})")
+    if len(seen) != len(ids):
+        problems.append(f"{len(ids) - len(seen)} duplicate predictions")
+    wrong = [p["event_id"] for p in predictions if p.get("event_id") in offline
+             and (p.get("score") is None or abs(p["score"] - offline[p["event_id"]]) > SCORE_TOLERANCE)]
+    if wrong:
+        problems.append(f"{len(wrong)} scores differ from the offline model (e.g. {wrong[:3]})")
+    missing_ts = sum(1 for p in predictions if not isinstance(p.get("processing_ts"), (int, float)))
+    if missing_ts:
+        problems.append(f"{missing_ts} predictions without processing_ts")
+    return problems
+
+
+def _throughput(predictions: Sequence[dict]) -> dict:
+    ts = [p["processing_ts"] for p in predictions if isinstance(p.get("processing_ts"), (int, float))]
+    if len(ts) < 2:
+        return {"events": len(ts), "seconds": None, "events_per_s": None, "first_ts": None, "last_ts": None}
+    seconds = (max(ts) - min(ts)) / 1000.0
+    return {"events": len(ts), "seconds": round(seconds, 3), "events_per_s": round(len(ts) / max(seconds, 1e-3), 1),
+            "first_ts": min(ts), "last_ts": max(ts)}
+
+
+def _offline_scores(model_dir: str, events: Sequence[tuple[str, dict]]) -> dict[str, float]:
+    from beam_ml.serving import ServingModel
+
+    model = ServingModel.load(model_dir)
+    scores: dict[str, float] = {}
+    for i in range(0, len(events), 2048):
+        chunk = events[i:i + 2048]
+        for (event_id, _), p in zip(chunk, model.predict_records([e for _, e in chunk])):
+            scores[event_id] = p["score"]
+    return scores
+
+
+# ---------------------------------------------------------------- baselines
+def baseline_loop(config: dict) -> dict:
+    """Baselines (a) per-message and (b) batched: consume, score, produce; runs in its own process.
+
+    Args:
+      config: {mode: 'a'|'b', bootstrap, input_topic, output_topic, model_dir,
+        max_records (stop after this many scored, None: no limit),
+        max_seconds (stop this long after the first prediction),
+        deadline (absolute time.time() at which to stop regardless),
+        batch (b's poll size, default 256)}.
+
+    Returns:
+      {load_seconds, scored, dead, started, ended} (wall-clock seconds).
+    """
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from beam_ml.serving import ServingModel, validate_record
+
+    launched = time.time()
+    model = ServingModel.load(config["model_dir"])
+    spec, threshold, version = model.spec, model.threshold, model.version
+    consumer = KafkaConsumer(bootstrap_servers=config["bootstrap"], enable_auto_commit=False,
+                             fetch_max_wait_ms=100, auto_offset_reset="earliest")
+    tp = TopicPartition(config["input_topic"], 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    # The same producer settings as WriteToKafka in stream_predict.
+    producer = KafkaProducer(bootstrap_servers=config["bootstrap"], acks="all", enable_idempotence=True)
+    out_topic, mode = config["output_topic"], config["mode"]
+    max_records, max_seconds = config.get("max_records"), config.get("max_seconds")
+    deadline = config.get("deadline") or (time.time() + 3600)
+    batch_size = int(config.get("batch", 256))
+    ready = time.time()
+    scored = dead = 0
+    first: Optional[float] = None
+
+    def emit(msg, event, pred) -> None:
+        out = {"event_id": str(event.get("event_id")), "key": msg.key.decode() if msg.key else None,
+               "score": pred["score"], "class_id": pred["class_id"], "class": pred["class"],
+               "threshold": threshold, "model_version": version, "event_ts": msg.timestamp,
+               "produce_ts": event.get("produce_ts"), "processing_ts": int(time.time() * 1000)}
+        producer.send(out_topic, key=msg.key, value=json.dumps(out).encode("utf-8"))
+
+    def parse(msg):
+        try:
+            event = json.loads(msg.value)
+        except ValueError:
+            return None
+        return event if isinstance(event, dict) and validate_record(event, spec) is None else None
+
+    def done() -> bool:
+        now = time.time()
+        return (now >= deadline or (max_records is not None and scored >= max_records)
+                or (first is not None and max_seconds is not None and now - first >= max_seconds))
+
+    try:
+        while not done():
+            # (a) takes what a poll returns and handles it message by message,
+            # as `for msg in consumer:` does; (b) asks for a batch.
+            polled = consumer.poll(timeout_ms=200, max_records=500 if mode == "a" else batch_size).get(tp, [])
+            if mode == "a":
+                for msg in polled:
+                    if done():
+                        break
+                    event = parse(msg)
+                    if event is None:
+                        dead += 1
+                        continue
+                    emit(msg, event, model.predict_records([event])[0])
+                    scored += 1
+                    first = first or time.time()
+            elif polled:
+                pairs = [(m, parse(m)) for m in polled]
+                good = [(m, e) for m, e in pairs if e is not None]
+                dead += len(pairs) - len(good)
+                if max_records is not None:
+                    good = good[:max_records - scored]
+                for (m, e), p in zip(good, model.predict_records([e for _, e in good])):
+                    emit(m, e, p)
+                scored += len(good)
+                first = first or time.time()
+                producer.flush(timeout=60)  # acknowledged before the next poll (at least once)
+    finally:
+        producer.flush(timeout=60)
+        producer.close(timeout=10)
+        consumer.close()
+    return {"load_seconds": round(ready - launched, 3), "scored": scored, "dead": dead,
+            "started": launched, "ended": time.time()}
+
+
+def _baseline_main(config_json: str) -> None:
+    """Subprocess entry: runs baseline_loop and writes its result to config['result_path']."""
+    config = json.loads(config_json)
+    result = baseline_loop(config)
+    with open(config["result_path"], "w") as f:
+        json.dump(result, f)
+
+
+def _ours_main(config_json: str) -> None:
+    """Subprocess entry: pipelines.stream_predict.run, plus its RunInference metrics, to result_path."""
+    config = json.loads(config_json)
+    launched = time.time()
+    from pipelines import stream_predict
+
+    result = stream_predict.run(config["argv"])
+    metrics = {}
+    try:
+        query = result.pipeline_result.metrics().query()
+        for d in query.get("distributions", []):
+            name = d.key.metric.name
+            if "batch_size" in name or "latency" in name:
+                r = d.committed or d.attempted
+                if r is not None and r.count:
+                    metrics[name] = {"count": r.count, "mean": round(r.sum / r.count, 2), "min": r.min,
+                                     "max": r.max}
+    except Exception as e:  # metrics are diagnostics; the measurement stands without them
+        metrics["error"] = repr(e)
+    with open(config["result_path"], "w") as f:
+        json.dump({"counts": result.counts, "metrics": metrics, "started": launched, "ended": time.time()}, f)
+
+
+def _spawn(entry: str, config: dict, log_path: str) -> tuple[subprocess.Popen, Any]:
+    log = open(log_path, "w")
+    code = f"import sys; from benchmarks.bench_stream import {entry}; {entry}(sys.argv[1])"
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)], cwd=REPO, env=_env(),
+                            stdout=log, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _finish(proc: subprocess.Popen, log, timeout: float, log_path: str) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+    finally:
+        log.close()
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"scorer process exited with {proc.returncode}; its log ends:\n{tail}")
+
+
+def _ours_argv(bootstrap: str, model_dir: str, topics: tuple[str, str, str], args, *extra: str) -> list[str]:
+    argv = [f"--model_dir={model_dir}", f"--input_topic={topics[0]}", f"--output_topic={topics[1]}",
+            f"--dead_letter_topic={topics[2]}", f"--bootstrap_servers={bootstrap}", "--runner=DirectRunner",
+            "--streaming", f"--group_id=bench-{uuid.uuid4().hex[:8]}", "--start=earliest", "--model_reload=none",
+            f"--max_batch_size={args.max_batch_size}"]
+    if args.checkpoint_interval is not None:
+        argv.append(f"--checkpoint_interval={args.checkpoint_interval}")
+    if args.poll_timeout is not None:
+        argv.append(f"--poll_timeout={args.poll_timeout}")
+    return argv + list(extra)
+
+
+def run_ours(bootstrap: str, model_dir: str, input_topic: str, n: int, args, log_dir: str) -> dict:
+    """Throughput of stream_predict over the first `n` events of `input_topic`; returns the measurement."""
+    topics = (input_topic, _new_topic(bootstrap, "ours-out"), _new_topic(bootstrap, "ours-dlq"))
+    result_path = os.path.join(log_dir, "ours-throughput.json")
+    argv = _ours_argv(bootstrap, model_dir, topics, args, f"--max_records={n}",
+                      f"--max_read_time={args.max_run_seconds}")
+    launched = time.time()
+    proc, log = _spawn("_ours_main", {"argv": argv, "result_path": result_path},
+                       os.path.join(log_dir, "ours-throughput.log"))
+    _finish(proc, log, args.max_run_seconds + 180, os.path.join(log_dir, "ours-throughput.log"))
+    with open(result_path) as f:
+        info = json.load(f)
+    predictions = read_topic(bootstrap, topics[1], n)
+    dead = read_topic(bootstrap, topics[2], 0, timeout=3)
+    tp = _throughput(predictions)
+    return {"predictions": predictions, "dead": len(dead), "throughput": tp,
+            "startup_seconds": round(tp["first_ts"] / 1000 - launched, 3) if tp["first_ts"] else None,
+            "process_seconds": round(info["ended"] - launched, 3), "counts": info["counts"],
+            "metrics": info["metrics"]}
+
+
+def run_baseline(mode: str, bootstrap: str, model_dir: str, input_topic: str, n: int, args,
+                 log_dir: str) -> dict:
+    """Throughput of baseline `mode` ('a' or 'b') over the first `n` events of `input_topic`."""
+    out = _new_topic(bootstrap, f"{mode}-out")
+    result_path = os.path.join(log_dir, f"{mode}-throughput.json")
+    config = {"mode": mode, "bootstrap": bootstrap, "input_topic": input_topic, "output_topic": out,
+              "model_dir": model_dir, "max_records": n, "result_path": result_path,
+              "max_seconds": args.a_max_seconds if mode == "a" else None,
+              "deadline": time.time() + args.max_run_seconds + 120}
+    launched = time.time()
+    log_path = os.path.join(log_dir, f"{mode}-throughput.log")
+    proc, log = _spawn("_baseline_main", config, log_path)
+    _finish(proc, log, args.max_run_seconds + 180, log_path)
+    with open(result_path) as f:
+        info = json.load(f)
+    predictions = read_topic(bootstrap, out, info["scored"])
+    return {"predictions": predictions, "dead": info["dead"], "throughput": _throughput(predictions),
+            "startup_seconds": round(info["started"] + info["load_seconds"] - launched, 3),
+            "scored": info["scored"]}
+
+
+# ------------------------------------------------------------------ latency
+def _percentile(values: Sequence[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))]
+
+
+def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[tuple[str, dict]],
+                    offline: dict[str, float], rate: float, seconds: float, args, log_dir: str) -> dict:
+    """End-to-end latency of `method` ('ours' or 'b') at `rate` events/s for `seconds`.
+
+    Starts the scorer on fresh topics, warms it up (one event every 0.2 s until
+    one is predicted), then a paced producer thread sends events
+    `lat-<k>` (the pool's rows, cycled) with produce_ts = send time, while a
+    consumer thread reads the output topic and records receive time -
+    produce_ts per prediction.
+
+    Returns:
+      {rate, sent, received, p50_ms, p90_ms, p99_ms, max_ms, problems, ...}.
+    """
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topics = (_new_topic(bootstrap, f"lat-{method}-in"), _new_topic(bootstrap, f"lat-{method}-out"),
+              _new_topic(bootstrap, f"lat-{method}-dlq"))
+    log_path = os.path.join(log_dir, f"{method}-latency.log")
+    budget = args.startup_timeout + seconds + 60
+    if method == "ours":
+        argv = _ours_argv(bootstrap, model_dir, topics, args, f"--max_read_time={budget}")
+        proc, log = _spawn("_ours_main", {"argv": argv, "result_path": os.path.join(log_dir, "ours-latency.json")},
+                           log_path)
+    else:
+        proc, log = _spawn("_baseline_main", {
+            "mode": method, "bootstrap": bootstrap, "input_topic": topics[0], "output_topic": topics[1],
+            "model_dir": model_dir, "max_records": None, "max_seconds": None, "deadline": time.time() + budget,
+            "result_path": os.path.join(log_dir, f"{method}-latency.json")}, log_path)
+
+    received: dict[str, float] = {}  # event_id -> latency ms
+    predictions: list[dict] = []
+    stop = threading.Event()
+    warm_seen = threading.Event()
+
+    def consume() -> None:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+        tp = TopicPartition(topics[1], 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        try:
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=100).get(tp, [])
+                now_ms = time.time() * 1000.0  # the receive time of this fetch
+                for r in batch:
+                    p = json.loads(r.value)
+                    if str(p.get("event_id", "")).startswith("warm-"):
+                        warm_seen.set()
+                        continue
+                    predictions.append(p)
+                    received[p["event_id"]] = now_ms - float(p["produce_ts"])
+        finally:
+            consumer.close()
+
+    consumer_thread = threading.Thread(target=consume, daemon=True)
+    consumer_thread.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    sent_ids: list[str] = []
+    try:
+        # Warm-up: the scorer is ready once it predicts one event.
+        deadline, k = time.monotonic() + args.startup_timeout, 0
+        while not warm_seen.is_set():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{method}: no warm-up prediction within {args.startup_timeout:.0f} s")
+            _, event = pool[k % len(pool)]
+            producer.send(topics[0], value=json.dumps(dict(event, event_id=f"warm-{k}",
+                                                           produce_ts=time.time() * 1000)).encode())
+            producer.flush(5)
+            k += 1
+            warm_seen.wait(0.2)
+        time.sleep(1.0)  # let the warm-up tail drain
+        # Paced against the start, not the previous send, so the mean rate holds.
+        total = int(rate * seconds)
+        start = time.monotonic()
+        for k in range(total):
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            src_id, event = pool[k % len(pool)]
+            event_id = f"lat-{k}"
+            sent_ids.append(event_id)
+            producer.send(topics[0], key=event_id.encode(), value=json.dumps(
+                dict(event, event_id=event_id, produce_ts=round(time.time() * 1000, 3))).encode())
+        send_seconds = time.monotonic() - start
+        producer.flush(30)
+        drain = time.monotonic() + args.drain_seconds
+        while len(received) < total and time.monotonic() < drain:
+            time.sleep(0.1)
+        time.sleep(0.5)  # duplicates, if any, arrive now
+    finally:
+        stop.set()
+        consumer_thread.join(10)
+        producer.close(timeout=10)
+        proc.terminate()  # a streaming scorer has no natural end: stop it (measurement is complete)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+        log.close()
+    # Ids map back to pool rows, so every score is checked against the offline model.
+    expected = {f"lat-{k}": offline[pool[k % len(pool)][0]] for k in range(len(sent_ids))}
+    problems = check_predictions(predictions, sent_ids, expected)
+    lat = list(received.values())
+    # A scorer that keeps up has the same latency at the end as at the start;
+    # a growing one means a backlog (e.g. the shared CPUs could not sustain the rate).
+    fifth = max(1, len(sent_ids) // 5)
+    head = [received[i] for i in sent_ids[:fifth] if i in received]
+    tail = [received[i] for i in sent_ids[-fifth:] if i in received]
+    return {"p50_first_fifth_ms": _round(_percentile(head, 50)), "p50_last_fifth_ms": _round(_percentile(tail, 50)),
+            "rate": round(rate, 1), "seconds": seconds, "send_seconds": round(send_seconds, 2),
+            "sent": len(sent_ids), "received": len(received),
+            "p50_ms": _round(_percentile(lat, 50)), "p90_ms": _round(_percentile(lat, 90)),
+            "p99_ms": _round(_percentile(lat, 99)), "max_ms": _round(max(lat) if lat else None),
+            "problems": problems}
+
+
+def _round(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 1)
+
+
+# --------------------------------------------------------------------- main
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_stream", description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=20000, help="events for the throughput runs")
+    p.add_argument("--latency_seconds", type=float, default=30.0, help="length of each latency phase")
+    p.add_argument("--latency_fraction", type=float, default=0.5, help="latency load as a fraction of throughput")
+    p.add_argument("--a_max_seconds", type=float, default=60.0, help="cap on baseline (a)'s scoring time")
+    p.add_argument("--max_run_seconds", type=float, default=600.0, help="cap on any throughput run")
+    p.add_argument("--startup_timeout", type=float, default=180.0, help="seconds a scorer may take to start")
+    p.add_argument("--drain_seconds", type=float, default=30.0, help="wait for the last predictions")
+    p.add_argument("--work_dir", default="out/bench_stream")
+    p.add_argument("--model_dir", default=None, help="serve this model instead of training one")
+    p.add_argument("--only", default="ours,a,b", help="comma-separated subset of ours,a,b")
+    p.add_argument("--no_latency", action="store_true", help="throughput only")
+    p.add_argument("--max_batch_size", type=int, default=256, help="ours: RunInference max batch (= b's poll)")
+    p.add_argument("--checkpoint_interval", type=float, default=None, help="ours: ReadFromKafka checkpoint (s)")
+    p.add_argument("--poll_timeout", type=float, default=None, help="ours: ReadFromKafka poll timeout (s)")
+    args = p.parse_args(list(argv))
+    args.only = [m.strip() for m in args.only.split(",") if m.strip()]
+    if not args.only or set(args.only) - set(METHODS):
+        p.error(f"--only: expected a subset of {','.join(METHODS)}")
+    if args.events < 1 or args.latency_seconds <= 0 or not 0 < args.latency_fraction <= 1:
+        p.error("--events >= 1, --latency_seconds > 0 and 0 < --latency_fraction <= 1")
+    return args
+
+
+def _fmt(v: Any, spec: str = ",.0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _table(report: dict) -> str:
+    lines = [f"{'method':<26} {'events':>7} {'events/s':>9} {'window s':>9} {'start-up s':>10} "
+             f"{'lat rate/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  check"]
+    for m in METHODS:
+        r = report["methods"].get(m)
+        if r is None:
+            continue
+        t, lat = r.get("throughput") or {}, r.get("latency") or {}
+        ok = "ok" if not r.get("problems") else "FAILED: " + "; ".join(r["problems"])
+        lines.append(f"{LABELS[m]:<26} {_fmt(t.get('events'), 'd'):>7} {_fmt(t.get('events_per_s')):>9} "
+                     f"{_fmt(t.get('seconds'), '.2f'):>9} {_fmt(r.get('startup_seconds'), '.1f'):>10} "
+                     f"{_fmt(lat.get('rate')):>10} {_fmt(lat.get('p50_ms'), '.0f'):>8} "
+                     f"{_fmt(lat.get('p99_ms'), '.0f'):>8} {_fmt(lat.get('max_ms'), '.0f'):>8}  {ok}")
+    for name, value in report["ratios"].items():
+        lines.append(f"{name}: {value}")
+    return "\n".join(lines)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> dict:
+    """Runs the benchmark; returns (and writes) the JSON report.
+
+    Args:
+      argv: flags (see `--help`); none: the defaults.
+
+    Returns:
+      {'config', 'machine', 'methods': {ours|a|b: {throughput, latency, problems, ...}}, 'ratios'}.
+    """
+    args = _parse_args(argv or [])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from beam_ml import datasets
+    from beam_ml.testing import TansuBroker
+    from pipelines import produce
+
+    work_dir = os.path.abspath(args.work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    log_dir = tempfile.mkdtemp(prefix="logs-", dir=work_dir)
+    model_dir = ensure_model(work_dir, args.model_dir)
+    csv_path = datasets.materialize("fraud", os.path.join(work_dir, "data"), rows=max(args.events, 1000))
+    pool = list(produce.csv_events(csv_path))
+    events = pool[:args.events]
+    offline = _offline_scores(model_dir, pool)
+    ids = [i for i, _ in events]
+    report: dict = {"config": {k: v for k, v in vars(args).items()}, "model_dir": model_dir,
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "loadavg_start": os.getloadavg()},
+                    "methods": {}, "ratios": {}, "logs": log_dir}
+    with TansuBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        input_topic = _new_topic(bootstrap, "bench-in")
+        stats = produce.run([f"--input={csv_path}", f"--topic={input_topic}", f"--bootstrap_servers={bootstrap}",
+                             f"--limit={args.events}"])
+        report["produce"] = stats
+        for m in args.only:
+            _log(f"{LABELS[m]}: throughput over {args.events} events")
+            try:
+                if m == "ours":
+                    r = run_ours(bootstrap, model_dir, input_topic, args.events, args, log_dir)
+                else:
+                    r = run_baseline(m, bootstrap, model_dir, input_topic, args.events, args, log_dir)
+                preds = r.pop("predictions")
+                # (a) may stop at its time cap: it must have scored a prefix, each once, correctly.
+                expected = ids[:r["scored"]] if m == "a" else ids
+                r["problems"] = check_predictions(preds, expected, offline)
+                if r.get("dead"):
+                    r["problems"].append(f"{r['dead']} dead letters from good events")
+            except Exception as e:  # one scorer failing must not hide the others' numbers
+                r = {"problems": [f"run failed: {e!r}"[:2000]]}
+            report["methods"][m] = r
+            _log(f"{LABELS[m]}: {r.get('throughput')} problems={r['problems']}")
+        if not args.no_latency:
+            for m in [m for m in ("ours", "b") if m in args.only]:
+                rate = ((report["methods"][m].get("throughput") or {}).get("events_per_s") or 0)
+                if not rate or report["methods"][m]["problems"]:
+                    continue
+                rate *= args.latency_fraction
+                _log(f"{LABELS[m]}: latency at {rate:.0f} events/s for {args.latency_seconds:.0f} s")
+                try:
+                    lat = measure_latency(m, bootstrap, model_dir, pool, offline, rate, args.latency_seconds,
+                                          args, log_dir)
+                except Exception as e:
+                    lat = {"problems": [f"run failed: {e!r}"[:2000]]}
+                report["methods"][m]["latency"] = lat
+                report["methods"][m]["problems"] += [f"latency: {p}" for p in lat.get("problems", [])]
+                _log(f"{LABELS[m]}: latency {lat}")
+    report["machine"]["loadavg_end"] = os.getloadavg()
+
+    def rate_of(m: str) -> Optional[float]:
+        r = report["methods"].get(m) or {}
+        return None if r.get("problems") else (r.get("throughput") or {}).get("events_per_s")
+
+    ours = rate_of("ours")
+    for m, goal in (("a", 20.0), ("b", 0.7)):
+        other = rate_of(m)
+        if ours and other:
+            ratio = round(ours / other, 2)
+            report["ratios"][f"ours/({m}) throughput"] = f"{ratio}x (goal >= {goal}x: {'met' if ratio >= goal else 'NOT met'})"
+    lat = (report["methods"].get("ours") or {}).get("latency") or {}
+    if lat.get("p99_ms") is not None:
+        report["ratios"]["ours p99 latency"] = (f"{lat['p99_ms']:.0f} ms (goal < 1000 ms: "
+                                                f"{'met' if lat['p99_ms'] < 1000 else 'NOT met'})")
+    path = os.path.join(work_dir, "bench_stream.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    print(_table(report), flush=True)
+    _log(f"report: {path}; load average {report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']} "
+         f"on {os.cpu_count()} shared CPUs")
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    report = run(sys.argv[1:] if argv is None else argv)
+    if any(r.get("problems") for r in report["methods"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
