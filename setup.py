@@ -18,6 +18,9 @@ REQUIRED = [
     "pyarrow==25.0.1",
     "numpy>=2,<3",
     "kafka-python==3.0.12",
+    # kafka-python checks every record batch's CRC32C; without this C implementation
+    # it computes it in pure Python, which was the largest cost of stream_predict.
+    "crc32c==2.9.post0",
     "google-cloud-bigquery==3.47.0",
     "matplotlib>=3.8,<4",
     # scikit-learn ships the real handwritten digits used by --dataset=digits.

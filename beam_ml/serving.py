@@ -36,6 +36,9 @@ def resolve_version_dir(model_dir: str) -> str:
     return latest
 
 
+_MISSING = object()
+
+
 def validate_record(record: Mapping[str, Any], spec: DatasetSpec) -> Optional[str]:
     """Why a raw record cannot be scored, or None when it can.
 
@@ -46,14 +49,17 @@ def validate_record(record: Mapping[str, Any], spec: DatasetSpec) -> Optional[st
     if not isinstance(record, Mapping):
         return f"expected a JSON object, got {type(record).__name__}"
     for c in spec.columns:
-        if c.role not in ("numeric", "categorical"):
+        role = c.role
+        if role != "numeric" and role != "categorical":
             continue
-        if c.name not in record:
+        v = record.get(c.name, _MISSING)
+        cls = v.__class__
+        # Fast path first: this runs once per field of every streamed event.
+        if v is None or cls is float or cls is int or (cls is str and role == "categorical"):
+            continue
+        if v is _MISSING:
             return f"missing field '{c.name}'"
-        v = record[c.name]
-        if v is None:
-            continue
-        if c.role == "numeric":
+        if role == "numeric":
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                 return f"field '{c.name}': expected a number, got {type(v).__name__}"
             if isinstance(v, str) and v.strip() not in spec.na_values:
@@ -75,12 +81,22 @@ def _numeric(v: Any, na_values: Sequence[str]) -> float:
     return float(v)
 
 
+def _numeric_column(records: Sequence[Mapping[str, Any]], name: str, na_values: Sequence[str]) -> np.ndarray:
+    values = [r.get(name) for r in records]
+    try:
+        # numpy converts numbers and None (→ NaN) in C; NA tokens and padded
+        # strings take the per-value path below.
+        return np.array(values, dtype=np.float32)
+    except (ValueError, TypeError):
+        return np.array([_numeric(v, na_values) for v in values], dtype=np.float32)
+
+
 def records_to_columns(records: Sequence[Mapping[str, Any]], spec: DatasetSpec) -> dict[str, np.ndarray]:
     """Column arrays for serve_dict from records that passed `validate_record`."""
     cols: dict[str, np.ndarray] = {}
     for c in spec.columns:
         if c.role == "numeric":
-            cols[c.name] = np.array([_numeric(r.get(c.name), spec.na_values) for r in records], dtype=np.float32)
+            cols[c.name] = _numeric_column(records, c.name, spec.na_values)
         elif c.role == "categorical":
             vals = []
             for r in records:
