@@ -43,6 +43,8 @@ class BatchPredictOptions(PipelineOptions):
         add("--model_dir", help="model root (latest version served), train output dir, or version dir")
         add("--input", help="CSV file or glob with a header row")
         add("--input_topic", help="Kafka topic of JSON events, read as a bounded snapshot")
+        add("--value_format", default="json", choices=["json", "csv"],
+            help="topic event values: json objects, or csv lines with the model spec's columns in order")
         add("--group_id", default=None,
             help="Kafka consumer group: resume from its committed offsets and commit after")
         add("--output", help="predictions file: .jsonl (or .json) or .csv")
@@ -177,7 +179,7 @@ def build_batch_predict(pipeline, options: PipelineOptions) -> dict:
     """
     import apache_beam as beam
 
-    from beam_ml.inference import (DEAD_TAG, PREDICT_NAMESPACE, CountDeadLetters, ParseJsonEventsFn,
+    from beam_ml.inference import (DEAD_TAG, PREDICT_NAMESPACE, CountDeadLetters, ParseEventsFn,
                                    RunInferenceWithDeadLetters, ServingModelHandler, ValidateRowsFn,
                                    load_model_metadata, prediction_record)
 
@@ -213,7 +215,8 @@ def build_batch_predict(pipeline, options: PipelineOptions) -> dict:
         records = pipeline | "ReadFromKafka" >> ReadFromKafka(
             None, opts.input_topic, group_id=opts.group_id, start="committed" if opts.group_id else "earliest",
             bounded=True, client_config=kafka.client_config())
-        parsed = records | "ParseJson" >> beam.ParDo(ParseJsonEventsFn(spec)).with_outputs(DEAD_TAG, main="rows")
+        parsed = records | "ParseEvents" >> beam.ParDo(
+            ParseEventsFn(spec, value_format=opts.value_format)).with_outputs(DEAD_TAG, main="rows")
         valid = parsed.rows | "Validate" >> beam.ParDo(ValidateRowsFn(spec)).with_outputs(DEAD_TAG, main="rows")
         rows = valid.rows
         dead_parts += [parsed[DEAD_TAG], valid[DEAD_TAG]]

@@ -6,8 +6,8 @@
     # a bounded run (tests, demos): stop after 60 s or 10000 records per partition
     python -m pipelines.stream_predict ... --max_read_time=60 --max_records=10000
 
-Steps: ReadFromKafka -> ParseJson (not a JSON object -> dead letter) -> Validate
-(against the served model's spec -> dead letter) -> RunInference (our
+Steps: ReadFromKafka -> ParseAndValidate (not a JSON object or a CSV line of the
+spec's columns, or not matching the served model's spec -> dead letter) -> RunInference (our
 ServingModelHandler over tf.saved_model.load; a failing row -> dead letter) ->
 FormatPredictions -> WriteToKafka. Each prediction event carries event_id, key,
 score, class, class_id, threshold, model_version, event_ts (the Kafka record
@@ -60,7 +60,9 @@ class StreamPredictOptions(PipelineOptions):
         g = parser.add_argument_group("beam_ml stream prediction")
         add = lambda *a, **k: add_shared_argument(g, *a, **k)  # noqa: E731
         add("--model_dir", help="model root (latest version served), train output dir, or version dir")
-        add("--input_topic", help="Kafka topic of JSON events")
+        add("--input_topic", help="Kafka topic of events (JSON objects, or CSV lines: --value_format)")
+        add("--value_format", default="json", choices=["json", "csv"],
+            help="event values: json objects, or csv lines with the model spec's columns in order")
         add("--output_topic", help="Kafka topic for prediction events")
         add("--dead_letter_topic", help="Kafka topic for dead letters")
         # Defaults of flags other options classes share are resolved in code, so
@@ -133,7 +135,7 @@ def _prediction_event(element) -> dict:
 
 
 def build_stream_predict(pipeline, options: PipelineOptions) -> dict:
-    """Adds ReadFromKafka -> ParseJson -> Validate -> RunInference -> FormatPredictions to `pipeline`.
+    """Adds ReadFromKafka -> ParseAndValidate -> RunInference -> FormatPredictions to `pipeline`.
 
     Args:
       pipeline: a beam.Pipeline (or TestPipeline).
@@ -141,13 +143,14 @@ def build_stream_predict(pipeline, options: PipelineOptions) -> dict:
         (validated by `validate_stream_predict`).
 
     Returns:
-      {'records': PCollection[KafkaRecord], 'predictions': PCollection[dict],
-       'dead_letters': a tuple of PCollection[DeadLetter] (parse, validate,
+      {'records': PCollection[KafkaRecord], 'messages': PCollection of
+       (key, value) bytes, the JSON prediction events ready for WriteToKafka,
+       'dead_letters': a tuple of PCollection[DeadLetter] (parse/validate,
        inference...)}; nothing is written yet.
     """
 
-    from beam_ml.inference import (DEAD_TAG, PREDICT_NAMESPACE, ParseJsonEventsFn,
-                                   RunInferenceWithDeadLetters, ServingModelHandler, ValidateRowsFn,
+    from beam_ml.inference import (DEAD_TAG, PREDICT_NAMESPACE, ParseEventsFn,
+                                   RunInferenceWithDeadLetters, ServingModelHandler,
                                    WatchModelVersions, load_model_metadata, model_root_of)
     from beam_ml.io.kafka import ReadFromKafka
 
@@ -166,21 +169,22 @@ def build_stream_predict(pipeline, options: PipelineOptions) -> dict:
         None, opts.input_topic, group_id=opts.group_id, start=opts.start,
         max_records=opts.max_records, max_read_time=opts.max_read_time, client_config=kafka_config,
         checkpoint_interval=opts.checkpoint_interval, poll_timeout=opts.poll_timeout)
-    parsed = records | "ParseJson" >> beam.ParDo(ParseJsonEventsFn(spec)).with_outputs(DEAD_TAG, main="rows")
-    valid = parsed.rows | "Validate" >> beam.ParDo(ValidateRowsFn(spec)).with_outputs(DEAD_TAG, main="rows")
+    valid = records | "ParseAndValidate" >> beam.ParDo(
+        ParseEventsFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = valid.rows | "RunInference" >> RunInferenceWithDeadLetters(
         handler, model_metadata, mask_columns=spec.mask_columns)
     counter = beam.metrics.Metrics.counter(PREDICT_NAMESPACE, "predictions")
 
-    def to_event(element):
+    def to_message(element):
         counter.inc()
-        return _prediction_event(element)
+        return _encode_prediction(_prediction_event(element))
 
-    predictions = scored | "FormatPredictions" >> beam.Map(to_event)
+    # Formatting and encoding in one step: each step costs per-element overhead.
+    messages = scored | "FormatPredictions" >> beam.Map(to_message)
     # A tuple, never flattened: a Flatten after the unbounded read would hold the
     # dead letters until the read ends on the local runner (see beam_ml.inference).
-    dead = (parsed[DEAD_TAG], valid[DEAD_TAG], *inference_dead)
-    return {"records": records, "predictions": predictions, "dead_letters": dead}
+    dead = (valid[DEAD_TAG], *inference_dead)
+    return {"records": records, "messages": messages, "dead_letters": dead}
 
 
 class WriteDeadLettersToKafka(beam.PTransform):
@@ -245,9 +249,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> StreamPredi
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     built = build_stream_predict(pipeline, options)
-    _ = (built["predictions"]
-         | "EncodePredictions" >> beam.Map(_encode_prediction)
-         | "WriteToKafka" >> WriteToKafka(None, opts.output_topic, client_config=kafka_config))
+    _ = built["messages"] | "WriteToKafka" >> WriteToKafka(None, opts.output_topic, client_config=kafka_config)
     _ = built["dead_letters"] | "WriteDeadLetters" >> WriteDeadLettersToKafka(opts.dead_letter_topic, kafka_config)
     print(f"[beam_ml] scoring {opts.input_topic} -> {opts.output_topic} (dead letters -> "
           f"{opts.dead_letter_topic}), group {opts.group_id}, model {opts.model_dir}, "

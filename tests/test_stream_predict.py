@@ -138,6 +138,37 @@ def test_stream_scores_good_events_and_dead_letters_bad_ones(kafka_broker, new_t
                                                                         "field 'V4': expected a number, got 'twelve'"}
 
 
+def test_csv_line_events_are_scored_like_json_ones(kafka_broker, new_topic, model_root, fraud, tmp_path):
+    """--value_format=csv: CSV lines in the spec's column order; a wrong field count is a parse dead letter."""
+    from kafka import KafkaProducer
+
+    from beam_ml.io.kafka_formats import encode_csv_line
+
+    topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
+    csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 40)
+    events = _events(csv_path)
+    spec = ServingModel.load(model_root).spec
+    producer = KafkaProducer(bootstrap_servers=kafka_broker)
+    for event_id, event in events.items():
+        producer.send(topics[0], key=event_id.encode(), value=encode_csv_line(event, spec.column_names))
+    producer.send(topics[0], key=b"short", value=b"1.0,2.0,3.0")
+    producer.flush()
+    producer.close()
+    n = len(events) + 1
+
+    result = stream_predict.run(_argv(kafka_broker, model_root, topics, f"--max_records={n}",
+                                      "--max_read_time=120", "--group_id=csv", "--value_format=csv"))
+    assert result.counts["predictions"] + result.counts["dead_letters"] == n == result.counts["rows_in"]
+    predictions = [json.loads(r.value) for r in _read_all(kafka_broker, topics[1], len(events))]
+    dead = [json.loads(r.value) for r in _read_all(kafka_broker, topics[2], 1)]
+    offline = _offline(model_root, events)
+    by_key = {p["key"]: p for p in predictions}
+    assert set(by_key) == set(events)
+    for event_id, p in by_key.items():
+        assert p["score"] == pytest.approx(offline[event_id]["score"], abs=1e-5)
+    assert len(dead) == 1 and dead[0]["stage"] == "parse" and "expected 31 fields" in dead[0]["reason"]
+
+
 def _subprocess(argv, log_path):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")

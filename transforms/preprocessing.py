@@ -135,11 +135,12 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
             # Index < vocab size + 1 <= k + 1, so a width of k + 1 always fits.
             outputs[transformed_name(name)] = tf.one_hot(idx, depth=k + 1, dtype=tf.float32)
         if label in inputs:
-            y = inputs[label]
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(classes), tf.range(len(classes), dtype=tf.int64)), default_value=-1)
-            outputs[LABEL_KEY] = table.lookup(y)
+            # [batch, classes] equality instead of a lookup table: a table built inside
+            # tf.Transform's traced function is re-initialized on every batch (and
+            # warns each time); the class list is small and known from the spec.
+            matches = tf.equal(tf.expand_dims(inputs[label], 1), tf.constant(classes)[tf.newaxis, :])
+            index = tf.argmax(tf.cast(matches, tf.int64), axis=1)
+            outputs[LABEL_KEY] = tf.where(tf.reduce_any(matches, axis=1), index, tf.constant(-1, tf.int64))
         return outputs
 
     return preprocessing_fn
