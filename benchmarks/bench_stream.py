@@ -131,27 +131,10 @@ def _new_topic(bootstrap: str, prefix: str) -> str:
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
                quiet_polls: int = 2) -> list[dict]:
-    """Every record of a 1-partition topic as decoded JSON, polling until `expected` arrived or `timeout`.
+    """Every record of a 1-partition topic as decoded JSON (see beam_ml.testing.read_topic)."""
+    from beam_ml.testing import read_topic as read_records
 
-    Stops early only after `expected` records AND `quiet_polls` empty polls, so
-    duplicates beyond `expected` are seen too.
-    """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    out: list[dict] = []
-    deadline, quiet = time.monotonic() + timeout, 0
-    try:
-        while time.monotonic() < deadline and (len(out) < expected or quiet < quiet_polls):
-            batch = consumer.poll(timeout_ms=300, max_records=5000).get(tp, [])
-            out.extend(json.loads(r.value) for r in batch)
-            quiet = 0 if batch else quiet + 1
-    finally:
-        consumer.close()
-    return out
+    return read_records(bootstrap, topic, expected, timeout, quiet_polls, decode=lambda r: json.loads(r.value))
 
 
 def check_predictions(predictions: Sequence[dict], expected_ids: Sequence[str],

@@ -124,26 +124,6 @@ def _produce(bootstrap: str, csv_path: str, events: int, malformed_fraction: flo
     return {"events": sent, "malformed": dict(malformed), "seconds": round(time.monotonic() - start, 2)}
 
 
-def _read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> list[dict]:
-    """The decoded JSON records of a 1-partition topic, until `expected` arrived (then 2 quiet polls) or timeout."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    out: list[dict] = []
-    deadline, quiet = time.monotonic() + timeout, 0
-    try:
-        while time.monotonic() < deadline and (len(out) < expected or quiet < 2):
-            batch = consumer.poll(timeout_ms=300, max_records=5000).get(tp, [])
-            out.extend(json.loads(r.value) for r in batch)
-            quiet = 0 if batch else quiet + 1
-    finally:
-        consumer.close()
-    return out
-
-
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     class Parser(argparse.ArgumentParser):
         def error(self, message):
@@ -190,7 +170,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = _parse_args(list(argv or []))
     from beam_ml import datasets
     from beam_ml.serving import resolve_version_dir
-    from beam_ml.testing import TansuBroker
+    from beam_ml.testing import TansuBroker, read_topic
     from pipelines import stream_predict
 
     model_root = ensure_fraud_model(args.model_dir, args.data_dir, args.train_rows, args.epochs)
@@ -219,8 +199,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             f"--max_batch_size={args.max_batch_size}", "--model_reload=none"])
         run_seconds = time.monotonic() - start
         counts = result.counts
-        predictions = _read_topic(bootstrap, OUTPUT_TOPIC, counts["predictions"], timeout=30)
-        dead = _read_topic(bootstrap, DEAD_LETTER_TOPIC, counts["dead_letters"], timeout=15)
+        as_json = lambda r: json.loads(r.value)  # noqa: E731
+        predictions = read_topic(bootstrap, OUTPUT_TOPIC, counts["predictions"], timeout=30, decode=as_json)
+        dead = read_topic(bootstrap, DEAD_LETTER_TOPIC, counts["dead_letters"], timeout=15, decode=as_json)
 
     by_reason = collections.Counter(f"{d.get('stage')}: {d.get('reason')}" for d in dead)
     by_stage = collections.Counter(d.get("stage") for d in dead)

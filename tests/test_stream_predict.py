@@ -15,10 +15,11 @@ import threading
 import time
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from beam_ml.errors import UserError
 from beam_ml.serving import ServingModel
+from beam_ml.testing import read_topic
 from pipelines import produce, stream_predict
 from tests.model_fixture import export_copy
 
@@ -72,19 +73,7 @@ def _send_bad(bootstrap: str, topic: str, template: dict) -> dict[bytes, str]:
 
 
 def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
-    """Every record of a 1-partition topic, polling until `expected` arrived or `timeout`."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    records, deadline = [], time.monotonic() + timeout
-    quiet = 0
-    while time.monotonic() < deadline and (len(records) < expected or quiet < 2):
-        batch = consumer.poll(timeout_ms=500).get(tp, [])
-        records.extend(batch)
-        quiet = 0 if batch else quiet + 1
-    consumer.close()
-    return records
+    return read_topic(bootstrap, topic, expected, timeout)
 
 
 def _events(csv_path: str) -> dict[str, dict]:

@@ -5,6 +5,6 @@
         broker.create_topic("transactions", partitions=3)
         ...  # point pipelines at broker.bootstrap_servers
 """
-from beam_ml.testing.broker import TansuBroker, create_topic, find_free_port, tansu_binary
+from beam_ml.testing.broker import TansuBroker, create_topic, find_free_port, read_topic, tansu_binary
 
-__all__ = ["TansuBroker", "create_topic", "find_free_port", "tansu_binary"]
+__all__ = ["TansuBroker", "create_topic", "find_free_port", "read_topic", "tansu_binary"]

@@ -27,7 +27,7 @@ import tempfile
 import time
 from typing import Optional
 
-__all__ = ["TansuBroker", "create_topic", "find_free_port", "tansu_binary"]
+__all__ = ["TansuBroker", "create_topic", "find_free_port", "read_topic", "tansu_binary"]
 
 _LOGGER = logging.getLogger(__name__)
 _HOST = "127.0.0.1"
@@ -225,3 +225,39 @@ if __name__ == "__main__":
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout: float = 60.0,
+               quiet_polls: int = 2, decode=None) -> list:
+    """Every record of a 1-partition topic, from its start, polling until done or `timeout`.
+
+    Done means at least `expected` records AND then `quiet_polls` empty polls in
+    a row, so duplicates beyond `expected` are seen too. The loop is bounded by
+    `timeout` seconds whatever the broker does.
+
+    Args:
+      bootstrap_servers: ``host:port`` of the broker.
+      topic: the topic (partition 0 is read, with manual assignment: no group join).
+      expected: records to wait for.
+      timeout: seconds at most.
+      quiet_polls: empty polls (300 ms each) that end the read once `expected` arrived.
+      decode: applied to each record (e.g. ``lambda r: json.loads(r.value)``); default: the raw record.
+    """
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition  # pylint: disable=import-outside-toplevel
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    out: list = []
+    deadline, quiet = time.monotonic() + timeout, 0
+    try:
+        while time.monotonic() < deadline and (len(out) < expected or quiet < quiet_polls):
+            batch = consumer.poll(timeout_ms=300, max_records=5000).get(tp, [])
+            out.extend(batch if decode is None else (decode(r) for r in batch))
+            quiet = 0 if batch else quiet + 1
+    finally:
+        consumer.close()
+    return out
