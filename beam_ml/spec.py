@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import re
 from typing import Any, Iterable, Optional, Sequence

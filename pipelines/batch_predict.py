@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -71,8 +70,12 @@ def _resolve_input(opts: TrainOptions):
 TOPIC_ENVELOPE_FIELDS = ("produce_ts", "event_ts")
 
 
-def _sample_topic_csv(kafka, topic: str, output_dir: str) -> str:
-    """Samples the topic into <output_dir>/topic_sample.csv for spec inference."""
+def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str]]:
+    """Samples the topic into <output_dir>/topic_sample.csv for spec inference.
+
+    Returns:
+      (the sample CSV's path, the TOPIC_ENVELOPE_FIELDS present in the events).
+    """
     from beam_ml.io.kafka_rows import sample_topic, write_sample_csv
 
     records = sample_topic(kafka.client_kwargs(), topic)
@@ -80,7 +83,8 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> str:
         raise UserError(f"--input_topic: no JSON events could be read from topic '{topic}' "
                         f"at {kafka.bootstrap_servers}")
     os.makedirs(output_dir, exist_ok=True)
-    return write_sample_csv(records, os.path.join(output_dir, "topic_sample.csv"))
+    envelope = [f for f in TOPIC_ENVELOPE_FIELDS if any(f in r for r in records)]
+    return write_sample_csv(records, os.path.join(output_dir, "topic_sample.csv")), envelope
 
 
 def _counts_from(result, spec, beam_counts: dict) -> dict:
@@ -124,13 +128,10 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
             raise UserError(str(e))
         if not kafka.bootstrap_servers:
             raise UserError("--bootstrap_servers: required with --input_topic")
-        sample_path = None if opts.spec else _sample_topic_csv(kafka, opts.input_topic, output_dir)
-        if sample_path:
-            import csv as _csv
-            with open(sample_path) as f:
-                fields = next(_csv.reader(f))
-            drop += [f for f in TOPIC_ENVELOPE_FIELDS if f in fields and f not in drop]
-        infer_from = sample_path
+        infer_from = None
+        if not opts.spec:
+            infer_from, envelope = _sample_topic_csv(kafka, opts.input_topic, output_dir)
+            drop += [f for f in envelope if f not in drop]
     else:
         from beam_ml.io.csv import expand_input
 

@@ -4,7 +4,6 @@ import tempfile
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pytest
 import tensorflow_transform.beam as tft_beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that

@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import re
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -59,7 +59,7 @@ def records_to_chunk(events: Sequence[tuple[int, Optional[bytes]]], source: str,
     Returns:
       A ChunkResult whose `__line__` column holds `position_code(partition, offset)`.
     """
-    dead, offsets, lines = [], [], []
+    dead, offsets = [], []
     header = spec.column_names
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
