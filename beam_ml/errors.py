@@ -9,7 +9,10 @@ import dataclasses
 import json
 from typing import Any, Optional
 
-__all__ = ["UserError", "DeadLetter"]
+__all__ = ["UserError", "DeadLetter", "DEAD_TAG"]
+
+# The tag of every dead-letter side output (readers, parsers, inference).
+DEAD_TAG = "dead"
 
 
 class UserError(Exception):

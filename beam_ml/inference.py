@@ -63,10 +63,11 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from beam_ml.errors import DeadLetter, UserError
+from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.export import MODEL_METADATA, list_versions
-from beam_ml.serving import ServingModel, resolve_version_dir, validate_record
-from beam_ml.spec import DatasetSpec, mask_value
+from beam_ml.records import raw_text, validate_record
+from beam_ml.serving import ServingModel, resolve_version_dir
+from beam_ml.spec import DatasetSpec
 
 __all__ = [
     "RowRef",
@@ -94,7 +95,7 @@ _LOGGER = logging.getLogger(__name__)
 METRICS_NAMESPACE = "beam_ml.inference"
 # Row accounting of the predict pipelines (rows in = predictions + dead letters).
 PREDICT_NAMESPACE = "beam_ml.predict"
-DEAD_TAG = "dead"
+
 
 InferenceFn = Callable[[ServingModel, Sequence[Mapping[str, Any]]], list]
 
@@ -312,16 +313,6 @@ def prediction_record(ref: RowRef, result: PredictionResult, id_name: str = "id"
     return record
 
 
-def _raw_text(row: Any, mask_columns: Sequence[str] = ()) -> str:
-    """A row as JSON for a dead letter, with PII columns masked."""
-    if isinstance(row, Mapping) and mask_columns:
-        row = {k: (mask_value(v) if k in mask_columns and v is not None else v) for k, v in row.items()}
-    try:
-        return json.dumps(row, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return repr(row)
-
-
 def inference_dead_letters(failed: tuple, mask_columns: Sequence[str] = ()) -> list[DeadLetter]:
     """Dead letters for one element of RunInference's `failed_inferences` output.
 
@@ -335,7 +326,7 @@ def inference_dead_letters(failed: tuple, mask_columns: Sequence[str] = ()) -> l
     """
     batch, (_, exc_repr, _) = failed
     reason = f"inference failed: {exc_repr}"
-    return [DeadLetter(ref.source, ref.position, reason, _raw_text(row, mask_columns), stage="inference")
+    return [DeadLetter(ref.source, ref.position, reason, raw_text(row, mask_columns), stage="inference")
             for ref, row in batch]
 
 
@@ -352,7 +343,7 @@ class _SplitFailuresFn(beam.DoFn):
         ref, result = element
         if is_failure(result):
             yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
-                ref.source, ref.position, result.inference["error"], _raw_text(result.example, self._mask_columns),
+                ref.source, ref.position, result.inference["error"], raw_text(result.example, self._mask_columns),
                 stage="inference"))
         else:
             yield element
@@ -486,7 +477,7 @@ class ParseEventsFn(beam.DoFn):
             yield ref, row
         else:
             yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
-                ref.source, ref.position, reason, _raw_text(row, self._spec.mask_columns), stage="validate"))
+                ref.source, ref.position, reason, raw_text(row, self._spec.mask_columns), stage="validate"))
 
 
 class ValidateRowsFn(beam.DoFn):
@@ -502,7 +493,7 @@ class ValidateRowsFn(beam.DoFn):
             yield element
         else:
             yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
-                ref.source, ref.position, reason, _raw_text(row, self._spec.mask_columns), stage="validate"))
+                ref.source, ref.position, reason, raw_text(row, self._spec.mask_columns), stage="validate"))
 
 
 class CountDeadLetters(beam.DoFn):

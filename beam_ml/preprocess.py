@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 from typing import Any, Optional
 
 import apache_beam as beam
@@ -25,15 +26,15 @@ import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.public.tfxio import TensorAdapterConfig
 
-from beam_ml.errors import DeadLetter
-from beam_ml.io.csv import DEAD_TAG, ReadCsvBatches, as_list_array, stable_hash_fraction
+from beam_ml import metrics
+from beam_ml.errors import DEAD_TAG, DeadLetter
+from beam_ml.io.batches import LINE_COLUMN, as_list_array
+from beam_ml.io.csv import ReadCsvBatches
 from beam_ml.io.tfrecord import WriteTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config
 
-__all__ = ["PreprocessConfig", "build_preprocess", "write_dead_letters", "COUNTER_NAMESPACE"]
-
-COUNTER_NAMESPACE = "beam_ml.preprocess"
+__all__ = ["PreprocessConfig", "build_preprocess", "write_dead_letters", "stable_hash_fraction", "label_counter_name"]
 TRAIN_PREFIX = "data/train"
 EVAL_PREFIX = "data/eval"
 DEAD_PREFIX = "dead_letter/dead"
@@ -58,6 +59,26 @@ def label_counter_name(value: str) -> str:
     return f"train_label_count/{value}"
 
 
+def stable_hash_fraction(batch: pa.RecordBatch, key_column: Optional[str], seed: int) -> np.ndarray:
+    """A deterministic value in [0, 1) per row, from its key or else its line number.
+
+    Used for the train/eval split: the same row always lands in the same split,
+    whatever the runner, bundle sizes or worker count.
+    """
+    if key_column:
+        keys = batch.column(key_column).to_pylist()
+        h = np.fromiter((zlib.crc32(k.encode("utf-8")) for k in keys), dtype=np.uint64, count=len(keys))
+    else:
+        h = batch.column(LINE_COLUMN).to_numpy().astype(np.uint64)
+    # splitmix64 finalizer: spreads consecutive line numbers uniformly.
+    with np.errstate(over="ignore"):
+        x = h + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 class _SplitDoFn(beam.DoFn):
     """Marks each row train or eval (a seeded hash), keeps only model columns, counts train labels."""
 
@@ -68,11 +89,11 @@ class _SplitDoFn(beam.DoFn):
         self._eval_fraction = eval_fraction
         self._seed = seed
         self._columns = columns
-        self._train = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "rows_train")
-        self._eval = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "rows_eval")
+        self._train = beam.metrics.Metrics.counter(metrics.PREPROCESS, "rows_train")
+        self._eval = beam.metrics.Metrics.counter(metrics.PREPROCESS, "rows_eval")
         # Class counts of the train split, for class weights: counted here rather
         # than by a tf.Transform vocabulary analyzer, which costs seconds of graph.
-        self._label_counts = {c: beam.metrics.Metrics.counter(COUNTER_NAMESPACE, label_counter_name(c))
+        self._label_counts = {c: beam.metrics.Metrics.counter(metrics.PREPROCESS, label_counter_name(c))
                               for c in self._classes}
 
     def process(self, batch: pa.RecordBatch):
@@ -168,16 +189,3 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     write_dead_letters(dead, os.path.join(config.output_dir, DEAD_PREFIX))
     return {"rows": rows, "dead": dead, "marked": marked, "transformed": transformed,
             "transform_fn": transform_fn}
-
-
-def query_counter(result: beam.runners.runner.PipelineResult, namespace: str, name: str) -> Optional[int]:
-    """The committed (or attempted) value of a Beam counter after a run."""
-    from apache_beam.metrics.metric import MetricsFilter
-    res = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))["counters"]
-    if not res:
-        return 0
-    total = 0
-    for r in res:
-        v = r.committed if r.committed is not None else r.attempted
-        total += int(v or 0)
-    return total

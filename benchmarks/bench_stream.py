@@ -205,7 +205,8 @@ def baseline_loop(config: dict) -> dict:
     """
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from beam_ml.serving import ServingModel, validate_record
+    from beam_ml.records import validate_record
+    from beam_ml.serving import ServingModel
 
     launched = time.time()
     model = ServingModel.load(config["model_dir"])

@@ -121,7 +121,7 @@ def batch_to_rows(batch, spec, source: str, with_label: bool):
     import numpy as np
 
     from beam_ml.inference import RowRef
-    from beam_ml.io.csv import LINE_COLUMN
+    from beam_ml.io.batches import LINE_COLUMN
 
     n = batch.num_rows
     columns = {}
@@ -263,7 +263,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> BatchPredic
     import apache_beam as beam
 
     from beam_ml.inference import PREDICT_NAMESPACE
-    from beam_ml.preprocess import query_counter
+    from beam_ml.metrics import query_counter
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     built = build_batch_predict(pipeline, options)
@@ -301,9 +301,9 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> BatchPredic
 
     result = pipeline.run()
     result.wait_until_finish()
-    from beam_ml.io.csv import READ_NAMESPACE
+    from beam_ml.metrics import READ
 
-    rows_in = (query_counter(result, READ_NAMESPACE, "lines_in") if opts.input
+    rows_in = (query_counter(result, READ, "lines_in") if opts.input
                else query_counter(result, PREDICT_NAMESPACE, "rows_in"))
     counts = {"rows_in": rows_in,
               "predictions": query_counter(result, PREDICT_NAMESPACE, "predictions"),

@@ -62,7 +62,8 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
     else:
         records = _records_from_csv(opts.input)
 
-    from beam_ml.serving import ServingModel, validate_record
+    from beam_ml.records import validate_record
+    from beam_ml.serving import ServingModel
 
     model = ServingModel.load(opts.model_dir)
     good = [(i, r) for i, r in enumerate(records) if validate_record(r, model.spec) is None]

@@ -244,7 +244,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> StreamPredi
 
     from beam_ml.inference import PREDICT_NAMESPACE
     from beam_ml.io.kafka import WriteToKafka
-    from beam_ml.preprocess import query_counter
+    from beam_ml.metrics import query_counter
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     built = build_stream_predict(pipeline, options)

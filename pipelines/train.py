@@ -88,8 +88,8 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str
 
 
 def _counts_from(result, spec, beam_counts: dict) -> dict:
-    from beam_ml.io.csv import READ_NAMESPACE
-    from beam_ml.preprocess import COUNTER_NAMESPACE, label_counter_name, query_counter
+    from beam_ml.metrics import PREPROCESS as COUNTER_NAMESPACE, READ as READ_NAMESPACE, query_counter
+    from beam_ml.preprocess import label_counter_name
 
     counts = {
         "rows_in": query_counter(result, READ_NAMESPACE, "lines_in"),

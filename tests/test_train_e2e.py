@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from beam_ml import datasets
 from beam_ml.errors import UserError
-from beam_ml.serving import ServingModel, records_to_columns
+from beam_ml.records import records_to_columns
+from beam_ml.serving import ServingModel
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
 from pipelines import train
@@ -113,7 +114,8 @@ def test_beam_transformed_eval_data_matches_serving_transform(retention_run):
     n = int(beam_rows[LABEL_KEY].shape[0])
     assert n == result.counts["rows_eval"]
     # Re-derive the eval rows from the CSV (same hash split) and transform them in-graph.
-    from beam_ml.io.csv import iter_chunks, parse_csv_chunk, stable_hash_fraction
+    from beam_ml.io.csv import iter_chunks, parse_csv_chunk
+    from beam_ml.preprocess import stable_hash_fraction
     from beam_ml.spec import read_header
     header = read_header(path)
     batches = [parse_csv_chunk(c, l, path, header, spec).batch for l, c in iter_chunks(path)]

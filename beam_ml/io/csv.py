@@ -16,11 +16,9 @@ Numeric missing values are NaN and categorical ones "", so the transform graph
 from __future__ import annotations
 
 import csv as _csv
-import dataclasses
 import glob
 import os
-import zlib
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -28,16 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beam_ml.errors import DeadLetter, UserError
+from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, arrow_schema_for, as_list_array
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value, read_header
 
-__all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input", "LINE_COLUMN",
-           "DEAD_TAG", "arrow_schema_for", "ChunkResult", "ChunkEmitter", "stable_hash_fraction", "as_list_array"]
+__all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input"]
 
-LINE_COLUMN = "__line__"
-DEAD_TAG = "dead"
 DEFAULT_CHUNK_BYTES = 8 << 20
-READ_NAMESPACE = "beam_ml.read"  # counters shared by every reader: lines_in = rows_good + rows_dead
 
 
 def expand_input(pattern: str) -> list[str]:
@@ -52,28 +47,6 @@ def expand_input(pattern: str) -> list[str]:
         if os.path.getsize(f) == 0:
             raise UserError(f"--input: {f} is empty")
     return files
-
-
-def arrow_schema_for(spec: DatasetSpec, with_label: bool = True) -> pa.Schema:
-    """The schema of the batches ReadCsvBatches emits (features, label, key, line)."""
-    fields = []
-    for c in spec.columns:
-        if c.role == "numeric":
-            fields.append(pa.field(c.name, pa.list_(pa.float32())))
-        elif c.role == "categorical":
-            fields.append(pa.field(c.name, pa.list_(pa.binary())))
-        elif c.role == "label" and with_label:
-            fields.append(pa.field(c.name, pa.list_(pa.binary())))
-    if spec.key_column:
-        fields.append(pa.field(spec.key_column, pa.string()))
-    fields.append(pa.field(LINE_COLUMN, pa.int64()))
-    return pa.schema(fields)
-
-
-def as_list_array(values: pa.Array) -> pa.ListArray:
-    """Wraps a flat array as a list array with one value per row (zero-copy values)."""
-    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, values)
 
 
 def iter_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -102,13 +75,6 @@ def iter_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[t
             line += chunk.count(b"\n")
         if rest:
             yield line, rest if rest.endswith(b"\n") else rest + b"\n"
-
-
-@dataclasses.dataclass
-class ChunkResult:
-    batch: Optional[pa.RecordBatch]
-    dead: list[DeadLetter]
-    lines: int  # data lines in the chunk, blank lines excluded
 
 
 def _line_texts(chunk: bytes) -> list[str]:
@@ -245,29 +211,6 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
     return ChunkResult(batch if batch.num_rows else None, dead, n_lines)
 
 
-class ChunkEmitter:
-    """Counts a ChunkResult into the shared read counters and yields its outputs.
-
-    Every reader (files, topics) reports `lines_in = rows_good + rows_dead` in
-    the READ_NAMESPACE, and emits good batches on the main output and dead
-    letters tagged DEAD_TAG. Create it in a DoFn's __init__.
-    """
-
-    def __init__(self):
-        self._lines = beam.metrics.Metrics.counter(READ_NAMESPACE, "lines_in")
-        self._good = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_good")
-        self._dead = beam.metrics.Metrics.counter(READ_NAMESPACE, "rows_dead")
-
-    def emit(self, result: ChunkResult):
-        self._lines.inc(result.lines)
-        self._dead.inc(len(result.dead))
-        for d in result.dead:
-            yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
-        if result.batch is not None:
-            self._good.inc(result.batch.num_rows)
-            yield result.batch
-
-
 class _ReadCsvFileDoFn(beam.DoFn):
     """Reads one CSV file chunk by chunk; good rows to main, dead rows tagged DEAD_TAG."""
 
@@ -310,23 +253,3 @@ class ReadCsvBatches(beam.PTransform):
                 | "ListFiles" >> beam.Create(self._files)
                 | "ParseChunks" >> beam.ParDo(_ReadCsvFileDoFn(self._spec, self._with_label, self._chunk_bytes))
                 .with_outputs(DEAD_TAG, main="rows"))
-
-
-def stable_hash_fraction(batch: pa.RecordBatch, key_column: Optional[str], seed: int) -> np.ndarray:
-    """A deterministic value in [0, 1) per row, from its key or else its line number.
-
-    Used for the train/eval split: the same row always lands in the same split,
-    whatever the runner, bundle sizes or worker count.
-    """
-    if key_column:
-        keys = batch.column(key_column).to_pylist()
-        h = np.fromiter((zlib.crc32(k.encode("utf-8")) for k in keys), dtype=np.uint64, count=len(keys))
-    else:
-        h = batch.column(LINE_COLUMN).to_numpy().astype(np.uint64)
-    # splitmix64 finalizer: spreads consecutive line numbers uniformly.
-    with np.errstate(over="ignore"):
-        x = h + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from beam_ml.errors import DeadLetter
-from beam_ml.io.csv import DEAD_TAG, LINE_COLUMN, ChunkEmitter, ChunkResult, parse_csv_chunk
+from beam_ml.errors import DEAD_TAG
+from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
+from beam_ml.io.csv import parse_csv_chunk
 from beam_ml.io.kafka_formats import parse_json_object
-from beam_ml.serving import validate_record
+from beam_ml.records import validate_record
 from beam_ml.spec import DatasetSpec
 
 __all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "write_sample_csv", "records_to_chunk", "sample_topic", "position_code"]

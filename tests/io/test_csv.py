@@ -6,7 +6,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_ml.errors import UserError
-from beam_ml.io.csv import DEAD_TAG, LINE_COLUMN, ReadCsvBatches, expand_input, iter_chunks, parse_csv_chunk
+from beam_ml.errors import DEAD_TAG
+from beam_ml.io.batches import LINE_COLUMN
+from beam_ml.io.csv import ReadCsvBatches, expand_input, iter_chunks, parse_csv_chunk
 from beam_ml.spec import ColumnSpec, DatasetSpec
 
 

@@ -1,0 +1,34 @@
+"""Beam counter namespaces shared by the pipelines, and reading counters after a run.
+
+Every pipeline reports its row accounting through Beam counters, so the same
+numbers appear on the Dataflow job page and in the run summary:
+
+    READ        lines_in = rows_good + rows_dead             (every reader: CSV, Kafka, BigQuery)
+    PREPROCESS  rows_train, rows_eval, train_label_count/<class>
+    PREDICT     rows_in = predictions + dead_letters (dead_<stage> per stage)
+    INFERENCE   model_reloads
+
+    counts = {name: query_counter(result, PREDICT, name) for name in ("rows_in", "predictions")}
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "query_counter"]
+
+READ = "beam_ml.read"
+PREPROCESS = "beam_ml.preprocess"
+PREDICT = "beam_ml.predict"
+INFERENCE = "beam_ml.inference"
+
+
+def query_counter(result: Any, namespace: str, name: str) -> int:
+    """The committed (else attempted) value of a Beam counter after a run; 0 when it never counted."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    res = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))["counters"]
+    total = 0
+    for r in res:
+        v = r.committed if r.committed is not None else r.attempted
+        total += int(v or 0)
+    return total
