@@ -39,7 +39,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DatasetInfo", "DATASETS", "materialize", "write_csv"]
+from beam_ml.errors import UserError
+
+__all__ = ["DatasetInfo", "DATASETS", "resolve", "materialize", "write_csv"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,13 +456,17 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator], list[_Column]]] = {
 }
 
 
-def _info(name: str) -> DatasetInfo:
+def resolve(name: str) -> DatasetInfo:
+    """The bundled dataset `name`.
+
+    Raises:
+        UserError: naming --dataset and the datasets there are.
+    """
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}"
-        ) from None
+        raise UserError(f"--dataset: unknown dataset '{name}'; choose one of "
+                        f"{', '.join(sorted(DATASETS))}") from None
 
 
 def write_csv(name: str, path: str, rows: int | None = None, seed: int = 42) -> str:
@@ -483,7 +489,7 @@ def write_csv(name: str, path: str, rows: int | None = None, seed: int = 42) -> 
         ValueError: For an unknown name, or rows < 1 (or more rows than the
             real digits data has).
     """
-    info = _info(name)
+    info = resolve(name)
     n = info.default_rows if rows is None else int(rows)
     if n < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
@@ -520,7 +526,7 @@ def materialize(name: str, data_dir: str, rows: int | None = None, seed: int = 4
     Returns:
         The CSV file's path.
     """
-    _info(name)
+    resolve(name)
     stem = name if rows is None else f"{name}_{int(rows)}"
     if seed != 42:
         stem += f"_seed{seed}"

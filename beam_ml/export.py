@@ -29,31 +29,18 @@ from typing import Optional
 
 import tensorflow as tf
 
+from beam_ml.model_store import MODEL_METADATA, list_versions
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
 from transforms.preprocessing import raw_feature_spec, transformed_feature_names
 
-__all__ = ["export_model", "list_versions", "latest_version_dir", "MODEL_METADATA", "signature_arg_name"]
-
-MODEL_METADATA = os.path.join("assets.extra", "beam_ml.json")
+__all__ = ["export_model", "signature_arg_name"]
 
 
 def signature_arg_name(column: str) -> str:
     """The serve_dict keyword for a column (signature names must be identifiers)."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", column)
     return name if re.match(r"[A-Za-z]", name) else f"f_{name}"
-
-
-def list_versions(model_root: str) -> list[int]:
-    if not os.path.isdir(model_root):
-        return []
-    return sorted(int(d) for d in os.listdir(model_root)
-                  if d.isdigit() and os.path.isfile(os.path.join(model_root, d, "saved_model.pb")))
-
-
-def latest_version_dir(model_root: str) -> Optional[str]:
-    versions = list_versions(model_root)
-    return os.path.join(model_root, str(versions[-1])) if versions else None
 
 
 class _ServingModule(tf.Module):

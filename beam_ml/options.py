@@ -1,92 +1,212 @@
-"""PipelineOptions subclasses for beam_ml's flags, and strict parsing.
+"""Every flag of beam_ml, declared once, and the PipelineOptions classes that group them.
 
-The same options classes define the command-line flags and the Dataflow Flex
-Template parameters. Flags are validated once, early, and errors name the flag.
-An unknown flag (one that neither beam_ml nor Beam defines) is an error, not a
-silent warning: a typo such as --epoch=5 must not train for the default count.
+    options = parse_pipeline_options(argv, TrainOptions, KafkaOptions)
+    opts = options.view_as(TrainOptions).validated()
+
+Beam parses every PipelineOptions subclass of the process with one parser, so a
+flag two classes share (``--input`` is the train, predict and batch_predict
+input) must mean the same thing everywhere. Each flag is therefore declared
+exactly once, with its real default, by `flag()`; an options class only lists
+the flags it uses. Declaring a flag again with a different definition raises
+`FlagConflict` at import, and a flag Beam also defines (``--bootstrap_servers``)
+must match Beam's default or parsing fails.
+
+The same classes define the Dataflow Flex Template parameters (templates/flex.py)
+and the ``--help`` of every pipeline: beam_ml's flags first, grouped, with
+defaults, then Beam's. An unknown flag (one neither beam_ml nor Beam defines) is
+an error, not a warning: a typo such as ``--epoch=5`` must not silently train
+for the default count.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence, Type
+import sys
+from typing import Any, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.errors import UserError
 
-__all__ = ["TrainOptions", "parse_pipeline_options", "parse_int_list", "add_shared_argument"]
+__all__ = [
+    "FlagConflict",
+    "flag",
+    "declared_flags",
+    "TrainOptions",
+    "PredictOptions",
+    "BatchPredictOptions",
+    "StreamPredictOptions",
+    "ProduceOptions",
+    "KafkaOptions",
+    "parse_pipeline_options",
+    "parse_int_list",
+    "kafka_client_config",
+    "FLAG_ALIASES",
+]
 
 
-def add_shared_argument(group, *args, **kwargs) -> None:
-    """Adds a flag unless another options class already did.
+class FlagConflict(RuntimeError):
+    """A flag declared twice with different definitions (a programming error, raised at import)."""
 
-    Beam parses every PipelineOptions subclass of the process with one parser,
-    so two classes defining the same flag (--input is TrainOptions', PredictOptions'
-    and BatchPredictOptions') would clash whenever both modules are imported; the
-    flag then keeps its first definition, and `parse_pipeline_options` still
-    checks each class's own definition strictly.
+
+# name -> argparse keyword arguments (help included), in declaration order.
+_FLAGS: dict[str, dict[str, Any]] = {}
+
+
+def flag(name: str, **kwargs: Any) -> str:
+    """Declares `--name` once for every options class that lists it.
+
+    Args:
+      name: the flag without dashes.
+      **kwargs: argparse's add_argument keywords (default, type, choices, help, dest, action).
+
+    Returns:
+      The name, so declarations read as a list.
+
+    Raises:
+      FlagConflict: `name` was declared before with other keywords.
     """
-    try:
-        group.add_argument(*args, **kwargs)
-    except argparse.ArgumentError:
-        pass
+    kwargs.setdefault("default", False if kwargs.get("action") == "store_true" else None)
+    previous = _FLAGS.get(name)
+    if previous is not None and previous != kwargs:
+        raise FlagConflict(f"--{name} is declared twice with different definitions: {previous} vs {kwargs}")
+    _FLAGS[name] = kwargs
+    return name
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise UserError(f"{flag}: expected positive integers, got {text!r}")
-    return values
+def declared_flags() -> dict[str, dict[str, Any]]:
+    """Every declared flag (name without dashes) and its argparse keywords, in declaration order."""
+    return {name: dict(kwargs) for name, kwargs in _FLAGS.items()}
+
+
+# ----------------------------------------------------------------- inputs
+flag("input", help="CSV file(s): a path or glob (local or gs://), with a header row")
+flag("input_topic", help="Kafka topic to read (JSON events, or CSV lines with --value_format=csv)")
+flag("dataset", help="a bundled dataset: retention (the default for train), absenteeism, fraud, digits")
+flag("data_dir", default="data", help="where bundled datasets are written")
+flag("dataset_rows", type=int, help="rows to generate for a bundled dataset (default: its own size)")
+flag("value_format", default="json", choices=["json", "csv"],
+     help="Kafka event values: JSON objects, or CSV lines with the model spec's columns in spec order")
+flag("key_column", help="the column holding each row's id, carried to predictions (default: inferred)")
+
+# --------------------------------------------------------- dataset spec
+# Beam's GoogleCloudOptions owns --label (an alias of Dataflow's --labels), so the
+# command line's --label is rewritten to --label_column (see FLAG_ALIASES).
+flag("label_column", dest="label", help="the label column (--label works too); required with --input "
+                                        "or --input_topic unless --spec is given")
+flag("positive_label", help="binary/anomaly: the positive (anomalous) label value (default: yes/1/true-like, "
+                            "else the minority class)")
+flag("task", choices=["binary", "multiclass", "anomaly"], help="the task (default: from the label's values)")
+flag("spec", help="a dataset spec JSON file (default: inferred from the input and written to output_dir)")
+flag("drop_columns", default="", help="comma-separated columns to ignore")
+
+# ---------------------------------------------------------- preprocessing
+flag("output_dir", help="where artifacts go (default: out/<dataset or input name>)")
+flag("eval_fraction", type=float, default=0.3, help="fraction of good rows held out for evaluation")
+flag("split_seed", type=int, default=42, help="seed of the train/eval split hash")
+flag("max_bad_rows_fraction", type=float, default=0.01,
+     help="fail the run when more than this fraction of rows is dead-lettered (after writing them)")
+flag("preprocess_only", action="store_true", help="stop after writing the transformed TFRecords")
+
+# ---------------------------------------------------------------- model
+flag("hidden_units", default="64,32", help="MLP layer sizes, comma-separated")
+flag("dropout", type=float, default=0.2, help="dropout rate after each hidden layer")
+flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"], help="the optimizer")
+flag("learning_rate", type=float, default=1e-3, help="initial learning rate (halved on plateaus)")
+flag("batch_size", type=int, default=0, help="rows per step; 0 = auto: train rows / 100, within 32..512")
+flag("epochs", type=int, default=30, help="most epochs (early stopping usually ends sooner)")
+flag("early_stopping_patience", type=int, default=5, help="epochs without val_loss improvement before stopping")
+flag("class_weights", default="auto", choices=["auto", "balanced", "none"],
+     help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
+flag("seed", type=int, default=42, help="model initialisation and shuffling seed")
+flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+
+# -------------------------------------------------------------- serving
+flag("model_dir", help="an exported model: a model root (its latest version is served), "
+                       "a train output dir, or one version dir (pinned)")
+flag("json", dest="json_records", help="a JSON object or a list of objects to score")
+flag("output", help="predictions file: .jsonl (or .json) or .csv")
+flag("output_topic", help="Kafka topic for predictions (JSON)")
+flag("dead_letter", help="dead-letter file (JSON lines); default <output>.dead_letter.jsonl")
+flag("dead_letter_topic", help="Kafka topic for dead letters (JSON, with the reason and where each came from)")
+flag("min_batch_size", type=int, default=1, help="RunInference's smallest batch")
+flag("max_batch_size", type=int, default=256, help="RunInference's largest batch")
+flag("model_reload", default="poll", choices=["poll", "side_input", "none"],
+     help="hot reload of new model versions: poll the model root inside RunInference (every runner), "
+          "side_input (runners with streaming side inputs, e.g. Dataflow), or none (pin the version found at start)")
+flag("reload_interval", type=float, default=10.0, help="seconds between checks for a new model version")
+
+# ---------------------------------------------------------------- Kafka
+# Beam's KafkaStreamsRunnerOptions defines the same flag: same meaning, same default.
+flag("bootstrap_servers", default="localhost:9092", help="Kafka brokers, host:port[,host:port]")
+flag("kafka_config", help="Kafka client settings file (Java .properties or .json): bootstrap.servers, "
+                          "security.protocol, sasl.*, ssl.*; preferred over --sasl_password, which shows up "
+                          "wherever options are printed")
+flag("security_protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+     help="Kafka security protocol (default PLAINTEXT)")
+flag("sasl_mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+     help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT")
+flag("sasl_username", help="SASL user name")
+flag("sasl_password", help="SASL password (prefer --kafka_config)")
+flag("ssl_cafile", help="PEM CA certificate to verify the brokers with")
+flag("group_id", help="Kafka consumer group: start from its committed offsets and commit after each bundle's "
+                      "outputs are written (none: nothing is committed)")
+flag("start", default="committed",
+     help="where a partition starts: committed (the group's offset, else the earliest), earliest, latest, "
+          "or a timestamp in ms")
+flag("max_records", type=int, help="stop after this many records per partition")
+flag("max_read_time", type=float, help="stop reading after this many seconds")
+flag("checkpoint_interval", type=float, default=1.0,
+     help="seconds a partition's read runs before handing back to the runner (and committing)")
+flag("poll_timeout", type=float, default=0.5, help="seconds one Kafka poll waits for records")
+flag("topic", help="destination Kafka topic")
+flag("rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+flag("limit", type=int, help="send at most this many events")
+flag("flush_timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
+
+# Flags whose natural name Beam already uses for something else.
+FLAG_ALIASES = {"--label": "--label_column"}
+
+
+def _add_flags(cls, parser) -> None:
+    """Adds cls.FLAGS, in one argument group, to whatever parser Beam builds.
+
+    Each options class is a direct PipelineOptions subclass (Beam's
+    get_all_options, which Dataflow uses to ship options, only sees those) and
+    sets ``_add_argparse_args = classmethod(_add_flags)``.
+    """
+    group = parser.add_argument_group(cls.GROUP)
+    existing = {o: a for a in parser._actions for o in a.option_strings}
+    for name in cls.FLAGS:
+        kwargs = _FLAGS[name]
+        action = existing.get(f"--{name}")
+        if action is not None:
+            # Another class (ours: the same declaration; or Beam's) added it first.
+            if action.default != kwargs["default"]:
+                raise FlagConflict(f"--{name}: beam_ml's default {kwargs['default']!r} differs from the one "
+                                   f"already declared ({action.default!r})")
+            continue
+        group.add_argument(f"--{name}", **kwargs)
 
 
 class TrainOptions(PipelineOptions):
     """Flags of `python -m pipelines.train`."""
 
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        g = parser.add_argument_group("beam_ml training")
-        add = lambda *a, **k: add_shared_argument(g, *a, **k)  # noqa: E731
-        add("--input", help="CSV file or glob with a header row")
-        add("--input_topic", help="train from a bounded snapshot of this Kafka topic (JSON events); "
-                                             "with --bootstrap_servers")
-        add("--dataset", help="a bundled dataset: retention (default), absenteeism, fraud, digits")
-        add("--data_dir", default="data", help="where bundled datasets are written")
-        add("--dataset_rows", type=int, default=None, help="rows to generate for a bundled dataset")
-        # Beam's GoogleCloudOptions owns --label (an alias of Dataflow's --labels), so
-        # the command line's --label is rewritten to --label_column (see FLAG_ALIASES).
-        add("--label_column", dest="label", help="the label column (required with --input unless --spec)")
-        add("--positive_label", help="binary/anomaly: the positive (anomalous) label value")
-        add("--task", choices=["binary", "multiclass", "anomaly"], help="default: from the label")
-        add("--spec", help="a dataset spec JSON file (default: inferred and written to output_dir)")
-        add("--key_column", help="an id column carried to predictions (default: inferred)")
-        add("--drop_columns", default="", help="comma-separated columns to ignore")
-        add("--output_dir", help="where artifacts go (default: out/<dataset or input name>)")
-        add("--eval_fraction", type=float, default=0.3)
-        add("--split_seed", type=int, default=42)
-        add("--max_bad_rows_fraction", type=float, default=0.01,
-                       help="fail the run when more than this fraction of rows is dead-lettered")
-        add("--preprocess_only", action="store_true", help="stop after writing TFRecords")
-        add("--hidden_units", default="64,32")
-        add("--dropout", type=float, default=0.2)
-        add("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
-        add("--learning_rate", type=float, default=1e-3)
-        add("--batch_size", type=int, default=0,
-                       help="rows per step; 0 = auto: train rows / 100, within 32..512")
-        add("--epochs", type=int, default=30)
-        add("--early_stopping_patience", type=int, default=5)
-        add("--class_weights", default="auto", choices=["auto", "balanced", "none"],
-                       help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
-        add("--seed", type=int, default=42, help="model initialisation and shuffling seed")
-        add("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+    _add_argparse_args = classmethod(_add_flags)
 
-    def validate_train(self) -> "TrainOptions":
-        if not (self.input or self.dataset or self.input_topic):
-            self.dataset = "retention"
+    GROUP = "beam_ml training"
+    FLAGS = ("input", "input_topic", "dataset", "data_dir", "dataset_rows", "label_column", "positive_label",
+             "task", "spec", "key_column", "drop_columns", "output_dir", "eval_fraction", "split_seed",
+             "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
+             "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose")
+
+    def validated(self) -> "TrainOptions":
+        """Checks the values; raises UserError naming the flag."""
         if sum(bool(x) for x in (self.input, self.dataset, self.input_topic)) > 1:
             raise UserError("--input, --dataset and --input_topic are exclusive: give one")
+        if (self.input or self.input_topic) and not (self.label or self.spec):
+            what = "column" if self.input else "field"
+            raise UserError(f"--label: required with --{'input' if self.input else 'input_topic'} "
+                            f"(the {what} to predict), unless --spec is given")
         if not 0.0 < self.eval_fraction < 1.0:
             raise UserError(f"--eval_fraction: expected a value in (0, 1), got {self.eval_fraction}")
         if not 0.0 <= self.max_bad_rows_fraction <= 1.0:
@@ -95,17 +215,213 @@ class TrainOptions(PipelineOptions):
             raise UserError(f"--dropout: expected a value in [0, 1), got {self.dropout}")
         if self.batch_size < 0:
             raise UserError(f"--batch_size: expected >= 0 (0 = auto), got {self.batch_size}")
-        for flag in ("learning_rate", "epochs"):
-            if getattr(self, flag) <= 0:
-                raise UserError(f"--{flag}: expected a positive value, got {getattr(self, flag)}")
+        for name in ("learning_rate", "epochs"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name}: expected a positive value, got {getattr(self, name)}")
         if self.early_stopping_patience < 0:
             raise UserError(f"--early_stopping_patience: expected >= 0, got {self.early_stopping_patience}")
+        if self.dataset_rows is not None and self.dataset_rows <= 0:
+            raise UserError(f"--dataset_rows: expected a positive count, got {self.dataset_rows}")
         parse_int_list(self.hidden_units, "--hidden_units")
         return self
 
+    @property
+    def hidden_unit_list(self) -> list[int]:
+        return parse_int_list(self.hidden_units, "--hidden_units")
 
-# Flags whose natural name Beam already uses for something else.
-FLAG_ALIASES = {"--label": "--label_column"}
+    @property
+    def drop_column_list(self) -> list[str]:
+        return [d.strip() for d in self.drop_columns.split(",") if d.strip()]
+
+
+class PredictOptions(PipelineOptions):
+    """Flags of `python -m pipelines.predict`."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml predict"
+    FLAGS = ("model_dir", "json", "input")
+
+    def validated(self) -> "PredictOptions":
+        if not self.model_dir:
+            raise UserError("--model_dir: required")
+        if bool(self.json_records) == bool(self.input):
+            raise UserError("give exactly one of --json or --input")
+        return self
+
+
+def _check_batch_sizes(opts) -> None:
+    if opts.min_batch_size < 1 or opts.max_batch_size < opts.min_batch_size:
+        raise UserError(f"--min_batch_size/--max_batch_size: expected 1 <= min <= max, "
+                        f"got {opts.min_batch_size}, {opts.max_batch_size}")
+
+
+def _check_model_dir(opts) -> None:
+    if not opts.model_dir:
+        raise UserError("--model_dir: required (e.g. out/fraud/model)")
+    from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
+
+    if not FileSystems.exists(opts.model_dir):
+        raise UserError(f"--model_dir: not found: {opts.model_dir}")
+
+
+class BatchPredictOptions(PipelineOptions):
+    """Flags of `python -m pipelines.batch_predict` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml batch prediction"
+    FLAGS = ("model_dir", "input", "input_topic", "value_format", "group_id", "start", "output", "output_topic",
+             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size")
+
+    def validated(self) -> "BatchPredictOptions":
+        if bool(self.input) == bool(self.input_topic):
+            raise UserError("--input or --input_topic: give exactly one")
+        if bool(self.output) == bool(self.output_topic):
+            raise UserError("--output or --output_topic: give exactly one")
+        if self.output and not self.output.lower().endswith((".jsonl", ".json", ".csv")):
+            raise UserError(f"--output: expected a .jsonl or .csv file name, got {self.output}")
+        if self.dead_letter and self.dead_letter_topic:
+            raise UserError("--dead_letter and --dead_letter_topic are exclusive: give one")
+        if self.output_topic and not (self.dead_letter or self.dead_letter_topic):
+            raise UserError("--dead_letter or --dead_letter_topic: required with --output_topic")
+        if self.group_id and not self.input_topic:
+            raise UserError("--group_id: only applies to --input_topic")
+        _check_start(self.start)
+        _check_batch_sizes(self)
+        _check_model_dir(self)
+        return self
+
+    def dead_letter_path(self) -> Optional[str]:
+        """The dead-letter file, or None when dead letters go to a topic."""
+        if self.dead_letter or self.dead_letter_topic:
+            return self.dead_letter
+        stem = self.output.rsplit(".", 1)[0]
+        return stem + ".dead_letter.jsonl"
+
+
+def _check_start(start: str) -> None:
+    if start not in ("committed", "earliest", "latest") and not str(start).isdigit():
+        raise UserError(f"--start: expected committed, earliest, latest or a timestamp in ms, got {start!r}")
+
+
+class StreamPredictOptions(PipelineOptions):
+    """Flags of `python -m pipelines.stream_predict` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml stream prediction"
+    FLAGS = ("model_dir", "input_topic", "value_format", "output_topic", "dead_letter_topic", "group_id", "start",
+             "max_records", "max_read_time", "model_reload", "reload_interval", "min_batch_size", "max_batch_size",
+             "checkpoint_interval", "poll_timeout")
+
+    def validated(self) -> "StreamPredictOptions":
+        for name in ("input_topic", "output_topic", "dead_letter_topic"):
+            if not getattr(self, name):
+                raise UserError(f"--{name}: required")
+        _check_model_dir(self)
+        _check_start(self.start)
+        if self.reload_interval < 0:
+            raise UserError(f"--reload_interval: expected >= 0 seconds, got {self.reload_interval}")
+        if self.max_records is not None and self.max_records <= 0:
+            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
+        if self.max_read_time is not None and self.max_read_time <= 0:
+            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
+        _check_batch_sizes(self)
+        for name in ("checkpoint_interval", "poll_timeout"):
+            if not 0 < getattr(self, name) <= 60:
+                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        return self
+
+
+class ProduceOptions(PipelineOptions):
+    """Flags of `python -m pipelines.produce` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml produce"
+    FLAGS = ("input", "dataset", "data_dir", "dataset_rows", "topic", "key_column", "rate", "limit", "flush_timeout")
+
+    def validated(self) -> "ProduceOptions":
+        if bool(self.input) == bool(self.dataset):
+            raise UserError("--input or --dataset: give exactly one")
+        if not self.topic:
+            raise UserError("--topic: required")
+        if self.rate < 0:
+            raise UserError(f"--rate: expected events per second >= 0, got {self.rate}")
+        if self.limit is not None and self.limit < 0:
+            raise UserError(f"--limit: expected a count >= 0, got {self.limit}")
+        return self
+
+
+class KafkaOptions(PipelineOptions):
+    """Flags for reaching a Kafka cluster; every value can also come from --kafka_config (flags win)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml Kafka connection"
+    FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
+             "sasl_password", "ssl_cafile")
+
+
+# KafkaClientConfig field -> the flag that sets it, for error messages.
+_KAFKA_FLAG_FOR_FIELD = {
+    "bootstrap_servers": "--bootstrap_servers",
+    "security_protocol": "--security_protocol",
+    "sasl_mechanism": "--sasl_mechanism",
+    "sasl_plain_username": "--sasl_username",
+    "sasl_plain_password": "--sasl_password",
+    "ssl_cafile": "--ssl_cafile",
+}
+
+
+def kafka_client_config(options: PipelineOptions):
+    """The validated `KafkaClientConfig` of the Kafka flags and --kafka_config file.
+
+    A flag given on the command line wins over the file; --bootstrap_servers'
+    default (localhost:9092) applies only when neither sets it.
+
+    Raises:
+      UserError: naming the flag (or the file key) that is wrong.
+    """
+    from beam_ml.io.kafka.config import KafkaClientConfig
+
+    opts = options.view_as(KafkaOptions)
+    given = options.get_all_options(drop_default=True)
+    try:
+        config = KafkaClientConfig.load(
+            opts.kafka_config,
+            bootstrap_servers=given.get("bootstrap_servers"),
+            security_protocol=opts.security_protocol,
+            sasl_mechanism=opts.sasl_mechanism,
+            sasl_plain_username=opts.sasl_username,
+            sasl_plain_password=opts.sasl_password,
+            ssl_cafile=opts.ssl_cafile,
+        )
+        if not config.bootstrap_servers:
+            config = config.with_overrides(bootstrap_servers=opts.bootstrap_servers)
+
+        def label(field: str) -> str:
+            name = _KAFKA_FLAG_FOR_FIELD.get(field)
+            if not opts.kafka_config:
+                return name or field
+            in_file = f"{field} in --kafka_config {opts.kafka_config}"
+            return f"{name} (or {in_file})" if name else in_file
+
+        return config.validate(label=label)
+    except ValueError as e:
+        raise UserError(str(e))
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """Parses "64,32" into [64, 32]; raises UserError naming the flag."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name}: expected comma-separated integers, got {text!r}")
+    if not values or any(v <= 0 for v in values):
+        raise UserError(f"{name}: expected positive integers, got {text!r}")
+    return values
 
 
 def _apply_aliases(argv: Sequence[str]) -> list[str]:
@@ -132,24 +448,78 @@ def _all_option_classes() -> list[Type[PipelineOptions]]:
     return seen
 
 
-def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[PipelineOptions]) -> PipelineOptions:
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default when it has a real one (not None, False or empty)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, "", argparse.SUPPRESS) and "(default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _print_help(prog: str, option_classes: Sequence[Type[PipelineOptions]], description: str) -> None:
+    """beam_ml's flags of this pipeline first (grouped, with defaults), then Beam's own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
+                                     formatter_class=_HelpFormatter,
+                                     usage=f"{prog} [--flag=value ...]", conflict_handler="resolve")
+    parser.add_argument("--help", "-h", action="store_true", help="show this help and exit")
+    for cls in option_classes:
+        cls._add_argparse_args(parser)
+    beam_classes = [c for c in _all_option_classes()
+                    if c.__module__.startswith("apache_beam.") and c not in option_classes]
+    for cls in beam_classes:
+        group_parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+        try:
+            cls._add_argparse_args(group_parser)
+        except Exception:  # an optional Beam extension that cannot describe itself here
+            continue
+        known = {o for a in parser._actions for o in a.option_strings}
+        actions = [a for a in group_parser._actions if a.option_strings and not set(a.option_strings) & known]
+        if not actions:
+            continue
+        group = parser.add_argument_group(f"Beam: {cls.__name__}")
+        for a in actions:
+            group._add_action(a)
+    sys.stdout.write(parser.format_help())
+    sys.stdout.flush()
+
+
+def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[PipelineOptions],
+                           prog: str = "", description: str = "") -> PipelineOptions:
     """Parses argv into PipelineOptions, rejecting flags no options class defines.
+
+    `--help` (or `-h`) prints the usage -- beam_ml's flags of `option_classes`
+    first, grouped, with defaults, then Beam's -- and exits with status 0.
 
     Args:
       argv: the command line (without the program name).
-      option_classes: beam_ml options classes that must be registered (imported).
+      option_classes: beam_ml options classes of this pipeline (for strict
+        value checks and the help).
+      prog: the program name shown by --help (e.g. "python -m pipelines.train").
+      description: one line shown by --help.
 
     Returns:
       The PipelineOptions; view it as each class with `.view_as(cls)`.
 
     Raises:
       UserError: naming the unknown or malformed flag.
+      SystemExit: after printing the help.
     """
     argv = _apply_aliases(argv or [])
-    # 'resolve': several options classes may define the same flag (Beam's own do).
+    if "--help" in argv or "-h" in argv:
+        _print_help(prog or "python -m pipelines.<name>", option_classes, description)
+        raise SystemExit(0)
+    # Beam's classes first, ours last: ours check what is already declared.
     parser = _ErrorRaisingParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
-    for cls in _all_option_classes():
-        cls._add_argparse_args(parser)
+    for cls in sorted(_all_option_classes(), key=lambda c: c.__module__ == __name__):
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            # Two of Beam's own classes may declare the same flag; Beam itself lets
+            # the first win. Ours never do (see _add_flags).
+            if cls.__module__ == __name__:
+                raise
     _, unknown = parser.parse_known_args(argv)
     flags = [u for u in unknown if u.startswith("-")]
     if flags:

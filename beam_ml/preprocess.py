@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from typing import Any, Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -34,7 +34,8 @@ from beam_ml.io.tfrecord import WriteTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config
 
-__all__ = ["PreprocessConfig", "build_preprocess", "write_dead_letters", "stable_hash_fraction", "label_counter_name"]
+__all__ = ["PreprocessConfig", "PreprocessOutputs", "build_preprocess", "write_dead_letters", "stable_hash_fraction",
+           "label_counter_name"]
 TRAIN_PREFIX = "data/train"
 EVAL_PREFIX = "data/eval"
 DEAD_PREFIX = "dead_letter/dead"
@@ -47,6 +48,24 @@ class PreprocessConfig:
     eval_fraction: float = 0.3
     split_seed: int = 42
     chunk_bytes: int = 8 << 20
+
+
+class PreprocessOutputs(NamedTuple):
+    """The key PCollections of a preprocessing pipeline (for tests and for later stages).
+
+    Attributes:
+      rows: RecordBatches read (`beam_ml.io.batches.arrow_schema_for(spec)` layout).
+      dead: DeadLetters of the read.
+      marked: model columns plus SPLIT_COLUMN, per batch.
+      transformed: (RecordBatch, passthrough) tuples out of tf.Transform.
+      transform_fn: the analyzed transform graph.
+    """
+
+    rows: beam.PCollection
+    dead: beam.PCollection
+    marked: beam.PCollection
+    transformed: beam.PCollection
+    transform_fn: beam.PCollection
 
 
 # 0 = train, 1 = eval, as list<int8>: it rides through tf.Transform as a passthrough
@@ -139,7 +158,7 @@ def write_dead_letters(dead: beam.PCollection, output_prefix: str, label: str = 
 
 
 def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: PreprocessConfig,
-                     source: Optional[beam.PTransform] = None) -> dict[str, Any]:
+                     source: Optional[beam.PTransform] = None) -> PreprocessOutputs:
     """Adds read → split → analyze/transform → write steps to `pipeline`.
 
     Args:
@@ -151,9 +170,7 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
         `arrow_schema_for(spec)` layout) and DEAD_TAG (DeadLetters).
 
     Returns:
-      A dict of the key PCollections (for tests): 'rows' (RecordBatches read),
-      'dead' (DeadLetters), 'marked' (model columns + SPLIT_COLUMN),
-      'transformed' ((RecordBatch, passthrough) tuples) and 'transform_fn'.
+      The key PCollections (PreprocessOutputs).
     """
     adapter = tensor_adapter_config(spec)
     columns = [f.name for f in adapter.arrow_schema]  # only model columns flow into tf.Transform
@@ -187,5 +204,4 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
             _ = encoded[name] | f"Write{name.title()}" >> WriteTFRecordBatches(
                 os.path.join(config.output_dir, prefix), file_name_suffix=".tfrecord")
     write_dead_letters(dead, os.path.join(config.output_dir, DEAD_PREFIX))
-    return {"rows": rows, "dead": dead, "marked": marked, "transformed": transformed,
-            "transform_fn": transform_fn}
+    return PreprocessOutputs(rows=rows, dead=dead, marked=marked, transformed=transformed, transform_fn=transform_fn)

@@ -11,13 +11,30 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from beam_ml.spec import DatasetSpec, mask_value
 
-__all__ = ["validate_record", "records_to_columns", "raw_text"]
+__all__ = ["RowRef", "validate_record", "records_to_columns", "raw_text", "read_csv_records"]
+
+
+class RowRef(NamedTuple):
+    """Where a row came from, carried beside it through RunInference as its key.
+
+    Attributes:
+      source: a file path or a Kafka `topic/partition`.
+      position: the file line (1-based, header = 1) or the Kafka offset.
+      id: the row's id: the spec's key column, an event_id, or None.
+      carry: (name, value) pairs copied into the prediction record untouched
+        (a label kept for evaluation, event timestamps, ...).
+    """
+
+    source: str
+    position: Optional[int]
+    id: Optional[str] = None
+    carry: tuple = ()
 
 
 _MISSING = object()
@@ -99,3 +116,20 @@ def raw_text(row: Any, mask_columns: Sequence[str] = ()) -> str:
         return json.dumps(row, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return repr(row)
+
+
+def read_csv_records(path: str) -> list[dict[str, str]]:
+    """The rows of a small CSV file as dicts of strings (cells are typed by validation, as for events).
+
+    Raises:
+      UserError: naming --input when the file is missing.
+    """
+    import csv
+    import os
+
+    from beam_ml.errors import UserError
+
+    if not os.path.isfile(path):
+        raise UserError(f"--input: file not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return [dict(r) for r in csv.DictReader(f)]

@@ -10,30 +10,16 @@ path (CLI, batch, streaming) rejects the same records for the same reasons.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from beam_ml.errors import UserError
-from beam_ml.export import MODEL_METADATA, latest_version_dir, list_versions
-from beam_ml.records import records_to_columns
+from beam_ml.model_store import MODEL_METADATA, read_model_metadata, resolve_version_dir
+from beam_ml.records import records_to_columns, validate_record
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["ServingModel", "resolve_version_dir"]
-
-
-def resolve_version_dir(model_dir: str) -> str:
-    """A version directory: `model_dir` itself if it is one, else its latest version."""
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        return model_dir
-    if os.path.isdir(os.path.join(model_dir, "model")) and not list_versions(model_dir):
-        model_dir = os.path.join(model_dir, "model")  # an output_dir of pipelines.train
-    latest = latest_version_dir(model_dir)
-    if latest is None:
-        raise UserError(f"--model_dir: no exported model version under {model_dir}")
-    return latest
+__all__ = ["ServingModel", "score_records"]
 
 
 class ServingModel:
@@ -49,10 +35,7 @@ class ServingModel:
 
         self.path = version_dir
         meta_path = os.path.join(version_dir, MODEL_METADATA)
-        if not os.path.isfile(meta_path):
-            raise UserError(f"--model_dir: {version_dir} has no {MODEL_METADATA}; not a beam_ml export")
-        with open(meta_path) as f:
-            self.metadata = json.load(f)
+        self.metadata = read_model_metadata(version_dir)
         self.version = int(self.metadata["version"])
         self.spec = DatasetSpec.from_dict(self.metadata["spec"], source=meta_path)
         self.task = self.metadata["task"]
@@ -91,3 +74,29 @@ class ServingModel:
                 p["probabilities"] = [float(x) for x in out["probabilities"][i]]
             preds.append(p)
         return preds
+
+
+def score_records(model: ServingModel, records: Sequence[Any]) -> list[dict[str, Any]]:
+    """One result per record, in order: its prediction, or {'record': index, 'error': reason}.
+
+    Each prediction carries the threshold (binary/anomaly), the model version
+    and the record's key column when it has one: the single-prediction use case
+    (`python -m pipelines.predict`).
+    """
+    reasons = [validate_record(r, model.spec) for r in records]
+    good = [i for i, reason in enumerate(reasons) if reason is None]
+    preds = dict(zip(good, model.predict_records([records[i] for i in good])))
+    key = model.spec.key_column
+    results = []
+    for i, r in enumerate(records):
+        if reasons[i] is not None:
+            results.append({"record": i, "error": reasons[i]})
+            continue
+        p = dict(preds[i])
+        if model.task in ("binary", "anomaly"):
+            p["threshold"] = model.threshold
+        p["model_version"] = model.version
+        if key and key in r:
+            p[key] = r[key]
+        results.append(p)
+    return results

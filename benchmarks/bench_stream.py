@@ -95,30 +95,11 @@ def _env() -> dict:
 
 
 def ensure_model(work_dir: str, model_dir: Optional[str] = None, rows: int = 30000, epochs: int = 5) -> str:
-    """The model root to serve: `model_dir`, else a fraud model trained once under work_dir.
+    """The model to serve: `model_dir`, else a fraud model trained once under work_dir/fraud."""
+    from beam_ml.demo import ensure_fraud_model
 
-    Args:
-      work_dir: where `fraud/` (model) and `data/` (training CSV) go.
-      model_dir: an existing model (root, train output dir or version dir).
-      rows: generated training rows when training.
-      epochs: training epochs when training.
-
-    Returns:
-      A directory ServingModel.load and --model_dir accept.
-    """
-    if model_dir:
-        return model_dir
-    from beam_ml.export import list_versions
-
-    out = os.path.join(work_dir, "fraud")
-    root = os.path.join(out, "model")
-    if not list_versions(root):
-        from pipelines import train
-
-        _log(f"training a fraud model ({rows} rows, {epochs} epochs) into {out}")
-        train.run(["--dataset=fraud", f"--dataset_rows={rows}", f"--data_dir={os.path.join(work_dir, 'data')}",
-                   f"--output_dir={out}", f"--epochs={epochs}", "--verbose=0", "--runner=DirectRunner"])
-    return root
+    return model_dir or ensure_fraud_model(os.path.join(work_dir, "fraud"), os.path.join(work_dir, "data"),
+                                           rows, epochs, log=_log)
 
 
 def _new_topic(bootstrap: str, prefix: str) -> str:
@@ -576,6 +557,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from beam_ml import datasets
     from beam_ml.testing import TansuBroker
+    from beam_ml.producer import csv_events
     from pipelines import produce
 
     work_dir = os.path.abspath(args.work_dir)
@@ -583,7 +565,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     log_dir = tempfile.mkdtemp(prefix="logs-", dir=work_dir)
     model_dir = ensure_model(work_dir, args.model_dir)
     csv_path = datasets.materialize("fraud", os.path.join(work_dir, "data"), rows=max(args.events, 1000))
-    pool = list(produce.csv_events(csv_path))
+    pool = list(csv_events(csv_path))
     events = pool[:args.events]
     offline = _offline_scores(model_dir, pool)
     ids = [i for i, _ in events]

@@ -15,44 +15,21 @@ of any size.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Optional, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from beam_ml import cli
 from beam_ml.errors import UserError
-from beam_ml.options import add_shared_argument, parse_pipeline_options
+from beam_ml.options import PredictOptions, parse_pipeline_options
 
-__all__ = ["run", "main", "PredictOptions"]
-
-
-class PredictOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        g = parser.add_argument_group("beam_ml predict")
-        add_shared_argument(g, "--model_dir", help="a model root (model/), a version dir, or a training output_dir")
-        add_shared_argument(g, "--json", dest="json_records", help="a JSON object or a list of objects")
-        add_shared_argument(g, "--input", help="a CSV file of raw records with a header")
-
-
-def _records_from_csv(path: str) -> list[dict]:
-    import csv
-
-    if not os.path.isfile(path):
-        raise UserError(f"--input: file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return [dict(r) for r in csv.DictReader(f)]
+__all__ = ["run", "main"]
 
 
 def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
     """Scores the records; returns one dict per record (a prediction or an error)."""
-    opts = parse_pipeline_options(argv, PredictOptions).view_as(PredictOptions)
-    if not opts.model_dir:
-        raise UserError("--model_dir: required")
-    if bool(opts.json_records) == bool(opts.input):
-        raise UserError("give exactly one of --json or --input")
+    opts = parse_pipeline_options(argv, PredictOptions, prog="python -m pipelines.predict",
+                                  description="Score JSON or CSV records with an exported model.")
+    opts = opts.view_as(PredictOptions).validated()
     if opts.json_records:
         try:
             records = json.loads(opts.json_records)
@@ -60,28 +37,13 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
             raise UserError(f"--json: not valid JSON: {e}")
         records = records if isinstance(records, list) else [records]
     else:
-        records = _records_from_csv(opts.input)
+        from beam_ml.records import read_csv_records
 
-    from beam_ml.records import validate_record
-    from beam_ml.serving import ServingModel
+        records = read_csv_records(opts.input)
 
-    model = ServingModel.load(opts.model_dir)
-    good = [(i, r) for i, r in enumerate(records) if validate_record(r, model.spec) is None]
-    preds = dict(zip([i for i, _ in good], model.predict_records([r for _, r in good])))
-    results = []
-    for i, r in enumerate(records):
-        if i in preds:
-            p = dict(preds[i])
-            if model.task in ("binary", "anomaly"):
-                p["threshold"] = model.threshold
-            p["model_version"] = model.version
-            key = model.spec.key_column
-            if key and isinstance(r, dict) and key in r:
-                p[key] = r[key]
-            results.append(p)
-        else:
-            results.append({"record": i, "error": validate_record(r, model.spec)})
-    return results
+    from beam_ml.serving import ServingModel, score_records
+
+    return score_records(ServingModel.load(opts.model_dir), records)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

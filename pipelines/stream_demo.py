@@ -27,101 +27,40 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import time
 from typing import Any, Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.demo import MALFORMED_KINDS, ensure_fraud_model, malformed_event
 from beam_ml.errors import UserError
 
-__all__ = ["run", "main", "ensure_fraud_model", "malformed_event"]
+__all__ = ["run", "main"]
 
 INPUT_TOPIC = "transactions"
 OUTPUT_TOPIC = "predictions"
 DEAD_LETTER_TOPIC = "transactions-dlq"
-# Kinds of malformed events, cycled; each names the stage that must reject it.
-MALFORMED_KINDS = ("not_json", "not_object", "missing_field", "not_a_number")
-
-
 def _log(msg: str) -> None:
     print(f"[stream_demo] {msg}", flush=True)
 
 
-def ensure_fraud_model(model_dir: str, data_dir: str, rows: int, epochs: int) -> str:
-    """The model root to serve from `model_dir`, training the fraud dataset there if it has no version.
-
-    Args:
-      model_dir: a model root (integer version subdirectories) or a train
-        output dir (`<dir>/model/<version>`); created by training if empty.
-      data_dir: where the generated training CSV goes.
-      rows: generated rows to train on.
-      epochs: training epochs.
-
-    Returns:
-      The model root (whose latest version is served).
-    """
-    from beam_ml.export import list_versions
-
-    if list_versions(model_dir):
-        return model_dir
-    root = os.path.join(model_dir, "model")
-    if not list_versions(root):
-        from pipelines import train
-
-        _log(f"no model in {model_dir}: training the fraud dataset ({rows} rows, {epochs} epochs)")
-        start = time.monotonic()
-        train.run(["--dataset=fraud", f"--dataset_rows={rows}", f"--data_dir={data_dir}",
-                   f"--output_dir={model_dir}", f"--epochs={epochs}", "--runner=DirectRunner", "--verbose=0"])
-        _log(f"trained in {time.monotonic() - start:.0f} s")
-    return root
-
-
-def malformed_event(event: dict[str, Any], kind: str) -> bytes:
-    """A malformed variant of `event` (a JSON-able dict) of one of MALFORMED_KINDS, as bytes."""
-    if kind == "not_json":
-        return f"{event.get('event_id')},this is not JSON".encode()
-    if kind == "not_object":
-        return json.dumps([event.get("event_id"), event.get("Amount")]).encode()
-    bad = dict(event)
-    if kind == "missing_field":
-        bad.pop("V1", None)
-    elif kind == "not_a_number":
-        bad["Amount"] = "twelve euros"
-    else:
-        raise ValueError(f"unknown malformed kind {kind!r}")
-    return json.dumps(bad).encode()
-
-
 def _produce(bootstrap: str, csv_path: str, events: int, malformed_fraction: float) -> dict[str, Any]:
     """Sends `events` events, every round(1/fraction)-th one malformed; returns the counts."""
-    from kafka import KafkaProducer
-
-    from pipelines.produce import csv_events
+    from beam_ml.io.kafka import KafkaClientConfig
+    from beam_ml.producer import csv_events, json_value, open_producer, send_events
 
     every = round(1 / malformed_fraction) if malformed_fraction > 0 else 0
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    errors: list[BaseException] = []
-    sent, malformed = 0, collections.Counter()
-    start = time.monotonic()
-    try:
-        for event_id, event in csv_events(csv_path):
-            if sent >= events:
-                break
-            event["produce_ts"] = int(time.time() * 1000)
-            if every and sent % every == every // 2:  # spread through the stream, not first
-                kind = MALFORMED_KINDS[sum(malformed.values()) % len(MALFORMED_KINDS)]
-                value = malformed_event(event, kind)
-                malformed[kind] += 1
-            else:
-                value = json.dumps(event, separators=(",", ":")).encode()
-            producer.send(INPUT_TOPIC, key=event_id.encode(), value=value).add_errback(errors.append)
-            sent += 1
-        producer.flush(timeout=60)
-    finally:
-        producer.close(timeout=10)
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {sent} sends failed; first: {errors[0]!r}")
-    return {"events": sent, "malformed": dict(malformed), "seconds": round(time.monotonic() - start, 2)}
+    malformed: collections.Counter = collections.Counter()
+
+    def encode(i: int, event: dict[str, Any]) -> bytes:
+        if every and i % every == every // 2:  # spread through the stream, not first
+            kind = MALFORMED_KINDS[sum(malformed.values()) % len(MALFORMED_KINDS)]
+            malformed[kind] += 1
+            return malformed_event(event, kind)
+        return json_value(event)
+
+    config = KafkaClientConfig(bootstrap_servers=bootstrap).validate()
+    stats = send_events(open_producer(config), INPUT_TOPIC, csv_events(csv_path), limit=events, encode=encode)
+    return {"events": stats["events"], "malformed": dict(malformed), "seconds": round(stats["seconds"], 2)}
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -169,13 +108,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """
     args = _parse_args(list(argv or []))
     from beam_ml import datasets
-    from beam_ml.serving import resolve_version_dir
+    from beam_ml.model_store import load_model_metadata
+    from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
+    from beam_ml.streaming import stream_predict
     from beam_ml.testing import TansuBroker, read_topic
-    from pipelines import stream_predict
 
-    model_root = ensure_fraud_model(args.model_dir, args.data_dir, args.train_rows, args.epochs)
-    with open(os.path.join(resolve_version_dir(model_root), "assets.extra", "beam_ml.json")) as f:
-        classes = json.load(f)["label_classes"]
+    model_root = ensure_fraud_model(args.model_dir, args.data_dir, args.train_rows, args.epochs, log=_log)
+    classes = load_model_metadata(model_root)[1]["label_classes"]
     positive = datasets.DATASETS["fraud"].positive_label
     if positive not in classes:
         raise UserError(f"--model_dir: {model_root} is not a fraud model (classes {classes})")
@@ -191,12 +130,12 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         _log(f"produced {produced['events']} events ({n_malformed} malformed) in {produced['seconds']} s; "
              f"streaming for at most {args.seconds:.0f} s")
         start = time.monotonic()
-        result = stream_predict.run([
+        result = stream_predict(parse_pipeline_options([
             f"--model_dir={model_root}", f"--input_topic={INPUT_TOPIC}", f"--output_topic={OUTPUT_TOPIC}",
             f"--dead_letter_topic={DEAD_LETTER_TOPIC}", f"--bootstrap_servers={bootstrap}",
             "--runner=DirectRunner", "--streaming", "--group_id=stream-demo", "--start=earliest",
             f"--max_records={produced['events']}", f"--max_read_time={args.seconds}",
-            f"--max_batch_size={args.max_batch_size}", "--model_reload=none"])
+            f"--max_batch_size={args.max_batch_size}", "--model_reload=none"], StreamPredictOptions, KafkaOptions))
         run_seconds = time.monotonic() - start
         counts = result.counts
         as_json = lambda r: json.loads(r.value)  # noqa: E731

@@ -17,24 +17,24 @@ accept exactly the same settings. Build and launch (with gcloud, outside this re
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from typing import Sequence
 
+from beam_ml.options import BatchPredictOptions, KafkaOptions, StreamPredictOptions, TrainOptions
+
 __all__ = ["TEMPLATES", "metadata_for", "main"]
 
-# pipeline module → (display name, options classes "module:Class", description)
+# pipeline module → (display name, options classes, description)
 TEMPLATES = {
     "train": ("beam_ml: train a model from CSV or a Kafka topic",
-              ["beam_ml.options:TrainOptions", "beam_ml.io.kafka_config:KafkaOptions"],
+              [TrainOptions, KafkaOptions],
               "CSV/Kafka → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
-    "batch_predict": ("beam_ml: batch predictions", ["pipelines.batch_predict:BatchPredictOptions",
-                                                     "beam_ml.io.kafka_config:KafkaOptions"],
+    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, KafkaOptions],
                       "Scores a CSV file or a bounded topic with an exported model."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka",
-                       ["pipelines.stream_predict:StreamPredictOptions", "beam_ml.io.kafka_config:KafkaOptions"],
+                       [StreamPredictOptions, KafkaOptions],
                        "Kafka JSON events → validate → RunInference → prediction events; dead letters to a topic."),
 }
 
@@ -42,18 +42,13 @@ TEMPLATES = {
 _SECRET = {"sasl_password"}
 
 
-def _load(ref: str):
-    module, cls = ref.split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
 def metadata_for(pipeline: str) -> dict:
     """The Flex Template metadata for one pipeline, from its options classes."""
-    name, refs, description = TEMPLATES[pipeline]
+    name, classes, description = TEMPLATES[pipeline]
     params, seen = [], set()
-    for ref in refs:
+    for cls in classes:
         parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
-        _load(ref)._add_argparse_args(parser)
+        cls._add_argparse_args(parser)
         for action in parser._actions:
             flag = next((o for o in action.option_strings if o.startswith("--")), None)
             if not flag:

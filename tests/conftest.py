@@ -10,11 +10,22 @@ import pytest
 from beam_ml.testing import TansuBroker, create_topic
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "slow: takes several seconds (deselect with -m 'not slow')")
-    config.addinivalue_line(
-        "markers", "integration: talks to a real server started by a fixture")
+# Fixtures that make a test heavy, and the mark such a test must carry, so that
+# `make test-fast` (-m "not slow and not integration") stays fast and server-free.
+HEAVY_FIXTURES = {
+    "kafka_broker": "integration",
+    "new_topic": "integration",
+    "fraud": "slow",        # trains a model (once per session)
+    "model_root": "slow",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [f"{item.nodeid} uses {fixture} but is not marked {mark}"
+                for item in items for fixture, mark in HEAVY_FIXTURES.items()
+                if fixture in item.fixturenames and item.get_closest_marker(mark) is None]
+    if unmarked:
+        raise pytest.UsageError("heavy tests must be marked:\n  " + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

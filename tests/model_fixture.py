@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Any
 
-from beam_ml.export import MODEL_METADATA, list_versions
+from beam_ml.model_store import MODEL_METADATA, list_versions
 
 __all__ = ["trained_fraud_model", "export_copy", "feature_rows"]
 
@@ -27,17 +27,13 @@ def trained_fraud_model(base_dir: str) -> tuple[str, str]:
     Set BEAM_ML_TEST_MODEL_CACHE=<dir> to train there once and reuse it across
     pytest runs while iterating.
     """
-    from pipelines import train
+    from beam_ml import datasets
+    from beam_ml.demo import ensure_fraud_model
 
     base_dir = os.environ.get("BEAM_ML_TEST_MODEL_CACHE") or base_dir
-    out = os.path.join(base_dir, "fraud_model")
     data = os.path.join(base_dir, "fraud_data")
-    if not list_versions(os.path.join(out, "model")):
-        train.run(["--dataset=fraud", "--dataset_rows=3000", f"--data_dir={data}", f"--output_dir={out}",
-                   "--epochs=1", "--runner=DirectRunner", "--verbose=0"])
-    from beam_ml import datasets
-
-    return os.path.join(out, "model"), datasets.materialize("fraud", data, rows=3000)
+    root = ensure_fraud_model(os.path.join(base_dir, "fraud_model"), data, rows=3000, epochs=1)
+    return root, datasets.materialize("fraud", data, rows=3000)
 
 
 def export_copy(model_root: str, threshold: float) -> str:

@@ -39,6 +39,7 @@ def _offline(model_root, csv_path, lines):
     return model, dict(zip(lines, model.predict_records([rows[n] for n in lines])))
 
 
+@pytest.mark.slow
 def test_jsonl_predictions_and_dead_letters_add_up(fraud, messy_csv, tmp_path):
     path, good_lines = messy_csv
     out = tmp_path / "preds.jsonl"
@@ -62,6 +63,7 @@ def test_jsonl_predictions_and_dead_letters_add_up(fraud, messy_csv, tmp_path):
         assert p["Class"] in ("0", "1")  # the label column was in the file: kept for evaluation
 
 
+@pytest.mark.slow
 def test_csv_output_keeps_the_label_and_names_the_line(fraud, messy_csv, tmp_path):
     path, good_lines = messy_csv
     out = tmp_path / "preds.csv"
@@ -75,6 +77,7 @@ def test_csv_output_keeps_the_label_and_names_the_line(fraud, messy_csv, tmp_pat
     assert len(dead_path.read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_file_without_label_is_scored(fraud, tmp_path):
     rows = feature_rows(fraud[1], 10)
     path = tmp_path / "nolabel.csv"

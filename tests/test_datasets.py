@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from beam_ml import datasets
+from beam_ml.errors import UserError
 
 _SCHEMAS = {
     "retention": [
@@ -190,5 +191,5 @@ def test_materialize_reuses_an_existing_file(tmp_path):
 
 
 def test_unknown_dataset_is_named_in_the_error(tmp_path):
-    with pytest.raises(ValueError, match="nope"):
+    with pytest.raises(UserError, match="--dataset: unknown dataset 'nope'; choose one of absenteeism"):
         datasets.materialize("nope", str(tmp_path))

@@ -12,8 +12,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from beam_ml.inference import (RowRef, RunInferenceWithDeadLetters, ServingModelHandler, WatchModelVersions,
-                               model_root_of, prediction_record)
+from beam_ml.inference import RunInferenceWithDeadLetters, ServingModelHandler, WatchModelVersions, prediction_record
+from beam_ml.model_store import model_root_of
+from beam_ml.records import RowRef
 from beam_ml.serving import ServingModel
 from tests.model_fixture import export_copy, feature_rows
 
@@ -41,6 +42,7 @@ def _matches_offline(expected: dict, tolerance: float = 1e-5):
     return check
 
 
+@pytest.mark.slow
 def test_predictions_equal_offline_model(fraud):
     root, csv_path = fraud
     rows = feature_rows(csv_path, 70)
@@ -65,6 +67,7 @@ def _fail_on_marker(model, batch):
     return model.predict_records(list(batch))
 
 
+@pytest.mark.slow
 def test_inference_failure_dead_letters_only_the_failing_rows(fraud):
     root, csv_path = fraud
     rows = feature_rows(csv_path, 40)
@@ -105,6 +108,7 @@ def _append_to(path: str):
     return append
 
 
+@pytest.mark.slow
 def test_hot_reload_polls_and_later_rows_name_the_new_version(model_root, fraud, tmp_path):
     rows = feature_rows(fraud[1], 30)
     switch_at = 2 + 12  # the 13th row's position
@@ -133,6 +137,7 @@ def test_hot_reload_polls_and_later_rows_name_the_new_version(model_root, fraud,
     assert v2.version == 2
 
 
+@pytest.mark.slow
 def test_pinned_version_dir_is_never_reloaded(model_root, fraud):
     assert model_root_of(model_root + "/1") is None
     assert model_root_of(model_root) == model_root
@@ -143,6 +148,7 @@ def test_pinned_version_dir_is_never_reloaded(model_root, fraud):
     assert result.inference["model_version"] == 1 and result.model_id.endswith("/1")
 
 
+@pytest.mark.slow
 def test_update_model_path_switches_the_next_load(model_root):
     handler = ServingModelHandler(model_root)
     assert handler.load_model().version == 1
@@ -155,6 +161,7 @@ def test_update_model_path_switches_the_next_load(model_root):
     assert handler.load_model().version == 2
 
 
+@pytest.mark.slow
 def test_watch_model_versions_announces_each_new_version_once(model_root):
     """v1 is announced; v2, exported only after that announcement, is announced once too.
 

@@ -4,6 +4,7 @@ import tempfile
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pytest
 import tensorflow_transform.beam as tft_beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
@@ -49,6 +50,7 @@ def _analyze_and_transform(spec, train_batch, eval_batch, check):
         assert_that(out, matcher)
 
 
+@pytest.mark.slow
 def test_zscore_mean_imputation_onehot_oov_and_label_encoding():
     spec = _spec()
     train = _batch(spec, [10., 20., 30., np.nan], [1., 2., 3., 4.], [b"a", b"a", b"b", b""], [b"no", b"yes", b"no", b"no"])
@@ -77,6 +79,7 @@ def _check_first(spec, out):
     assert transformed_feature_names(spec) == ["age_xf", "income_xf", "city_xf"]
 
 
+@pytest.mark.slow
 def test_spec_defaults_override_mean_and_oov():
     spec = _spec(default_income=100.0, default_city="b")
     train = _batch(spec, [1., 2., 3., 4.], [0., 100., np.nan, 100.], [b"a", b"b", b"", b"a"], [b"no"] * 4)

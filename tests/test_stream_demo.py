@@ -7,10 +7,10 @@ each malformed event is a dead letter of the right stage), never timings.
 """
 import pytest
 
+from beam_ml.demo import malformed_event
 from pipelines import stream_demo
 from tests.model_fixture import trained_fraud_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,8 @@ def fraud(tmp_path_factory):
     return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_demo_summary_adds_up(fraud, tmp_path):
     model_root, _ = fraud
     summary = stream_demo.run(["--events=600", "--malformed_fraction=0.02", f"--model_dir={model_root}",
@@ -38,12 +40,12 @@ def test_demo_summary_adds_up(fraud, tmp_path):
 
 def test_malformed_events_are_malformed():
     event = {"event_id": "e1", "V1": 0.5, "Amount": 3.0}
-    assert b"not JSON" in stream_demo.malformed_event(event, "not_json")
-    assert stream_demo.malformed_event(event, "not_object").startswith(b"[")
-    assert b"V1" not in stream_demo.malformed_event(event, "missing_field")
-    assert b"twelve" in stream_demo.malformed_event(event, "not_a_number")
+    assert b"not JSON" in malformed_event(event, "not_json")
+    assert malformed_event(event, "not_object").startswith(b"[")
+    assert b"V1" not in malformed_event(event, "missing_field")
+    assert b"twelve" in malformed_event(event, "not_a_number")
     with pytest.raises(ValueError):
-        stream_demo.malformed_event(event, "nope")
+        malformed_event(event, "nope")
 
 
 def test_bad_flags_are_named():

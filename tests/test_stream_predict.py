@@ -18,12 +18,12 @@ import pytest
 from kafka import KafkaProducer
 
 from beam_ml.errors import UserError
+from beam_ml.producer import csv_events
 from beam_ml.serving import ServingModel
 from beam_ml.testing import read_topic
 from pipelines import produce, stream_predict
 from tests.model_fixture import export_copy
 
-pytestmark = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) 
 
 
 def _events(csv_path: str) -> dict[str, dict]:
-    return {event_id: event for event_id, event in produce.csv_events(csv_path)}
+    return {event_id: event for event_id, event in csv_events(csv_path)}
 
 
 def _offline(model_root: str, events: dict[str, dict]) -> dict[str, dict]:
@@ -93,6 +93,8 @@ def _argv(bootstrap, model_dir, topics, *extra):
             "--streaming", *extra]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_stream_scores_good_events_and_dead_letters_bad_ones(kafka_broker, new_topic, model_root, fraud,
                                                               tmp_path):
     topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
@@ -127,11 +129,13 @@ def test_stream_scores_good_events_and_dead_letters_bad_ones(kafka_broker, new_t
                                                                         "field 'V4': expected a number, got 'twelve'"}
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_csv_line_events_are_scored_like_json_ones(kafka_broker, new_topic, model_root, fraud, tmp_path):
     """--value_format=csv: CSV lines in the spec's column order; a wrong field count is a parse dead letter."""
     from kafka import KafkaProducer
 
-    from beam_ml.io.kafka_formats import encode_csv_line
+    from beam_ml.io.kafka.formats import encode_csv_line
 
     topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
     csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 40)
@@ -166,6 +170,8 @@ def _subprocess(argv, log_path):
                             stdout=log, stderr=subprocess.STDOUT), log
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_restart_after_kill_loses_nothing(kafka_broker, new_topic, model_root, fraud, tmp_path):
     topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
     head = _csv_head(fraud[1], tmp_path / "head.csv", 20)
@@ -207,6 +213,8 @@ def test_restart_after_kill_loses_nothing(kafka_broker, new_topic, model_root, f
     assert len(ids) - len(set(ids)) < len(events) // 2
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, tmp_path):
     topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
     first = _csv_head(fraud[1], tmp_path / "first.csv", 30)
@@ -240,9 +248,9 @@ def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, 
     assert results["run"].counts["model_reloads"] >= 1
 
 
-def test_side_input_reload_is_refused_on_the_local_runner(model_root):
+def test_side_input_reload_is_refused_on_the_local_runner(tmp_path):
     with pytest.raises(UserError, match="--model_reload=side_input"):
-        stream_predict.run([f"--model_dir={model_root}", "--input_topic=a", "--output_topic=b",
+        stream_predict.run([f"--model_dir={tmp_path}", "--input_topic=a", "--output_topic=b",
                             "--dead_letter_topic=c", "--bootstrap_servers=127.0.0.1:1",
                             "--model_reload=side_input", "--runner=DirectRunner"])
 

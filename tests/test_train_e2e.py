@@ -16,7 +16,6 @@ from beam_ml.training.data import stack_features
 from pipelines import train
 from transforms.preprocessing import LABEL_KEY, transformed_feature_names
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +38,46 @@ def retention_run(tmp_path_factory):
     return result, str(path), lines
 
 
-def test_artifacts_exist(retention_run):
+@pytest.mark.slow
+def test_artifacts_hold_what_they_promise(retention_run):
     result, _, _ = retention_run
     d = result.output_dir
-    for rel in ("spec.json", "counts.json", "metrics.json", "report.md", "learning_curves.png",
-                "confusion_matrix.png", "transform_fn/saved_model.pb", "transformed_metadata",
-                "model/1/saved_model.pb", "model/1/assets.extra/beam_ml.json", "history.csv"):
-        assert os.path.exists(os.path.join(d, rel)), rel
-    assert glob.glob(os.path.join(d, "data", "train-*.tfrecord"))
-    assert glob.glob(os.path.join(d, "data", "eval-*.tfrecord"))
+    # The spec and counts on disk are the ones the run used and reported.
+    spec = DatasetSpec.load(os.path.join(d, "spec.json"))
+    assert spec.label == "left" and set(spec.categorical_columns) == {"sales", "salary"}
+    assert json.load(open(os.path.join(d, "counts.json"))) == result.counts
+    # metrics.json names the exported version, whose metadata carries the same spec and threshold.
+    m = json.load(open(os.path.join(d, "metrics.json")))
+    assert m["summary"]["model_version_dir"] == os.path.join(d, "model", "1")
+    meta = json.load(open(os.path.join(d, "model", "1", "assets.extra", "beam_ml.json")))
+    assert meta["version"] == 1 and meta["spec"] == spec.to_dict()
+    assert meta["threshold"] == pytest.approx(m["eval"]["threshold"])
+    assert os.path.isfile(os.path.join(d, "model", "1", "saved_model.pb"))
+    # The TFRecords hold every good row, transformed (z-scored numerics, one-hot categoricals).
+    import tensorflow_transform as tft
+
+    feature_spec = tft.TFTransformOutput(d).transformed_feature_spec()
+    for split, expected in (("train", result.counts["rows_train"]), ("eval", result.counts["rows_eval"])):
+        files = glob.glob(os.path.join(d, "data", f"{split}-*.tfrecord"))
+        rows = [tf.io.parse_single_example(r, feature_spec) for r in tf.data.TFRecordDataset(files)]
+        assert len(rows) == expected, split
+        assert float(tf.reduce_sum(rows[0]["salary_xf"])) == 1.0
+    # One history row per epoch run; TensorBoard got the same epochs.
+    history = open(os.path.join(d, "history.csv")).read().strip().splitlines()
+    assert len(history) - 1 == m["summary"]["epochs_run"] > 0
     assert glob.glob(os.path.join(d, "logs", "train", "events.out.tfevents.*"))
+    # The plots are real PNG images, referenced by the report with the eval metrics.
+    import matplotlib.image
+
+    for png in ("learning_curves.png", "confusion_matrix.png"):
+        image = matplotlib.image.imread(os.path.join(d, png))
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, png
     report = open(os.path.join(d, "report.md")).read()
-    assert "![confusion matrix](confusion_matrix.png)" in report and "roc_auc" in report
+    assert "![confusion matrix](confusion_matrix.png)" in report
+    assert f"| roc_auc | {m['eval']['roc_auc']:.4f} |" in report
 
 
+@pytest.mark.slow
 def test_counts_add_up_and_bad_rows_are_dead_lettered(retention_run):
     result, path, lines = retention_run
     c = result.counts
@@ -70,6 +95,7 @@ def test_counts_add_up_and_bad_rows_are_dead_lettered(retention_run):
     assert all(d["source"] == path for d in dead)
 
 
+@pytest.mark.slow
 def test_eval_metrics_clear_a_meaningful_bar(retention_run):
     result, _, _ = retention_run
     m = json.load(open(os.path.join(result.output_dir, "metrics.json")))["eval"]
@@ -80,6 +106,7 @@ def test_eval_metrics_clear_a_meaningful_bar(retention_run):
     assert 0.0 < m["threshold"] < 1.0
 
 
+@pytest.mark.slow
 def test_serving_parity_raw_rows_vs_keras_on_transformed(retention_run):
     """The export on RAW rows == the trained Keras model on tf.Transform's features of those rows."""
     result, path, _ = retention_run
@@ -101,6 +128,7 @@ def test_serving_parity_raw_rows_vs_keras_on_transformed(retention_run):
     np.testing.assert_allclose(exported, direct, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_beam_transformed_eval_data_matches_serving_transform(retention_run):
     """The TFRecords Beam wrote hold exactly what the in-graph transform gives for the eval rows."""
     result, path, _ = retention_run
@@ -135,6 +163,7 @@ def test_beam_transformed_eval_data_matches_serving_transform(retention_run):
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_bad_row_threshold_fails_the_run(tmp_path):
     p = tmp_path / "bad.csv"
     good = "".join(f"{i},{i % 3},{'Yes' if i % 2 else 'No'}\n" for i in range(1000))

@@ -22,13 +22,15 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from beam_ml.io.kafka import (COMMITTED, EARLIEST, LATEST, UNBOUNDED_STOP,
+from beam_ml.errors import UserError
+from beam_ml.io.kafka import (COMMITTED, EARLIEST, LATEST, KafkaClientConfig,
                               KafkaRecord, ReadFromKafka, WriteToKafka,
                               list_partitions, next_watermark, probe_log_end,
                               read_range, resolve_start_offset, to_key_value)
-from beam_ml.io.kafka_config import KafkaClientConfig, KafkaOptions
-from beam_ml.io.kafka_formats import (encode_csv_line, encode_json_object,
+from beam_ml.io.kafka.formats import (encode_csv_line, encode_json_object,
                                       parse_csv_line, parse_json_object)
+from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
+from beam_ml.options import KafkaOptions, kafka_client_config
 from beam_ml.testing import TansuBroker, find_free_port
 
 
@@ -289,29 +291,35 @@ class TestClientConfig:
 
     def test_validation_names_the_flag(self, tmp_path):
         def config(*flags):
-            return PipelineOptions(list(flags)).view_as(
-                KafkaOptions).client_config()
+            return kafka_client_config(PipelineOptions(list(flags)))
 
         assert config("--bootstrap_servers=h:1").bootstrap_servers == "h:1"
-        with pytest.raises(ValueError, match="--bootstrap_servers is required"):
-            config()
-        with pytest.raises(ValueError, match="--bootstrap_servers: expected"):
+        # Beam's (and Kafka's) default broker address when nothing sets one.
+        assert config().bootstrap_servers == "localhost:9092"
+        with pytest.raises(UserError, match="--bootstrap_servers: expected"):
             config("--bootstrap_servers=nohostport")
-        with pytest.raises(ValueError, match="--sasl_mechanism"):
+        with pytest.raises(UserError, match="--sasl_mechanism"):
             config("--bootstrap_servers=h:1", "--security_protocol=SASL_SSL")
-        with pytest.raises(ValueError, match="--sasl_password is required"):
+        with pytest.raises(UserError, match="--sasl_password is required"):
             config("--bootstrap_servers=h:1", "--security_protocol=SASL_SSL",
                    "--sasl_mechanism=PLAIN", "--sasl_username=u")
-        with pytest.raises(ValueError, match="--ssl_cafile: file not found"):
+        with pytest.raises(UserError, match="--ssl_cafile: file not found"):
             config("--bootstrap_servers=h:1", "--ssl_cafile=/nonexistent.pem")
-        with pytest.raises(ValueError, match="--sasl_username is set but"):
+        with pytest.raises(UserError, match="--sasl_username is set but"):
             config("--bootstrap_servers=h:1", "--sasl_username=u")
         props = tmp_path / "k.properties"
         props.write_text("bootstrap.servers=f:1\nsecurity.protocol=SASL_SSL\n")
-        with pytest.raises(ValueError,
+        with pytest.raises(UserError,
                            match=r"--sasl_mechanism \(or sasl_mechanism in "
                            r"--kafka_config"):
             config(f"--kafka_config={props}")
+
+    def test_file_brokers_win_over_the_default_and_flags_over_the_file(self, tmp_path):
+        props = tmp_path / "k.properties"
+        props.write_text("bootstrap.servers=f:1\n")
+        config = lambda *flags: kafka_client_config(PipelineOptions(list(flags)))  # noqa: E731
+        assert config(f"--kafka_config={props}").bootstrap_servers == "f:1"
+        assert config(f"--kafka_config={props}", "--bootstrap_servers=h:2").bootstrap_servers == "h:2"
 
     def test_unsupported_file_keys_are_errors(self, tmp_path):
         props = tmp_path / "java.properties"
@@ -427,6 +435,13 @@ class TestReadFromKafka:
         topic = new_topic(1)
         _produce(kafka_broker, topic, [(0, None, b"old%d" % i) for i in range(8)],
                  batched=True)
+        # The same unbounded read from the earliest offset sees all of them...
+        with _pipeline() as p:
+            records = p | "Earliest" >> ReadFromKafka(kafka_broker, topic, start=EARLIEST,
+                                                      max_read_time=2)
+            assert_that(records | beam.Map(lambda r: r.value),
+                        equal_to([b"old%d" % i for i in range(8)]))
+        # ...so reading none from the latest offset means they were skipped.
         started = time.monotonic()
         with _pipeline() as p:
             records = p | ReadFromKafka(kafka_broker, topic, start=LATEST,

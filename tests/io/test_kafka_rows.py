@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from beam_ml.io.batches import LINE_COLUMN
-from beam_ml.io.kafka_rows import position_code, records_to_chunk
+from beam_ml.io.kafka.topic_batches import position_code, records_to_chunk
 from beam_ml.spec import ColumnSpec, DatasetSpec
 
 

@@ -26,13 +26,12 @@ from beam_ml.errors import DeadLetter
 from beam_ml.errors import DEAD_TAG
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
 from beam_ml.io.csv import parse_csv_chunk
-from beam_ml.io.kafka_formats import parse_json_object
+from beam_ml.io.kafka.formats import parse_json_object
 from beam_ml.records import validate_record
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "write_sample_csv", "records_to_chunk", "sample_topic", "position_code"]
-
-
+__all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "write_sample_csv", "records_to_chunk", "sample_topic",
+           "position_code"]
 
 def position_code(partition: int, offset: int) -> int:
     """A row identity for the split hash: stable for a (partition, offset)."""
@@ -142,7 +141,7 @@ class ReadTopicSnapshot(beam.PTransform):
         self._spec = spec
 
     def expand(self, pbegin):
-        from beam_ml.io.kafka import ReadFromKafka
+        from beam_ml.io.kafka.read import ReadFromKafka
 
         return (pbegin
                 | "ReadFromKafka" >> ReadFromKafka(None, [self._topic], start="earliest", bounded=True,
@@ -158,19 +157,18 @@ def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, time
     `max_records`, after `quiet` seconds without records, or at `timeout`.
     Unparsable values are skipped here: the pipeline dead-letters them.
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
+
+    from beam_ml.io.kafka.offsets import list_partitions
 
     consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, group_id=None,
                              auto_offset_reset="earliest")
     try:
-        parts = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout
-        while not parts and time.monotonic() < deadline:
-            time.sleep(0.2)
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
+        try:
+            tps = list_partitions(consumer, [topic], timeout)
+        except ValueError:
             return []
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         out: list[dict] = []

@@ -6,7 +6,7 @@ properties/JSON file overlaid with explicit values, validated once, and turned
 into kafka-python keyword arguments by `client_kwargs()`. Its repr and
 `redacted()` never show a password, so it is safe to log.
 
-Sample command line (any pipeline whose options include `KafkaOptions`)::
+Sample command line (any pipeline whose options include `beam_ml.options.KafkaOptions`)::
 
     python -m pipelines.stream_predict --bootstrap_servers=broker:9093 \\
         --kafka_config=client.properties --input_topic=transactions ...
@@ -30,21 +30,19 @@ that, and a command line is visible to other local users.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import re
-from typing import Any, Callable, Optional
-
-from apache_beam.options.pipeline_options import PipelineOptions
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 __all__ = [
     "KafkaClientConfig",
-    "KafkaOptions",
     "SASL_MECHANISMS",
     "SECURITY_PROTOCOLS",
+    "check_client_overrides",
+    "resolve_client_config",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -333,87 +331,29 @@ class KafkaClientConfig:
     __str__ = __repr__
 
 
-# Field -> flag that sets it, for error messages.
-_FLAG_FOR_FIELD = {
-    "bootstrap_servers": "--bootstrap_servers",
-    "security_protocol": "--security_protocol",
-    "sasl_mechanism": "--sasl_mechanism",
-    "sasl_plain_username": "--sasl_username",
-    "sasl_plain_password": "--sasl_password",
-    "ssl_cafile": "--ssl_cafile",
-}
+def check_client_overrides(name: str, config: Optional[Mapping[str, Any]],
+                            allowed: Iterable[str],
+                            managed: Iterable[str]) -> dict[str, Any]:
+    """Checks extra kafka-python settings a transform passes through to its client.
 
-
-class KafkaOptions(PipelineOptions):
-    """Flags for reaching a Kafka cluster; see `client_config()`.
-
-    Every value can also come from the file named by ``--kafka_config``; a flag
-    given on the command line wins over the file.
+    Raises:
+      ValueError: a setting kafka-python does not know, or one the transform manages itself.
     """
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown kafka-python settings {unknown}")
+    reserved = sorted(set(config) & set(managed))
+    if reserved:
+        raise ValueError(f"{name}: {reserved} are set by the transform; use "
+                         "its arguments or client_config instead")
+    return config
 
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        try:
-            parser.add_argument(
-                "--bootstrap_servers",
-                default=None,
-                help="Kafka brokers, host:port[,host:port].")
-        except argparse.ArgumentError:
-            # Beam 2.77's KafkaStreamsRunnerOptions defines the same flag;
-            # when Beam parses every options class at once, share it. A
-            # KafkaOptions view still parses it alone, with default None.
-            pass
-        parser.add_argument(
-            "--kafka_config",
-            default=None,
-            help="Kafka client settings file (Java .properties or .json): "
-            "bootstrap.servers, security.protocol, sasl.*, ssl.*. Preferred "
-            "over --sasl_password, which shows up wherever options are printed.")
-        parser.add_argument(
-            "--security_protocol",
-            default=None,
-            choices=SECURITY_PROTOCOLS,
-            help="Kafka security protocol (default PLAINTEXT).")
-        parser.add_argument(
-            "--sasl_mechanism",
-            default=None,
-            choices=SASL_MECHANISMS,
-            help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT.")
-        parser.add_argument(
-            "--sasl_username", default=None, help="SASL user name.")
-        parser.add_argument(
-            "--sasl_password",
-            default=None,
-            help="SASL password (prefer --kafka_config).")
-        parser.add_argument(
-            "--ssl_cafile",
-            default=None,
-            help="PEM CA certificate to verify the brokers with.")
 
-    def client_config(self) -> KafkaClientConfig:
-        """Builds and validates the Kafka settings from the flags and file.
-
-        Returns:
-            A validated `KafkaClientConfig`.
-
-        Raises:
-            ValueError: Naming the flag (or file key) that is wrong.
-        """
-        config = KafkaClientConfig.load(
-            self.kafka_config,
-            bootstrap_servers=self.bootstrap_servers,
-            security_protocol=self.security_protocol,
-            sasl_mechanism=self.sasl_mechanism,
-            sasl_plain_username=self.sasl_username,
-            sasl_plain_password=self.sasl_password,
-            ssl_cafile=self.ssl_cafile,
-        )
-
-        def label(field: str) -> str:
-            flag = _FLAG_FOR_FIELD.get(field)
-            if not self.kafka_config:
-                return flag or field
-            in_file = f"{field} in --kafka_config {self.kafka_config}"
-            return f"{flag} (or {in_file})" if flag else in_file
-
-        return config.validate(label=label)
+def resolve_client_config(bootstrap_servers: Optional[str],
+                   client_config: Optional[KafkaClientConfig]
+                   ) -> KafkaClientConfig:
+    """`client_config` (or an empty one) with `bootstrap_servers` applied, validated."""
+    config = (client_config or KafkaClientConfig()).with_overrides(
+        bootstrap_servers=bootstrap_servers)
+    return config.validate()

@@ -1,0 +1,295 @@
+"""Batch prediction: a CSV file (or a bounded Kafka topic) scored by an exported model.
+
+    plan = plan_batch_predict(options)              # the served version, its spec, the input files
+    outputs = build_batch_predict(pipeline, plan)   # BatchPredictOutputs(predictions, dead_letters)
+    write_batch_outputs(outputs, plan)              # .jsonl / .csv / a topic, and the dead letters
+    result = pipeline.run(); counts = batch_counts(result, plan)
+
+or all of it at once: `batch_predict(options)`.
+
+CSV input is read with the spec of the served model version (`ReadCsvBatches`,
+no label needed); when the file has the label column anyway it is copied to the
+output, for evaluation. A Kafka input is read as a bounded snapshot of events.
+Each output record names the row (the spec's key column, else the source line
+or Kafka offset), its score, class, the threshold and the model version. Rows
+that cannot be scored go to the dead letters with the reason, and
+`rows in = predictions + dead letters`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_ml import metrics
+from beam_ml.errors import DEAD_TAG, DeadLetter
+from beam_ml.io.batches import LINE_COLUMN
+from beam_ml.options import BatchPredictOptions, kafka_client_config
+from beam_ml.records import RowRef
+from beam_ml.spec import ColumnSpec, DatasetSpec
+
+__all__ = ["BatchPredictPlan", "BatchPredictOutputs", "BatchPredictRun", "plan_batch_predict", "build_batch_predict",
+           "write_batch_outputs", "batch_counts", "batch_predict", "batch_to_rows", "prediction_csv_header",
+           "prediction_csv_line"]
+
+_print = functools.partial(print, flush=True)
+
+
+@dataclasses.dataclass
+class BatchPredictPlan:
+    """What a batch-prediction run serves and reads, decided before any data moves.
+
+    Attributes:
+      opts: the BatchPredictOptions view.
+      version_dir: the model version that scores every row (pinned for the run).
+      spec: that version's dataset spec.
+      files: the CSV files matched by --input ([] for a topic).
+      with_label: the CSV files have the label column (copied to the output).
+      id_name: the output field naming each row: the key column, 'line' or 'event_id'.
+      kafka: the Kafka client config, when a topic is read or written.
+    """
+
+    opts: BatchPredictOptions
+    version_dir: str
+    spec: DatasetSpec
+    files: list[str]
+    with_label: bool
+    id_name: str
+    kafka: Any = None
+
+
+class BatchPredictOutputs(NamedTuple):
+    """predictions: PCollection[dict] (prediction records); dead_letters: PCollection[DeadLetter] (counted)."""
+
+    predictions: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
+    """Checks the flags and resolves the model version and the input.
+
+    Raises:
+      UserError: a bad flag, file or model directory.
+    """
+    from beam_ml.model_store import load_model_metadata
+
+    opts = options.view_as(BatchPredictOptions).validated()
+    kafka = kafka_client_config(options) if (opts.input_topic or opts.output_topic or opts.dead_letter_topic) \
+        else None
+    version_dir, _, spec = load_model_metadata(opts.model_dir)
+    files, with_label = [], False
+    if opts.input:
+        from beam_ml.io.csv import expand_input
+        from beam_ml.spec import read_header
+
+        files = expand_input(opts.input)
+        with_label = spec.label in read_header(files[0])
+        id_name = spec.key_column or "line"
+    else:
+        id_name = "event_id"
+    return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
+                            id_name=id_name, kafka=kafka)
+
+
+def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
+    """The spec to read prediction input with: the label, when present, as a plain string column.
+
+    A 'categorical' role carries the label through the reader untouched (no
+    check against label_classes), so rows with an unknown or missing label are
+    still scored.
+    """
+    columns = []
+    for c in spec.columns:
+        if c.role == "label" and c.name in header:
+            columns.append(ColumnSpec(c.name, "categorical", max_categories=1))
+        elif c.role == "label" or (c.role in ("key", "mask") and c.name not in header):
+            columns.append(ColumnSpec(c.name, "drop"))
+        else:
+            columns.append(c)
+    return dataclasses.replace(spec, columns=columns)
+
+
+def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
+                  with_label: bool) -> Iterator[tuple[RowRef, dict[str, Any]]]:
+    """Yields (RowRef, row) for each row of a ReadCsvBatches RecordBatch.
+
+    Missing numerics (NaN) and categoricals ("") become None; the label (if
+    read) goes into the RowRef's carried fields, the key into its id.
+    """
+    columns = {}
+    for name in spec.numeric_columns:
+        values = batch.column(name).flatten().to_numpy(zero_copy_only=False).astype(float)
+        columns[name] = [None if np.isnan(v) else float(v) for v in values]
+    for name in spec.categorical_columns:
+        columns[name] = [v.decode("utf-8", "replace") or None for v in batch.column(name).flatten().to_pylist()]
+    labels = ([v.decode("utf-8", "replace") or None for v in batch.column(spec.label).flatten().to_pylist()]
+              if with_label else None)
+    keys = batch.column(spec.key_column).to_pylist() if spec.key_column and \
+        spec.key_column in batch.schema.names else None
+    lines = batch.column(LINE_COLUMN).to_pylist()
+    names = list(columns)
+    for i in range(batch.num_rows):
+        row = {name: columns[name][i] for name in names}
+        carry = ((spec.label, labels[i]),) if labels is not None else ()
+        yield RowRef(source, int(lines[i]), keys[i] if keys else None, carry), row
+
+
+def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> BatchPredictOutputs:
+    """Adds read → validate → RunInference → format steps to `pipeline` (nothing is written yet)."""
+    from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters,
+                                   ServingModelHandler, prediction_record)
+
+    opts, spec = plan.opts, plan.spec
+    # Pinned to the version found now: a batch run scores every row with one model.
+    handler = ServingModelHandler(plan.version_dir, min_batch_size=opts.min_batch_size,
+                                  max_batch_size=opts.max_batch_size)
+    dead_parts = []
+    if plan.files:
+        from beam_ml.io.csv import ReadCsvBatches
+        from beam_ml.spec import read_header
+
+        row_parts = []
+        # One read per file: ReadCsvBatches' batches do not name their file, and
+        # a row's line number means nothing without it.
+        for i, path in enumerate(plan.files):
+            suffix = "" if len(plan.files) == 1 else str(i)
+            read_spec = input_read_spec(spec, read_header(path))
+            read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
+            row_parts.append(read.rows | f"ToRows{suffix}" >> beam.FlatMap(batch_to_rows, spec, path,
+                                                                             plan.with_label))
+            dead_parts.append(read[DEAD_TAG])
+        rows = row_parts[0] if len(row_parts) == 1 else row_parts | "FlattenRows" >> beam.Flatten()
+    else:
+        from beam_ml.io.kafka import ReadFromKafka
+
+        records = pipeline | "ReadFromKafka" >> ReadFromKafka(
+            None, opts.input_topic, group_id=opts.group_id, start=opts.start, bounded=True,
+            client_config=plan.kafka)
+        parsed = records | "ParseAndValidate" >> beam.ParDo(
+            ParseEventsFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+        rows = parsed.rows
+        dead_parts.append(parsed[DEAD_TAG])
+
+    predictions, inference_dead = rows | "RunInference" >> RunInferenceWithDeadLetters(
+        handler, mask_columns=spec.mask_columns)
+    dead_parts.extend(inference_dead)
+    counter = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
+    id_name = plan.id_name
+
+    def to_record(element):
+        counter.inc()
+        return prediction_record(element[0], element[1], id_name)
+
+    records_out = predictions | "FormatPredictions" >> beam.Map(to_record)
+    dead = (dead_parts | "FlattenDeadLetters" >> beam.Flatten()
+            | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()))
+    return BatchPredictOutputs(predictions=records_out, dead_letters=dead)
+
+
+def prediction_csv_header(id_name: str, label: Optional[str], classes: Sequence[str], task: str) -> list[str]:
+    """The columns of a CSV predictions file."""
+    header = [id_name] if id_name != "line" else []
+    header += ["source", "line", "score", "class", "class_id", "threshold", "model_version"]
+    if task == "multiclass":
+        header += [f"p_{c}" for c in classes]
+    if label:
+        header.append(label)
+    return header
+
+
+def prediction_csv_line(record: dict, header: Sequence[str]) -> str:
+    """One prediction record as a CSV line of `header`'s columns."""
+    values = dict(record)
+    values["line"] = record.get("position")
+    first_p = header.index("model_version") + 1
+    for i, p in enumerate(record.get("probabilities") or []):
+        values[header[first_p + i]] = p
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(["" if values.get(h) is None else values.get(h) for h in header])
+    return out.getvalue()
+
+
+def _kafka_message(record: dict, id_name: str) -> tuple[Optional[bytes], bytes]:
+    key = record.get(id_name)
+    return (None if key is None else str(key).encode("utf-8")), json.dumps(record).encode("utf-8")
+
+
+def write_batch_outputs(outputs: BatchPredictOutputs, plan: BatchPredictPlan) -> None:
+    """Adds the sinks: predictions to --output (.jsonl/.csv) or --output_topic, dead letters to a file or topic."""
+    from beam_ml.io.kafka import WriteToKafka
+
+    opts, spec = plan.opts, plan.spec
+    if opts.output and opts.output.lower().endswith(".csv"):
+        header = prediction_csv_header(plan.id_name, spec.label if plan.with_label else None, spec.label_classes,
+                                       spec.task)
+        _ = (outputs.predictions | "ToCsv" >> beam.Map(prediction_csv_line, header)
+             | "WritePredictions" >> beam.io.WriteToText(opts.output, shard_name_template="",
+                                                         header=",".join(header)))
+    elif opts.output:
+        _ = (outputs.predictions | "ToJson" >> beam.Map(json.dumps)
+             | "WritePredictions" >> beam.io.WriteToText(opts.output, shard_name_template=""))
+    else:
+        _ = (outputs.predictions | "EncodePredictions" >> beam.Map(_kafka_message, plan.id_name)
+             | "WriteToKafka" >> WriteToKafka(None, opts.output_topic, client_config=plan.kafka))
+    dead_json = outputs.dead_letters | "DeadLetterJson" >> beam.Map(DeadLetter.to_json)
+    dead_path = opts.dead_letter_path()
+    if dead_path:
+        _ = dead_json | "WriteDeadLetters" >> beam.io.WriteToText(dead_path, shard_name_template="")
+    else:
+        _ = (dead_json | "EncodeDeadLetters" >> beam.Map(lambda s: (None, s.encode("utf-8")))
+             | "WriteDeadLetters" >> WriteToKafka(None, opts.dead_letter_topic, client_config=plan.kafka))
+
+
+def batch_counts(result, plan: BatchPredictPlan) -> dict[str, int]:
+    """rows_in, predictions, dead_letters and dead_<stage> of a finished run."""
+    q = lambda ns, name: metrics.query_counter(result, ns, name)  # noqa: E731
+    counts = {"rows_in": q(metrics.READ, "lines_in") if plan.files else q(metrics.PREDICT, "rows_in"),
+              "predictions": q(metrics.PREDICT, "predictions"),
+              "dead_letters": q(metrics.PREDICT, "dead_letters")}
+    for stage in ("parse", "validate", "inference"):
+        counts[f"dead_{stage}"] = q(metrics.PREDICT, f"dead_{stage}")
+    return counts
+
+
+@dataclasses.dataclass
+class BatchPredictRun:
+    """What a run produced: the row accounting and where the outputs went."""
+
+    counts: dict
+    output: str
+    dead_letter: str
+    pipeline_result: object = None
+
+
+def batch_predict(options: PipelineOptions, test_pipeline=None,
+                  log: Callable[[str], None] = _print) -> BatchPredictRun:
+    """The whole job: plan, build, write, run, count; fails when the accounting does not add up.
+
+    Raises:
+      UserError: a bad flag, file or model directory.
+      RuntimeError: rows in != predictions + dead letters (a bug).
+    """
+    plan = plan_batch_predict(options)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    write_batch_outputs(build_batch_predict(pipeline, plan), plan)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = batch_counts(result, plan)
+    opts = plan.opts
+    output = opts.output or f"kafka:{opts.output_topic}"
+    dead_where = opts.dead_letter_path() or f"kafka:{opts.dead_letter_topic}"
+    log(f"[beam_ml] {counts['rows_in']} rows in = {counts['predictions']} predictions + "
+        f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
+        f"{counts['dead_validate']}, inference {counts['dead_inference']}); model "
+        f"{plan.version_dir} -> {output}, dead letters -> {dead_where}")
+    if counts["rows_in"] != counts["predictions"] + counts["dead_letters"]:
+        raise RuntimeError(f"row accounting broken: {counts}")
+    return BatchPredictRun(counts=counts, output=output, dead_letter=dead_where, pipeline_result=result)

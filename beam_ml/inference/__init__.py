@@ -1,0 +1,30 @@
+"""Beam RunInference over exported beam_ml models: raw rows in, predictions and dead letters out.
+
+    handler = ServingModelHandler('out/fraud/model', reload_interval=10)
+    predictions, dead_parts = rows | 'RunInference' >> RunInferenceWithDeadLetters(handler)
+
+Modules: `handler` (ServingModelHandler: load, score, hot reload), `outputs`
+(RunInferenceWithDeadLetters, prediction records, dead letters, counting),
+`events` (Kafka events -> (RowRef, row) or dead letters), `watch`
+(WatchModelVersions, a side input of new versions for Dataflow).
+"""
+from beam_ml.inference.events import VALUE_FORMATS, ParseEventsFn, ValidateRowsFn, event_row
+from beam_ml.inference.handler import ServingModelHandler, default_inference_fn
+from beam_ml.inference.outputs import (CountDeadLetters, RunInferenceWithDeadLetters, inference_dead_letters,
+                                       is_failure, prediction_record)
+from beam_ml.inference.watch import WatchModelVersions
+
+__all__ = [
+    "ServingModelHandler",
+    "default_inference_fn",
+    "RunInferenceWithDeadLetters",
+    "CountDeadLetters",
+    "prediction_record",
+    "inference_dead_letters",
+    "is_failure",
+    "VALUE_FORMATS",
+    "ParseEventsFn",
+    "ValidateRowsFn",
+    "event_row",
+    "WatchModelVersions",
+]

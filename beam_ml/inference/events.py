@@ -1,0 +1,114 @@
+"""Kafka events to rows the model can score: parse (JSON objects or CSV lines), validate, or dead-letter.
+
+    parsed = records | beam.ParDo(ParseEventsFn(spec, validate=True)).with_outputs(DEAD_TAG, main="rows")
+    # parsed.rows: (RowRef, row) pairs; parsed[DEAD_TAG]: DeadLetter(stage='parse'|'validate')
+
+Each dead letter names the topic/partition and offset of its record.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+
+from beam_ml import metrics
+from beam_ml.errors import DEAD_TAG, DeadLetter
+from beam_ml.records import RowRef, raw_text, validate_record
+from beam_ml.spec import DatasetSpec
+
+__all__ = ["VALUE_FORMATS", "event_row", "ParseEventsFn", "ValidateRowsFn"]
+
+
+VALUE_FORMATS = ("json", "csv")
+
+
+def event_row(record: Any, spec: DatasetSpec, id_field: str = "event_id",
+              value_format: str = "json") -> tuple[RowRef, dict[str, Any]]:
+    """Parses a Kafka record whose value is an event into (RowRef, row).
+
+    Values are JSON objects, or (value_format='csv') CSV lines whose fields are
+    the spec's columns in spec order (`beam_ml.io.kafka.formats.encode_csv_line`);
+    CSV cells arrive as strings and are typed by the same validation as JSON.
+
+    The event id is the event's `id_field`, else the spec's key column, else
+    the Kafka key, else `topic/partition/offset`. The RowRef carries the
+    Kafka key, the record timestamp (`event_ts`, ms) and `produce_ts` when the
+    event has one.
+
+    Args:
+      record: a `beam_ml.io.kafka.KafkaRecord`.
+      spec: the model's dataset spec.
+      id_field: the event field holding its id.
+      value_format: 'json' or 'csv'.
+
+    Raises:
+      ValueError: the value is not a UTF-8 JSON object / a CSV line with the
+        spec's columns (the message says why).
+    """
+    from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object
+
+    if value_format == "csv":
+        row = parse_csv_line(record.value, spec.column_names)
+    else:
+        row = parse_json_object(record.value)
+    key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    event_id = row.get(id_field)
+    if event_id is None and spec.key_column:
+        event_id = row.get(spec.key_column)
+    if event_id is None:
+        event_id = key if key is not None else f"{record.topic}/{record.partition}/{record.offset}"
+    carry: list[tuple[str, Any]] = [("key", key), ("event_ts", int(record.timestamp))]
+    if "produce_ts" in row:
+        carry.append(("produce_ts", row["produce_ts"]))
+    return RowRef(f"{record.topic}/{record.partition}", int(record.offset), str(event_id), tuple(carry)), row
+
+
+class ParseEventsFn(beam.DoFn):
+    """KafkaRecord -> (RowRef, row); undecodable values -> DeadLetter(stage='parse') tagged DEAD_TAG.
+
+    With validate=True it also does ValidateRowsFn's job (stage='validate'):
+    one step instead of two per streamed event, which is measurable on the
+    local runner where every step costs per-element overhead.
+    """
+
+    def __init__(self, spec: DatasetSpec, id_field: str = "event_id", value_format: str = "json",
+                 validate: bool = False):
+        if value_format not in VALUE_FORMATS:
+            raise ValueError(f"value_format must be one of {VALUE_FORMATS}, got {value_format!r}")
+        self._spec = spec
+        self._id_field = id_field
+        self._value_format = value_format
+        self._validate = validate
+        self._in = beam.metrics.Metrics.counter(metrics.PREDICT, "rows_in")
+
+    def process(self, record):
+        self._in.inc()
+        try:
+            ref, row = event_row(record, self._spec, self._id_field, self._value_format)
+        except ValueError as e:
+            raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else repr(record.value)
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
+                f"{record.topic}/{record.partition}", int(record.offset), str(e), raw, stage="parse"))
+            return
+        reason = validate_record(row, self._spec) if self._validate else None
+        if reason is None:
+            yield ref, row
+        else:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
+                ref.source, ref.position, reason, raw_text(row, self._spec.mask_columns), stage="validate"))
+
+
+class ValidateRowsFn(beam.DoFn):
+    """(RowRef, row) that the model can score pass; others -> DeadLetter(stage='validate') tagged DEAD_TAG."""
+
+    def __init__(self, spec: DatasetSpec):
+        self._spec = spec
+
+    def process(self, element):
+        ref, row = element
+        reason = validate_record(row, self._spec)
+        if reason is None:
+            yield element
+        else:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
+                ref.source, ref.position, reason, raw_text(row, self._spec.mask_columns), stage="validate"))
