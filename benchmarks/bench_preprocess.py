@@ -125,6 +125,13 @@ def _tft_temp_dir(out_dir: str) -> str:
     return os.path.join(out_dir, "tft_tmp")
 
 
+def _write_outputs(examples, transform_fn, out_dir: str) -> None:
+    """The tail both tf.Transform recipes share: serialized examples to TFRecords, the transform_fn."""
+    _ = examples | "WriteTFRecords" >> beam.io.WriteToTFRecord(
+        os.path.join(out_dir, "transformed"), file_name_suffix=".tfrecord")
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+
+
 # ----------------------------------------------------------- the methods
 
 def run_tft_instance_dicts(csv_path: str, out_dir: str) -> None:
@@ -146,12 +153,7 @@ def run_tft_instance_dicts(csv_path: str, out_dir: str) -> None:
                 | "AnalyzeAndTransform"
                 >> tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
             coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
-            _ = (
-                transformed_data
-                | "EncodeExamples" >> beam.Map(coder.encode)
-                | "WriteTFRecords" >> beam.io.WriteToTFRecord(
-                    os.path.join(out_dir, "transformed"), file_name_suffix=".tfrecord"))
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+            _write_outputs(transformed_data | "EncodeExamples" >> beam.Map(coder.encode), transform_fn, out_dir)
 
 
 def run_tft_csv_tfxio(csv_path: str, out_dir: str) -> None:
@@ -173,12 +175,8 @@ def run_tft_csv_tfxio(csv_path: str, out_dir: str) -> None:
                 (raw_data, csv_tfxio.TensorAdapterConfig())
                 | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                     preprocessing_fn, output_record_batches=True))
-            _ = (
-                transformed_dataset
-                | "EncodeExamples" >> tft_beam.EncodeTransformedDataset()
-                | "WriteTFRecords" >> beam.io.WriteToTFRecord(
-                    os.path.join(out_dir, "transformed"), file_name_suffix=".tfrecord"))
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+            _write_outputs(transformed_dataset | "EncodeExamples" >> tft_beam.EncodeTransformedDataset(),
+                           transform_fn, out_dir)
 
 
 def run_pandas_sklearn(csv_path: str, out_dir: str) -> None:

@@ -13,12 +13,6 @@ import os
 import pytest
 
 from benchmarks import bench_stream as bench
-from tests.model_fixture import trained_fraud_model
-
-
-@pytest.fixture(scope="module")
-def fraud(tmp_path_factory):
-    return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.mark.integration

@@ -9,13 +9,7 @@ import pytest
 
 from beam_ml.demo import malformed_event
 from pipelines import stream_demo
-from tests.model_fixture import trained_fraud_model
 
-
-
-@pytest.fixture(scope="module")
-def fraud(tmp_path_factory):
-    return trained_fraud_model(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.mark.integration

@@ -28,6 +28,11 @@ from tests.model_fixture import export_copy
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _topics(new_topic) -> tuple[str, str, str]:
+    """Fresh (input, predictions, dead letters) topics."""
+    return new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq")
+
+
 def _csv_head(src: str, dst, rows: int, skip: int = 0) -> str:
     with open(src) as f:
         lines = f.read().splitlines()
@@ -97,7 +102,7 @@ def _argv(bootstrap, model_dir, topics, *extra):
 @pytest.mark.slow
 def test_stream_scores_good_events_and_dead_letters_bad_ones(kafka_broker, new_topic, model_root, fraud,
                                                               tmp_path):
-    topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
+    topics = _topics(new_topic)
     csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 80)
     events = _events(csv_path)
     _produce(kafka_broker, topics[0], csv_path)
@@ -137,7 +142,7 @@ def test_csv_line_events_are_scored_like_json_ones(kafka_broker, new_topic, mode
 
     from beam_ml.io.kafka.formats import encode_csv_line
 
-    topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
+    topics = _topics(new_topic)
     csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 40)
     events = _events(csv_path)
     spec = ServingModel.load(model_root).spec
@@ -173,7 +178,7 @@ def _subprocess(argv, log_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_restart_after_kill_loses_nothing(kafka_broker, new_topic, model_root, fraud, tmp_path):
-    topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
+    topics = _topics(new_topic)
     head = _csv_head(fraud[1], tmp_path / "head.csv", 20)
     tail = _csv_head(fraud[1], tmp_path / "tail.csv", 280, skip=20)
     events = {**_events(head), **_events(tail)}
@@ -216,7 +221,7 @@ def test_restart_after_kill_loses_nothing(kafka_broker, new_topic, model_root, f
 @pytest.mark.integration
 @pytest.mark.slow
 def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, tmp_path):
-    topics = (new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq"))
+    topics = _topics(new_topic)
     first = _csv_head(fraud[1], tmp_path / "first.csv", 30)
     second = _csv_head(fraud[1], tmp_path / "second.csv", 30, skip=30)
     results = {}
