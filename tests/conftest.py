@@ -9,6 +9,9 @@ import pytest
 
 from beam_ml.testing import TansuBroker, create_topic
 
+# A real GCS API on 127.0.0.1: local_gcs, gcs_environ, gcs_bucket, gcs_root.
+pytest_plugins = ["tests.gcs_fixtures"]
+
 
 def pytest_configure(config):
     config.addinivalue_line(
