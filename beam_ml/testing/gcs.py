@@ -514,17 +514,23 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
             upstream.endheaders(body or None)
             response = upstream.getresponse()
             data = response.read()
-            out_headers = []
-            for k, v in response.getheaders():
-                if k.lower() in _DROP_HEADERS:
-                    continue
-                if k.lower() == "location":
-                    # A resumable upload's session URL: TF must come back through this tunnel.
-                    v = v.replace(f"http://{upstream_host}/", f"https://{host}/")
-                out_headers.append((k, v))
-            _write_response(wfile, response.status, response.reason, out_headers, data)
+        except (OSError, http.client.HTTPException) as e:
+            # The emulator drops the connection when a handler raises: say so
+            # at once (TF retries a 502) instead of leaving the client waiting.
+            _LOGGER.warning("upstream failed for %s %s: %r", method, path, e)
+            _write_response(wfile, 502, "Bad Gateway", [("Connection", "close")], f"emulator: {e!r}\n".encode())
+            return False
         finally:
             upstream.close()
+        out_headers = []
+        for k, v in response.getheaders():
+            if k.lower() in _DROP_HEADERS:
+                continue
+            if k.lower() == "location":
+                # A resumable upload's session URL: TF must come back through this tunnel.
+                v = v.replace(f"http://{upstream_host}/", f"https://{host}/")
+            out_headers.append((k, v))
+        _write_response(wfile, response.status, response.reason, out_headers, data)
         keep_alive = version.upper() == "HTTP/1.1" and (_header(headers, "Connection") or "").lower() != "close"
         return keep_alive
 
