@@ -21,9 +21,10 @@ on both:
   where the store allows: a temporary file renamed into place on local disk,
   one object upload on GCS (an object appears complete or not at all). A
   reader never sees half a file.
-- `match` expands a glob when it is called (``*`` stops at ``/``, ``**`` does
-  not) and returns files only, sorted; a pattern without glob characters
-  matches itself if it is a file.
+- `match` expands a glob when it is called (Beam's syntax: ``*`` stops at
+  ``/``, ``**`` does not, ``?`` is any one character; unlike glob.glob, ``*``
+  also matches names that start with a dot) and returns files only, sorted; a
+  pattern without glob characters matches itself if it is a file.
 - A missing file raises FileNotFoundError naming it.
 
 Directory renames are not offered: on GCS they are a copy and a delete per
@@ -123,7 +124,7 @@ def match(pattern: str) -> list[str]:
     """The files matching a glob now, sorted.
 
     Args:
-      pattern: a path or glob (``*`` and ``?`` stop at ``/``, ``**`` crosses it).
+      pattern: a path or glob (``*`` stops at ``/``, ``**`` crosses it, ``?`` is one character).
 
     Returns:
       Paths of files (never directories); ``[]`` when nothing matches.

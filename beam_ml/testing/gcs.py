@@ -46,7 +46,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -55,8 +54,8 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 from beam_ml.testing.broker import find_free_port
 
-__all__ = ["GcsEmulator", "GcsTlsProxy", "LocalGcs", "TlsFiles", "STATIC_ENVIRON", "gcs_environ", "make_test_ca",
-           "write_fake_credentials", "GCS_HOSTS", "DEFAULT_BUCKET"]
+__all__ = ["GcsEmulator", "GcsTlsProxy", "LocalGcs", "TlsFiles", "STATIC_ENVIRON", "gcs_environ", "applied_environ",
+           "make_test_ca", "write_fake_credentials", "GCS_HOSTS", "DEFAULT_BUCKET"]
 
 _LOGGER = logging.getLogger(__name__)
 _HOST = "127.0.0.1"
