@@ -18,6 +18,10 @@ pytest_plugins = ["tests.gcs_fixtures"]
 HEAVY_FIXTURES = {
     "kafka_broker": "integration",
     "new_topic": "integration",
+    "local_gcs": "integration",
+    "gcs_environ": "integration",
+    "gcs_bucket": "integration",
+    "gcs_root": "integration",
     "fraud": "slow",        # trains a model (once per session)
     "model_root": "slow",
 }
