@@ -261,7 +261,7 @@ def batch_counts(result, plan: BatchPredictPlan) -> dict[str, int]:
 
 @dataclasses.dataclass
 class BatchPredictRun:
-    """What a run produced: the row accounting and where the outputs went."""
+    """What a run produced: the row accounting (empty when the job only was submitted) and where outputs went."""
 
     counts: dict
     output: str
@@ -277,15 +277,20 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file or model directory.
       RuntimeError: rows in != predictions + dead letters (a bug).
     """
+    from beam_ml.runner import run_pipeline
+
     plan = plan_batch_predict(options)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     write_batch_outputs(build_batch_predict(pipeline, plan), plan)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = batch_counts(result, plan)
+    outcome = run_pipeline(pipeline)
     opts = plan.opts
     output = opts.output or f"kafka:{opts.output_topic}"
     dead_where = opts.dead_letter_path() or f"kafka:{opts.dead_letter_topic}"
+    if not outcome.finished:
+        log(outcome.describe())
+        return BatchPredictRun(counts={}, output=output, dead_letter=dead_where, pipeline_result=outcome.result)
+    result = outcome.result
+    counts = batch_counts(result, plan)
     log(f"[beam_ml] {counts['rows_in']} rows in = {counts['predictions']} predictions + "
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); model "

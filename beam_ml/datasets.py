@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 
 __all__ = ["DatasetInfo", "DATASETS", "resolve", "materialize", "write_csv"]
@@ -513,13 +514,15 @@ def materialize(name: str, data_dir: str, rows: int | None = None, seed: int = 4
     """Writes a bundled dataset to ``<data_dir>/<name>[_<rows>].csv`` once.
 
     An existing file is re-used as is. The file appears atomically (written
-    to a temp file in `data_dir`, then renamed), so a concurrent reader never
-    sees half a file. A non-default seed adds ``_seed<seed>`` to the name so
-    that two seeds never share a file.
+    to a temp file in `data_dir`, then renamed; on gs://, written locally and
+    uploaded as one object), so a concurrent reader never sees half a file. A
+    non-default seed adds ``_seed<seed>`` to the name so that two seeds never
+    share a file.
 
     Args:
         name: A key of `DATASETS`.
-        data_dir: Local directory; created if missing.
+        data_dir: A local directory (created if missing) or a gs:// prefix, which
+            Dataflow workers can read.
         rows: Number of data rows; the dataset's ``default_rows`` if None.
         seed: Seed of the generator.
 
@@ -530,8 +533,12 @@ def materialize(name: str, data_dir: str, rows: int | None = None, seed: int = 4
     stem = name if rows is None else f"{name}_{int(rows)}"
     if seed != 42:
         stem += f"_seed{seed}"
-    path = os.path.join(data_dir, stem + ".csv")
-    if os.path.exists(path):
+    path = fs.join(data_dir, stem + ".csv")
+    if fs.exists(path):
+        return path
+    if not fs.is_local(data_dir):
+        with tempfile.TemporaryDirectory() as local_dir:
+            fs.copy(write_csv(name, os.path.join(local_dir, stem + ".csv"), rows=rows, seed=seed), path)
         return path
     os.makedirs(data_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=data_dir)

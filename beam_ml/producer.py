@@ -11,13 +11,14 @@ sent). The Kafka key is the event_id.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import re
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 from beam_ml.spec import NUMBER_RE
 
@@ -59,8 +60,8 @@ def csv_events(path: str, key_column: Optional[str] = None) -> Iterator[tuple[st
     header = read_header(path)
     if key_column and key_column not in header:
         raise UserError(f"--key_column: column '{key_column}' is not in {path} (columns: {', '.join(header)})")
-    name = os.path.basename(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    with io.TextIOWrapper(fs.open_read(path), encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         next(reader, None)
         for fields in reader:

@@ -125,11 +125,12 @@ def read_csv_records(path: str) -> list[dict[str, str]]:
       UserError: naming --input when the file is missing.
     """
     import csv
-    import os
+    import io
 
+    from beam_ml import fs
     from beam_ml.errors import UserError
 
-    if not os.path.isfile(path):
+    if not fs.is_file(path):
         raise UserError(f"--input: file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.TextIOWrapper(fs.open_read(path), encoding="utf-8-sig", newline="") as f:
         return [dict(r) for r in csv.DictReader(f)]

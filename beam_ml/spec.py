@@ -218,20 +218,21 @@ class DatasetSpec:
         return spec.validate(source)
 
     def save(self, path: str) -> str:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        """Writes the spec as JSON (atomically; local or gs://); returns `path`."""
+        from beam_ml import fs
+
+        fs.write_text(path, self.to_json() + "\n")
         return path
 
     @classmethod
     def load(cls, path: str) -> "DatasetSpec":
-        if not os.path.isfile(path):
+        """Reads a spec written by `save` (or by hand); raises UserError naming --spec."""
+        from beam_ml import fs
+
+        if not fs.is_file(path):
             raise UserError(f"--spec: file not found: {path}")
         try:
-            with open(path) as f:
-                d = json.load(f)
+            d = json.loads(fs.read_text(path))
         except json.JSONDecodeError as e:
             raise UserError(f"--spec: {path} is not valid JSON: {e}")
         return cls.from_dict(d, source=path)

@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
@@ -44,13 +44,9 @@ from beam_ml.spec import DatasetSpec
 
 __all__ = ["StreamPredictPlan", "StreamPredictOutputs", "StreamPredictRun", "plan_stream_predict",
            "build_stream_predict", "write_stream_outputs", "WriteDeadLettersToKafka", "stream_counts",
-           "stream_predict", "LOCAL_RUNNERS"]
+           "stream_predict"]
 
 _print = functools.partial(print, flush=True)
-
-# Runners that execute in this process (or its workers) and lack streaming side inputs.
-LOCAL_RUNNERS = (None, "", "DirectRunner", "SwitchingDirectRunner", "FnApiRunner", "BundleBasedDirectRunner")
-
 
 @dataclasses.dataclass
 class StreamPredictPlan:
@@ -93,7 +89,9 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
 
     opts = options.view_as(StreamPredictOptions).validated()
     kafka = kafka_client_config(options)
-    local = local or options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+    from beam_ml.runner import runs_remotely
+
+    local = local or not runs_remotely(options)
     if opts.model_reload == "side_input" and local:
         raise UserError("--model_reload=side_input: needs a runner with streaming side inputs (e.g. "
                         "DataflowRunner); on the local runner a side input fed by an endless watch is never "
@@ -190,7 +188,8 @@ def stream_counts(result) -> dict[str, int]:
 
 @dataclasses.dataclass
 class StreamPredictRun:
-    """Counts of a (bounded) run; a run without a stop condition only returns when cancelled."""
+    """Counts of a (bounded) run here (empty when the job was only submitted); an unbounded local run
+    only returns when cancelled."""
 
     counts: dict
     pipeline_result: object = None
@@ -215,8 +214,13 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     log(f"[beam_ml] scoring {opts.input_topic} -> {opts.output_topic} (dead letters -> "
         f"{opts.dead_letter_topic}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
         f"reload {opts.model_reload}")
-    result = pipeline.run()
-    result.wait_until_finish()
+    from beam_ml.runner import run_pipeline
+
+    outcome = run_pipeline(pipeline)
+    if not outcome.finished:
+        log(outcome.describe())
+        return StreamPredictRun(counts={}, pipeline_result=outcome.result)
+    result = outcome.result
     counts = stream_counts(result)
     log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + "
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
