@@ -40,10 +40,12 @@ class RunOutcome(NamedTuple):
 
     def describe(self) -> str:
         """One line naming where the job went, for a run that did not finish here."""
-        job_id = getattr(self.result, "job_id", lambda: None)
-        job_id = job_id() if callable(job_id) else job_id
-        return f"[beam_ml] submitted to {self.remote}" + (f": job {job_id}" if job_id else "") + \
-            "; counts are on the job's page and in its outputs"
+        try:
+            job_id = self.result.job_id()
+        except Exception:  # a template creation has no job; other runners may not say
+            job_id = None
+        where = f"submitted to {self.remote}: job {job_id}" if job_id else f"staged for {self.remote} (no job yet)"
+        return f"[beam_ml] {where}; counts are on the job's page and in its outputs"
 
 
 def run_pipeline(pipeline) -> RunOutcome:
