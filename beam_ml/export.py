@@ -32,7 +32,7 @@ import tensorflow as tf
 from beam_ml.model_store import MODEL_METADATA, list_versions
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
-from transforms.preprocessing import raw_feature_spec, transformed_feature_names
+from transforms.preprocessing import raw_feature_spec, transform_inputs, transformed_feature_names
 
 __all__ = ["export_model", "signature_arg_name"]
 
@@ -56,7 +56,7 @@ class _ServingModule(tf.Module):
         self.classes = tf.Variable(list(spec.label_classes), trainable=False, dtype=tf.string, name="classes")
 
     def _predict(self, raw: dict) -> dict:
-        transformed = self.tft_layer(raw)
+        transformed = self.tft_layer(transform_inputs(raw, self._spec))
         x = stack_features(transformed, self._names)
         out = self.model(x, training=False)
         if self._task == "binary":

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
-from tfx_bsl.public.tfxio import TensorAdapterConfig
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
@@ -32,7 +31,7 @@ from beam_ml.io.batches import LINE_COLUMN, as_list_array
 from beam_ml.io.csv import ReadCsvBatches
 from beam_ml.io.tfrecord import WriteTFRecordBatches
 from beam_ml.spec import DatasetSpec
-from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config
+from transforms.preprocessing import make_preprocessing_fn, tensor_adapter_config, to_transform_batch
 
 __all__ = ["PreprocessConfig", "PreprocessOutputs", "build_preprocess", "write_dead_letters", "stable_hash_fraction",
            "label_counter_name"]
@@ -172,17 +171,17 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     Returns:
       The key PCollections (PreprocessOutputs).
     """
-    adapter = tensor_adapter_config(spec)
-    columns = [f.name for f in adapter.arrow_schema]  # only model columns flow into tf.Transform
+    # Only model columns flow into tf.Transform, as its blocks (transforms/preprocessing.py).
+    columns = spec.feature_columns + [spec.label]
+    adapter = tensor_adapter_config(spec, passthrough=[pa.field(SPLIT_COLUMN, pa.list_(pa.int8()))])
     if source is None:
         read = pipeline | "ReadCsv" >> ReadCsvBatches(config.input_pattern, spec, chunk_bytes=config.chunk_bytes)
     else:
         read = pipeline | "Read" >> source
     rows, dead = read["rows"], read[DEAD_TAG]
-    adapter = TensorAdapterConfig(adapter.arrow_schema.append(pa.field(SPLIT_COLUMN, pa.list_(pa.int8()))),
-                                  adapter.tensor_representations)
-    marked = rows | "SplitTrainEval" >> beam.ParDo(
-        _SplitDoFn(spec, config.eval_fraction, config.split_seed, columns))
+    marked = (rows
+              | "SplitTrainEval" >> beam.ParDo(_SplitDoFn(spec, config.eval_fraction, config.split_seed, columns))
+              | "ToTransformInputs" >> beam.Map(to_transform_batch, spec, passthrough=[SPLIT_COLUMN]))
     train = marked | "TrainRows" >> beam.FlatMap(_only_split, TRAIN)
 
     tmp = os.path.join(config.output_dir, "tmp")

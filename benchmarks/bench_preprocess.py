@@ -262,8 +262,8 @@ def read_npy(out_dir: str) -> dict[str, np.ndarray]:
 
 def _read_ours(out_dir: str) -> dict[str, np.ndarray]:
     # Takes every TFRecord under the output (train and eval splits together
-    # are the whole data set) and maps the pipeline's transformed names
-    # ("<column>_xf", "label") back to the raw ones, so one check serves all.
+    # are the whole data set) and maps the pipeline's transformed features
+    # (the "numeric_xf" block, "label") back to the raw columns, so one check serves all.
     files = [f for f in glob.glob(os.path.join(out_dir, "**", "*tfrecord*"), recursive=True)
              if os.path.isfile(f) and "tmp" not in os.path.relpath(f, out_dir)]
     if not files:
@@ -273,9 +273,9 @@ def _read_ours(out_dir: str) -> dict[str, np.ndarray]:
         for name, values in read_tfrecords(f).items():
             parts.setdefault(name, []).append(values)
     columns = {name: np.concatenate(v) for name, v in parts.items()}
-    for name in NUMERIC_COLUMNS:
-        if name not in columns and f"{name}_xf" in columns:
-            columns[name] = columns.pop(f"{name}_xf")
+    if "numeric_xf" in columns:  # ours: every numeric column in one block, in spec (= CSV) order
+        block = columns.pop("numeric_xf").reshape(-1, len(NUMERIC_COLUMNS))
+        columns.update({name: block[:, i] for i, name in enumerate(NUMERIC_COLUMNS)})
     if LABEL_COLUMN not in columns and "label" in columns:
         columns[LABEL_COLUMN] = columns.pop("label")
     return columns

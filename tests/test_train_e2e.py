@@ -14,7 +14,7 @@ from beam_ml.serving import ServingModel
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
 from pipelines import train
-from transforms.preprocessing import LABEL_KEY, transformed_feature_names
+from transforms.preprocessing import LABEL_KEY, transform_inputs, transformed_feature_names
 
 
 
@@ -122,7 +122,7 @@ def test_serving_parity_raw_rows_vs_keras_on_transformed(retention_run):
 
     tft_output = tft.TFTransformOutput(result.output_dir)
     raw = {k: tf.constant(v) for k, v in cols.items()}
-    transformed = tft_output.transform_raw_features(raw, drop_unused_features=True)
+    transformed = tft_output.transform_raw_features(transform_inputs(raw, spec), drop_unused_features=True)
     keras_model = tf_keras.models.load_model(os.path.join(result.output_dir, "keras_model"), compile=False)
     direct = keras_model.predict(stack_features(transformed, transformed_feature_names(spec)), verbose=0).ravel()
     np.testing.assert_allclose(exported, direct, rtol=1e-5, atol=1e-6)
@@ -156,7 +156,7 @@ def test_beam_transformed_eval_data_matches_serving_transform(retention_run):
             raw_cols.setdefault(name, []).extend(vals)
     raw = {k: tf.constant(np.array(v, dtype=object if k in spec.categorical_columns else np.float32))
            for k, v in raw_cols.items()}
-    graph = tft_output.transform_raw_features(raw, drop_unused_features=True)
+    graph = tft_output.transform_raw_features(transform_inputs(raw, spec), drop_unused_features=True)
     for name in transformed_feature_names(spec):
         a = np.sort(np.asarray(beam_rows[name]).reshape(n, -1), axis=0)
         b = np.sort(np.asarray(graph[name]).reshape(n, -1), axis=0)
