@@ -22,6 +22,11 @@ from beam_ml.testing.gcs import STATIC_ENVIRON, LocalGcs
 # server (they change nothing for tests that do not use Google clients).
 for _name, _value in STATIC_ENVIRON.items():
     os.environ.setdefault(_name, _value)
+# TensorFlow's GCS filesystem reads its cache settings once, when a process first uses
+# gs://, whichever test that is: off for the whole session, or a later test may read an
+# object's old length after Beam rewrote it.
+for _name in ("GCS_STAT_CACHE_MAX_AGE", "GCS_MATCHING_PATHS_CACHE_MAX_AGE", "GCS_READ_CACHE_MAX_SIZE_MB"):
+    os.environ.setdefault(_name, "0")
 
 
 @pytest.fixture(scope="session")
