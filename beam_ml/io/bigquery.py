@@ -50,6 +50,7 @@ import logging
 import math
 import os
 import re
+import socket
 import tempfile
 import time
 import uuid
@@ -64,6 +65,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
 from beam_ml.io.csv import parse_csv_chunk
+from beam_ml.options import declared_flags, flag
 from beam_ml.records import raw_text
 from beam_ml.spec import DatasetSpec, infer_spec
 
@@ -126,32 +128,38 @@ DEAD_LETTER_SCHEMA: dict = {"fields": [
 
 
 # --------------------------------------------------------------------------- flags
+flag("bigquery_endpoint",
+     help="an emulator or private BigQuery REST endpoint, http(s)://HOST:PORT (default: Google's); "
+          "the pipeline announces it when it starts")
+flag("bigquery_storage_endpoint",
+     help="HOST:PORT of the BigQuery Storage Read API (plain gRPC) that goes with --bigquery_endpoint; "
+          "needed to read tables there")
+flag("create_disposition", default="CREATE_IF_NEEDED", choices=list(_CREATE),
+     help="output tables: create them from the schema if needed, or never")
+flag("write_disposition", default="WRITE_APPEND", choices=list(_WRITE),
+     help="output tables: append; truncate or require empty (bounded runs, file loads)")
+
+
 class BigQueryOptions(PipelineOptions):
-    """BigQuery flags shared by the pipelines (to move into beam_ml.options)."""
+    """BigQuery connection and output-table flags shared by the pipelines.
+
+    (Declared here for now; they belong with the other classes in beam_ml.options.)
+    """
+
+    GROUP = "beam_ml BigQuery"
+    FLAGS = ("bigquery_endpoint", "bigquery_storage_endpoint", "create_disposition", "write_disposition")
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        g = parser.add_argument_group("beam_ml BigQuery")
-        g.add_argument("--bigquery_endpoint", default=None,
-                       help="an emulator or private BigQuery REST endpoint, http(s)://HOST:PORT "
-                            "(default: Google's); announced when the pipeline starts")
-        g.add_argument("--bigquery_storage_endpoint", default=None,
-                       help="HOST:PORT of the Storage Read API (plain gRPC) that goes with "
-                            "--bigquery_endpoint; needed to read tables there")
-        g.add_argument("--create_disposition", default="CREATE_IF_NEEDED", type=str.upper,
-                       help="output tables: CREATE_IF_NEEDED (from the schema) or CREATE_NEVER")
-        g.add_argument("--write_disposition", default="WRITE_APPEND", type=str.upper,
-                       help="output tables: WRITE_APPEND, WRITE_TRUNCATE or WRITE_EMPTY "
-                            "(the last two with file loads only)")
+        declared = declared_flags()
+        group = parser.add_argument_group(cls.GROUP)
+        existing = {o for a in parser._actions for o in a.option_strings}
+        for name in cls.FLAGS:
+            if f"--{name}" not in existing:
+                group.add_argument(f"--{name}", **declared[name])
 
     def validated(self) -> "BigQueryOptions":
         """Checks the flags; raises UserError naming the bad one."""
-        if self.create_disposition not in _CREATE:
-            raise UserError(f"--create_disposition: expected one of {', '.join(_CREATE)}, "
-                            f"got {self.create_disposition!r}")
-        if self.write_disposition not in _WRITE:
-            raise UserError(f"--write_disposition: expected one of {', '.join(_WRITE)}, "
-                            f"got {self.write_disposition!r}")
         BigQueryEndpoint.from_options(self)
         return self
 
@@ -189,10 +197,31 @@ class BigQueryEndpoint:
             return None
         return cls(o.bigquery_endpoint, o.bigquery_storage_endpoint or None)
 
+    def check(self, timeout: float = 3.0) -> "BigQueryEndpoint":
+        """Fails fast when nothing listens at the endpoint (clients would retry for minutes).
+
+        Raises:
+          UserError: naming the flag whose HOST:PORT refused or timed out.
+        """
+        host_port = self.rest.split("://", 1)[1]
+        checks = [("--bigquery_endpoint", host_port)]
+        if self.storage:
+            checks.append(("--bigquery_storage_endpoint", self.storage))
+        for name, hp in checks:
+            host, _, port = hp.rpartition(":")
+            if not host:
+                host, port = hp, ("443" if self.rest.startswith("https") else "80")
+            try:
+                socket.create_connection((host, int(port)), timeout=timeout).close()
+            except OSError as e:
+                raise UserError(f"{name}: nothing answers at {hp} ({e.strerror or e})") from None
+        return self
+
     def announce(self, what: str) -> None:
-        """Logs, once per process and endpoint, that BigQuery traffic goes here."""
+        """Checks the endpoint and logs, once per process, that BigQuery `what` go there."""
         key = (self, what)
         if key not in _ANNOUNCED:
+            self.check()
             _ANNOUNCED.add(key)
             _LOGGER.warning("BigQuery %s use the endpoint %s%s (--bigquery_endpoint), not Google's BigQuery",
                             what, self.rest, f" and Storage API {self.storage}" if self.storage else "")
@@ -576,8 +605,8 @@ class ReadFromBigQueryBatches(beam.PTransform):
         read_kwargs: dict[str, Any] = {"method": ReadFromBigQuery.Method.DIRECT_READ}
         scratch = None
         if self._endpoint is not None:
-            use_endpoint(self._endpoint)
             self._endpoint.announce("reads")
+            use_endpoint(self._endpoint)
             setup = pbegin.pipeline.options.view_as(SetupOptions)
             # Worker subprocesses import this module first, which redirects their clients too.
             setup.beam_plugins = list(dict.fromkeys((setup.beam_plugins or []) + [__name__]))
