@@ -63,7 +63,7 @@ from apache_beam.io.gcp.internal.clients.bigquery import BigqueryV2
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
+from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, as_list_array
 from beam_ml.io.csv import parse_csv_chunk
 from beam_ml.options import declared_flags, flag
 from beam_ml.records import raw_text
@@ -433,18 +433,82 @@ def infer_spec_from_table(schema: Any, rows: Sequence[Mapping[str, Any]], label:
 
 
 # ------------------------------------------------------------------------- reading
-def row_fingerprint(row: Mapping[str, Any]) -> int:
-    """A stable 63-bit id of a row's values (its `LINE_COLUMN` and dead-letter position).
-
-    Identical rows share an id; any change of a value changes it.
-    """
-    text = json.dumps(row, sort_keys=True, default=str, separators=(",", ":"))
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+def _fingerprint(text: str, numbers: bytes = b"") -> int:
+    h = hashlib.blake2b(text.encode("utf-8"), digest_size=8)
+    if numbers:
+        h.update(b"\0" + numbers)
+    return int.from_bytes(h.digest(), "big") >> 1
 
 
 def _wanted_columns(spec: DatasetSpec, with_label: bool) -> list[str]:
     return [c.name for c in spec.columns
             if c.role in ("numeric", "categorical", "key", "mask") or (c.role == "label" and with_label)]
+
+
+_NUMBER_TYPES = (float, int)  # exact types: bool is not a number here (it becomes "1"/"0" text)
+
+
+def _text_cells(values: list) -> list[str]:
+    """`_cell` over a non-numeric column, with a fast path for plain strings."""
+    types = set(map(type, values))
+    types.discard(type(None))
+    if types <= {str} and not any("\n" in v or "\r" in v for v in values if v is not None):
+        return ["" if v is None else v for v in values]
+    return [_cell(v) for v in values]
+
+
+def _numeric_parts(values: list) -> tuple[np.ndarray, list[str]]:
+    """A numeric column split in two: numbers as float64 (NaN elsewhere), and the
+    other values as CSV cells ("" where a number is), which parse_csv_chunk reads.
+
+    Numbers skip the text round trip (repr of a float is the costliest step of a
+    read); text, booleans and decimals take the same path as a CSV file's cells.
+    """
+    types = set(map(type, values))
+    types.discard(type(None))
+    if types <= set(_NUMBER_TYPES):
+        return np.array(values, dtype=np.float64), [""] * len(values)
+    numbers = np.array([v if type(v) in _NUMBER_TYPES else np.nan for v in values], dtype=np.float64)
+    return numbers, ["" if type(v) in _NUMBER_TYPES else _cell(v, True) for v in values]
+
+
+def _encode_rows(rows: Sequence[Mapping[str, Any]], header: Sequence[str], numeric: set
+                 ) -> tuple[str, dict[str, np.ndarray], list[int]]:
+    """The rows' CSV text (one line each), their numbers by numeric column, and their ids."""
+    numbers: dict[str, np.ndarray] = {}
+    columns = []
+    for name in header:
+        values = [r[name] for r in rows]
+        if name in numeric:
+            numbers[name], cells = _numeric_parts(values)
+        else:
+            cells = _text_cells(values)
+        columns.append(cells)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(zip(*columns))
+    text = buf.getvalue()
+    lines = text.split("\n")
+    lines.pop()  # after the last line break
+    if numbers:
+        matrix = np.column_stack(list(numbers.values()))
+        ids = [_fingerprint(line, matrix[i].tobytes()) for i, line in enumerate(lines)]
+    else:
+        ids = [_fingerprint(line) for line in lines]
+    return text, numbers, ids
+
+
+def row_fingerprint(row: Mapping[str, Any], spec: DatasetSpec, with_label: bool = True) -> int:
+    """A row's stable 63-bit id: its `LINE_COLUMN` value and its dead letter's position.
+
+    A hash of the values of the columns the spec reads, each encoded on its own
+    (so the id does not depend on the other rows read with it): the same row read
+    from a table or a query gets the same id; identical rows share it. (A row
+    lacking a column is hashed as its JSON instead.)
+    """
+    header = _wanted_columns(spec, with_label)
+    if not row.keys() >= set(header):
+        return _fingerprint(json.dumps(row, sort_keys=True, default=str))
+    return _encode_rows([row], header, {c.name for c in spec.columns if c.role == "numeric"})[2][0]
 
 
 def rows_to_chunk(rows: Sequence[Mapping[str, Any]], source: str, spec: DatasetSpec,
@@ -453,9 +517,11 @@ def rows_to_chunk(rows: Sequence[Mapping[str, Any]], source: str, spec: DatasetS
 
     Rows are written as CSV lines and parsed by `beam_ml.io.csv.parse_csv_chunk`,
     so a table and a file give identical batches, missing-value handling (the
-    spec's NA tokens apply to STRING values too) and dead-letter reasons. A dead
-    row's position and every good row's `LINE_COLUMN` is `row_fingerprint(row)`;
-    its raw text is the row as JSON with PII (mask) columns masked.
+    spec's NA tokens apply to STRING values too) and dead-letter reasons.
+    Numbers (INT64, FLOAT64) skip the text round trip: they are cast straight to
+    float32. A dead row's position and every good row's `LINE_COLUMN` is
+    `row_fingerprint(row)`; its raw text is the row as JSON with PII (mask)
+    columns masked.
 
     Args:
       rows: rows as returned by ReadFromBigQuery.
@@ -467,25 +533,21 @@ def rows_to_chunk(rows: Sequence[Mapping[str, Any]], source: str, spec: DatasetS
       A ChunkResult counting every row.
     """
     header = _wanted_columns(spec, with_label)
+    wanted = set(header)
     numeric = {c.name for c in spec.columns if c.role == "numeric"}
     dead: list[DeadLetter] = []
     kept: list[Mapping[str, Any]] = []
-    ids: list[int] = []
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
-        missing = [n for n in header if n not in row]
-        if missing:
-            dead.append(DeadLetter(source, row_fingerprint(row),
-                                   "; ".join(f"missing field '{n}'" for n in missing),
-                                   raw_text(dict(row), spec.mask_columns)))
+        if row.keys() >= wanted:
+            kept.append(row)
             continue
-        writer.writerow([_cell(row[n], n in numeric) for n in header])
-        kept.append(row)
-        ids.append(row_fingerprint(row))
+        dead.append(DeadLetter(source, _fingerprint(json.dumps(row, sort_keys=True, default=str)),
+                               "; ".join(f"missing field '{n}'" for n in header if n not in row),
+                               raw_text(dict(row), spec.mask_columns)))
     if not kept:
         return ChunkResult(None, dead, len(rows))
-    result = parse_csv_chunk(buf.getvalue().encode("utf-8"), 0, source, header, spec, with_label)
+    text, numbers, ids = _encode_rows(kept, header, numeric)
+    result = parse_csv_chunk(text.encode("utf-8"), 0, source, header, spec, with_label)
     for d in result.dead:  # a line index of the written chunk → its row
         i = d.position
         row = kept[i] if i is not None and 0 <= i < len(kept) else None
@@ -493,9 +555,15 @@ def rows_to_chunk(rows: Sequence[Mapping[str, Any]], source: str, spec: DatasetS
                                raw_text(dict(row), spec.mask_columns) if row is not None else d.raw, d.stage))
     batch = result.batch
     if batch is not None:
+        kept_index = batch.column(LINE_COLUMN).to_numpy()  # the line index parse_csv_chunk gave
+        for name, values in numbers.items():
+            parsed = batch.column(name).flatten().to_numpy(zero_copy_only=False)
+            taken = values[kept_index]
+            with np.errstate(over="ignore"):  # beyond float32: inf, as the text path gives
+                merged = np.where(np.isnan(taken), parsed, taken.astype(np.float32))
+            batch = batch.set_column(batch.schema.get_field_index(name), name, as_list_array(pa.array(merged)))
         idx = batch.schema.get_field_index(LINE_COLUMN)
-        lines = batch.column(LINE_COLUMN).to_numpy()
-        batch = batch.set_column(idx, LINE_COLUMN, pa.array(np.asarray(ids, dtype=np.int64)[lines]))
+        batch = batch.set_column(idx, LINE_COLUMN, pa.array(np.asarray(ids, dtype=np.int64)[kept_index]))
     return ChunkResult(batch, dead, len(rows))
 
 

@@ -100,7 +100,7 @@ def test_rows_to_chunk_batches_like_csv_and_dead_letters_name_the_row():
     assert [v[0] for v in b["amount"]][:4] == [0.0, 1.5, 3.0, 4.5]
     assert math.isnan(b["amount"][4][0]) and math.isnan(b["n"][4][0])  # NULL and the spec's NA token
     assert b["kind"][4] == [b""]
-    assert b[LINE_COLUMN] == [bq.row_fingerprint(rows[i]) for i in (0, 1, 2, 3, 8)]
+    assert b[LINE_COLUMN] == [bq.row_fingerprint(rows[i], spec) for i in (0, 1, 2, 3, 8)]
     dead = {json.loads(d.raw)["id"]: d for d in r.dead}
     assert dead["bad-num"].reason == "column 'amount': expected a number, got 'abc'"
     assert dead["null-label"].reason == "column 'label': missing label"
@@ -108,7 +108,7 @@ def test_rows_to_chunk_batches_like_csv_and_dead_letters_name_the_row():
     assert dead["no-kind"].reason == "missing field 'kind'"
     for key, d in dead.items():
         row = next(x for x in rows if x["id"] == key)
-        assert (d.source, d.position) == ("test:ds.tx", bq.row_fingerprint(row))
+        assert (d.source, d.position) == ("test:ds.tx", bq.row_fingerprint(row, spec))
     assert "123456789" not in dead["bad-num"].raw and "*****6789" in dead["bad-num"].raw
 
 
@@ -130,7 +130,7 @@ def test_rows_to_chunk_property_every_row_is_counted_and_values_survive(rows):
     assert r.lines == len(rows) == good + len(r.dead)
     if r.batch is None:
         return
-    by_id = {bq.row_fingerprint(row): row for row in rows}
+    by_id = {bq.row_fingerprint(row, spec): row for row in rows}
     b = r.batch.to_pydict()
     for line, amount, kind, label in zip(b[LINE_COLUMN], b["amount"], b["kind"], b["label"]):
         row = by_id[line]
@@ -295,8 +295,7 @@ def test_write_a_specd_table_then_read_it_back_as_batches(bq_dataset, bq_endpoin
         assert_that(dead, equal_to([]))
     assert sorted(r["id"] for r in bq_dataset.rows("tx")) == sorted(r["id"] for r in rows)
 
-    selected = [c.name for c in spec.columns if c.role != "drop"]  # what the reader asks for
-    expected = [(r["id"], bq.row_fingerprint({k: r[k] for k in selected}), r["amount"], r["label"].encode())
+    expected = [(r["id"], bq.row_fingerprint(r, spec), r["amount"], r["label"].encode())
                 for r in rows]
     p = TestPipeline()
     good, dead = _read(p, spec, bq_endpoint, table=bq_dataset.table("tx"))
@@ -318,7 +317,7 @@ def test_read_loose_table_dead_letters_bad_rows_and_counts_add_up(bq_dataset, bq
     p = TestPipeline()
     rows, dead = _read(p, _spec(), bq_endpoint, table=table)
     assert_that(rows | beam.Map(lambda t: t[0]), equal_to([r["id"] for r in good]), label="Good")
-    fp = {r["id"]: bq.row_fingerprint({k: v for k, v in r.items() if k != "note"}) for r in bad}
+    fp = {r["id"]: bq.row_fingerprint(r, _spec()) for r in bad}
     assert_that(dead, equal_to([
         ("null-label", table, fp["null-label"], "column 'label': missing label"),
         ("odd-label", table, fp["odd-label"], "column 'label': unknown label 'maybe', expected one of ['no', 'yes']"),
@@ -457,3 +456,28 @@ def test_read_and_write_with_multiprocessing_workers(bq_dataset, bq_endpoint):
         good, dead = _read(p, spec, bq_endpoint, table=bq_dataset.table("mp"))
         assert_that(good | beam.Map(lambda t: t[0]), equal_to([r["id"] for r in rows]), label="Good")
         assert_that(dead, equal_to([]), label="NoDead")
+
+
+def test_schema_forms_normalize_and_missing_columns_fail_fast():
+    from apache_beam.io.gcp.internal.clients.bigquery import TableFieldSchema, TableSchema
+    from google.cloud.bigquery import SchemaField
+
+    want = [{"name": "a", "type": "INT64", "mode": "REQUIRED"}, {"name": "b", "type": "RECORD", "mode": "REPEATED",
+                                                                  "fields": [{"name": "c", "type": "FLOAT64",
+                                                                              "mode": "NULLABLE"}]}]
+    cloud = [SchemaField("a", "INTEGER", mode="REQUIRED"),
+             SchemaField("b", "RECORD", mode="REPEATED", fields=[SchemaField("c", "FLOAT")])]
+    apitools = TableSchema(fields=[TableFieldSchema(name="a", type="INTEGER", mode="REQUIRED"),
+                                   TableFieldSchema(name="b", type="RECORD", mode="REPEATED",
+                                                    fields=[TableFieldSchema(name="c", type="FLOAT")])])
+
+    def strip(fields):
+        return [{k: (strip(v) if k == "fields" else v) for k, v in f.items()
+                 if k in ("name", "type", "mode") or (k == "fields" and v)} for f in fields]
+
+    for form in (cloud, apitools, {"fields": want}):
+        assert strip(bq.schema_fields(form)) == want
+    spec = _spec()
+    bq.check_columns([{"name": c.name, "type": "STRING"} for c in spec.columns if c.role != "drop"], spec, "p:d.t")
+    with pytest.raises(UserError, match="--input_table: p:d.t lacks column\\(s\\) ssn, label named by the spec"):
+        bq.check_columns([{"name": n, "type": "STRING"} for n in ("id", "amount", "n", "kind")], spec, "p:d.t")
