@@ -10,9 +10,11 @@ Everything runs through Beam's own BigQuery IO (no Java needed):
     dead = rows | WriteRowsToBigQuery("proj:ds.preds", schema, method=STREAMING_INSERTS)
     dead | WriteDeadLettersToBigQuery("proj:ds.preds_error_records")   # Google's DLQ schema
 
-    python -m pipelines.batch_predict --model_dir=out/fraud --input_table=proj:ds.tx \\
-        --output_table=proj:ds.preds --bigquery_endpoint=http://127.0.0.1:9050 \\
-        --bigquery_storage_endpoint=127.0.0.1:9060       # an emulator (beam_ml.testing.bigquery)
+    # Against a local emulator: `make bqemulator && python -m beam_ml.testing.bigquery` prints
+    # its REST and gRPC addresses, which the pipelines take as
+    #   --bigquery_endpoint=http://127.0.0.1:PORT --bigquery_storage_endpoint=127.0.0.1:GRPC_PORT
+    endpoint = BigQueryEndpoint.from_options(options)    # None: Google's BigQuery
+    rows, dead = (p | ReadFromBigQueryBatches(spec, table="test:ds.tx", endpoint=endpoint)).values()
 
 Reads use `ReadFromBigQuery(method=DIRECT_READ)` (the Storage Read API; queries
 with `use_standard_sql=True`). BigQuery rows have no line number, so a row's
@@ -89,6 +91,7 @@ __all__ = [
     "failed_row_to_dead_letter",
     "dead_letter_row",
     "endpoint_client",
+    "ENDPOINT_ENV",
     "use_endpoint",
     "clear_endpoint",
     "ReadFromBigQueryBatches",
@@ -294,9 +297,12 @@ def table_schema_for(spec: DatasetSpec, with_label: bool = True,
     return {"fields": fields}
 
 
-def schema_fields(schema: Any) -> list[dict]:
+def schema_fields(schema: Any, canonical: bool = True) -> list[dict]:
     """Normalizes a table schema (dict, list of dicts, google-cloud-bigquery SchemaFields,
-    or Beam's TableSchema) to a list of ``{"name", "type", "mode", "fields"}`` dicts."""
+    or Beam's TableSchema) to a list of ``{"name", "type", "mode", "fields"}`` dicts.
+
+    With `canonical`, types are spelled one way (INT64, FLOAT64, BOOL, RECORD);
+    otherwise as given (what is sent to BigQuery)."""
     if schema is None:
         return []
     if isinstance(schema, Mapping):
@@ -312,10 +318,10 @@ def schema_fields(schema: Any) -> list[dict]:
         else:  # apitools TableFieldSchema
             d = {"name": f.name, "type": f.type, "mode": f.mode,
                  "fields": schema_fields(list(f.fields)) if f.fields else []}
-        d["type"] = _canonical_type(d.get("type"))
+        d["type"] = _canonical_type(d.get("type")) if canonical else (d.get("type") or "STRING").upper()
         d["mode"] = (d.get("mode") or "NULLABLE").upper()
         if d.get("fields"):
-            d["fields"] = schema_fields(d["fields"])
+            d["fields"] = schema_fields(d["fields"], canonical)
         out.append(d)
     return out
 
@@ -384,15 +390,22 @@ def _cell(value: Any, numeric: bool = False) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
-def write_sample_csv(schema: Any, rows: Iterable[Mapping[str, Any]], path: str) -> str:
-    """Writes sampled table rows as a CSV (the table's columns, in schema order) for infer_spec."""
+def write_sample_csv(schema: Any, rows: Iterable[Mapping[str, Any]], path: str,
+                     label: Optional[str] = None) -> str:
+    """Writes sampled table rows as a CSV (the table's columns, in schema order) for infer_spec.
+
+    Cells are written as `rows_to_chunk` reads them: numeric-typed columns as
+    numbers (BOOL as 1/0), the label as text (BOOL as true/false), so the classes
+    infer_spec finds are the values the reader later checks.
+    """
     hints = type_hints(schema)
     names = list(hints)
+    as_number = [hints[n] == "numeric" and n != label for n in names]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(names)
         for r in rows:
-            w.writerow([_cell(r.get(n), hints[n] == "numeric") for n in names])
+            w.writerow([_cell(r.get(n), num) for n, num in zip(names, as_number)])
     return path
 
 
@@ -424,7 +437,7 @@ def infer_spec_from_table(schema: Any, rows: Sequence[Mapping[str, Any]], label:
         raise UserError(f"{source}: no rows to infer a dataset spec from")
     to_drop = [n for n, h in hints.items() if h == "drop" and n != label] + list(drop)
     with tempfile.TemporaryDirectory(prefix="beam_ml-bq-sample-") as tmp:
-        path = write_sample_csv(schema, rows, os.path.join(tmp, "sample.csv"))
+        path = write_sample_csv(schema, rows, os.path.join(tmp, "sample.csv"), label)
         try:
             spec = infer_spec(path, label, drop=sorted(set(to_drop)), sample_rows=len(rows), **infer_kwargs)
         except UserError as e:
@@ -951,9 +964,35 @@ def _write_kwargs(table: str, schema: Optional[dict], method: str, create_dispos
         kwargs["test_client"] = _EndpointBigqueryV2(endpoint.rest, project)
         # The endpoint cannot check a gs:// staging location (load files are local paths).
         kwargs["validate"] = False
-        if method == FILE_LOADS and not temp_location:
-            kwargs["custom_gcs_temp_location"] = tempfile.mkdtemp(prefix="beam_ml-bq-load-")
     return kwargs
+
+
+def _scratch_load_dir(method: str, endpoint: Optional[BigQueryEndpoint], temp_location: Optional[str]
+                      ) -> Optional[str]:
+    """A local folder for an endpoint's load files (it reads local paths, not gs://), or None."""
+    if method == FILE_LOADS and endpoint is not None and not temp_location:
+        return tempfile.mkdtemp(prefix="beam_ml-bq-load-")
+    return None
+
+
+class _RemoveDirDoFn(beam.DoFn):
+    """Deletes the scratch folder of load files once every load job has finished."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def process(self, unused_count):
+        import shutil
+
+        shutil.rmtree(self._path, ignore_errors=True)
+        return []
+
+
+def _remove_after_loads(result, path: Optional[str]) -> None:
+    if path is not None:
+        _ = (result.destination_load_jobid_pairs
+             | "CountLoadJobs" >> beam.combiners.Count.Globally()
+             | "RemoveLoadFiles" >> beam.ParDo(_RemoveDirDoFn(path)))
 
 
 class WriteRowsToBigQuery(beam.PTransform):
@@ -1000,12 +1039,14 @@ class WriteRowsToBigQuery(beam.PTransform):
         self._table = f"{p}:{d}.{t}"
         if schema is None and create_disposition == "CREATE_IF_NEEDED":
             raise UserError(f"{flag}: creating {self._table} needs a schema")
-        self._schema = {"fields": schema_fields(schema)} if schema is not None else None
+        # BigQuery gets the schema as given; rows are checked against its canonical form.
+        self._schema = {"fields": schema_fields(schema, canonical=False)} if schema is not None else None
         self._origin = origin
         self._validate = validate and schema is not None
         self._ignore_unknown = ignore_unknown_columns
+        self._scratch = _scratch_load_dir(method, endpoint, temp_location)
         self._write_kwargs = _write_kwargs(self._table, self._schema, method, create_disposition,
-                                           write_disposition, endpoint, temp_location, p)
+                                           write_disposition, endpoint, temp_location or self._scratch, p)
         if ignore_unknown_columns:
             self._write_kwargs["ignore_unknown_columns"] = True
         self._method = method
@@ -1018,6 +1059,7 @@ class WriteRowsToBigQuery(beam.PTransform):
         ).with_outputs(DEAD_TAG, main="rows")
         result = checked.rows | "WriteToBigQuery" >> WriteToBigQuery(**self._write_kwargs)
         if self._method != STREAMING_INSERTS:
+            _remove_after_loads(result, self._scratch)
             return checked[DEAD_TAG]
         rejected = result.failed_rows_with_errors | "RejectedRows" >> beam.ParDo(_FailedRowsDoFn(self._origin))
         return (checked[DEAD_TAG], rejected) | "DeadLetters" >> beam.Flatten()
@@ -1066,8 +1108,9 @@ class WriteDeadLettersToBigQuery(beam.PTransform):
         self._from_kafka = from_kafka
         self._clock = clock
         self._method = method
+        self._scratch = _scratch_load_dir(method, endpoint, temp_location)
         self._write_kwargs = _write_kwargs(f"{p}:{d}.{t}", DEAD_LETTER_SCHEMA, method, "CREATE_IF_NEEDED",
-                                           "WRITE_APPEND", endpoint, temp_location, p)
+                                           "WRITE_APPEND", endpoint, temp_location or self._scratch, p)
 
     def expand(self, dead):
         from apache_beam.io.gcp.bigquery import WriteToBigQuery
@@ -1077,6 +1120,8 @@ class WriteDeadLettersToBigQuery(beam.PTransform):
                   | "WriteDeadLetters" >> WriteToBigQuery(**self._write_kwargs))
         if self._method == STREAMING_INSERTS:
             _ = result.failed_rows_with_errors | "FailOnRejected" >> beam.ParDo(_FailOnRejectedDeadLetterDoFn())
+        else:
+            _remove_after_loads(result, self._scratch)
         return result
 
 

@@ -77,6 +77,13 @@ def test_infer_spec_from_table_uses_the_spec_logic_and_type_hints():
     assert {c.name: c.role for c in spec.columns} == {"tx_id": "key", "amount": "numeric", "flag": "numeric",
                                                       "city": "categorical", "created": "drop", "Class": "label"}
     assert spec.task == "binary" and spec.label_classes == ["0", "1"]
+    assert bq.rows_to_chunk(rows, "test:ds.tx", spec).dead == []  # the reader agrees with the inference
+    bool_label = [dict(f, type="BOOL") if f["name"] == "Class" else f for f in schema]
+    bool_rows = [dict(r, Class=r["Class"] == 1) for r in rows]
+    spec = bq.infer_spec_from_table(bool_label, bool_rows, "Class", "test:ds.tx")
+    assert spec.label_classes == ["false", "true"] and spec.column("flag").role == "numeric"
+    chunk = bq.rows_to_chunk(bool_rows, "test:ds.tx", spec)
+    assert chunk.dead == [] and chunk.batch.column("flag").to_pylist()[:2] == [[1.0], [0.0]]
     with pytest.raises(UserError, match="--label: column 'nope' is not in test:ds.tx"):
         bq.infer_spec_from_table(schema, rows, "nope", "test:ds.tx")
     with pytest.raises(UserError, match="test:ds.tx: no rows"):
@@ -287,6 +294,10 @@ def _read(pipeline, spec, endpoint, **kwargs):
 
 @pytest.mark.integration
 def test_write_a_specd_table_then_read_it_back_as_batches(bq_dataset, bq_endpoint):
+    import glob
+    import tempfile
+
+    scratch = set(glob.glob(os.path.join(tempfile.gettempdir(), "beam_ml-bq-load-*")))
     spec, rows = _spec(), _good_rows(30)
     with TestPipeline() as p:
         dead = (p | beam.Create(rows)
@@ -294,6 +305,8 @@ def test_write_a_specd_table_then_read_it_back_as_batches(bq_dataset, bq_endpoin
                                          endpoint=bq_endpoint))
         assert_that(dead, equal_to([]))
     assert sorted(r["id"] for r in bq_dataset.rows("tx")) == sorted(r["id"] for r in rows)
+    # The load files (PII included) do not outlive the load jobs.
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "beam_ml-bq-load-*"))) == scratch
 
     expected = [(r["id"], bq.row_fingerprint(r, spec), r["amount"], r["label"].encode())
                 for r in rows]
