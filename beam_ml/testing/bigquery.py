@@ -130,6 +130,11 @@ class BigQueryEmulator:
         return f"{self.host}:{self.grpc_port}"
 
     @property
+    def home(self) -> Optional[str]:
+        """The scratch HOME the server runs with (removed on stop)."""
+        return self._home
+
+    @property
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process else None
 

@@ -256,6 +256,34 @@ def test_missing_emulator_venv_names_the_make_target(tmp_path):
         BigQueryEmulator(venv=str(tmp_path / "nowhere")).start()
 
 
+def test_emulator_that_fails_to_start_reports_its_log(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "bqemulator"
+    script.write_text("#!/bin/sh\necho 'duckdb: extension spatial not found' >&2\nexit 3\n")
+    script.chmod(0o755)
+    ext = venv / "home" / ".duckdb" / "extensions" / "v1.5.5" / "linux_amd64"
+    ext.mkdir(parents=True)
+    (ext / "spatial.duckdb_extension").write_bytes(b"")
+    emulator = BigQueryEmulator(venv=str(venv), startup_timeout=10)
+    with pytest.raises(RuntimeError, match="(?s)did not start.*extension spatial not found"):
+        emulator.start()
+    assert emulator.pid is None
+
+
+def test_without_an_endpoint_beams_io_is_left_as_is():
+    from apache_beam.io.gcp import bigquery as beam_bigquery
+    from apache_beam.io.gcp import bigquery_tools
+
+    factory, storage = bigquery_tools.BigQueryWrapper._bigquery_client, beam_bigquery.bq_storage
+    p = beam.Pipeline()
+    _ = p | bq.ReadFromBigQueryBatches(_spec(), table="proj:ds.tx")
+    _ = p | beam.Create([{"id": "a"}]) | bq.WriteRowsToBigQuery("proj:ds.out", bq.table_schema_for(_spec()))
+    assert bigquery_tools.BigQueryWrapper._bigquery_client == factory and beam_bigquery.bq_storage is storage
+    assert not p.options.view_as(beam.options.pipeline_options.SetupOptions).beam_plugins
+    assert bq.ENDPOINT_ENV not in os.environ
+
+
 def test_use_endpoint_redirects_beams_read_clients_and_clear_restores_them():
     from apache_beam.io.gcp import bigquery as beam_bigquery
     from apache_beam.io.gcp import bigquery_tools
@@ -494,3 +522,21 @@ def test_schema_forms_normalize_and_missing_columns_fail_fast():
     bq.check_columns([{"name": c.name, "type": "STRING"} for c in spec.columns if c.role != "drop"], spec, "p:d.t")
     with pytest.raises(UserError, match="--input_table: p:d.t lacks column\\(s\\) ssn, label named by the spec"):
         bq.check_columns([{"name": n, "type": "STRING"} for n in ("id", "amount", "n", "kind")], spec, "p:d.t")
+
+
+@pytest.mark.integration
+def test_emulator_stops_cleanly():
+    import socket
+
+    with BigQueryEmulator(project="other") as emulator:
+        port, pid = emulator.rest_port, emulator.pid
+        client = emulator.client()
+        client.create_dataset("other.d")
+        assert [d.dataset_id for d in client.list_datasets()] == ["d"]
+        home = emulator.home
+        assert os.path.isdir(home)
+    assert emulator.pid is None and not os.path.exists(home)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
