@@ -967,12 +967,14 @@ def _write_kwargs(table: str, schema: Optional[dict], method: str, create_dispos
     return kwargs
 
 
-def _scratch_load_dir(method: str, endpoint: Optional[BigQueryEndpoint], temp_location: Optional[str]
-                      ) -> Optional[str]:
-    """A local folder for an endpoint's load files (it reads local paths, not gs://), or None."""
-    if method == FILE_LOADS and endpoint is not None and not temp_location:
-        return tempfile.mkdtemp(prefix="beam_ml-bq-load-")
-    return None
+def _scratch_load_dir(write_kwargs: dict, endpoint: Optional[BigQueryEndpoint]) -> Optional[str]:
+    """With an endpoint (it reads local paths, not gs://) and no temp_location given, a local
+    scratch folder for the load files, set into `write_kwargs`; else None."""
+    if write_kwargs["method"] != FILE_LOADS or endpoint is None or write_kwargs.get("custom_gcs_temp_location"):
+        return None
+    path = tempfile.mkdtemp(prefix="beam_ml-bq-load-")
+    write_kwargs["custom_gcs_temp_location"] = path
+    return path
 
 
 class _RemoveDirDoFn(beam.DoFn):
@@ -1044,9 +1046,9 @@ class WriteRowsToBigQuery(beam.PTransform):
         self._origin = origin
         self._validate = validate and schema is not None
         self._ignore_unknown = ignore_unknown_columns
-        self._scratch = _scratch_load_dir(method, endpoint, temp_location)
         self._write_kwargs = _write_kwargs(self._table, self._schema, method, create_disposition,
-                                           write_disposition, endpoint, temp_location or self._scratch, p)
+                                           write_disposition, endpoint, temp_location, p)
+        self._scratch = _scratch_load_dir(self._write_kwargs, endpoint)
         if ignore_unknown_columns:
             self._write_kwargs["ignore_unknown_columns"] = True
         self._method = method
@@ -1108,9 +1110,9 @@ class WriteDeadLettersToBigQuery(beam.PTransform):
         self._from_kafka = from_kafka
         self._clock = clock
         self._method = method
-        self._scratch = _scratch_load_dir(method, endpoint, temp_location)
         self._write_kwargs = _write_kwargs(f"{p}:{d}.{t}", DEAD_LETTER_SCHEMA, method, "CREATE_IF_NEEDED",
-                                           "WRITE_APPEND", endpoint, temp_location or self._scratch, p)
+                                           "WRITE_APPEND", endpoint, temp_location, p)
+        self._scratch = _scratch_load_dir(self._write_kwargs, endpoint)
 
     def expand(self, dead):
         from apache_beam.io.gcp.bigquery import WriteToBigQuery

@@ -9,16 +9,17 @@ its gRPC (Storage Read/Write API) ports answer, and stops it on exit. Nothing
 survives a stop.
 
     make bqemulator
-    python -c "from beam_ml.testing.bigquery import BigQueryEmulator
-    with BigQueryEmulator() as bq:
-        print(bq.endpoint); input('Enter stops the emulator')"
-    # in another shell:
-    python -m pipelines.train --input_table=test:ds.tx --bigquery_endpoint=http://127.0.0.1:PORT ...
+    python -m beam_ml.testing.bigquery      # prints {"endpoint": ..., "grpc": ..., "project": "test"}
+
+    with BigQueryEmulator() as emulator:    # in tests (tests/bq_fixtures.py)
+        client = emulator.client()          # google-cloud-bigquery, anonymous
+        endpoint = BigQueryEndpoint(emulator.endpoint, emulator.grpc_endpoint)   # beam_ml.io.bigquery
 
 Known limits of the emulator (bqemulator 1.4.0): no query jobs with a
 destination table (so no query reads through Beam's own path), no EXPORT
-reads, no ``load_table_from_json``; a bad value in a REQUIRED INTEGER column of
-a streaming insert answers 500.
+reads, no ``load_table_from_json``; a streaming insert of an out-of-range
+INT64 answers 500; REQUIRED is not enforced and unknown fields are ignored
+on insert; a JSON load keeps a BYTES value's base64 text undecoded.
 """
 from __future__ import annotations
 
