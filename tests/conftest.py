@@ -9,8 +9,9 @@ import pytest
 
 from beam_ml.testing import TansuBroker, create_topic
 
-# A real GCS API on 127.0.0.1: local_gcs, gcs_environ, gcs_bucket, gcs_root.
-pytest_plugins = ["tests.gcs_fixtures"]
+# Real servers on 127.0.0.1: a GCS API (local_gcs, gcs_environ, gcs_bucket, gcs_root) and
+# the BigQuery emulator (bigquery_emulator, bq_endpoint, bq_dataset).
+pytest_plugins = ["tests.gcs_fixtures", "tests.bq_fixtures"]
 
 
 # Fixtures that make a test heavy, and the mark such a test must carry, so that
