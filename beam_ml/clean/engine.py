@@ -1,0 +1,218 @@
+"""Runs a prepared `Statement` on Arrow batches: one DuckDB connection, exact accounting.
+
+    engine = Engine(stmt, lookups={"users": users_table})   # in DoFn.setup()
+    result = engine.run(batch, source="data/fraud.csv")      # per RecordBatch
+    result.table        # the statement's rows (+ the position column), input order
+    result.filtered     # rows dropped by WHERE or an INNER JOIN (counted, not dead)
+    result.dead         # DeadLetters: the rows the statement failed on, with DuckDB's message
+    engine.close()                                           # in DoFn.teardown()
+
+rows in = rows out + filtered + dead holds for every batch: a hidden row
+number rides through the query, so each output row names its input row.
+When DuckDB fails on a batch (a cast, malformed JSON, an error() a ksqlDB
+function raises), the batch is split in halves and each half retried, down to
+single rows: only the rows that fail become dead letters, each with the
+engine's message, after O(k log n) queries for k bad rows in n (retrying
+every row alone would cost n queries of 1-3 ms each).
+
+Lookups are materialised once per set (`set_lookup`) as DuckDB tables, latest
+row per key: a lookup is a ksqlDB table, so an event matches at most one row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beam_ml.clean.statement import EVENTS, ROW_COLUMN, Statement, connect, engine_message
+from beam_ml.errors import DeadLetter
+from beam_ml.records import raw_text
+
+__all__ = ["Engine", "CleanResult", "latest_per_key", "STAGE"]
+
+_LOGGER = logging.getLogger(__name__)
+
+# DeadLetter.stage of rows a statement failed on.
+STAGE = "sql"
+
+
+@dataclasses.dataclass
+class CleanResult:
+    """The outcome of one batch: rows_in == table.num_rows + filtered + len(dead)."""
+
+    table: pa.Table
+    filtered: int
+    dead: list[DeadLetter]
+    rows_in: int
+
+    @property
+    def rows_out(self) -> int:
+        return self.table.num_rows
+
+
+def latest_per_key(table: pa.Table, key: str) -> tuple[pa.Table, int]:
+    """The last row of each non-null key, in first-seen order; and how many rows that dropped.
+
+    A ksqlDB table holds the latest value per key, so a lookup read from a file
+    or a changelog keeps its last row per key (and a NULL key never joins).
+    """
+    if table.num_rows == 0:
+        return table, 0
+    keys = table.column(key)
+    order = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    t = pa.table({"k": keys, "i": order}).filter(pc.is_valid(keys))
+    last = t.group_by("k", use_threads=False).aggregate([("i", "max")]).column("i_max")
+    idx = pc.sort_indices(last)
+    taken = table.take(pc.take(last, idx))
+    return taken, table.num_rows - taken.num_rows
+
+
+class Engine:
+    """One DuckDB connection running one statement over batches; not thread-safe, not picklable.
+
+    Args:
+      statement: a prepared Statement.
+      lookups: name -> Arrow table for each lookup the statement joins (may be
+        set later with `set_lookup`, before the first `run`).
+      mask_columns: input columns whose values are masked in dead letters' raw text.
+    """
+
+    def __init__(self, statement: Statement, lookups: Optional[Mapping[str, pa.Table]] = None,
+                 mask_columns: Sequence[str] = ()):
+        self.statement = statement
+        self._mask_columns = list(mask_columns)
+        self._con = connect()
+        self._loaded: set[str] = set()
+        self.lookup_rows_dropped: dict[str, int] = {}
+        for name, table in (lookups or {}).items():
+            self.set_lookup(name, table)
+
+    def set_lookup(self, name: str, table: pa.Table) -> None:
+        """Replaces a lookup's rows (latest per key); later batches join the new rows.
+
+        Raises:
+          ValueError: the statement does not join `name`, or the table lacks its columns.
+        """
+        stmt = self.statement
+        canonical = {n.lower(): n for n in stmt.lookup_schemas}.get(name.lower())
+        if canonical is None:
+            _LOGGER.info("Lookup %s is not joined by the statement; ignored", name)
+            return
+        schema = stmt.lookup_schemas[canonical]
+        missing = [f.name for f in schema if f.name not in table.column_names]
+        if missing:
+            raise ValueError(f"lookup {canonical}: the table lacks column(s) {missing} of its schema")
+        table = table.select(schema.names)
+        if table.schema != schema:
+            table = table.cast(schema)
+        table, dropped = latest_per_key(table.combine_chunks(), stmt.lookup_keys[canonical])
+        self.lookup_rows_dropped[canonical] = dropped
+        src = f"__bm_load_{canonical}"
+        self._con.register(src, table)
+        try:
+            self._con.execute(f'CREATE OR REPLACE TEMP TABLE "{canonical}" AS SELECT * FROM "{src}"')
+        finally:
+            self._con.unregister(src)
+        self._loaded.add(canonical)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _query(self, table: pa.Table) -> pa.Table:
+        self._con.register(EVENTS, table)
+        try:
+            return self._con.sql(self.statement.query).to_arrow_table()
+        finally:
+            self._con.unregister(EVENTS)
+
+    def _run_rows(self, table: pa.Table, out: list[pa.Table], failed: list[tuple[int, str]],
+                  error: Optional[Exception] = None) -> None:
+        """Runs the query on `table`, halving it on failure so only failing rows are lost."""
+        import duckdb  # pylint: disable=import-outside-toplevel
+
+        if error is None:
+            try:
+                out.append(self._query(table))
+                return
+            except duckdb.Error as e:
+                error = e
+        if table.num_rows == 1:
+            failed.append((int(table.column(ROW_COLUMN)[0].as_py()), engine_message(error)))
+            return
+        half = table.num_rows // 2
+        self._run_rows(table.slice(0, half), out, failed)
+        self._run_rows(table.slice(half), out, failed)
+
+    def run(self, batch: Union[pa.RecordBatch, pa.Table], source: str = "",
+            source_column: Optional[str] = None) -> CleanResult:
+        """Applies the statement to one batch of flat rows (columns of `statement.events_schema`).
+
+        Args:
+          batch: the rows, as the reader typed them (extra columns are ignored).
+          source: names where the rows came from (file, topic/partition) in dead letters.
+          source_column: a column holding each row's source instead (overrides `source`).
+
+        Returns:
+          A CleanResult; its table has `statement.output_schema`, rows in input order.
+
+        Raises:
+          ValueError: the batch lacks columns of the statement's input schema.
+          RuntimeError: a lookup the statement joins was never set.
+        """
+        stmt = self.statement
+        missing_lookups = set(stmt.lookup_schemas) - self._loaded
+        if missing_lookups:
+            raise RuntimeError(f"lookup(s) {sorted(missing_lookups)} not set; call set_lookup first")
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        n = table.num_rows
+        if n == 0:
+            return CleanResult(stmt.output_schema.empty_table(), 0, [], 0)
+        missing = [f.name for f in stmt.events_schema if f.name not in table.column_names]
+        if missing:
+            raise ValueError(f"the batch lacks column(s) {missing} of the statement's input")
+        sources = table.column(source_column) if source_column else None
+        table = table.select(stmt.events_schema.names)
+        if table.schema != stmt.events_schema:
+            table = table.cast(stmt.events_schema)
+        # Many small chunks make DuckDB's scan much slower than one.
+        table = table.combine_chunks().append_column(ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
+
+        out: list[pa.Table] = []
+        failed: list[tuple[int, str]] = []
+        self._run_rows(table, out, failed)
+        result = pa.concat_tables(out) if len(out) > 1 else out[0] if out else None
+        if result is None or result.num_rows == 0:
+            rows = np.empty(0, dtype=np.int64)
+            result = stmt.output_schema.empty_table()
+        else:
+            rows = result.column(ROW_COLUMN).to_numpy()
+            result = result.drop_columns([ROW_COLUMN])
+            steps = np.diff(rows)
+            if (steps == 0).any():  # the statement checks should make this impossible
+                raise RuntimeError("the statement produced two rows from one input row")
+            if (steps < 0).any():  # joins may reorder; keep the input's order
+                order = np.argsort(rows, kind="stable")
+                rows = rows[order]
+                result = result.take(pa.array(order))
+            if stmt.position_column:
+                result = result.append_column(
+                    stmt.position_column, table.column(stmt.position_column).take(pa.array(rows)))
+            if result.schema != stmt.output_schema:
+                result = result.cast(stmt.output_schema)
+        dead = [self._dead_letter(table, i, reason, source if sources is None else str(sources[i].as_py()))
+                for i, reason in sorted(failed)]
+        filtered = n - len(rows) - len(dead)
+        return CleanResult(result, filtered, dead, n)
+
+    def _dead_letter(self, table: pa.Table, i: int, reason: str, source: str) -> DeadLetter:
+        row = {k: v for k, v in table.slice(i, 1).to_pylist()[0].items() if k != ROW_COLUMN}
+        pos_col = self.statement.position_column
+        position = row.get(pos_col) if pos_col else None
+        return DeadLetter(source=source, position=position, reason=f"sql: {reason}",
+                          raw=raw_text(row, self._mask_columns), stage=STAGE)

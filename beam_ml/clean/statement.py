@@ -1,0 +1,714 @@
+"""A ksqlDB-style cleaning statement, parsed and checked once, before any data moves.
+
+    stmt = Statement.prepare(
+        "CREATE STREAM clean AS SELECT c.Time, c.V1, IFNULL(c.Class, -1) AS Class, "
+        "MASK_LEFT(c.User, 2) AS User, u.CITY FROM events c "
+        "INNER JOIN users u ON c.userid = u.userid WHERE c.V1 > 5 AND u.CITY LIKE 'Premium%' EMIT CHANGES;",
+        events_schema=batch.schema, lookups={"users": users_table.schema}, position_column="__line__")
+    stmt.output_schema      # what spec inference sees: Time, V1, Class, User, CITY, __line__
+
+`events` is the input as the reader typed it; every other table must be a
+lookup, joined INNER or LEFT on its key, ksqlDB's stream-table join. The
+statement is parsed by DuckDB itself (`json_serialize_sql`), checked and
+rewritten on its syntax tree (ksqlDB functions -> `beam_ml.clean.functions`
+macros, a hidden row number carried through so that each output row names
+the input row it came from), and bound against empty tables of the given
+schemas, so a syntax error, an unknown column, function or lookup, or a type
+error fails here as a one-line `UserError` naming the flag, with DuckDB's
+message.
+
+What is refused, and why: anything but one SELECT (DDL/DML, UNION, WITH);
+GROUP BY, aggregates, DISTINCT, ORDER BY, LIMIT, window functions and
+subqueries, since a per-batch query cannot give them streaming semantics (one
+output row per input row at most is what makes the accounting exact); RIGHT,
+FULL, CROSS, NATURAL, ASOF and USING joins, and join conditions other than
+`<events expression> = <lookup>.<key>`.
+
+ksqlDB spellings accepted: a `CREATE STREAM|TABLE name [WITH (...)] AS`
+prefix, `EMIT CHANGES`/`EMIT FINAL`, a trailing `;`. Unaliased expressions
+are named KSQL_COL_0, KSQL_COL_1, ... as in ksqlDB; other names keep the case
+of the input's columns.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+from typing import Any, Iterator, Mapping, Optional
+
+import pyarrow as pa
+
+from beam_ml.clean.functions import FUNCTIONS, MACROS_SQL, java_pattern_parts, json_pointer, literal_string
+from beam_ml.errors import UserError
+
+__all__ = ["Statement", "EVENTS", "ROW_COLUMN", "connect", "engine_message", "schema_to_json", "schema_from_json"]
+
+# The input's table name in a statement.
+EVENTS = "events"
+# The hidden row number carried through a query (input row index within the batch).
+ROW_COLUMN = "__bm_row__"
+
+_CREATE_PREFIX = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:STREAM|TABLE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+                            r"(?:\"[^\"]*\"|`[^`]*`|[\w.]+)\s*", re.IGNORECASE)
+_EMIT_SUFFIX = re.compile(r"\s*(?:EMIT\s+(?:CHANGES|FINAL)\s*)?;?\s*$", re.IGNORECASE)
+_KSQL_ONLY = re.compile(r"\bWINDOW\s+(TUMBLING|HOPPING|SESSION)\b|\bPARTITION\s+BY\b|\bWITHIN\b\s*\(?\s*\d",
+                        re.IGNORECASE)
+_JOINS = {"INNER", "LEFT"}
+
+
+def connect():
+    """A DuckDB connection set up for statements: 1 thread, UTC, ksqlDB macros, no file access.
+
+    One per DoFn instance (a connection is not thread-safe and does not pickle).
+    """
+    import duckdb  # pylint: disable=import-outside-toplevel
+
+    con = duckdb.connect(config={"threads": 1})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(MACROS_SQL)
+    # Statements only ever read the registered tables: no files, no network,
+    # no extension downloads, and nothing a statement could switch back on.
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def engine_message(e: BaseException) -> str:
+    """DuckDB's error message on one line, with beam_ml's macro names turned back into ksqlDB's."""
+    lines = []
+    for line in str(e).splitlines():
+        s = line.strip()
+        # LINE n / caret lines point into the rewritten query, not the user's text.
+        if not s or s.startswith("LINE ") or set(s) <= {"^", " "}:
+            continue
+        lines.append(s)
+    msg = ""
+    for line in lines:
+        msg += line if not msg else (" " if msg.endswith(":") else "; ") + line
+    msg = msg or type(e).__name__
+    msg = re.sub(r"\bbm_(ts_guard|ts_strftime|ts_offset)\b", "TIMESTAMPTOSTRING", msg)
+    msg = re.sub(r"\bbm_(\w+)", lambda m: m.group(1).upper(), msg)
+    return msg.replace(ROW_COLUMN, "<row number>")
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, str]]:
+    """A schema as [{"name", "type"}] with Arrow's type names (flat columns)."""
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+_TS_TYPE = re.compile(r"timestamp\[(s|ms|us|ns)(?:, tz=(.+))?\]")
+
+
+def schema_from_json(fields: list[dict[str, str]]) -> pa.Schema:
+    """Inverse of `schema_to_json` for the flat types readers produce."""
+    out = []
+    for f in fields:
+        t = f["type"]
+        m = _TS_TYPE.fullmatch(t)
+        if m:
+            typ = pa.timestamp(m.group(1), tz=m.group(2))
+        else:
+            try:
+                typ = pa.type_for_alias(t)
+            except ValueError as e:
+                raise UserError(f"unsupported column type {t!r} for column {f['name']!r}") from e
+        out.append(pa.field(f["name"], typ))
+    return pa.schema(out)
+
+
+# --------------------------------------------------------------------------
+# Text-level KSQL-isms.
+
+
+def _strip_comments(sql: str) -> str:
+    """Blanks out -- and /* */ comments outside quotes (same length, so offsets hold)."""
+    out = list(sql)
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            i = j + 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out[i:j] = " " * (j - i)
+            i = j
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out[i:j] = " " * (j - i)
+            i = j
+        else:
+            i += 1
+    return "".join(out)
+
+
+def _skip_parens(sql: str, i: int) -> int:
+    """Index just past the parenthesised group starting at sql[i] == '(' (quotes respected)."""
+    depth, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            j = sql.find(c, i + 1)
+            while j >= 0 and j + 1 < n and sql[j + 1] == c:
+                j = sql.find(c, j + 2)
+            i = n if j < 0 else j + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
+def _outside_quotes(sql: str) -> str:
+    """sql with quoted text blanked, for keyword searches."""
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n and not (sql[j] == c and not (j + 1 < n and sql[j + 1] == c)):
+                j += 2 if sql[j] == c else 1
+            out.append(c + " " * (min(j, n) - i - 1) + (c if j < n else ""))
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def strip_ksql(sql: str, flag: str = "--sql") -> str:
+    """The SELECT inside a ksqlDB statement: no CREATE ... AS prefix, EMIT CHANGES or ';'.
+
+    Raises:
+      UserError: empty text, or a ksqlDB clause with no per-batch meaning.
+    """
+    text = _strip_comments(sql)
+    m = _CREATE_PREFIX.match(text)
+    if m:
+        i = m.end()
+        if re.match(r"WITH\s*\(", text[i:], re.IGNORECASE):
+            i = _skip_parens(text, text.index("(", i))
+        rest = re.match(r"\s*AS\s+", text[i:], re.IGNORECASE)
+        if not rest:
+            raise UserError(f"{flag}: expected AS SELECT ... after {text[:i].strip()!r}")
+        text = text[i + rest.end():]
+    text = _EMIT_SUFFIX.sub("", text).strip()
+    if not text:
+        raise UserError(f"{flag}: the statement is empty")
+    k = _KSQL_ONLY.search(_outside_quotes(text))
+    if k:
+        clause = " ".join(k.group(0).split()).upper()
+        raise UserError(f"{flag}: {clause} is not supported: a statement runs per batch of rows, with no "
+                        "windows or repartitioning (drop the clause)")
+    return text
+
+
+# --------------------------------------------------------------------------
+# The syntax tree.
+
+
+def _parse(con, sql: str, flag: str) -> dict:
+    res = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+    if res.get("error"):
+        msg = res.get("error_message", "cannot parse")
+        if res.get("error_type") == "not implemented" and "Only SELECT" in msg:
+            msg = "only a SELECT over events (and lookups) is allowed here"
+        elif res.get("error_type") == "parser":
+            msg = f"Parser Error: {msg}"
+        raise UserError(f"{flag}: {msg}")
+    statements = res["statements"]
+    if len(statements) != 1:
+        raise UserError(f"{flag}: expected one SELECT statement, got {len(statements)}")
+    if statements[0].get("named_param_map"):
+        raise UserError(f"{flag}: parameters ($1, ?) are not supported; write the values in the statement")
+    return statements[0]["node"]
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every dict in an AST subtree."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _expressions(node: Any) -> Iterator[dict]:
+    for d in _walk(node):
+        if "class" in d:
+            yield d
+
+
+class _Templates:
+    """AST nodes made by DuckDB's own serializer, copied and filled in (robust to its format)."""
+
+    def __init__(self, con):
+        sel = _parse(con, "SELECT f(1) AS a, 'x', t.c FROM t", "internal")["select_list"]
+        self.function, self.string, self.column = sel
+        for node in sel:
+            node["alias"] = ""
+
+    def call(self, name: str, *args: dict, alias: str = "") -> dict:
+        node = copy.deepcopy(self.function)
+        node["function_name"] = name
+        if "qualified_name" in node:
+            node["qualified_name"] = {"path": [name]}
+        template_arg = node["arguments"][0]
+        node["arguments"] = [dict(copy.deepcopy(template_arg), expression=a) for a in args]
+        node["alias"] = alias
+        return node
+
+    def text(self, s: str) -> dict:
+        node = copy.deepcopy(self.string)
+        node["literal"]["text"] = s
+        return node
+
+    def ref(self, *names: str, alias: str = "") -> dict:
+        node = copy.deepcopy(self.column)
+        node["column_names"] = list(names)
+        node["alias"] = alias
+        return node
+
+
+def _args(node: dict) -> list[dict]:
+    return [a["expression"] for a in node.get("arguments", [])]
+
+
+def _set_args(node: dict, args: list[dict]) -> None:
+    for a, e in zip(node["arguments"], args):
+        a["expression"] = e
+
+
+def _names(schema: pa.Schema) -> dict[str, str]:
+    """lower-case name -> name as in the schema."""
+    return {f.name.lower(): f.name for f in schema}
+
+
+def _aggregate_names(con) -> set[str]:
+    rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                       "WHERE function_type = 'aggregate'").fetchall()
+    return {r[0].lower() for r in rows}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    name: str   # canonical (events, or the lookup's name as given)
+    alias: str  # how the statement refers to it
+    join: Optional[str] = None  # INNER / LEFT for lookups
+    key: Optional[str] = None  # the lookup's key column
+
+
+class _Rewriter:
+    """Checks and rewrites one parsed SELECT; see the module docstring for the rules."""
+
+    def __init__(self, con, flag: str, events_schema: pa.Schema, lookups: Mapping[str, pa.Schema],
+                 position_column: Optional[str]):
+        self.con = con
+        self.flag = flag
+        self.events_schema = events_schema
+        self.lookups = {name.lower(): (name, schema) for name, schema in lookups.items()}
+        self.position_column = position_column
+        self.t = _Templates(con)
+        self.aggregates = _aggregate_names(con)
+
+    def fail(self, msg: str) -> UserError:
+        return UserError(f"{self.flag}: {msg}")
+
+    # -- FROM ---------------------------------------------------------------
+
+    def _base_table(self, ref: dict) -> tuple[str, str]:
+        if ref.get("type") != "BASE_TABLE":
+            kind = {"TABLE_FUNCTION": "a table function", "SUBQUERY": "a subquery",
+                    "EXPRESSION_LIST": "VALUES", "JOIN": "a parenthesised join"}.get(ref.get("type"), ref.get("type"))
+            raise self.fail(f"FROM may name only events and lookups, not {kind}")
+        if ref.get("schema_name") or ref.get("catalog_name"):
+            raise self.fail(f"unknown table {ref.get('schema_name')}.{ref['table_name']}: "
+                            f"tables are events and the lookups")
+        if ref.get("sample") or ref.get("at_clause") or ref.get("column_name_alias"):
+            raise self.fail(f"table {ref['table_name']}: TABLESAMPLE, AT and column aliases are not supported")
+        return ref["table_name"], ref.get("alias") or ref["table_name"]
+
+    def tables(self, from_table: dict) -> list[_Table]:
+        joins = []
+        node = from_table
+        while node.get("type") == "JOIN":
+            joins.append(node)
+            node = node["left"]
+        if node.get("type") == "EMPTY":
+            raise self.fail("the statement must read FROM events")
+        name, alias = self._base_table(node)
+        if name.lower() != EVENTS:
+            raise self.fail(f"the first table must be {EVENTS} (the input as read), not {name}")
+        tables = [_Table(EVENTS, alias)]
+        for j in reversed(joins):
+            kind = j.get("join_type")
+            ref_type = j.get("ref_type", "REGULAR")
+            if ref_type != "REGULAR" or kind not in _JOINS:
+                what = ref_type if ref_type != "REGULAR" else kind
+                raise self.fail(f"{what} JOIN is not supported: a stream joins a lookup table with "
+                                "INNER JOIN or LEFT JOIN ... ON <events expression> = <lookup>.<key>")
+            if j.get("using_columns"):
+                raise self.fail("JOIN ... USING is not supported: write ON <events expression> = <lookup>.<key>")
+            lname, lalias = self._base_table(j["right"])
+            if lname.lower() == EVENTS:
+                raise self.fail(f"{EVENTS} may be read only once")
+            if lname.lower() not in self.lookups:
+                known = ", ".join(sorted(n for n, _ in self.lookups.values())) or "none"
+                raise self.fail(f"unknown lookup table {lname!r} (lookups given: {known}; "
+                                f"name one with --lookup={lname}=PATH)")
+            canonical, schema = self.lookups[lname.lower()]
+            key = self._join_key(j["condition"], lalias, schema, tables)
+            tables.append(_Table(canonical, lalias, kind, key))
+        aliases = [t.alias.lower() for t in tables]
+        if len(set(aliases)) != len(aliases):
+            raise self.fail(f"a table name or alias is used twice: {', '.join(t.alias for t in tables)}")
+        keys: dict[str, str] = {}
+        for t in tables[1:]:
+            if keys.setdefault(t.name, t.key) != t.key:
+                raise self.fail(f"lookup {t.name} is joined on two different keys ({keys[t.name]}, {t.key})")
+        return tables
+
+    def _join_key(self, cond: Optional[dict], alias: str, schema: pa.Schema, left: list[_Table]) -> str:
+        usage = (f"JOIN {alias} must be ON <events expression> = {alias}.<key column> "
+                 "(a stream joins a table on the table's key)")
+        if not cond or cond.get("type") != "COMPARE_EQUAL":
+            raise self.fail(usage)
+        lower = alias.lower()
+
+        def lookup_side(e: dict) -> Optional[str]:
+            if e.get("class") == "COLUMN_REF" and len(e["column_names"]) == 2 and \
+                    e["column_names"][0].lower() == lower:
+                return e["column_names"][1]
+            return None
+
+        def touches_lookup(e: dict) -> bool:
+            left_names = set(_names(self.events_schema))
+            for t in left[1:]:
+                left_names |= set(_names(self.lookups[t.name.lower()][1]))
+            for d in _expressions(e):
+                if d.get("class") != "COLUMN_REF":
+                    continue
+                names = d["column_names"]
+                if len(names) >= 2 and names[0].lower() == lower:
+                    return True
+                if len(names) == 1 and names[0].lower() in _names(schema) and names[0].lower() not in left_names:
+                    return True
+            return False
+
+        for mine, other in ((cond["right"], cond["left"]), (cond["left"], cond["right"])):
+            col = lookup_side(mine)
+            if col is not None and not touches_lookup(other):
+                found = _names(schema).get(col.lower())
+                if found is None:
+                    raise self.fail(f"lookup {alias} has no column {col!r} to join on "
+                                    f"(its columns: {', '.join(schema.names)})")
+                return found
+        raise self.fail(usage)
+
+    # -- expressions --------------------------------------------------------
+
+    def expression(self, node: dict) -> dict:
+        """Checks an expression tree and returns it rewritten (functions renamed, literals converted)."""
+        cls = node.get("class")
+        if cls == "SUBQUERY":
+            raise self.fail("subqueries are not supported (join a lookup instead)")
+        if cls == "WINDOW":
+            raise self.fail(f"window function {node.get('function_name', '').upper()}() OVER is not supported: "
+                            "a statement sees one batch, not the stream")
+        if cls == "PARAMETER":
+            raise self.fail("parameters ($1, ?) are not supported; write the values in the statement")
+        if cls == "COLUMN_REF" and node["column_names"][-1].lower() == ROW_COLUMN:
+            raise self.fail(f"{ROW_COLUMN} is reserved")
+        if cls == "FUNCTION":
+            return self.function(node)
+        for key, value in list(node.items()):
+            if isinstance(value, dict) and "class" in value:
+                node[key] = self.expression(value)
+            elif isinstance(value, list):
+                node[key] = [self.expression(v) if isinstance(v, dict) and "class" in v else self._nested(v)
+                             for v in value]
+            elif isinstance(value, dict):
+                node[key] = self._nested(value)
+        return node
+
+    def _nested(self, value: Any) -> Any:
+        # Containers that are not expressions themselves (CASE checks, function
+        # arguments, ORDER BY inside list functions...) may hold expressions.
+        if isinstance(value, dict):
+            for k, v in list(value.items()):
+                if isinstance(v, dict) and "class" in v:
+                    value[k] = self.expression(v)
+                elif isinstance(v, (dict, list)):
+                    value[k] = self._nested(v)
+            return value
+        if isinstance(value, list):
+            return [self.expression(v) if isinstance(v, dict) and "class" in v else self._nested(v) for v in value]
+        return value
+
+    def function(self, node: dict) -> dict:
+        name = node["function_name"].lower()
+        shown = "COUNT(*)" if name == "count_star" else f"{name.upper()}()"
+        if node.get("schema") or node.get("catalog"):
+            raise self.fail(f"unknown function {node.get('schema')}.{name}")
+        if name in self.aggregates or node.get("distinct") or node.get("filter"):
+            raise self.fail(f"aggregate function {shown} is not supported: a statement maps each event "
+                            "to at most one row (windowed aggregations are not available yet)")
+        if name in ("unnest", "generate_subscripts"):
+            raise self.fail(f"{name.upper()}() is not supported: it would turn one event into many rows")
+        node["arguments"] = [dict(a, expression=self.expression(a["expression"])) for a in node["arguments"]]
+        if name not in FUNCTIONS:
+            return node
+        args = _args(node)
+        target = FUNCTIONS[name].get(len(args))
+        if target is None:
+            counts = " or ".join(str(k) for k in sorted(FUNCTIONS[name]))
+            raise self.fail(f"{name.upper()} takes {counts} arguments, got {len(args)}")
+        if name == "timestamptostring":
+            return self._timestamp_to_string(node, args)
+        if name == "extractjsonfield":
+            path = literal_string(args[1])
+            if path is None:
+                raise self.fail("EXTRACTJSONFIELD: the JSON path must be a string literal such as '$.a.b'")
+            try:
+                args[1] = self.t.text(json_pointer(path))
+            except UserError as e:
+                raise self.fail(str(e)) from None
+            _set_args(node, args)
+        node["function_name"] = target
+        if "qualified_name" in node:
+            node["qualified_name"] = {"path": [target]}
+        return node
+
+    def _timestamp_to_string(self, node: dict, args: list[dict]) -> dict:
+        pattern = literal_string(args[1])
+        if pattern is None:
+            raise self.fail("TIMESTAMPTOSTRING: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
+        try:
+            parts = java_pattern_parts(pattern)
+        except UserError as e:
+            raise self.fail(str(e)) from None
+        ts = args[0]
+        tz = args[2] if len(args) == 3 else self.t.text("UTC")
+        pieces = [self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
+                              copy.deepcopy(ts), copy.deepcopy(tz), self.t.text(text))
+                  for kind, text in parts]
+        if not pieces:
+            value = self.t.text("")
+        elif len(pieces) == 1:
+            value = pieces[0]
+        else:
+            value = self.t.call("concat", *pieces)
+        return self.t.call("bm_ts_guard", ts, tz, value, alias=node.get("alias", ""))
+
+    # -- the whole SELECT ---------------------------------------------------
+
+    def select(self, root: dict) -> tuple[dict, list[_Table]]:
+        if root.get("type") != "SELECT_NODE":
+            raise self.fail(f"expected one SELECT, got {root.get('type', '?').replace('_NODE', '')} "
+                            "(UNION, INTERSECT and EXCEPT are not supported)")
+        for m in root.get("modifiers", []):
+            what = {"ORDER_MODIFIER": "ORDER BY", "LIMIT_MODIFIER": "LIMIT", "LIMIT_PERCENT_MODIFIER": "LIMIT",
+                    "DISTINCT_MODIFIER": "DISTINCT"}.get(m.get("type"), m.get("type"))
+            raise self.fail(f"{what} is not supported: a statement maps each event on its own")
+        if root.get("cte_map", {}).get("map"):
+            raise self.fail("WITH (common table expressions) is not supported")
+        if root.get("group_expressions") or root.get("group_sets") or \
+                root.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING":
+            raise self.fail("GROUP BY is not supported: a statement maps each event to at most one row "
+                            "(windowed aggregations are not available yet)")
+        for clause in ("having", "qualify", "sample"):
+            if root.get(clause):
+                raise self.fail(f"{clause.upper()} is not supported")
+        tables = self.tables(root["from_table"])
+        events_alias = tables[0].alias
+        # Join conditions and WHERE are checked like any expression.
+        node = root["from_table"]
+        while node.get("type") == "JOIN":
+            node["condition"] = self.expression(node["condition"])
+            node = node["left"]
+        if root.get("where_clause"):
+            root["where_clause"] = self.expression(root["where_clause"])
+        hidden = [ROW_COLUMN] + ([self.position_column] if self.position_column else [])
+        used = {n.lower() for n in self.events_schema.names}
+        for _, schema in self.lookups.values():
+            used |= {n.lower() for n in schema.names}
+        generated = 0
+        select_list = []
+        for item in root["select_list"]:
+            if item.get("class") == "STAR":
+                if item.get("expr") is not None:
+                    item["expr"] = self.expression(item["expr"])
+                rel = (item.get("relation_name") or "").lower()
+                if rel in ("", events_alias.lower()) and not item.get("columns"):
+                    excluded = {e.get("column", "").lower() if isinstance(e, dict) else str(e).lower()
+                                for e in item.get("qualified_exclude_list", []) + item.get("exclude_list", [])}
+                    for h in hidden:
+                        if h.lower() not in excluded:
+                            item.setdefault("qualified_exclude_list", []).append(
+                                {"catalog": "", "schema": "", "table": events_alias, "column": h})
+                select_list.append(item)
+                continue
+            if not item.get("alias") and item.get("class") != "COLUMN_REF":
+                while f"ksql_col_{generated}" in used:
+                    generated += 1
+                item["alias"] = f"KSQL_COL_{generated}"
+                used.add(f"ksql_col_{generated}")
+                generated += 1
+            select_list.append(self.expression(item))
+        select_list.append(self.t.ref(events_alias, ROW_COLUMN, alias=ROW_COLUMN))
+        root["select_list"] = select_list
+        return root, tables
+
+
+def _deserialize(con, root: dict) -> str:
+    doc = {"error": False, "statements": [{"node": root, "named_param_map": []}]}
+    return con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(doc)]).fetchall()[0][0]
+
+
+def _empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+@dataclasses.dataclass(frozen=True)
+class Statement:
+    """A cleaning statement, checked against the input's and the lookups' schemas.
+
+    Build it with `Statement.prepare`; it is immutable and pickles (it holds
+    text and Arrow schemas only), so a pipeline prepares it at launch and
+    ships it to workers, where `beam_ml.clean.Engine` runs it.
+
+    Attributes:
+      sql: the statement as the user wrote it.
+      query: the DuckDB query it became (over `events` with the hidden row column).
+      events_schema: the input's schema (as the reader typed it).
+      lookup_schemas: name -> schema of each lookup the statement joins.
+      lookup_keys: name -> the column each lookup is joined on (its key).
+      lookup_joins: name -> 'INNER' or 'LEFT'.
+      position_column: the input column naming each row's position (line,
+        offset), carried to the output and into dead letters; None if none.
+      output_schema: the columns `Engine.run` returns: the query's, then the
+        position column. What spec inference sees.
+      flag: the flag the statement came from, for messages.
+    """
+
+    sql: str
+    query: str
+    events_schema: pa.Schema
+    lookup_schemas: Mapping[str, pa.Schema]
+    lookup_keys: Mapping[str, str]
+    lookup_joins: Mapping[str, str]
+    position_column: Optional[str]
+    output_schema: pa.Schema
+    flag: str = "--sql"
+
+    @classmethod
+    def prepare(cls, sql: str, events_schema: pa.Schema, lookups: Optional[Mapping[str, pa.Schema]] = None,
+                position_column: Optional[str] = None, flag: str = "--sql") -> "Statement":
+        """Parses, checks, rewrites and binds a statement; nothing else touches data.
+
+        Args:
+          sql: the statement (ksqlDB spellings accepted), or the text of a .sql file.
+          events_schema: the input's schema, flat columns as the reader typed them.
+          lookups: name -> schema of each lookup table that may be joined.
+          position_column: a column of `events_schema` holding each row's
+            position; hidden from `SELECT *` and appended to every output.
+          flag: names the statement's origin in errors.
+
+        Returns:
+          The prepared Statement.
+
+        Raises:
+          UserError: one line naming `flag`, with DuckDB's message or the rule broken.
+        """
+        lookups = dict(lookups or {})
+        for name in lookups:
+            if name.lower() == EVENTS or not re.fullmatch(r"[A-Za-z_]\w*", name):
+                raise UserError(f"--lookup: {name!r} cannot name a lookup (use letters, digits, _; not {EVENTS})")
+        lower_names = [n.lower() for n in events_schema.names]
+        if ROW_COLUMN in lower_names:
+            raise UserError(f"{flag}: the input has a column named {ROW_COLUMN}, which beam_ml reserves")
+        if len(set(lower_names)) != len(lower_names):
+            raise UserError(f"{flag}: the input has columns whose names differ only in case: {events_schema.names}")
+        if position_column is not None and position_column not in events_schema.names:
+            raise ValueError(f"position column {position_column!r} is not in the input schema")
+        con = connect()
+        try:
+            text = strip_ksql(sql, flag)
+            root = _parse(con, text, flag)
+            rewriter = _Rewriter(con, flag, events_schema, lookups, position_column)
+            root, tables = rewriter.select(root)
+            query = _deserialize(con, root)
+            used = {t.name: t for t in tables[1:]}
+            con.register(EVENTS, _empty(events_schema).append_column(ROW_COLUMN, pa.array([], pa.int64())))
+            for name in used:
+                con.register(name, _empty(lookups[name]))
+            try:
+                result = con.sql(query).to_arrow_table()
+            except Exception as e:  # duckdb.Error: binder, catalog, conversion...
+                raise UserError(f"{flag}: {engine_message(e)}") from None
+        finally:
+            con.close()
+        names = result.schema.names
+        if position_column and position_column in names[:-1]:
+            raise UserError(f"{flag}: {position_column!r} is the row position beam_ml carries to the output; "
+                            "do not select it")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise UserError(f"{flag}: the output has more than one column named {', '.join(dupes)}: "
+                            "name them apart with AS (SELECT * over a join repeats the key)")
+        fields = [f for f in result.schema if f.name != ROW_COLUMN]
+        if position_column:
+            fields.append(events_schema.field(position_column))
+        return cls(
+            sql=sql, query=query, events_schema=events_schema,
+            lookup_schemas={n: lookups[n] for n in used},
+            lookup_keys={n: t.key for n, t in used.items()},
+            lookup_joins={n: t.join for n, t in used.items()},
+            position_column=position_column, output_schema=pa.schema(fields), flag=flag)
+
+    @property
+    def columns(self) -> list[str]:
+        """The output columns the statement computes (without the position column)."""
+        names = self.output_schema.names
+        return names[:-1] if self.position_column else names
+
+    def to_dict(self) -> dict[str, Any]:
+        """What training stores with the dataset spec and the model: the text, lookups' names/keys/schemas."""
+        return {
+            "sql": self.sql,
+            "position_column": self.position_column,
+            "events_schema": schema_to_json(self.events_schema),
+            "lookups": {n: {"key": self.lookup_keys[n], "join": self.lookup_joins[n],
+                            "schema": schema_to_json(s)} for n, s in self.lookup_schemas.items()},
+            "output_schema": schema_to_json(self.output_schema),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], events_schema: Optional[pa.Schema] = None,
+                  lookups: Optional[Mapping[str, pa.Schema]] = None, flag: str = "--sql") -> "Statement":
+        """Re-prepares a stored statement (against new schemas if given, e.g. serving input).
+
+        Raises:
+          UserError: the statement no longer fits the given schemas.
+        """
+        stored = {n: schema_from_json(v["schema"]) for n, v in d.get("lookups", {}).items()}
+        stored.update(lookups or {})
+        return cls.prepare(d["sql"], events_schema or schema_from_json(d["events_schema"]), stored,
+                           position_column=d.get("position_column"), flag=flag)
