@@ -173,7 +173,8 @@ class Engine:
         n = table.num_rows
         if n == 0:
             return CleanResult(stmt.output_schema.empty_table(), 0, [], 0)
-        missing = [f.name for f in stmt.events_schema if f.name not in table.column_names]
+        present = set(table.column_names)
+        missing = [f.name for f in stmt.events_schema if f.name not in present]
         if missing:
             raise ValueError(f"the batch lacks column(s) {missing} of the statement's input")
         sources = table.column(source_column) if source_column else None
@@ -200,15 +201,40 @@ class Engine:
                 order = np.argsort(rows, kind="stable")
                 rows = rows[order]
                 result = result.take(pa.array(order))
-            if stmt.position_column:
-                result = result.append_column(
-                    stmt.position_column, table.column(stmt.position_column).take(pa.array(rows)))
-            if result.schema != stmt.output_schema:
-                result = result.cast(stmt.output_schema)
+            result = self._assemble(table, rows, result)
         dead = [self._dead_letter(table, i, reason, source if sources is None else str(sources[i].as_py()))
                 for i, reason in sorted(failed)]
         filtered = n - len(rows) - len(dead)
         return CleanResult(result, filtered, dead, n)
+
+    def _assemble(self, table: pa.Table, rows: np.ndarray, query: pa.Table) -> pa.Table:
+        """The output: input columns taken by row number, query columns, the position column."""
+        stmt = self.statement
+        every_row = len(rows) == table.num_rows  # rows are sorted and unique, so this means all, in order
+        take = None if every_row else pa.array(rows)
+
+        def from_input(name: str) -> pa.ChunkedArray:
+            col = table.column(name)
+            return col if take is None else col.take(take)
+
+        columns = []
+        if stmt.plan is None:
+            columns = list(query.columns)
+        else:
+            i = 0
+            for entry in stmt.plan:
+                if entry[0] == "input":
+                    columns.append(from_input(entry[2]))
+                else:
+                    columns.extend(query.column(j) for j in range(i, i + entry[1]))
+                    i += entry[1]
+        if stmt.position_column:
+            columns.append(from_input(stmt.position_column))
+        out = pa.Table.from_arrays(columns, names=stmt.output_schema.names)
+        if out.schema != stmt.output_schema:
+            out = out.cast(stmt.output_schema)
+        return out
+
 
     def _dead_letter(self, table: pa.Table, i: int, reason: str, source: str) -> DeadLetter:
         row = {k: v for k, v in table.slice(i, 1).to_pylist()[0].items() if k != ROW_COLUMN}
