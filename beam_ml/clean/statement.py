@@ -482,6 +482,18 @@ class _Rewriter:
             raise self.fail(f"{name.upper()} takes {counts} arguments, got {len(args)}")
         if name == "timestamptostring":
             return self._timestamp_to_string(node, args)
+        if name.startswith("mask"):
+            # ksqlDB's checks, made at preparation when the arguments are literals.
+            for m in args[-4:] if len(args) in (5, 6) else ():
+                text = literal_string(m)
+                if text is not None and len(text) != 1:
+                    raise self.fail(f"{name.upper()}: Invalid mask character. Must be only single character, "
+                                    f"but was '{text}'")
+            count = args[1] if name != "mask" else None
+            if count is not None and count.get("class") == "CONSTANT" and \
+                    str(count.get("literal", {}).get("text", "0")).lstrip().startswith("-"):
+                raise self.fail(f"{name.upper()}: function {name} requires a non-negative number of "
+                                "characters to mask or skip")
         if name == "extractjsonfield":
             path = literal_string(args[1])
             if path is None:
