@@ -327,6 +327,8 @@ class _Rewriter:
         self.position_column = position_column
         self.t = _Templates(con)
         self.aggregates = _aggregate_names(con)
+        # (lookup alias, key column, key type, the events-side expression) per join.
+        self.join_exprs: list[tuple[str, str, pa.DataType, dict]] = []
 
     def fail(self, msg: str) -> UserError:
         return UserError(f"{self.flag}: {msg}")
@@ -419,6 +421,7 @@ class _Rewriter:
                 if found is None:
                     raise self.fail(f"lookup {alias} has no column {col!r} to join on "
                                     f"(its columns: {', '.join(schema.names)})")
+                self.join_exprs.append((alias, found, schema.field(found).type, copy.deepcopy(other)))
                 return found
         raise self.fail(usage)
 
@@ -657,6 +660,30 @@ class _Rewriter:
         return plan, select_list
 
 
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    return str(t)
+
+
+def _check_join_types(con, root: dict, rewriter: "_Rewriter", flag: str) -> None:
+    """Refuses a join whose two sides only meet through an implicit cast.
+
+    DuckDB would cast e.g. a VARCHAR key to BIGINT row by row, so one
+    non-numeric key in a lookup would fail every batch at run time.
+    """
+    for alias, key, key_type, expr in rewriter.join_exprs:
+        probe = copy.deepcopy(root)
+        probe["select_list"] = [dict(copy.deepcopy(expr), alias="k")]
+        probe["where_clause"] = None
+        t = con.sql(_deserialize(con, probe)).to_arrow_table().schema.field("k").type
+        if _kind(t) != _kind(key_type):
+            raise UserError(f"{flag}: JOIN {alias}: the events side is {t} but {alias}.{key} is {key_type}; "
+                            f"CAST one side so they match")
+
+
 def _deserialize(con, root: dict) -> str:
     doc = {"error": False, "statements": [{"node": root, "named_param_map": []}]}
     return con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(doc)]).fetchall()[0][0]
@@ -747,6 +774,7 @@ class Statement:
                 result = con.sql(query).to_arrow_table()
             except Exception as e:  # duckdb.Error: binder, catalog, conversion...
                 raise UserError(f"{flag}: {engine_message(e)}") from None
+            _check_join_types(con, root, rewriter, flag)
         finally:
             con.close()
         query_fields = [f for f in result.schema if f.name != ROW_COLUMN]
