@@ -24,10 +24,10 @@ from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
                                    parse_lookup_flag, register_scheme)
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
-from beam_ml.clean.transform import SQL, ApplySql
+from beam_ml.clean.transform import SQL, ApplySql, ApplySqlFn
 
 __all__ = [
-    "ApplySql", "ArrowLookup", "CleanResult", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
+    "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanResult", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
     "SQL", "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag",
     "read_statement", "register_scheme", "strip_ksql",
 ]

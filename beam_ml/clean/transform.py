@@ -23,7 +23,7 @@ from beam_ml.clean.lookups import Lookup
 from beam_ml.clean.statement import Statement
 from beam_ml.errors import DEAD_TAG
 
-__all__ = ["ApplySql", "SQL"]
+__all__ = ["ApplySql", "ApplySqlFn", "SQL"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,8 +31,12 @@ _LOGGER = logging.getLogger(__name__)
 SQL = "beam_ml.sql"
 
 
-class _ApplySqlDoFn(beam.DoFn):
-    """RecordBatch -> the statement's RecordBatch (main) + DeadLetters (DEAD_TAG)."""
+class ApplySqlFn(beam.DoFn):
+    """RecordBatch -> the statement's RecordBatch (main) + DeadLetters (DEAD_TAG); see `ApplySql`.
+
+    Public so a pipeline may run it inside its own step (with the same
+    arguments as ApplySql); `ApplySql` is the usual way in.
+    """
 
     def __init__(self, statement: Statement, lookups: Sequence[Lookup], source: str,
                  source_column: Optional[str], refresh_seconds: Optional[float],
@@ -129,7 +133,7 @@ class ApplySql(beam.PTransform):
         missing = [n for n in statement.lookup_schemas if n.lower() not in names]
         if missing:
             raise ValueError(f"the statement joins {missing} but no such lookup was given")
-        self._fn = _ApplySqlDoFn(statement, lookups, source, source_column, refresh_seconds,
+        self._fn = ApplySqlFn(statement, lookups, source, source_column, refresh_seconds,
                                  mask_columns, clock)
 
     def expand(self, batches):
