@@ -215,7 +215,7 @@ def _java_substring(s: str, pos: int, length=None) -> str:
     return s[start:end]
 
 
-_text = st.text(alphabet=st.sampled_from("AbZz09 -$_#éÉß東٣\t"), max_size=12)
+_text = st.text(alphabet=st.sampled_from("AbZz09 -$_#éÉß東٣\t\u0301ǅ😀𝐀"), max_size=12)
 
 
 @functools.lru_cache(maxsize=None)

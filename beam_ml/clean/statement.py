@@ -39,6 +39,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import pyarrow as pa
 
+from beam_ml.clean.masking import register_udf
 from beam_ml.clean.functions import FUNCTIONS, MACROS_SQL, java_pattern_parts, json_pointer, literal_string
 from beam_ml.errors import UserError
 
@@ -66,6 +67,7 @@ def connect():
 
     con = duckdb.connect(config={"threads": 1})
     con.execute("SET TimeZone = 'UTC'")
+    register_udf(con)
     con.execute(MACROS_SQL)
     # Statements only ever read the registered tables: no files, no network,
     # no extension downloads, and nothing a statement could switch back on.
