@@ -59,6 +59,9 @@ def test_csv_lookup_infers_its_schema_and_refreshes_when_the_file_changes(tmp_pa
         clock.now += 11
         assert outputs(fn, batch("u1", "u2"))[0] == [{"V1": 0.0, "CITY": "Premium Paris", "__line__": 2},
                                                      {"V1": 1.0, "CITY": None, "__line__": 3}]
+        path.write_text("userid,CITY,tier\nu1,Premium Oslo,not a number\n")  # no longer fits the schema
+        clock.now += 11
+        assert outputs(fn, batch("u1"))[0][0]["CITY"] == "Premium Paris"  # the stream goes on with the last rows
     finally:
         fn.teardown()
 

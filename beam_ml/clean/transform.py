@@ -7,7 +7,8 @@ Each DoFn instance opens one DuckDB connection in `setup()` (threads=1) and
 loads the lookups there; in streaming, lookups are refreshed every
 `refresh_seconds` from `process()`, without a restart. Counters in the
 `SQL` namespace: rows_in = rows_out + rows_filtered + dead, per batch and so
-for the run; plus lookup_refreshes and lookup_bad_records.
+for the run; plus lookup_refreshes, lookup_bad_records and
+lookup_refresh_errors (a failed refresh keeps the rows loaded last).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class ApplySqlFn(beam.DoFn):
         self._dead = beam.metrics.Metrics.counter(SQL, "dead")
         self._refreshes = beam.metrics.Metrics.counter(SQL, "lookup_refreshes")
         self._bad_lookup = beam.metrics.Metrics.counter(SQL, "lookup_bad_records")
+        self._refresh_errors = beam.metrics.Metrics.counter(SQL, "lookup_refresh_errors")
         self._engine: Optional[Engine] = None
 
     def setup(self):
@@ -78,11 +80,18 @@ class ApplySqlFn(beam.DoFn):
         if not self._refresh_seconds or self._clock() - self._last_refresh < self._refresh_seconds:
             return
         for lookup in self._active:
-            table = lookup.refresh()
-            if table is not None:
-                self._engine.set_lookup(lookup.name, table)
-                self._refreshes.inc()
-                _LOGGER.info("Lookup %s refreshed: %d rows", lookup.name, table.num_rows)
+            try:
+                table = lookup.refresh()
+                if table is not None:
+                    self._engine.set_lookup(lookup.name, table)
+                    self._refreshes.inc()
+                    _LOGGER.info("Lookup %s refreshed: %d rows", lookup.name, table.num_rows)
+            except Exception as e:  # pylint: disable=broad-except
+                # A file caught half-written or a broker hiccup must not stop a
+                # running stream: keep joining the rows loaded last, try again later.
+                self._refresh_errors.inc()
+                _LOGGER.warning("Lookup %s (%s): refresh failed, keeping the previous rows: %s",
+                                lookup.name, lookup.describe(), e)
             self._count_bad(lookup)
         self._last_refresh = self._clock()
 
