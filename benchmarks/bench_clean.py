@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     print(f"{table.num_rows} fraud rows; load average {report['load_average'][0]:.1f} on {report['cpus']} CPUs")
     print(f"\n{args.batch_rows}-row batches (preprocessing spends {ref_batch_ms:.0f} ms per batch at "
           f"{args.reference_rows_per_s:,.0f} rows/s):")
-    print(f"| statement | median ms/batch | min ms/batch | rows/s | vs preprocessing |\n|---|---|---|---|---|")
+    print("| statement | median ms/batch | min ms/batch | rows/s | vs preprocessing |\n|---|---|---|---|---|")
     for name, r in batch.items():
         print(f"| {name} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['rows_per_s']:,.0f} | "
               f"+{r['median_ms'] / ref_batch_ms:.1%} |")

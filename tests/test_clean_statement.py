@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beam_ml.clean import Engine, Statement, read_statement, strip_ksql
+from beam_ml.clean import Statement, read_statement, strip_ksql
 from beam_ml.errors import UserError
 
 EVENTS = pa.schema([("Time", pa.float64()), ("V1", pa.float64()), ("V2", pa.float64()), ("Amount", pa.float64()),
