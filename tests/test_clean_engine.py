@@ -1,5 +1,4 @@
 """Engine: rows in = rows out + filtered + dead, join semantics, failing rows become dead letters."""
-import functools
 import json
 
 import numpy as np
@@ -59,6 +58,36 @@ def test_inner_join_drops_unmatched_events_and_left_join_keeps_them_with_nulls()
     assert left.table.to_pylist()[2] == {"User": "Li", "CITY": None, "__line__": 4}
 
 
+@pytest.mark.parametrize("join", ["INNER", "LEFT"])
+def test_arrow_lookup_joins_equal_duckdb_joins(join):
+    """A column key is looked up in Arrow; an expression key makes DuckDB join: same rows either way."""
+    by_column = Statement.prepare(f"SELECT c.User, u.CITY, UCASE(u.CITY) AS up FROM events c {join} JOIN users u "
+                                  f"ON c.userid = u.userid WHERE u.CITY IS NULL OR u.CITY LIKE '%e%'", SCHEMA,
+                                  {"users": USERS.schema}, position_column="__line__")
+    by_expr = Statement.prepare(f"SELECT c.User, u.CITY, UCASE(u.CITY) AS up FROM events c {join} JOIN users u "
+                                f"ON TRIM(c.userid) = u.userid WHERE u.CITY IS NULL OR u.CITY LIKE '%e%'", SCHEMA,
+                                {"users": USERS.schema}, position_column="__line__")
+    assert by_column.joins is not None and by_expr.joins is None
+    a = Engine(by_column, {"users": USERS}).run(BATCH)
+    b = Engine(by_expr, {"users": USERS}).run(BATCH)
+    assert a.table == b.table and a.filtered == b.filtered
+    assert a.table.column("__line__").to_pylist() == ([2, 3, 5, 6] if join == "INNER" else [2, 3, 4, 5, 6])
+
+
+def test_chained_lookups_join_on_a_column_of_an_earlier_lookup():
+    users = pa.table({"userid": ["u1", "u2"], "city_id": [10, 20]})
+    cities = pa.table({"city_id": [10, 20], "name": ["Berlin", "Rome"], "premium": [True, False]})
+    stmt = Statement.prepare("SELECT c.userid, ci.* FROM events c JOIN users u ON c.userid = u.userid "
+                             "LEFT JOIN cities ci ON u.city_id = ci.city_id WHERE ci.premium OR c.V1 > 6",
+                             SCHEMA, {"users": users.schema, "cities": cities.schema}, position_column="__line__")
+    assert stmt.joins is not None and stmt.columns == ["userid", "city_id", "name", "premium"]
+    r = Engine(stmt, {"users": users, "cities": cities}).run(BATCH)
+    assert r.table.to_pylist() == [
+        {"userid": "u1", "city_id": 10, "name": "Berlin", "premium": True, "__line__": 2},
+        {"userid": "u2", "city_id": 20, "name": "Rome", "premium": False, "__line__": 3}]
+    assert r.filtered == 3
+
+
 def test_a_lookup_keeps_the_latest_row_per_key_so_events_never_fan_out():
     users = pa.table({"userid": ["u1", "u1", None, "u2"], "CITY": ["old", "new", "nobody", "Rome"]})
     r = run("SELECT c.User, u.CITY FROM events c LEFT JOIN users u ON c.userid = u.userid", BATCH, users=users)
@@ -113,21 +142,32 @@ def test_output_keeps_input_order_even_when_the_lookup_is_larger_than_the_batch(
     assert r.table.column("CITY").to_pylist() == [f"c{uid[1:]}" for uid in ids]
 
 
-@functools.lru_cache(maxsize=None)
-def _accounting_engine(join: str) -> Engine:
-    stmt = Statement.prepare(f"SELECT V1, u.CITY, EXTRACTJSONFIELD(payload, '$.a') AS a FROM events c {join} JOIN "
-                             "users u ON c.userid = u.userid WHERE V1 > 0", SCHEMA, {"users": USERS.schema},
-                             position_column="__line__")
-    return Engine(stmt, {"users": USERS})
+_ENGINES = {}
+
+
+def _accounting_engine(join: str, key: str) -> Engine:
+    if (join, key) not in _ENGINES:
+        stmt = Statement.prepare(f"SELECT V1, u.CITY, EXTRACTJSONFIELD(payload, '$.a') AS a FROM events c {join} "
+                                 f"JOIN users u ON {key} = u.userid WHERE V1 > 0", SCHEMA, {"users": USERS.schema},
+                                 position_column="__line__")
+        _ENGINES[join, key] = Engine(stmt, {"users": USERS})
+    return _ENGINES[join, key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_engines():
+    yield
+    for engine in _ENGINES.values():
+        engine.close()
 
 
 @settings(max_examples=40, deadline=None)
 @given(data=st.lists(st.tuples(st.one_of(st.none(), st.floats(-10, 10)), st.sampled_from(["u1", "u2", "u7", None]),
                                st.sampled_from(["{}", '{"a": 1}', "oops"])), max_size=60),
-       join=st.sampled_from(["INNER", "LEFT"]))
-def test_accounting_always_adds_up(data, join):
+       join=st.sampled_from(["INNER", "LEFT"]), key=st.sampled_from(["c.userid", "TRIM(c.userid)"]))
+def test_accounting_always_adds_up(data, join, key):
     batch = events([(v, 1, "x", uid, p) for v, uid, p in data])
-    r = _accounting_engine(join).run(batch)
+    r = _accounting_engine(join, key).run(batch)
     assert r.rows_in == len(data) == r.rows_out + r.filtered + len(r.dead)
     bad = {i + 2 for i, (v, uid, p) in enumerate(data) if p == "oops"}
     assert {d.position for d in r.dead} <= bad  # only rows with bad JSON can die (filtered ones may not)
