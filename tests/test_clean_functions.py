@@ -247,13 +247,17 @@ def test_round_matches_bigdecimal_half_up_towards_positive_infinity(xs):
 @given(words=st.lists(st.tuples(_text, st.integers(min_value=0, max_value=15)), min_size=1, max_size=10))
 def test_masks_match_the_java_masker(words):
     rows = _run("SELECT MASK(s) AS m, MASK_LEFT(s, n) AS ml, MASK_RIGHT(s, n) AS mr, MASK_KEEP_LEFT(s, n) AS mkl, "
-                "MASK_KEEP_RIGHT(s, n) AS mkr, MASK(s, '*', NULL, '#', NULL) AS mc FROM events",
+                "MASK_KEEP_RIGHT(s, n) AS mkr, MASK(s, '*', NULL, '#', NULL) AS mc, "
+                "MASK_LEFT(s, 3) AS ml3, CONCAT(MASK_RIGHT(s, 3), '!') AS umr3 FROM events",
                 s=[w for w, _ in words], n=[n for _, n in words])
     for (w, n), row in zip(words, rows):
         k = min(n, len(w))
         assert row == {"m": _java_mask(w), "ml": _java_mask(w[:k]) + w[k:],
                        "mr": w[:len(w) - k] + _java_mask(w[len(w) - k:]), "mkl": w[:k] + _java_mask(w[k:]),
-                       "mkr": _java_mask(w[:len(w) - k]) + w[len(w) - k:], "mc": _java_mask(w, "*", None, "#", None)}
+                       "mkr": _java_mask(w[:len(w) - k]) + w[len(w) - k:], "mc": _java_mask(w, "*", None, "#", None),
+                       # literal counts on a column are masked by the engine, nested ones by the UDF in DuckDB
+                       "ml3": _java_mask(w[:3]) + w[3:],
+                       "umr3": w[:max(len(w) - 3, 0)] + _java_mask(w[max(len(w) - 3, 0):]) + "!"}
 
 
 @settings(max_examples=50, deadline=None)

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_ml.clean.masking import mask_strings
 from beam_ml.clean.statement import EVENTS, ROW_COLUMN, Statement, connect, engine_message, hidden_column
 from beam_ml.errors import DeadLetter
 from beam_ml.records import raw_text
@@ -307,6 +308,10 @@ class Engine:
             for entry in stmt.plan:
                 if entry[0] == "input":
                     columns.append(from_input(entry[2]))
+                elif entry[0] == "mask":
+                    col = from_input(entry[2])
+                    columns.append(mask_strings(col, entry[3], np.full(len(col), entry[4], dtype=np.int64),
+                                                entry[5]))
                 elif entry[0] == "lookup":
                     pos = positions[entry[2]]
                     columns.append(self._tables[stmt.joins[entry[2]][0]].column(entry[3]).take(

@@ -600,6 +600,42 @@ class _Rewriter:
         root["select_list"] = select_list
         return root, tables, plan, joins, hidden
 
+    def _mask_entry(self, item: dict, input_column) -> Optional[tuple]:
+        """A plan entry that masks an input column outside DuckDB, or None.
+
+        `MASK_LEFT(c.User, 2) AS User` -- a MASK function of an input column
+        with literal arguments, as a select item -- is computed by the engine
+        on the whole column in one numpy call; in the query, DuckDB would call
+        the UDF per 2,048 rows with every literal repeated per row.
+        """
+        kinds = {"bm_mask": "all", "bm_mask_left": "left", "bm_mask_right": "right",
+                 "bm_mask_keep_left": "keep_left", "bm_mask_keep_right": "keep_right"}
+        if item.get("class") != "FUNCTION" or item.get("function_name") not in kinds:
+            return None
+        kind = kinds[item["function_name"]]
+        args = _args(item)
+        col = input_column(args[0]) if args[0].get("class") == "COLUMN_REF" else None
+        if col is None:
+            return None
+        n = 0
+        rest = args[1:]
+        if kind != "all":
+            lit = rest[0].get("literal", {}) if rest[0].get("class") == "CONSTANT" else {}
+            if lit.get("kind") not in ("INTEGER", "BIGINT") or int(lit["text"]) < 0:
+                return None
+            n, rest = int(lit["text"]), rest[1:]
+        masks = ["X", "x", "n", "-"]
+        if rest:
+            masks = []
+            for m in rest:
+                if m.get("class") == "CONSTANT" and m.get("literal", {}).get("kind") == "NULL_LITERAL":
+                    masks.append(None)
+                elif literal_string(m) is not None and len(literal_string(m)) == 1:
+                    masks.append(literal_string(m))
+                else:
+                    return None
+        return ("mask", item["alias"], col, kind, n, tuple(masks))
+
     def _inline_joins(self, root: dict, items: list[dict], tables: list[_Table]):
         """Turns lookup joins into Arrow lookups made before the query, when every join key is a column.
 
@@ -702,6 +738,15 @@ class _Rewriter:
                 if ref is not None and ref[1].lower() != ROW_COLUMN.lower():
                     plan.append(("input", item.get("alias") or ref[1], ref[1]))
                     continue
+
+            def input_column(node: dict) -> Optional[str]:
+                ref = resolve(node["column_names"], len(lookups))
+                return ref[1] if ref is not None and ref[0] == "events" else None
+
+            entry = self._mask_entry(item, input_column)
+            if entry is not None:
+                plan.append(entry)
+                continue
             alias = item.get("alias", "")
             node = rewrite(item)
             node["alias"] = alias
@@ -783,6 +828,19 @@ class _Rewriter:
                 if col in ev_names and col != ROW_COLUMN.lower():
                     plan.append(("input", item.get("alias") or ev_names[col], ev_names[col]))
                     continue
+
+            def input_column(node: dict) -> Optional[str]:
+                names = node["column_names"]
+                if len(names) == 2 and names[0].lower() == events:
+                    return ev_names.get(names[1].lower())
+                if len(names) == 1 and names[0].lower() not in lookup_names:
+                    return ev_names.get(names[0].lower())
+                return None
+
+            entry = self._mask_entry(item, input_column)
+            if entry is not None:
+                plan.append(entry)
+                continue
             select_list.append(item)
             plan.append(("query", 1))
         return plan, select_list
@@ -851,7 +909,8 @@ class Statement:
       flag: the flag the statement came from, for messages.
       plan: how output columns are assembled: ("input", name, input column)
         entries are copied from the batch, ("lookup", name, join, column) from
-        the join's lookup row, ("query", k) entries are the next k columns of
+        the join's lookup row, ("mask", name, input column, kind, n, masks) are
+        MASK functions the engine applies to an input column, ("query", k) entries are the next k columns of
         the query; None when the query computes every column.
       joins: lookup joins made in Arrow before the query, in order:
         (lookup name, alias, 'INNER'|'LEFT', key reference, lookup key) where
@@ -945,6 +1004,8 @@ class Statement:
                     fields.append(pa.field(entry[1], events_schema.field(entry[2]).type))
                 elif entry[0] == "lookup":
                     fields.append(pa.field(entry[1], lookups[joins[entry[2]][0]].field(entry[3]).type))
+                elif entry[0] == "mask":
+                    fields.append(pa.field(entry[1], pa.string()))
                 else:
                     fields.extend(next(it) for _ in range(entry[1]))
         names = [f.name for f in fields]
