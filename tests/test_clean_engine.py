@@ -74,6 +74,17 @@ def test_arrow_lookup_joins_equal_duckdb_joins(join):
     assert a.table.column("__line__").to_pylist() == ([2, 3, 5, 6] if join == "INNER" else [2, 3, 4, 5, 6])
 
 
+@pytest.mark.parametrize("key", ["c.userid", "TRIM(c.userid)"])
+def test_set_lookup_replaces_the_rows_later_batches_join(key):
+    stmt = Statement.prepare(f"SELECT u.CITY FROM events c LEFT JOIN users u ON {key} = u.userid", SCHEMA,
+                             {"users": USERS.schema}, position_column="__line__")
+    engine = Engine(stmt, {"users": USERS})
+    assert engine.run(BATCH).table.column("CITY").to_pylist()[:2] == ["Premium Berlin", "Basic Rome"]
+    engine.set_lookup("users", pa.table({"userid": ["u2"], "CITY": ["Premium Rome"]}))
+    assert engine.run(BATCH).table.column("CITY").to_pylist() == [None, "Premium Rome", None, None, None]
+    engine.close()
+
+
 def test_chained_lookups_join_on_a_column_of_an_earlier_lookup():
     users = pa.table({"userid": ["u1", "u2"], "city_id": [10, 20]})
     cities = pa.table({"city_id": [10, 20], "name": ["Berlin", "Rome"], "premium": [True, False]})

@@ -24,6 +24,11 @@ output row per input row at most is what makes the accounting exact); RIGHT,
 FULL, CROSS, NATURAL, ASOF and USING joins, and join conditions other than
 `<events expression> = <lookup>.<key>`.
 
+The plan (`Statement.plan`) keeps DuckDB's work to what only it can do:
+input and lookup columns selected as they are, and MASK functions of an
+input column with literal arguments, are assembled by the engine; lookup
+joins on a key column are made in Arrow before the query (`Statement.joins`).
+
 ksqlDB spellings accepted: a `CREATE STREAM|TABLE name [WITH (...)] AS`
 prefix, `EMIT CHANGES`/`EMIT FINAL`, a trailing `;`. Unaliased expressions
 are named KSQL_COL_0, KSQL_COL_1, ... as in ksqlDB; other names keep the case
