@@ -3,7 +3,7 @@ import pickle
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_ml.clean import Statement, read_statement, strip_ksql
@@ -143,3 +143,33 @@ def test_statements_cannot_read_files(tmp_path):
         prepare(f"SELECT V1 FROM events JOIN read_csv('{secret}') t ON t.a = V1")
     with pytest.raises(UserError, match="unknown lookup table"):
         prepare(f"SELECT V1 FROM events e JOIN '{secret}' t ON t.a = e.V1")
+
+
+_TOKENS = ["SELECT", "*", "V1", "c.V1", "u.CITY", "FROM", "events", "c", "users", "u", "JOIN", "LEFT", "INNER",
+           "ON", "c.userid", "=", "u.userid", "WHERE", "AND", "OR", ">", "5", "'x'", "(", ")", ",", "AS", "IFNULL",
+           "MASK_LEFT", "User", "2", "CASE", "WHEN", "THEN", "ELSE", "END", "GROUP", "BY", "EMIT", "CHANGES", ";",
+           "CREATE", "STREAM", "s", "NULL", "IS", "NOT", "LIKE", "'%'", "ROUND", "COUNT", "--", "/*", "*/", "\"",
+           "`", "TIMESTAMPTOSTRING", "'yyyy'", "EXTRACTJSONFIELD", "'$.a'", "UNION", "LIMIT", "1"]
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.sampled_from(_TOKENS), max_size=25))
+def test_any_statement_text_is_prepared_or_refused_with_a_user_error(words):
+    sql = " ".join(words)
+    try:
+        stmt = prepare(sql)
+    except UserError as e:
+        assert str(e).startswith("--sql: ") and "\n" not in str(e)
+        return
+    assert stmt.output_schema.names[-1] == "__line__"
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(max_size=60))
+def test_arbitrary_text_never_escapes_as_another_exception(text):
+    try:
+        prepare(text)
+    except UserError:
+        pass

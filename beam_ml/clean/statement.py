@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import re
 from typing import Any, Iterator, Mapping, Optional
@@ -313,10 +314,23 @@ def _names(schema: pa.Schema) -> dict[str, str]:
     return {f.name.lower(): f.name for f in schema}
 
 
+@functools.lru_cache(maxsize=1)
+def _aggregate_names_cached() -> frozenset:
+    import duckdb  # pylint: disable=import-outside-toplevel
+
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                           "WHERE function_type = 'aggregate'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].lower() for r in rows)
+
+
 def _aggregate_names(con) -> set[str]:
-    rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
-                       "WHERE function_type = 'aggregate'").fetchall()
-    return {r[0].lower() for r in rows}
+    """DuckDB's aggregate functions (a fixed list per DuckDB version; listing it costs ~100 ms)."""
+    del con
+    return set(_aggregate_names_cached())
 
 
 @dataclasses.dataclass(frozen=True)
