@@ -18,17 +18,19 @@ Pieces: `statement` (parse, check, rewrite, bind -> output schema),
 `functions` (ksqlDB's scalar functions as DuckDB macros), `engine` (one
 connection; a batch -> CleanResult with bisecting retry of failing rows),
 `lookups` (CSV, Arrow, Kafka-topic-as-table; `--lookup=NAME=SOURCE`),
-`transform` (the Beam step and its counters).
+`transform` (the Beam step and its counters), `options` (--sql, --lookup,
+--lookup_refresh and `prepare_cleaning`, which checks them all at launch).
 """
 from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
                                    parse_lookup_flag, register_scheme)
+from beam_ml.clean.options import Cleaning, CleanOptions, prepare_cleaning
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
 from beam_ml.clean.transform import SQL, ApplySql, ApplySqlFn
 
 __all__ = [
-    "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanResult", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
-    "SQL", "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag",
+    "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanOptions", "CleanResult", "Cleaning", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
+    "SQL", "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag", "prepare_cleaning",
     "read_statement", "register_scheme", "strip_ksql",
 ]
 
