@@ -152,6 +152,7 @@ def test_golden_values_of_ksqldb_docs_and_tests():
 
 def test_functions_on_columns_and_the_issue_example():
     assert evaluate("MASK_LEFT(s, 2)", s="Hans") == "Xxns"
+    assert evaluate("s + ' ' + CAST(i AS VARCHAR) || '!'", s="Hans", i=3) == "Hans 3!"  # ksqlDB's + on strings
     assert evaluate("IFNULL(i, -1)") == -1
     assert evaluate("IFNULL(i, -1)", i=0) == 0
     assert evaluate("ROUND(x, 2)", x=-100.115) == -100.11

@@ -41,6 +41,14 @@ def test_computed_columns_are_named_like_ksqldb_and_keep_the_input_case():
                                                         pa.string()]
 
 
+def test_plus_concatenates_strings_as_in_ksqldb():
+    stmt = prepare("SELECT User + ' (' + u.CITY + ')' AS who, V1 + 1 AS v FROM events c "
+                   "LEFT JOIN users u ON c.userid = u.userid WHERE 'x' + User = 'xHans'")
+    assert stmt.output_schema.field("who").type == pa.string()
+    assert stmt.output_schema.field("v").type == pa.float64()
+    assert "||" in stmt.query
+
+
 def test_star_hides_the_position_column_and_left_join_star_adds_lookup_columns():
     assert prepare("SELECT * FROM events").columns == EVENTS.names[:-1]
     stmt = prepare("SELECT e.*, u.CITY, u.tier FROM events e LEFT JOIN users u ON e.userid = u.userid")

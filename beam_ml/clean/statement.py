@@ -897,6 +897,41 @@ def _check_join_types(con, root: dict, rewriter: "_Rewriter", flag: str) -> None
                             f"CAST one side so they match")
 
 
+def _post_order(node: Any) -> Iterator[dict]:
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _post_order(v)
+        yield node
+    elif isinstance(node, list):
+        for v in node:
+            yield from _post_order(v)
+
+
+def _string_plus_to_concat(con, root: dict) -> None:
+    """ksqlDB concatenates strings with `+` as well as `||`; DuckDB only with `||`.
+
+    Each `a + b` whose operand is a string becomes `a || b` (innermost
+    first, so 'a' + b + 'c' works); the operand types come from binding
+    each operand alone against the (empty) registered tables.
+    """
+    for node in _post_order(root.get("select_list", []) + [root.get("where_clause")]):
+        if node.get("class") != "FUNCTION" or node.get("function_name") != "+" or len(node["arguments"]) != 2:
+            continue
+        for arg in _args(node):
+            probe = copy.deepcopy(root)
+            probe["select_list"] = [dict(copy.deepcopy(arg), alias="k")]
+            probe["where_clause"] = None
+            try:
+                t = con.sql(_deserialize(con, probe)).to_arrow_table().schema.field("k").type
+            except Exception:  # pylint: disable=broad-except
+                continue  # the final bind reports what is wrong
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                node["function_name"] = "||"
+                if "qualified_name" in node:
+                    node["qualified_name"] = {"path": ["||"]}
+                break
+
+
 def _deserialize(con, root: dict) -> str:
     doc = {"error": False, "statements": [{"node": root, "named_param_map": []}]}
     return con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(doc)]).fetchall()[0][0]
@@ -990,13 +1025,14 @@ class Statement:
             root = _parse(con, text, flag)
             rewriter = _Rewriter(con, flag, events_schema, lookups, position_column)
             root, tables, plan, joins, hidden = rewriter.select(root)
-            query = _deserialize(con, root)
             used = {t.name: t for t in tables[1:]}
             query_input = _query_input_schema(events_schema, lookups, joins, hidden)
             con.register(EVENTS, _empty(query_input))
             if joins is None:
                 for name in used:
                     con.register(name, _empty(lookups[name]))
+            _string_plus_to_concat(con, root)
+            query = _deserialize(con, root)
             try:
                 result = con.sql(query).to_arrow_table()
             except Exception as e:  # duckdb.Error: binder, catalog, conversion...
