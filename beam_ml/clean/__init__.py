@@ -19,7 +19,8 @@ Pieces: `statement` (parse, check, rewrite, bind -> output schema),
 connection; a batch -> CleanResult with bisecting retry of failing rows),
 `lookups` (CSV, Arrow, Kafka-topic-as-table; `--lookup=NAME=SOURCE`),
 `transform` (the Beam step and its counters), `options` (--sql, --lookup,
---lookup_refresh and `prepare_cleaning`, which checks them all at launch).
+--lookup_refresh and `prepare_cleaning`, which checks them all at launch),
+`windows` (ksqlDB's WINDOW TUMBLING/HOPPING/SESSION aggregations on Beam windows).
 """
 from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
@@ -27,11 +28,12 @@ from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, 
 from beam_ml.clean.options import Cleaning, CleanOptions, prepare_cleaning
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
 from beam_ml.clean.transform import SQL, ApplySql, ApplySqlFn
+from beam_ml.clean.windows import WindowedAggregate, WindowedAggregation
 
 __all__ = [
     "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanOptions", "CleanResult", "Cleaning", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
     "SQL", "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag", "prepare_cleaning",
-    "read_statement", "register_scheme", "strip_ksql",
+    "read_statement", "register_scheme", "strip_ksql", "WindowedAggregate", "WindowedAggregation",
 ]
 
 
