@@ -226,8 +226,10 @@ def strip_ksql(sql: str, flag: str = "--sql") -> str:
     k = _KSQL_ONLY.search(_outside_quotes(text))
     if k:
         clause = " ".join(k.group(0).split()).upper()
-        raise UserError(f"{flag}: {clause} is not supported: a statement runs per batch of rows, with no "
-                        "windows or repartitioning (drop the clause)")
+        hint = ("windowed aggregations are a WindowedAggregation step" if clause.startswith("WINDOW")
+                else "drop the clause")
+        raise UserError(f"{flag}: {clause} is not supported here: a cleaning statement runs per batch of rows, "
+                        f"with no windows or repartitioning ({hint})")
     return text
 
 
@@ -498,7 +500,7 @@ class _Rewriter:
             raise self.fail(f"unknown function {node.get('schema')}.{name}")
         if name in self.aggregates or node.get("distinct") or node.get("filter"):
             raise self.fail(f"aggregate function {shown} is not supported: a statement maps each event "
-                            "to at most one row (windowed aggregations are not available yet)")
+                            "to at most one row (windowed aggregations: beam_ml.clean.WindowedAggregation)")
         if name in ("unnest", "generate_subscripts"):
             raise self.fail(f"{name.upper()}() is not supported: it would turn one event into many rows")
         node["arguments"] = [dict(a, expression=self.expression(a["expression"])) for a in node["arguments"]]
@@ -573,7 +575,7 @@ class _Rewriter:
         if root.get("group_expressions") or root.get("group_sets") or \
                 root.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING":
             raise self.fail("GROUP BY is not supported: a statement maps each event to at most one row "
-                            "(windowed aggregations are not available yet)")
+                            "(windowed aggregations: beam_ml.clean.WindowedAggregation)")
         for clause in ("having", "qualify", "sample"):
             if root.get(clause):
                 raise self.fail(f"{clause.upper()} is not supported")
