@@ -14,7 +14,9 @@ instance, with exact accounting (rows in = out + filtered + dead)::
         events_schema, {"users": users.schema()}, position_column="__line__")   # fails fast: UserError
     clean, dead = (batches | "ApplySql" >> ApplySql(stmt, [users], source=path)).values()
 
-Pieces: `statement` (parse, check, rewrite, bind -> output schema),
+Pieces: `statement` (parse, check, rewrite, bind -> output schema; with
+`ksql_text` for ksqlDB spellings, `rewrite` for the syntax tree, `duck` for the
+configured connection),
 `functions` (ksqlDB's scalar functions as DuckDB macros), `engine` (one
 connection; a batch -> CleanResult with bisecting retry of failing rows),
 `lookups` (CSV, Arrow, Kafka-topic-as-table; `--lookup=NAME=SOURCE`),
