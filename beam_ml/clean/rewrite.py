@@ -1,0 +1,729 @@
+"""The syntax tree of a cleaning statement: DuckDB's own parse, checked and rewritten.
+
+`Statement.prepare` (beam_ml.clean.statement) drives it: `parse` (DuckDB's
+json_serialize_sql), `Rewriter.select` (the rules, ksqlDB function renames,
+KSQL_COL naming, the plan of what DuckDB computes and what the engine
+assembles, lookup joins made in Arrow), `string_plus_to_concat`, and
+`deserialize` back to SQL text.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+from typing import Any, Iterator, Mapping, Optional
+
+import pyarrow as pa
+
+from beam_ml.clean.duck import EVENTS, ROW_COLUMN, hidden_column
+from beam_ml.clean.functions import FUNCTIONS, java_pattern_parts, json_pointer, literal_string
+from beam_ml.errors import UserError
+
+__all__ = ["parse", "Rewriter", "deserialize", "check_join_types", "string_plus_to_concat", "query_input_schema",
+           "kind_of"]
+
+_JOINS = {"INNER", "LEFT"}
+
+
+
+def parse(con, sql: str, flag: str) -> dict:
+    res = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()[0][0])
+    if res.get("error"):
+        msg = res.get("error_message", "cannot parse")
+        if res.get("error_type") == "not implemented" and "Only SELECT" in msg:
+            msg = "only a SELECT over events (and lookups) is allowed here"
+        elif res.get("error_type") == "parser":
+            msg = f"Parser Error: {msg}"
+        raise UserError(f"{flag}: {msg}")
+    statements = res["statements"]
+    if len(statements) != 1:
+        raise UserError(f"{flag}: expected one SELECT statement, got {len(statements)}")
+    if statements[0].get("named_param_map"):
+        raise UserError(f"{flag}: parameters ($1, ?) are not supported; write the values in the statement")
+    return statements[0]["node"]
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every dict in an AST subtree."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _expressions(node: Any) -> Iterator[dict]:
+    for d in _walk(node):
+        if "class" in d:
+            yield d
+
+
+class _Templates:
+    """AST nodes made by DuckDB's own serializer, copied and filled in (robust to its format)."""
+
+    def __init__(self, con):
+        sel = parse(con, "SELECT f(1) AS a, 'x', t.c FROM t", "internal")["select_list"]
+        self.function, self.string, self.column = sel
+        for node in sel:
+            node["alias"] = ""
+
+    def call(self, name: str, *args: dict, alias: str = "") -> dict:
+        node = copy.deepcopy(self.function)
+        node["function_name"] = name
+        if "qualified_name" in node:
+            node["qualified_name"] = {"path": [name]}
+        template_arg = node["arguments"][0]
+        node["arguments"] = [dict(copy.deepcopy(template_arg), expression=a) for a in args]
+        node["alias"] = alias
+        return node
+
+    def text(self, s: str) -> dict:
+        node = copy.deepcopy(self.string)
+        node["literal"]["text"] = s
+        return node
+
+    def ref(self, *names: str, alias: str = "") -> dict:
+        node = copy.deepcopy(self.column)
+        node["column_names"] = list(names)
+        node["alias"] = alias
+        return node
+
+
+def _args(node: dict) -> list[dict]:
+    return [a["expression"] for a in node.get("arguments", [])]
+
+
+def _set_args(node: dict, args: list[dict]) -> None:
+    for a, e in zip(node["arguments"], args):
+        a["expression"] = e
+
+
+def _names(schema: pa.Schema) -> dict[str, str]:
+    """lower-case name -> name as in the schema."""
+    return {f.name.lower(): f.name for f in schema}
+
+
+@functools.lru_cache(maxsize=1)
+def _aggregate_names_cached() -> frozenset:
+    import duckdb  # pylint: disable=import-outside-toplevel
+
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                           "WHERE function_type = 'aggregate'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].lower() for r in rows)
+
+
+def _aggregate_names(con) -> set[str]:
+    """DuckDB's aggregate functions (a fixed list per DuckDB version; listing it costs ~100 ms)."""
+    del con
+    return set(_aggregate_names_cached())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    name: str   # canonical (events, or the lookup's name as given)
+    alias: str  # how the statement refers to it
+    join: Optional[str] = None  # INNER / LEFT for lookups
+    key: Optional[str] = None  # the lookup's key column
+
+
+class Rewriter:
+    """Checks and rewrites one parsed SELECT; see the module docstring for the rules."""
+
+    def __init__(self, con, flag: str, events_schema: pa.Schema, lookups: Mapping[str, pa.Schema],
+                 position_column: Optional[str]):
+        self.con = con
+        self.flag = flag
+        self.events_schema = events_schema
+        self.lookups = {name.lower(): (name, schema) for name, schema in lookups.items()}
+        self.position_column = position_column
+        self.t = _Templates(con)
+        self.aggregates = _aggregate_names(con)
+        # (lookup alias, key column, key type, the events-side expression) per join.
+        self.join_exprs: list[tuple[str, str, pa.DataType, dict]] = []
+
+    def fail(self, msg: str) -> UserError:
+        return UserError(f"{self.flag}: {msg}")
+
+    # -- FROM ---------------------------------------------------------------
+
+    def _base_table(self, ref: dict) -> tuple[str, str]:
+        if ref.get("type") != "BASE_TABLE":
+            kind = {"TABLE_FUNCTION": "a table function", "SUBQUERY": "a subquery",
+                    "EXPRESSION_LIST": "VALUES", "JOIN": "a parenthesised join"}.get(ref.get("type"), ref.get("type"))
+            raise self.fail(f"FROM may name only events and lookups, not {kind}")
+        if ref.get("schema_name") or ref.get("catalog_name"):
+            raise self.fail(f"unknown table {ref.get('schema_name')}.{ref['table_name']}: "
+                            f"tables are events and the lookups")
+        if ref.get("sample") or ref.get("at_clause") or ref.get("column_name_alias"):
+            raise self.fail(f"table {ref['table_name']}: TABLESAMPLE, AT and column aliases are not supported")
+        return ref["table_name"], ref.get("alias") or ref["table_name"]
+
+    def tables(self, from_table: dict) -> list[_Table]:
+        joins = []
+        node = from_table
+        while node.get("type") == "JOIN":
+            joins.append(node)
+            node = node["left"]
+        if node.get("type") == "EMPTY":
+            raise self.fail("the statement must read FROM events")
+        name, alias = self._base_table(node)
+        if name.lower() != EVENTS:
+            raise self.fail(f"the first table must be {EVENTS} (the input as read), not {name}")
+        tables = [_Table(EVENTS, alias)]
+        for j in reversed(joins):
+            kind = j.get("join_type")
+            ref_type = j.get("ref_type", "REGULAR")
+            if ref_type != "REGULAR" or kind not in _JOINS:
+                what = ref_type if ref_type != "REGULAR" else kind
+                raise self.fail(f"{what} JOIN is not supported: a stream joins a lookup table with "
+                                "INNER JOIN or LEFT JOIN ... ON <events expression> = <lookup>.<key>")
+            if j.get("using_columns"):
+                raise self.fail("JOIN ... USING is not supported: write ON <events expression> = <lookup>.<key>")
+            lname, lalias = self._base_table(j["right"])
+            if lname.lower() == EVENTS:
+                raise self.fail(f"{EVENTS} may be read only once")
+            if lname.lower() not in self.lookups:
+                known = ", ".join(sorted(n for n, _ in self.lookups.values())) or "none"
+                raise self.fail(f"unknown lookup table {lname!r} (lookups given: {known}; "
+                                f"name one with --lookup={lname}=PATH)")
+            canonical, schema = self.lookups[lname.lower()]
+            key = self._join_key(j["condition"], lalias, schema, tables)
+            tables.append(_Table(canonical, lalias, kind, key))
+        aliases = [t.alias.lower() for t in tables]
+        if len(set(aliases)) != len(aliases):
+            raise self.fail(f"a table name or alias is used twice: {', '.join(t.alias for t in tables)}")
+        keys: dict[str, str] = {}
+        for t in tables[1:]:
+            if keys.setdefault(t.name, t.key) != t.key:
+                raise self.fail(f"lookup {t.name} is joined on two different keys ({keys[t.name]}, {t.key})")
+        return tables
+
+    def _join_key(self, cond: Optional[dict], alias: str, schema: pa.Schema, left: list[_Table]) -> str:
+        usage = (f"JOIN {alias} must be ON <events expression> = {alias}.<key column> "
+                 "(a stream joins a table on the table's key)")
+        if not cond or cond.get("type") != "COMPARE_EQUAL":
+            raise self.fail(usage)
+        lower = alias.lower()
+
+        def lookup_side(e: dict) -> Optional[str]:
+            if e.get("class") == "COLUMN_REF" and len(e["column_names"]) == 2 and \
+                    e["column_names"][0].lower() == lower:
+                return e["column_names"][1]
+            return None
+
+        def touches_lookup(e: dict) -> bool:
+            left_names = set(_names(self.events_schema))
+            for t in left[1:]:
+                left_names |= set(_names(self.lookups[t.name.lower()][1]))
+            for d in _expressions(e):
+                if d.get("class") != "COLUMN_REF":
+                    continue
+                names = d["column_names"]
+                if len(names) >= 2 and names[0].lower() == lower:
+                    return True
+                if len(names) == 1 and names[0].lower() in _names(schema) and names[0].lower() not in left_names:
+                    return True
+            return False
+
+        for mine, other in ((cond["right"], cond["left"]), (cond["left"], cond["right"])):
+            col = lookup_side(mine)
+            if col is not None and not touches_lookup(other):
+                found = _names(schema).get(col.lower())
+                if found is None:
+                    raise self.fail(f"lookup {alias} has no column {col!r} to join on "
+                                    f"(its columns: {', '.join(schema.names)})")
+                self.join_exprs.append((alias, found, schema.field(found).type, copy.deepcopy(other)))
+                return found
+        raise self.fail(usage)
+
+    # -- expressions --------------------------------------------------------
+
+    def expression(self, node: dict) -> dict:
+        """Checks an expression tree and returns it rewritten (functions renamed, literals converted)."""
+        cls = node.get("class")
+        if cls == "SUBQUERY":
+            raise self.fail("subqueries are not supported (join a lookup instead)")
+        if cls == "WINDOW":
+            raise self.fail(f"window function {node.get('function_name', '').upper()}() OVER is not supported: "
+                            "a statement sees one batch, not the stream")
+        if cls == "PARAMETER":
+            raise self.fail("parameters ($1, ?) are not supported; write the values in the statement")
+        if cls == "COLUMN_REF" and node["column_names"][-1].lower() == ROW_COLUMN:
+            raise self.fail(f"{ROW_COLUMN} is reserved")
+        if cls == "FUNCTION":
+            return self.function(node)
+        for key, value in list(node.items()):
+            if isinstance(value, dict) and "class" in value:
+                node[key] = self.expression(value)
+            elif isinstance(value, list):
+                node[key] = [self.expression(v) if isinstance(v, dict) and "class" in v else self._nested(v)
+                             for v in value]
+            elif isinstance(value, dict):
+                node[key] = self._nested(value)
+        return node
+
+    def _nested(self, value: Any) -> Any:
+        # Containers that are not expressions themselves (CASE checks, function
+        # arguments, ORDER BY inside list functions...) may hold expressions.
+        if isinstance(value, dict):
+            for k, v in list(value.items()):
+                if isinstance(v, dict) and "class" in v:
+                    value[k] = self.expression(v)
+                elif isinstance(v, (dict, list)):
+                    value[k] = self._nested(v)
+            return value
+        if isinstance(value, list):
+            return [self.expression(v) if isinstance(v, dict) and "class" in v else self._nested(v) for v in value]
+        return value
+
+    def function(self, node: dict) -> dict:
+        name = node["function_name"].lower()
+        shown = "COUNT(*)" if name == "count_star" else f"{name.upper()}()"
+        if node.get("schema") or node.get("catalog"):
+            raise self.fail(f"unknown function {node.get('schema')}.{name}")
+        if name in self.aggregates or node.get("distinct") or node.get("filter"):
+            raise self.fail(f"aggregate function {shown} is not supported: a statement maps each event "
+                            "to at most one row (windowed aggregations: beam_ml.clean.WindowedAggregation)")
+        if name in ("unnest", "generate_subscripts"):
+            raise self.fail(f"{name.upper()}() is not supported: it would turn one event into many rows")
+        node["arguments"] = [dict(a, expression=self.expression(a["expression"])) for a in node["arguments"]]
+        if name not in FUNCTIONS:
+            return node
+        args = _args(node)
+        target = FUNCTIONS[name].get(len(args))
+        if target is None:
+            counts = " or ".join(str(k) for k in sorted(FUNCTIONS[name]))
+            raise self.fail(f"{name.upper()} takes {counts} arguments, got {len(args)}")
+        if name == "timestamptostring":
+            return self._timestamp_to_string(node, args)
+        if name.startswith("mask"):
+            # ksqlDB's checks, made at preparation when the arguments are literals.
+            for m in args[-4:] if len(args) in (5, 6) else ():
+                text = literal_string(m)
+                if text is not None and len(text) != 1:
+                    raise self.fail(f"{name.upper()}: Invalid mask character. Must be only single character, "
+                                    f"but was '{text}'")
+            count = args[1] if name != "mask" else None
+            if count is not None and count.get("class") == "CONSTANT" and \
+                    str(count.get("literal", {}).get("text", "0")).lstrip().startswith("-"):
+                raise self.fail(f"{name.upper()}: function {name} requires a non-negative number of "
+                                "characters to mask or skip")
+        if name == "extractjsonfield":
+            path = literal_string(args[1])
+            if path is None:
+                raise self.fail("EXTRACTJSONFIELD: the JSON path must be a string literal such as '$.a.b'")
+            try:
+                args[1] = self.t.text(json_pointer(path))
+            except UserError as e:
+                raise self.fail(str(e)) from None
+            _set_args(node, args)
+        node["function_name"] = target
+        if "qualified_name" in node:
+            node["qualified_name"] = {"path": [target]}
+        return node
+
+    def _timestamp_to_string(self, node: dict, args: list[dict]) -> dict:
+        pattern = literal_string(args[1])
+        if pattern is None:
+            raise self.fail("TIMESTAMPTOSTRING: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
+        try:
+            parts = java_pattern_parts(pattern)
+        except UserError as e:
+            raise self.fail(str(e)) from None
+        ts = args[0]
+        tz = args[2] if len(args) == 3 else self.t.text("UTC")
+        pieces = [self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
+                              copy.deepcopy(ts), copy.deepcopy(tz), self.t.text(text))
+                  for kind, text in parts]
+        if not pieces:
+            value = self.t.text("")
+        elif len(pieces) == 1:
+            value = pieces[0]
+        else:
+            value = self.t.call("concat", *pieces)
+        return self.t.call("bm_ts_guard", ts, tz, value, alias=node.get("alias", ""))
+
+    # -- the whole SELECT ---------------------------------------------------
+
+    def select(self, root: dict) -> tuple[dict, list[_Table]]:
+        if root.get("type") != "SELECT_NODE":
+            raise self.fail(f"expected one SELECT, got {root.get('type', '?').replace('_NODE', '')} "
+                            "(UNION, INTERSECT and EXCEPT are not supported)")
+        for m in root.get("modifiers", []):
+            what = {"ORDER_MODIFIER": "ORDER BY", "LIMIT_MODIFIER": "LIMIT", "LIMIT_PERCENT_MODIFIER": "LIMIT",
+                    "DISTINCT_MODIFIER": "DISTINCT"}.get(m.get("type"), m.get("type"))
+            raise self.fail(f"{what} is not supported: a statement maps each event on its own")
+        if root.get("cte_map", {}).get("map"):
+            raise self.fail("WITH (common table expressions) is not supported")
+        if root.get("group_expressions") or root.get("group_sets") or \
+                root.get("aggregate_handling", "STANDARD_HANDLING") != "STANDARD_HANDLING":
+            raise self.fail("GROUP BY is not supported: a statement maps each event to at most one row "
+                            "(windowed aggregations: beam_ml.clean.WindowedAggregation)")
+        for clause in ("having", "qualify", "sample"):
+            if root.get(clause):
+                raise self.fail(f"{clause.upper()} is not supported")
+        tables = self.tables(root["from_table"])
+        events_alias = tables[0].alias
+        node = root["from_table"]
+        while node.get("type") == "JOIN":
+            node = node["left"]
+        self._events_ref = node
+        # Join conditions and WHERE are checked like any expression.
+        node = root["from_table"]
+        while node.get("type") == "JOIN":
+            node["condition"] = self.expression(node["condition"])
+            node = node["left"]
+        if root.get("where_clause"):
+            root["where_clause"] = self.expression(root["where_clause"])
+        used = {n.lower() for n in self.events_schema.names}
+        for _, schema in self.lookups.values():
+            used |= {n.lower() for n in schema.names}
+        generated = 0
+        items = []
+        for item in root["select_list"]:
+            if item.get("class") == "STAR":
+                if item.get("expr") is not None:
+                    item["expr"] = self.expression(item["expr"])
+                items.append(item)
+                continue
+            if not item.get("alias") and item.get("class") != "COLUMN_REF":
+                while f"ksql_col_{generated}" in used:
+                    generated += 1
+                item["alias"] = f"KSQL_COL_{generated}"
+                used.add(f"ksql_col_{generated}")
+                generated += 1
+            items.append(self.expression(item))
+        inline = self._inline_joins(root, items, tables) if len(tables) > 1 else None
+        if inline is not None:
+            plan, select_list, joins, hidden = inline
+            root["from_table"] = self._events_ref
+        else:
+            plan, select_list = self._plan(items, tables)
+            joins, hidden = None, ()
+        select_list.append(self.t.ref(events_alias, ROW_COLUMN, alias=ROW_COLUMN))
+        root["select_list"] = select_list
+        return root, tables, plan, joins, hidden
+
+    def _mask_entry(self, item: dict, input_column) -> Optional[tuple]:
+        """A plan entry that masks an input column outside DuckDB, or None.
+
+        `MASK_LEFT(c.User, 2) AS User` -- a MASK function of an input column
+        with literal arguments, as a select item -- is computed by the engine
+        on the whole column in one numpy call; in the query, DuckDB would call
+        the UDF per 2,048 rows with every literal repeated per row.
+        """
+        kinds = {"bm_mask": "all", "bm_mask_left": "left", "bm_mask_right": "right",
+                 "bm_mask_keep_left": "keep_left", "bm_mask_keep_right": "keep_right"}
+        if item.get("class") != "FUNCTION" or item.get("function_name") not in kinds:
+            return None
+        kind = kinds[item["function_name"]]
+        args = _args(item)
+        col = input_column(args[0]) if args[0].get("class") == "COLUMN_REF" else None
+        if col is None:
+            return None
+        n = 0
+        rest = args[1:]
+        if kind != "all":
+            lit = rest[0].get("literal", {}) if rest[0].get("class") == "CONSTANT" else {}
+            if lit.get("kind") not in ("INTEGER", "BIGINT") or int(lit["text"]) < 0:
+                return None
+            n, rest = int(lit["text"]), rest[1:]
+        masks = ["X", "x", "n", "-"]
+        if rest:
+            masks = []
+            for m in rest:
+                if m.get("class") == "CONSTANT" and m.get("literal", {}).get("kind") == "NULL_LITERAL":
+                    masks.append(None)
+                elif literal_string(m) is not None and len(literal_string(m)) == 1:
+                    masks.append(literal_string(m))
+                else:
+                    return None
+        return ("mask", item["alias"], col, kind, n, tuple(masks))
+
+    def _inline_joins(self, root: dict, items: list[dict], tables: list[_Table]):
+        """Turns lookup joins into Arrow lookups made before the query, when every join key is a column.
+
+        A stream-table join is a key lookup: `pyarrow.compute.index_in` of the
+        event's key in the lookup's (latest-per-key) keys gives each event's
+        lookup row, about 1.5 ms per 10k events where a DuckDB hash join
+        rebuilt per batch costs 5-10 ms. Lookup columns the query computes
+        with are added to `events` under hidden names; those selected as they
+        are are taken from the lookup by the engine, like input columns.
+
+        Returns:
+          (plan, DuckDB select list, joins, hidden columns), or None to leave
+          the joins to DuckDB (a key that is an expression, a star with modifiers).
+        """
+        star_keys = ("exclude_list", "qualified_exclude_list", "replace_list", "rename_list", "expr", "columns")
+        if any(i.get("class") == "STAR" and any(i.get(k) for k in star_keys) for i in items):
+            return None
+        events_alias = tables[0].alias
+        ev_names = _names(self.events_schema)
+        lookups = [(t, self.lookups[t.name.lower()][1]) for t in tables[1:]]
+        by_alias = {t.alias.lower(): i for i, (t, _) in enumerate(lookups)}
+        hidden_input = {ROW_COLUMN.lower()} | ({self.position_column.lower()} if self.position_column else set())
+
+        def resolve(names: list[str], upto: int) -> Optional[tuple]:
+            """('events', col) / ('lookup', i, col) / None (left to DuckDB) for a column reference."""
+            if len(names) == 2:
+                rel, col = names[0].lower(), names[1].lower()
+                if rel == events_alias.lower():
+                    return ("events", ev_names[col]) if col in ev_names else None
+                if rel in by_alias and by_alias[rel] < upto:
+                    i = by_alias[rel]
+                    found = _names(lookups[i][1]).get(col)
+                    if found is None:
+                        raise self.fail(f"lookup {lookups[i][0].alias} has no column {names[1]!r} "
+                                        f"(its columns: {', '.join(lookups[i][1].names)})")
+                    return ("lookup", i, found)
+                return None
+            if len(names) != 1:
+                return None
+            col = names[0].lower()
+            hits = [i for i, (_, schema) in enumerate(lookups[:upto]) if col in _names(schema)]
+            if (hits and col in ev_names) or len(hits) > 1:
+                raise self.fail(f'Binder Error: Ambiguous reference to column name "{names[0]}": '
+                                "qualify it with its table")
+            if hits:
+                return ("lookup", hits[0], _names(lookups[hits[0]][1])[col])
+            return ("events", ev_names[col]) if col in ev_names else None
+
+        joins = []
+        for i, (alias, key, key_type, expr) in enumerate(self.join_exprs):
+            if expr.get("class") != "COLUMN_REF":
+                return None
+            ref = resolve(expr["column_names"], i)
+            if ref is None:
+                return None
+            t = lookups[i][0]
+            joins.append((t.name, t.alias, t.join, ref, key))
+        hidden: list[tuple[int, str]] = []
+
+        def hidden_ref(i: int, col: str) -> dict:
+            if (i, col) not in hidden:
+                hidden.append((i, col))
+            return self.t.ref(events_alias, hidden_column(i, col))
+
+        def rewrite(node: Any) -> Any:
+            if isinstance(node, dict):
+                if node.get("class") == "COLUMN_REF":
+                    ref = resolve(node["column_names"], len(lookups))
+                    if ref is not None and ref[0] == "lookup":
+                        return hidden_ref(ref[1], ref[2])
+                    return node
+                return {k: rewrite(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [rewrite(v) for v in node]
+            return node
+
+        plan: list[tuple] = []
+        select_list: list[dict] = []
+        for item in items:
+            cls = item.get("class")
+            if cls == "STAR":
+                rel = (item.get("relation_name") or "").lower()
+                if rel in ("", events_alias.lower()):
+                    plan += [("input", f.name, f.name) for f in self.events_schema
+                             if f.name.lower() not in hidden_input]
+                if rel == "":
+                    for i, (_, schema) in enumerate(lookups):
+                        plan += [("lookup", f.name, i, f.name) for f in schema]
+                elif rel in by_alias:
+                    i = by_alias[rel]
+                    plan += [("lookup", f.name, i, f.name) for f in lookups[i][1]]
+                elif rel != events_alias.lower():
+                    raise self.fail(f'Binder Error: Referenced table "{item.get("relation_name")}" not found')
+                continue
+            if cls == "COLUMN_REF":
+                ref = resolve(item["column_names"], len(lookups))
+                if ref is not None and ref[0] == "lookup":
+                    plan.append(("lookup", item.get("alias") or ref[2], ref[1], ref[2]))
+                    continue
+                if ref is not None and ref[1].lower() != ROW_COLUMN.lower():
+                    plan.append(("input", item.get("alias") or ref[1], ref[1]))
+                    continue
+
+            def input_column(node: dict) -> Optional[str]:
+                ref = resolve(node["column_names"], len(lookups))
+                return ref[1] if ref is not None and ref[0] == "events" else None
+
+            entry = self._mask_entry(item, input_column)
+            if entry is not None:
+                plan.append(entry)
+                continue
+            alias = item.get("alias", "")
+            node = rewrite(item)
+            node["alias"] = alias
+            select_list.append(node)
+            plan.append(("query", 1))
+        if root.get("where_clause"):
+            root["where_clause"] = rewrite(root["where_clause"])
+        return plan, select_list, tuple(joins), tuple(hidden)
+
+    def _plan(self, items: list[dict], tables: list[_Table]) -> tuple[Optional[list[tuple]], list[dict]]:
+        """Splits the select list into columns copied from the input and columns DuckDB computes.
+
+        Moving a column through DuckDB costs a copy in and a copy out (about
+        0.25 ms per column per 10k rows), so input columns selected as they are
+        never enter the query: the engine takes them from the input batch by
+        row number. Returns the plan -- ("input", output name, input column) or
+        ("query", number of query columns) per entry, in output order -- and
+        the query's select list; the plan is None when a star has modifiers
+        (EXCLUDE, REPLACE, COLUMNS...), and then DuckDB computes everything.
+        """
+        events = tables[0].alias.lower()
+        hidden = {ROW_COLUMN.lower()} | ({self.position_column.lower()} if self.position_column else set())
+        ev_names = _names(self.events_schema)
+        lookup_names: set[str] = set()
+        by_alias = {}
+        for t in tables[1:]:
+            schema = self.lookups[t.name.lower()][1]
+            lookup_names |= set(_names(schema))
+            by_alias[t.alias.lower()] = (t, schema)
+        star_keys = ("exclude_list", "qualified_exclude_list", "replace_list", "rename_list", "expr", "columns")
+        plain = all(not any(i.get(k) for k in star_keys) for i in items if i.get("class") == "STAR")
+        if not plain:
+            for item in items:
+                rel = (item.get("relation_name") or "").lower()
+                if item.get("class") == "STAR" and rel in ("", events) and not item.get("columns"):
+                    excluded = {e.get("column", "").lower() if isinstance(e, dict) else str(e).lower()
+                                for e in item.get("qualified_exclude_list", []) + item.get("exclude_list", [])}
+                    for h in sorted(hidden - excluded):
+                        item.setdefault("qualified_exclude_list", []).append(
+                            {"catalog": "", "schema": "", "table": tables[0].alias, "column": ev_names.get(h, h)})
+            return None, items
+        plan: list[tuple] = []
+        select_list: list[dict] = []
+
+        def input_columns():
+            for f in self.events_schema:
+                if f.name.lower() not in hidden:
+                    plan.append(("input", f.name, f.name))
+
+        def lookup_star(alias: str):
+            t, schema = by_alias[alias]
+            star = copy.deepcopy(item)
+            star["relation_name"] = t.alias
+            select_list.append(star)
+            plan.append(("query", len(schema)))
+
+        for item in items:
+            cls = item.get("class")
+            if cls == "STAR":
+                rel = (item.get("relation_name") or "").lower()
+                if rel == "":
+                    input_columns()
+                    for alias in by_alias:
+                        lookup_star(alias)
+                    continue
+                if rel == events:
+                    input_columns()
+                    continue
+                if rel in by_alias:
+                    lookup_star(rel)
+                    continue
+            elif cls == "COLUMN_REF":
+                names = item["column_names"]
+                col = None
+                if len(names) == 2 and names[0].lower() == events:
+                    col = names[1].lower()
+                elif len(names) == 1 and names[0].lower() not in lookup_names:
+                    col = names[0].lower()
+                if col in ev_names and col != ROW_COLUMN.lower():
+                    plan.append(("input", item.get("alias") or ev_names[col], ev_names[col]))
+                    continue
+
+            def input_column(node: dict) -> Optional[str]:
+                names = node["column_names"]
+                if len(names) == 2 and names[0].lower() == events:
+                    return ev_names.get(names[1].lower())
+                if len(names) == 1 and names[0].lower() not in lookup_names:
+                    return ev_names.get(names[0].lower())
+                return None
+
+            entry = self._mask_entry(item, input_column)
+            if entry is not None:
+                plan.append(entry)
+                continue
+            select_list.append(item)
+            plan.append(("query", 1))
+        return plan, select_list
+
+
+def query_input_schema(events_schema: pa.Schema, lookups: Mapping[str, pa.Schema], joins: Optional[tuple],
+                        hidden: tuple) -> pa.Schema:
+    schema = events_schema.append(pa.field(ROW_COLUMN, pa.int64()))
+    for i, col in hidden:
+        schema = schema.append(pa.field(hidden_column(i, col), lookups[joins[i][0]].field(col).type))
+    return schema
+
+
+def kind_of(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    return str(t)
+
+
+def check_join_types(con, root: dict, rewriter: "Rewriter", flag: str) -> None:
+    """Refuses a join whose two sides only meet through an implicit cast.
+
+    DuckDB would cast e.g. a VARCHAR key to BIGINT row by row, so one
+    non-numeric key in a lookup would fail every batch at run time.
+    """
+    for alias, key, key_type, expr in rewriter.join_exprs:
+        probe = copy.deepcopy(root)
+        probe["select_list"] = [dict(copy.deepcopy(expr), alias="k")]
+        probe["where_clause"] = None
+        t = con.sql(deserialize(con, probe)).to_arrow_table().schema.field("k").type
+        if kind_of(t) != kind_of(key_type):
+            raise UserError(f"{flag}: JOIN {alias}: the events side is {t} but {alias}.{key} is {key_type}; "
+                            f"CAST one side so they match")
+
+
+def _post_order(node: Any) -> Iterator[dict]:
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _post_order(v)
+        yield node
+    elif isinstance(node, list):
+        for v in node:
+            yield from _post_order(v)
+
+
+def string_plus_to_concat(con, root: dict) -> None:
+    """ksqlDB concatenates strings with `+` as well as `||`; DuckDB only with `||`.
+
+    Each `a + b` whose operand is a string becomes `a || b` (innermost
+    first, so 'a' + b + 'c' works); the operand types come from binding
+    each operand alone against the (empty) registered tables.
+    """
+    for node in _post_order(root.get("select_list", []) + [root.get("where_clause")]):
+        if node.get("class") != "FUNCTION" or node.get("function_name") != "+" or len(node["arguments"]) != 2:
+            continue
+        for arg in _args(node):
+            probe = copy.deepcopy(root)
+            probe["select_list"] = [dict(copy.deepcopy(arg), alias="k")]
+            probe["where_clause"] = None
+            try:
+                t = con.sql(deserialize(con, probe)).to_arrow_table().schema.field("k").type
+            except Exception:  # pylint: disable=broad-except
+                continue  # the final bind reports what is wrong
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                node["function_name"] = "||"
+                if "qualified_name" in node:
+                    node["qualified_name"] = {"path": ["||"]}
+                break
+
+
+def deserialize(con, root: dict) -> str:
+    doc = {"error": False, "statements": [{"node": root, "named_param_map": []}]}
+    return con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(doc)]).fetchall()[0][0]
