@@ -24,11 +24,13 @@ class DeadLetter:
     """A record that could not be used, with the reason and where it came from.
 
     Attributes:
-      source: a file path or a Kafka `topic/partition`.
-      position: a line number (files, 1-based, header is line 1) or a Kafka offset.
+      source: a file path, a Kafka `topic/partition` or a BigQuery table.
+      position: a line number (files, 1-based, header is line 1), a Kafka offset, or
+        for BigQuery rows (which have no order) a stable fingerprint of the row's values.
       reason: what was wrong, naming the column when there is one.
       raw: the offending record as text (truncated), for inspection and replay.
-      stage: the step that rejected it: 'parse', 'validate' or 'inference'.
+      stage: the step that rejected it: 'parse', 'validate', 'sql', 'inference',
+        'schema' (a row that does not fit its BigQuery table) or 'bigquery' (rejected by it).
     """
 
     source: str

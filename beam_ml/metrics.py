@@ -7,6 +7,8 @@ numbers appear on the Dataflow job page and in the run summary:
     PREPROCESS  rows_train, rows_eval, train_label_count/<class>
     PREDICT     rows_in = predictions + dead_letters (dead_<stage> per stage)
     INFERENCE   model_reloads
+    SQL         rows_in = rows_out + rows_filtered + dead (the cleaning statement), lookup refreshes
+    WRITE       rows_in = written + dead_schema + dead_rejected (the BigQuery writers)
 
     counts = {name: query_counter(result, PREDICT, name) for name in ("rows_in", "predictions")}
 """
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "query_counter"]
+__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "SQL", "WRITE", "query_counter"]
 
 READ = "beam_ml.read"
 PREPROCESS = "beam_ml.preprocess"
 PREDICT = "beam_ml.predict"
 INFERENCE = "beam_ml.inference"
+SQL = "beam_ml.sql"
+WRITE = "beam_ml.write"
 
 
 def query_counter(result: Any, namespace: str, name: str) -> int:

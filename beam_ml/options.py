@@ -37,6 +37,8 @@ __all__ = [
     "StreamPredictOptions",
     "ProduceOptions",
     "KafkaOptions",
+    "BigQueryOptions",
+    "CleanOptions",
     "parse_pipeline_options",
     "parse_int_list",
     "kafka_client_config",
@@ -162,6 +164,29 @@ flag("topic", help="destination Kafka topic")
 flag("rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
 flag("limit", type=int, help="send at most this many events")
 flag("flush_timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
+
+# ------------------------------------------------------------- BigQuery
+BIGQUERY_CREATE_DISPOSITIONS = ("CREATE_IF_NEEDED", "CREATE_NEVER")
+BIGQUERY_WRITE_DISPOSITIONS = ("WRITE_APPEND", "WRITE_TRUNCATE", "WRITE_EMPTY")
+flag("bigquery_endpoint",
+     help="an emulator or private BigQuery REST endpoint, http(s)://HOST:PORT (default: Google's); "
+          "the pipeline announces it when it starts")
+flag("bigquery_storage_endpoint",
+     help="HOST:PORT of the BigQuery Storage Read API (plain gRPC) that goes with --bigquery_endpoint; "
+          "needed to read tables there")
+flag("create_disposition", default="CREATE_IF_NEEDED", choices=list(BIGQUERY_CREATE_DISPOSITIONS),
+     help="output tables: create them from the schema if needed, or never")
+flag("write_disposition", default="WRITE_APPEND", choices=list(BIGQUERY_WRITE_DISPOSITIONS),
+     help="output tables: append; truncate or require empty (bounded runs, file loads)")
+
+# ------------------------------------------------------------- cleaning
+flag("sql", help="a ksqlDB-style SELECT over `events` (the input as read), or a .sql file holding one; e.g. "
+                 "SELECT c.*, u.CITY FROM events c LEFT JOIN users u ON c.userid = u.userid "
+                 "WHERE c.Class IS NOT NULL")
+flag("lookup", action="append", help="NAME=SOURCE of a table the statement joins: a CSV path, kafka:TOPIC (latest "
+                                     "value per key; a null value deletes the key). Repeat for more tables")
+flag("lookup_refresh", type=float, help="seconds between reloads of changed lookups while a stream runs "
+                                        "(default: never)")
 
 # Flags whose natural name Beam already uses for something else.
 FLAG_ALIASES = {"--label": "--label_column"}
@@ -362,6 +387,22 @@ class KafkaOptions(PipelineOptions):
     GROUP = "beam_ml Kafka connection"
     FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
              "sasl_password", "ssl_cafile")
+
+
+class BigQueryOptions(PipelineOptions):
+    """BigQuery connection and output-table flags (see beam_ml.io.bigquery)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml BigQuery"
+    FLAGS = ("bigquery_endpoint", "bigquery_storage_endpoint", "create_disposition", "write_disposition")
+
+
+class CleanOptions(PipelineOptions):
+    """The cleaning statement and its lookup tables (see beam_ml.clean)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml cleaning (ksqlDB-style SQL)"
+    FLAGS = ("sql", "lookup", "lookup_refresh")
 
 
 # KafkaClientConfig field -> the flag that sets it, for error messages.

@@ -15,17 +15,7 @@ import pytest
 from beam_ml.io.bigquery import BigQueryEndpoint, clear_endpoint
 from beam_ml.testing.bigquery import BigQueryEmulator
 
-# Fixtures that start the emulator: a test using one must be marked integration,
-# so `make test-fast` stays server-free (as conftest enforces for the broker).
-BQ_FIXTURES = ("bigquery_emulator", "bq_endpoint", "bq_dataset")
-
-
-def pytest_collection_modifyitems(config, items):
-    unmarked = [f"{item.nodeid} uses {fixture} but is not marked integration"
-                for item in items for fixture in BQ_FIXTURES
-                if fixture in item.fixturenames and item.get_closest_marker("integration") is None]
-    if unmarked:
-        raise pytest.UsageError("heavy tests must be marked:\n  " + "\n  ".join(unmarked))
+# A test using these fixtures must be marked integration (conftest.HEAVY_FIXTURES enforces it).
 
 
 @pytest.fixture(scope="session")

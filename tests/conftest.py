@@ -23,6 +23,9 @@ HEAVY_FIXTURES = {
     "gcs_environ": "integration",
     "gcs_bucket": "integration",
     "gcs_root": "integration",
+    "bigquery_emulator": "integration",
+    "bq_endpoint": "integration",
+    "bq_dataset": "integration",
     "fraud": "slow",        # trains a model (once per session)
     "model_root": "slow",
 }

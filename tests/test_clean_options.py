@@ -3,7 +3,8 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_ml.clean import CleanOptions, CsvLookup, prepare_cleaning
+from beam_ml.clean import CsvLookup, prepare_cleaning
+from beam_ml.options import CleanOptions
 from beam_ml.errors import UserError
 
 EVENTS = pa.schema([("V1", pa.float64()), ("userid", pa.string()), ("__line__", pa.int64())])

@@ -5,7 +5,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_ml.clean import SQL, ApplySql, ArrowLookup, Statement
+from beam_ml.clean import ApplySql, ArrowLookup, Statement
+from beam_ml.metrics import SQL
 from beam_ml.errors import DEAD_TAG
 from beam_ml.metrics import query_counter
 

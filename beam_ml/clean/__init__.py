@@ -27,14 +27,14 @@ connection; a batch -> CleanResult with bisecting retry of failing rows),
 from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
                                    parse_lookup_flag, register_scheme)
-from beam_ml.clean.options import Cleaning, CleanOptions, prepare_cleaning
+from beam_ml.clean.cleaning import Cleaning, prepare_cleaning
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
-from beam_ml.clean.transform import SQL, ApplySql, ApplySqlFn
+from beam_ml.clean.transform import ApplySql, ApplySqlFn
 from beam_ml.clean.windows import WindowedAggregate, WindowedAggregation
 
 __all__ = [
-    "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanOptions", "CleanResult", "Cleaning", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
-    "SQL", "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag", "prepare_cleaning",
+    "ApplySql", "ApplySqlFn", "ArrowLookup", "CleanResult", "Cleaning", "CsvLookup", "EVENTS", "Engine", "KafkaLookup", "Lookup",
+    "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag", "prepare_cleaning",
     "read_statement", "register_scheme", "strip_ksql", "WindowedAggregate", "WindowedAggregation",
 ]
 

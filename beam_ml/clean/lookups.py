@@ -172,7 +172,7 @@ class KafkaLookup(Lookup):
       name: the table's name in statements.
       topic: the topic holding the table's changelog.
       bootstrap_servers: host:port list (or give client_config).
-      client_config: a `beam_ml.io.kafka_config.KafkaClientConfig` (security settings).
+      client_config: a `beam_ml.io.kafka.KafkaClientConfig` (security settings).
       schema: the table's columns; inferred from the topic's current rows when None.
       key_column: a column that receives the decoded message key (overriding a
         field of that name in the value); None: values carry their key field.
@@ -185,7 +185,7 @@ class KafkaLookup(Lookup):
                  key_column: Optional[str] = None, load_timeout: float = 30.0,
                  refresh_budget: float = 1.0, flag: str = "--lookup"):
         super().__init__(name)
-        from beam_ml.io.kafka_config import KafkaClientConfig  # pylint: disable=import-outside-toplevel
+        from beam_ml.io.kafka import KafkaClientConfig  # pylint: disable=import-outside-toplevel
 
         self.topic = topic
         config = (client_config or KafkaClientConfig()).with_overrides(bootstrap_servers=bootstrap_servers)

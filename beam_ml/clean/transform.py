@@ -6,7 +6,7 @@
 Each DoFn instance opens one DuckDB connection in `setup()` (threads=1) and
 loads the lookups there; in streaming, lookups are refreshed every
 `refresh_seconds` from `process()`, without a restart. Counters in the
-`SQL` namespace: rows_in = rows_out + rows_filtered + dead, per batch and so
+`beam_ml.metrics.SQL` namespace: rows_in = rows_out + rows_filtered + dead, per batch and so
 for the run; plus lookup_refreshes, lookup_bad_records and
 lookup_refresh_errors (a failed refresh keeps the rows loaded last).
 """
@@ -19,17 +19,16 @@ from typing import Callable, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_ml import metrics
 from beam_ml.clean.engine import Engine
 from beam_ml.clean.lookups import Lookup
 from beam_ml.clean.statement import Statement
 from beam_ml.errors import DEAD_TAG
 
-__all__ = ["ApplySql", "ApplySqlFn", "SQL"]
+__all__ = ["ApplySql", "ApplySqlFn"]
 
 _LOGGER = logging.getLogger(__name__)
 
-# Counter namespace of the SQL step (to join beam_ml.metrics).
-SQL = "beam_ml.sql"
 
 
 class ApplySqlFn(beam.DoFn):
@@ -49,13 +48,13 @@ class ApplySqlFn(beam.DoFn):
         self._refresh_seconds = refresh_seconds
         self._mask_columns = list(mask_columns)
         self._clock = clock
-        self._rows_in = beam.metrics.Metrics.counter(SQL, "rows_in")
-        self._rows_out = beam.metrics.Metrics.counter(SQL, "rows_out")
-        self._filtered = beam.metrics.Metrics.counter(SQL, "rows_filtered")
-        self._dead = beam.metrics.Metrics.counter(SQL, "dead")
-        self._refreshes = beam.metrics.Metrics.counter(SQL, "lookup_refreshes")
-        self._bad_lookup = beam.metrics.Metrics.counter(SQL, "lookup_bad_records")
-        self._refresh_errors = beam.metrics.Metrics.counter(SQL, "lookup_refresh_errors")
+        self._rows_in = beam.metrics.Metrics.counter(metrics.SQL, "rows_in")
+        self._rows_out = beam.metrics.Metrics.counter(metrics.SQL, "rows_out")
+        self._filtered = beam.metrics.Metrics.counter(metrics.SQL, "rows_filtered")
+        self._dead = beam.metrics.Metrics.counter(metrics.SQL, "dead")
+        self._refreshes = beam.metrics.Metrics.counter(metrics.SQL, "lookup_refreshes")
+        self._bad_lookup = beam.metrics.Metrics.counter(metrics.SQL, "lookup_bad_records")
+        self._refresh_errors = beam.metrics.Metrics.counter(metrics.SQL, "lookup_refresh_errors")
         self._engine: Optional[Engine] = None
 
     def setup(self):

@@ -64,20 +64,19 @@ import pyarrow as pa
 from apache_beam.io.gcp.internal.clients.bigquery import BigqueryV2
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
+from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, as_list_array
 from beam_ml.io.csv import parse_csv_chunk
-from beam_ml.options import declared_flags, flag
+from beam_ml.options import BIGQUERY_CREATE_DISPOSITIONS, BIGQUERY_WRITE_DISPOSITIONS, BigQueryOptions
 from beam_ml.records import raw_text
 from beam_ml.spec import DatasetSpec, infer_spec
 
 __all__ = [
-    "BigQueryOptions",
     "BigQueryEndpoint",
     "STREAMING_INSERTS",
     "FILE_LOADS",
     "DEAD_LETTER_SCHEMA",
-    "WRITE",
     "parse_table",
     "table_schema_for",
     "schema_fields",
@@ -104,12 +103,9 @@ _LOGGER = logging.getLogger(__name__)
 STREAMING_INSERTS = "STREAMING_INSERTS"
 FILE_LOADS = "FILE_LOADS"
 _METHODS = (STREAMING_INSERTS, FILE_LOADS)
-_CREATE = ("CREATE_IF_NEEDED", "CREATE_NEVER")
-_WRITE = ("WRITE_APPEND", "WRITE_TRUNCATE", "WRITE_EMPTY")
+_CREATE = BIGQUERY_CREATE_DISPOSITIONS
+_WRITE = BIGQUERY_WRITE_DISPOSITIONS
 
-# Counter namespace of the BigQuery writers: rows_in = rows_written + dead_schema + dead_rejected.
-# (To move into beam_ml.metrics beside READ/PREDICT.)
-WRITE = "beam_ml.write"
 
 # Google's Dataflow dead-letter table (Kafka/PubSub to BigQuery templates), plus where the
 # record came from: the beam_ml stage that rejected it and, for Kafka input, its coordinates.
@@ -128,43 +124,6 @@ DEAD_LETTER_SCHEMA: dict = {"fields": [
     {"name": "partition", "type": "INTEGER", "mode": "NULLABLE"},
     {"name": "offset", "type": "INTEGER", "mode": "NULLABLE"},
 ]}
-
-
-# --------------------------------------------------------------------------- flags
-flag("bigquery_endpoint",
-     help="an emulator or private BigQuery REST endpoint, http(s)://HOST:PORT (default: Google's); "
-          "the pipeline announces it when it starts")
-flag("bigquery_storage_endpoint",
-     help="HOST:PORT of the BigQuery Storage Read API (plain gRPC) that goes with --bigquery_endpoint; "
-          "needed to read tables there")
-flag("create_disposition", default="CREATE_IF_NEEDED", choices=list(_CREATE),
-     help="output tables: create them from the schema if needed, or never")
-flag("write_disposition", default="WRITE_APPEND", choices=list(_WRITE),
-     help="output tables: append; truncate or require empty (bounded runs, file loads)")
-
-
-class BigQueryOptions(PipelineOptions):
-    """BigQuery connection and output-table flags shared by the pipelines.
-
-    (Declared here for now; they belong with the other classes in beam_ml.options.)
-    """
-
-    GROUP = "beam_ml BigQuery"
-    FLAGS = ("bigquery_endpoint", "bigquery_storage_endpoint", "create_disposition", "write_disposition")
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        declared = declared_flags()
-        group = parser.add_argument_group(cls.GROUP)
-        existing = {o for a in parser._actions for o in a.option_strings}
-        for name in cls.FLAGS:
-            if f"--{name}" not in existing:
-                group.add_argument(f"--{name}", **declared[name])
-
-    def validated(self) -> "BigQueryOptions":
-        """Checks the flags; raises UserError naming the bad one."""
-        BigQueryEndpoint.from_options(self)
-        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -901,8 +860,8 @@ class _CheckRowsDoFn(beam.DoFn):
         self._origin = origin
         self._ignore_unknown = ignore_unknown
         self._validate = validate
-        self._in = beam.metrics.Metrics.counter(WRITE, "rows_in")
-        self._dead = beam.metrics.Metrics.counter(WRITE, "dead_schema")
+        self._in = beam.metrics.Metrics.counter(metrics.WRITE, "rows_in")
+        self._dead = beam.metrics.Metrics.counter(metrics.WRITE, "dead_schema")
 
     def setup(self):
         self._fields = schema_fields(self._schema)
@@ -931,7 +890,7 @@ class _CheckRowsDoFn(beam.DoFn):
 class _FailedRowsDoFn(beam.DoFn):
     def __init__(self, origin):
         self._origin = origin
-        self._rejected = beam.metrics.Metrics.counter(WRITE, "dead_rejected")
+        self._rejected = beam.metrics.Metrics.counter(metrics.WRITE, "dead_rejected")
 
     def process(self, failed):
         destination, row, errors = failed
@@ -1008,7 +967,7 @@ class WriteRowsToBigQuery(beam.PTransform):
     `failed_rows_with_errors` (RETRY_ON_TRANSIENT_ERROR: transient errors are
     retried, permanent ones returned) as DeadLetters with stage 'bigquery'.
     FILE_LOADS (bounded runs) fails the pipeline if a load job fails.
-    Counters (namespace WRITE): rows_in = rows written + dead_schema + dead_rejected.
+    Counters (namespace beam_ml.metrics.WRITE): rows_in = rows written + dead_schema + dead_rejected.
 
     Args:
       table: ``project:dataset.table``.

@@ -18,7 +18,7 @@ from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io import bigquery as bq
 from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for
-from beam_ml.options import parse_pipeline_options
+from beam_ml.options import BigQueryOptions, parse_pipeline_options
 from beam_ml.spec import ColumnSpec, DatasetSpec
 from beam_ml.testing.bigquery import MAKE_TARGET, BigQueryEmulator
 
@@ -223,16 +223,16 @@ def test_failed_row_becomes_a_dead_letter_with_bigquerys_reason():
 
 def test_endpoint_flags_are_checked():
     opts = parse_pipeline_options(["--bigquery_endpoint=http://127.0.0.1:9050",
-                                   "--bigquery_storage_endpoint=127.0.0.1:9060"], bq.BigQueryOptions)
+                                   "--bigquery_storage_endpoint=127.0.0.1:9060"], BigQueryOptions)
     assert bq.BigQueryEndpoint.from_options(opts) == bq.BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
-    assert bq.BigQueryEndpoint.from_options(parse_pipeline_options([], bq.BigQueryOptions)) is None
+    assert bq.BigQueryEndpoint.from_options(parse_pipeline_options([], BigQueryOptions)) is None
     with pytest.raises(UserError, match="--bigquery_endpoint: expected http://HOST:PORT, got '127.0.0.1:9050'"):
         bq.BigQueryEndpoint("127.0.0.1:9050")
     with pytest.raises(UserError, match="--bigquery_storage_endpoint: only meaningful with --bigquery_endpoint"):
         bq.BigQueryEndpoint.from_options(parse_pipeline_options(["--bigquery_storage_endpoint=h:1"],
-                                                                bq.BigQueryOptions))
+                                                                BigQueryOptions))
     with pytest.raises(UserError, match="--create_disposition"):
-        parse_pipeline_options(["--create_disposition=SOMETIMES"], bq.BigQueryOptions)
+        parse_pipeline_options(["--create_disposition=SOMETIMES"], BigQueryOptions)
     from beam_ml.testing import find_free_port
 
     port = find_free_port()
@@ -421,8 +421,8 @@ def test_streaming_insert_rejected_rows_land_in_the_dead_letter_table(bq_dataset
         assert r["errorMessage"].startswith(f"BigQuery rejected the row for {bq_dataset.table('scores')}: invalid:")
         assert json.loads(r["payloadString"])["id"] == bad and r["payloadBytes"] == r["payloadString"].encode()
         assert r["timestamp"].timestamp() == 1700000000.0
-    assert metrics.query_counter(result, bq.WRITE, "rows_in") == 22
-    assert metrics.query_counter(result, bq.WRITE, "dead_rejected") == 2
+    assert metrics.query_counter(result, metrics.WRITE, "rows_in") == 22
+    assert metrics.query_counter(result, metrics.WRITE, "dead_rejected") == 2
 
 
 @pytest.mark.integration
@@ -440,7 +440,7 @@ def test_rows_that_do_not_fit_the_schema_never_reach_bigquery(bq_dataset, bq_end
     result = p.run()
     result.wait_until_finish()
     assert len(bq_dataset.rows("scores")) == 10
-    written = metrics.query_counter(result, bq.WRITE, "rows_in") - metrics.query_counter(result, bq.WRITE, "dead_schema")
+    written = metrics.query_counter(result, metrics.WRITE, "rows_in") - metrics.query_counter(result, metrics.WRITE, "dead_schema")
     assert written == 10
 
 

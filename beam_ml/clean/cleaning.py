@@ -1,4 +1,4 @@
-"""The cleaning flags (--sql, --lookup, --lookup_refresh) and the statement they build, checked at launch.
+"""The statement and lookups the cleaning flags (--sql, --lookup, --lookup_refresh) name, checked at launch.
 
     python -m pipelines.train --input=tx.csv --label=Class \\
         --sql=clean.sql --lookup=users=data/users.csv
@@ -10,7 +10,7 @@
                                 kafka_client_config=kafka_opts.client_config())  # None without --sql
     clean, dead = (batches | "ApplySql" >> cleaning.transform(source=path)).values()
 
-These flags live here until they join beam_ml/options.py.
+The flags themselves are declared in beam_ml.options (CleanOptions).
 """
 from __future__ import annotations
 
@@ -18,33 +18,14 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.clean.lookups import Lookup, lookup_from_flag
 from beam_ml.clean.statement import Statement
 from beam_ml.clean.transform import ApplySql
 from beam_ml.errors import UserError
+from beam_ml.options import CleanOptions
 
-__all__ = ["CleanOptions", "Cleaning", "prepare_cleaning"]
-
-
-class CleanOptions(PipelineOptions):
-    """--sql, --lookup (repeatable), --lookup_refresh."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--sql", default=None,
-            help="A ksqlDB-style SELECT over `events` (the input as read), or a .sql file holding one; "
-                 "e.g. SELECT c.*, u.CITY FROM events c LEFT JOIN users u ON c.userid = u.userid "
-                 "WHERE c.Class IS NOT NULL.")
-        parser.add_argument(
-            "--lookup", action="append", default=None,
-            help="NAME=SOURCE of a table the statement joins: a CSV path, kafka:TOPIC (latest value per "
-                 "key; a null value deletes the key). Repeat for more tables.")
-        parser.add_argument(
-            "--lookup_refresh", type=float, default=None,
-            help="Seconds between reloads of changed lookups while a stream runs (default: never).")
+__all__ = ["Cleaning", "prepare_cleaning"]
 
 
 @dataclasses.dataclass(frozen=True)
