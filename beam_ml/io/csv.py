@@ -48,7 +48,7 @@ from beam_ml.io.files import match_files, open_file, resolve_compression
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value
 
 __all__ = ["ReadCsvBatches", "CsvReadOptions", "parse_csv_chunk", "iter_chunks", "expand_input",
-           "dialect_from_options"]
+           "dialect_from_options", "FileRange", "plan_ranges", "count_range_lines", "read_range", "read_csv_file"]
 
 # One byte range per worker task: a 10 GB file makes 160 of them.
 DEFAULT_RANGE_BYTES = 64 << 20
@@ -270,8 +270,12 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
     return _typed(recs, chunk, first_line, source, header, spec, with_label, dialect)
 
 
-class _FileRange(NamedTuple):
-    """Lines of one file starting in bytes [start, end) (end None: to the end of the file)."""
+class FileRange(NamedTuple):
+    """The lines of one file that start in bytes [start, end) (end None: to the end of the file).
+
+    A file is cut into ranges at arbitrary byte offsets; a line belongs to the
+    range its first byte is in, so each line is read exactly once.
+    """
 
     path: str
     compression: str
@@ -283,6 +287,77 @@ class _FileRange(NamedTuple):
     first_line: int  # the line number of the file's first data line
 
 
+def plan_ranges(path: str, size: int, dialect: Dialect, columns: Sequence[str] = (),
+                range_bytes: int = DEFAULT_RANGE_BYTES) -> list[FileRange]:
+    """Reads a file's header (checking it has `columns`) and cuts the file into byte ranges.
+
+    Compressed files and files whose quoted values span lines are one range:
+    a range starting mid-file could not find its first record.
+    """
+    info = read_header_info(path, dialect)
+    _check_columns(info.names, columns, path, dialect)
+    compression = resolve_compression(path, dialect.compression)
+    data_bytes = max(0, size - info.data_start)
+    splittable = compression == "uncompressed" and not dialect.multiline
+    n = max(1, math.ceil(data_bytes / max(1, range_bytes))) if splittable else 1
+    return [FileRange(path, compression, k, n, info.data_start + k * data_bytes // n,
+                      info.data_start + (k + 1) * data_bytes // n if k < n - 1 else None,
+                      tuple(info.names), info.first_line) for k in range(n)]
+
+
+def count_range_lines(r: FileRange, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Line breaks in a range's bytes: the line numbers of the ranges after it."""
+    return count_newlines(r.path, r.start, r.end, chunk_bytes)
+
+
+def read_range(r: FileRange, lines_before: int, spec: DatasetSpec, dialect: Dialect, with_label: bool = True,
+               chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[ChunkResult]:
+    """Parses the lines of one range chunk by chunk.
+
+    Args:
+      r: the range.
+      lines_before: line breaks in the file's data before `r.start` (the sum
+        of `count_range_lines` over the earlier ranges).
+      spec, dialect, with_label, chunk_bytes: as for ReadCsvBatches.
+    """
+    opened = open_range(r.path, r.compression, r.start, at_line_start=r.index == 0)
+    if opened is None:
+        return
+    f, prefix, line_start, crossed = opened
+    # The line break skipped to reach the first whole line counts toward its number.
+    first_line = r.first_line + lines_before + crossed
+    end = None if r.end is None else r.end - line_start
+    header = list(r.header)
+    wanted = _wanted_columns(spec, with_label)
+
+    def parse(data: bytes, line: int, final: bool):
+        recs = parse_records(data, line, header, dialect, spec.na_values, columns=wanted, final=final)
+        return _typed(recs, data, line, r.path, header, spec, with_label, dialect), recs.consumed_lines
+
+    with f:
+        yield from read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,
+                               chunk_bytes=chunk_bytes, prefix=prefix, source=r.path)
+
+
+def read_csv_file(path: str, spec: DatasetSpec, with_label: bool = True, dialect: Optional[Dialect] = None,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                  range_bytes: int = DEFAULT_RANGE_BYTES) -> Iterator[ChunkResult]:
+    """Reads one file in this process, range after range, exactly as ReadCsvBatches' workers do.
+
+    For tests, tools and small files; `dialect` defaults to the spec's.
+    """
+    from beam_ml.io.files import match_files
+
+    dialect = dialect or spec.dialect
+    (path, size), = match_files(path)
+    ranges = plan_ranges(path, size, dialect, _wanted_columns(spec, with_label), range_bytes)
+    before = 0
+    for r in ranges:
+        yield from read_range(r, before, spec, dialect, with_label, chunk_bytes)
+        if r.index < r.count - 1:
+            before += count_range_lines(r, chunk_bytes)
+
+
 class _MatchFilesDoFn(beam.DoFn):
     """Matches a path or glob when the pipeline runs (FileSystems.match: local, gs://, ...)."""
 
@@ -292,69 +367,42 @@ class _MatchFilesDoFn(beam.DoFn):
                 yield path, size
 
 
-class _SplitIntoRangesDoFn(beam.DoFn):
-    """Reads a file's header and cuts it into byte ranges (one when compressed or multiline)."""
-
-    def __init__(self, dialect: Dialect, wanted: Sequence[str], range_bytes: int):
+class _PlanRangesDoFn(beam.DoFn):
+    def __init__(self, dialect: Dialect, columns: Sequence[str], range_bytes: int):
         self._dialect = dialect
-        self._wanted = list(wanted)
+        self._columns = list(columns)
         self._range_bytes = range_bytes
 
     def process(self, element):
         path, size = element
-        info = read_header_info(path, self._dialect)
-        _check_columns(info.names, self._wanted, path, self._dialect)
-        compression = resolve_compression(path, self._dialect.compression)
-        data_bytes = max(0, size - info.data_start)
-        splittable = compression == "uncompressed" and not self._dialect.multiline
-        n = max(1, math.ceil(data_bytes / self._range_bytes)) if splittable else 1
-        for k in range(n):
-            yield _FileRange(path, compression, k, n, info.data_start + k * data_bytes // n,
-                             info.data_start + (k + 1) * data_bytes // n if k < n - 1 else None,
-                             tuple(info.names), info.first_line)
+        yield from plan_ranges(path, size, self._dialect, self._columns, self._range_bytes)
 
 
 class _CountLinesDoFn(beam.DoFn):
-    """Counts the line breaks of every range but a file's last: the line numbers of the ranges after it."""
+    """Counts the line breaks of every range but a file's last, keyed (path, range index)."""
 
     def __init__(self, chunk_bytes: int):
         self._chunk_bytes = chunk_bytes
 
-    def process(self, r: _FileRange):
+    def process(self, r: FileRange):
         if r.index < r.count - 1:
-            yield (r.path, r.index), count_newlines(r.path, r.start, r.end, self._chunk_bytes)
+            yield (r.path, r.index), count_range_lines(r, self._chunk_bytes)
 
 
 class _ReadRangeDoFn(beam.DoFn):
-    """Parses the lines of one range chunk by chunk; good rows to main, dead rows tagged DEAD_TAG."""
+    """Parses one range; good rows to main, dead rows tagged DEAD_TAG, counted by ChunkEmitter."""
 
     def __init__(self, spec: DatasetSpec, dialect: Dialect, with_label: bool, chunk_bytes: int):
         self._spec = spec
         self._dialect = dialect
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
-        self._wanted = _wanted_columns(spec, with_label)
         self._emitter = ChunkEmitter()
 
-    def process(self, r: _FileRange, counts: dict):
-        opened = open_range(r.path, r.compression, r.start, at_line_start=r.index == 0)
-        if opened is None:
-            return
-        f, prefix, line_start, crossed = opened
-        # The first line's number: the data lines before this range (counted by
-        # CountLines per earlier range) and the line break skipped to reach it.
-        first_line = r.first_line + sum(counts[(r.path, j)] for j in range(r.index)) + crossed
-        end = None if r.end is None else r.end - line_start
-        spec, dialect, header = self._spec, self._dialect, list(r.header)
-
-        def parse(data: bytes, line: int, final: bool):
-            recs = parse_records(data, line, header, dialect, spec.na_values, columns=self._wanted, final=final)
-            return _typed(recs, data, line, r.path, header, spec, self._with_label, dialect), recs.consumed_lines
-
-        with f:
-            for result in read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,
-                                      chunk_bytes=self._chunk_bytes, prefix=prefix, source=r.path):
-                yield from self._emitter.emit(result)
+    def process(self, r: FileRange, counts: dict):
+        before = sum(counts[(r.path, j)] for j in range(r.index))
+        for result in read_range(r, before, self._spec, self._dialect, self._with_label, self._chunk_bytes):
+            yield from self._emitter.emit(result)
 
 
 class ReadCsvBatches(beam.PTransform):
@@ -400,7 +448,7 @@ class ReadCsvBatches(beam.PTransform):
         ranges = (pbegin
                   | "ListPatterns" >> beam.Create(self._patterns)
                   | "MatchFiles" >> beam.ParDo(_MatchFilesDoFn())
-                  | "SplitIntoRanges" >> beam.ParDo(_SplitIntoRangesDoFn(
+                  | "SplitIntoRanges" >> beam.ParDo(_PlanRangesDoFn(
                       self._dialect, _wanted_columns(self._spec, self._with_label), self._range_bytes))
                   | "DistributeRanges" >> beam.Reshuffle())
         counts = ranges | "CountLines" >> beam.ParDo(_CountLinesDoFn(self._chunk_bytes))

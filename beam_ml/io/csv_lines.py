@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
-from beam_ml.io.dialect import Dialect, parse_header, record_is_open
+from beam_ml.io.dialect import Dialect, looks_like_swallowed_rows, parse_header, record_is_open
 from beam_ml.io.files import open_file
 
 __all__ = ["Records", "HeaderInfo", "parse_records", "read_chunks", "read_header_info", "open_range",
@@ -55,7 +55,7 @@ MAX_RECORD_BYTES = 1 << 20
 MAX_LINE_BYTES = 256 << 20
 
 _HEAD_BLOCK = 1 << 16
-_PARSE_BLOCK = 1 << 22
+_PARSE_BLOCK = 1 << 20
 # Marks the end of the lines offered to Python's csv reader: found inside the
 # record's last field, it means the record was still inside quotes there.
 _EOF_MARK = "\x1e\x1fbeam_ml:eof\x1f\x1e"
@@ -155,7 +155,7 @@ def _arrow_parse(buf: bytes, ctx: _Ctx, multiline: bool, columns: Optional[Seque
         invalid.append((row.number, row.text, row.actual_columns))
         return "skip"
 
-    if not buf.strip(b"\r\n"):
+    if not buf:
         return _empty_table(columns), invalid
     d = ctx.dialect
     table = pacsv.read_csv(
@@ -209,16 +209,10 @@ def _finish(table: pa.Table, invalid, rec_lines: np.ndarray, ctx: _Ctx, dead: li
 def _parse_plain(buf: bytes, ctx: _Ctx) -> Optional[Records]:
     """No quote and no bad byte in the chunk: every non-blank line is one record."""
     table, invalid = _arrow_parse(buf, ctx, multiline=False)
-    n_lines = buf.count(b"\n")
-    has_blank = b"\n\n" in buf or b"\n\r\n" in buf or buf.startswith((b"\n", b"\r\n"))
-    if not has_blank and table.num_rows + len(invalid) == n_lines:
-        rec_lines = np.arange(n_lines, dtype=np.int64)
-        blank = 0
-    else:
-        lines = _Lines(buf)
-        rec_lines = np.flatnonzero(~lines.blank)
-        blank = int(lines.blank.sum())
-    return _finish(table, invalid, rec_lines, ctx, [], blank, n_lines)
+    lines = _Lines(buf)
+    blank = int(lines.blank.sum())
+    rec_lines = np.flatnonzero(~lines.blank) if blank else np.arange(len(lines), dtype=np.int64)
+    return _finish(table, invalid, rec_lines, ctx, [], blank, len(lines))
 
 
 def _parse_lines(buf: bytes, bad: dict, ctx: _Ctx) -> Optional[Records]:
@@ -266,6 +260,11 @@ def _parse_multiline(buf: bytes, final: bool, ctx: _Ctx) -> Optional[Records]:
     rec_lines = starts[~blank_rec]
     multi = span[~blank_rec] > 1
     body = buf if consumed == len(lines) else buf[:int(lines.nl[consumed - 1]) + 1]
+    # Records whose quoted value spans lines: well-formed, or stray quotes that swallowed rows?
+    ncols = len(ctx.header)
+    for s0, e0 in zip(starts[span > 1], ends[span > 1]):
+        if looks_like_swallowed_rows([lines.text(k) for k in range(int(s0), int(e0) + 1)], ncols, ctx.dialect):
+            return None
     table, invalid = _arrow_parse(body, ctx, multiline=True, columns=ctx.header)
     return _finish(table, invalid, rec_lines, ctx, [], int(blank_rec.sum()), consumed, multi=multi)
 
@@ -301,7 +300,8 @@ def _parse_careful(buf: bytes, bad: dict, final: bool, ctx: _Ctx) -> Records:
             k = start
             while k < n and (k == start or (d.multiline and k not in bad and size <= MAX_RECORD_BYTES)):
                 last, size = k, size + len(raw_lines[k]) + 1
-                yield text(k) + "\n"
+                # The CR of a CRLF stays: inside a quoted value it is part of the value, as for pyarrow.
+                yield raw_lines[k].decode("utf-8", "replace") + "\n"
                 k += 1
             exhausted = k >= n
             yield _EOF_MARK
@@ -317,6 +317,13 @@ def _parse_careful(buf: bytes, bad: dict, final: bool, ctx: _Ctx) -> Records:
                 consumed = i  # the value continues in the next chunk
                 break
             dead.append((i, _unterminated(d.multiline), text(i)))
+            i += 1
+            continue
+        swallowed = last > i and len(fields) == ncols and looks_like_swallowed_rows(
+            [text(k) for k in range(i, last + 1)], ncols, d)
+        if swallowed:
+            dead.append((i, f"a quoted value opened on this line runs to line {ctx.first_line + last} over "
+                            f"whole rows: a stray quote", text(i)))
             i += 1
             continue
         if len(fields) != ncols:

@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 from beam_ml.errors import UserError
 
 __all__ = ["Dialect", "DELIMITERS", "COMPRESSIONS", "parse_delimiter", "normalize_encoding",
-           "sniff_dialect", "detect_dialect", "parse_header", "record_is_open", "split_fields"]
+           "sniff_dialect", "detect_dialect", "parse_header", "record_is_open", "split_fields",
+           "looks_like_swallowed_rows"]
 
 # Delimiters tried by detection, in order of preference on ties.
 DELIMITERS = (",", ";", "\t", "|")
@@ -197,13 +198,31 @@ def _detect_delimiter(header: str, sample: Sequence[str], quotechar: str) -> str
     return best
 
 
+def looks_like_swallowed_rows(lines: Sequence[str], ncols: int, dialect: Dialect) -> bool:
+    """True when a record spanning `lines` looks like stray quotes that swallowed whole rows.
+
+    A quoted value with line breaks continues with free text and closes on a
+    line that, read alone, is closed. Lines swallowed by a stray quote are
+    whole rows of `ncols` fields, and a second stray quote that closes the
+    first one opens a value when its line is read alone.
+    """
+    if len(lines) < 2:
+        return False
+    if record_is_open(lines[-1], dialect):
+        return True
+    return any(not record_is_open(t, dialect) and _field_count(t, dialect) == ncols for t in lines[1:-1])
+
+
 def _has_quoted_line_breaks(lines: Sequence[str], dialect: Dialect, ncols: int) -> bool:
-    """True when the sample holds a well-formed record whose quoted value spans lines.
+    """True when the sample's quoted values that span lines are more often well-formed records than not.
 
     A stray quote also opens a value across lines, but the record it makes has
-    the wrong number of fields (or never closes), so it is not evidence.
+    the wrong number of fields, never closes, or swallows whole rows: that is
+    evidence against, so a file with stray quotes and no real multi-line
+    values is never read as multiline (which would merge rows).
     """
     q = dialect.quotechar
+    well_formed = stray = 0
     i = 0
     while i < len(lines):
         if q and q in lines[i] and record_is_open(lines[i], dialect):
@@ -211,12 +230,16 @@ def _has_quoted_line_breaks(lines: Sequence[str], dialect: Dialect, ncols: int) 
             while record_is_open(text, dialect) and j + 1 < len(lines) and j - i < _MAX_SNIFF_RECORD_LINES:
                 j += 1
                 text += "\n" + lines[j]
-            if not record_is_open(text, dialect) and _field_count(text, dialect) == ncols:
-                return True
-            i += 1
+            if record_is_open(text, dialect) or _field_count(text, dialect) != ncols or \
+                    looks_like_swallowed_rows(lines[i:j + 1], ncols, dialect):
+                stray += 1
+                i += 1
+            else:
+                well_formed += 1
+                i = j + 1
         else:
             i += 1
-    return False
+    return well_formed > stray
 
 
 def sniff_dialect(head: bytes, at_eof: bool, source: str, *, delimiter: Optional[str] = None,
