@@ -163,28 +163,8 @@ def _table_raw(table: pa.Table, i: int, spec: DatasetSpec, dialect: Dialect) -> 
     return dialect.delimiter.join(parts)
 
 
-class _ChunkLines:
-    """The text of a chunk's lines, by index (the line table is built on first use)."""
-
-    def __init__(self, chunk: bytes, encoding: str):
-        self._chunk = chunk
-        self._encoding = encoding
-        self._starts = None
-
-    def text(self, rel_line: int) -> Optional[str]:
-        if self._starts is None:
-            nl = np.flatnonzero(np.frombuffer(self._chunk, np.uint8) == 10)
-            self._starts = np.concatenate(([0], nl + 1))
-        if not 0 <= rel_line < len(self._starts) or self._starts[rel_line] >= len(self._chunk):
-            return None
-        start = int(self._starts[rel_line])
-        end = self._chunk.find(b"\n", start)
-        raw = self._chunk[start:] if end < 0 else self._chunk[start:end]
-        return raw.rstrip(b"\r").decode(self._encoding, "replace")
-
-
-def _typed(recs: Records, chunk: bytes, first_line: int, source: str, header: Sequence[str],
-           spec: DatasetSpec, with_label: bool, dialect: Dialect) -> ChunkResult:
+def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec, with_label: bool,
+           dialect: Dialect) -> ChunkResult:
     """Types the string columns by the spec (Arrow kernels); rows with bad values become dead letters."""
     table = recs.table
     n = table.num_rows
@@ -227,10 +207,9 @@ def _typed(recs: Records, chunk: bytes, first_line: int, source: str, header: Se
             columns[c.name] = pc.fill_null(col, "")
     columns[LINE_COLUMN] = pa.array(lines_arr, pa.int64())
 
-    chunk_lines = _ChunkLines(chunk, dialect.encoding)
     for i in sorted(reasons):
         line = int(lines_arr[i])
-        text = chunk_lines.text(line - first_line)
+        text = recs.line_text(line)
         raw = _masked_raw(text, header, spec, dialect) if text is not None else None
         dead.append(DeadLetter(source, line, "; ".join(reasons[i]), raw or _table_raw(table, i, spec, dialect)))
     dead.sort(key=lambda d: d.position)
@@ -267,7 +246,7 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
     wanted = _wanted_columns(spec, with_label)
     _check_columns(header, wanted, source, dialect)
     recs = parse_records(chunk, first_line, header, dialect, spec.na_values, columns=wanted, final=True)
-    return _typed(recs, chunk, first_line, source, header, spec, with_label, dialect)
+    return _typed(recs, source, header, spec, with_label, dialect)
 
 
 class FileRange(NamedTuple):
@@ -332,7 +311,7 @@ def read_range(r: FileRange, lines_before: int, spec: DatasetSpec, dialect: Dial
 
     def parse(data: bytes, line: int, final: bool):
         recs = parse_records(data, line, header, dialect, spec.na_values, columns=wanted, final=final)
-        return _typed(recs, data, line, r.path, header, spec, with_label, dialect), recs.consumed_lines
+        return _typed(recs, r.path, header, spec, with_label, dialect), recs.consumed_lines
 
     with f:
         yield from read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import functools
 from typing import BinaryIO, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -89,10 +90,19 @@ class Records:
     dead: list[tuple[int, str, str]]
     blank: int
     consumed_lines: int
+    _text: Optional["_Lines"] = dataclasses.field(default=None, repr=False)
+    _first_line: int = 0
 
     @property
     def records(self) -> int:
         return self.table.num_rows + len(self.dead)
+
+    def line_text(self, line: int) -> Optional[str]:
+        """The text of a file line of this chunk (CR stripped), e.g. for a dead letter; None if not in it."""
+        i = line - self._first_line
+        if self._text is None or not 0 <= i < len(self._text):
+            return None
+        return self._text.text(i)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,15 +125,27 @@ class _Ctx:
 
 
 class _Lines:
-    """The line table of a chunk that ends with a newline: where each line starts and ends."""
+    """The line table of a chunk that ends with a newline, computed on first use and shared."""
 
     def __init__(self, buf: bytes):
         self.buf = buf
-        self.a = np.frombuffer(buf, np.uint8)
-        self.nl = np.flatnonzero(self.a == 10)
-        self.starts = np.concatenate(([0], self.nl[:-1] + 1)).astype(np.int64)
+
+    @functools.cached_property
+    def a(self) -> np.ndarray:
+        return np.frombuffer(self.buf, np.uint8)
+
+    @functools.cached_property
+    def nl(self) -> np.ndarray:
+        return np.flatnonzero(self.a == 10)
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        return np.concatenate(([0], self.nl[:-1] + 1)).astype(np.int64)
+
+    @functools.cached_property
+    def blank(self) -> np.ndarray:
         length = self.nl - self.starts
-        self.blank = (length == 0) | ((length == 1) & (self.a[np.minimum(self.starts, len(self.a) - 1)] == 13))
+        return (length == 0) | ((length == 1) & (self.a[np.minimum(self.starts, len(self.a) - 1)] == 13))
 
     def __len__(self) -> int:
         return len(self.nl)
@@ -174,7 +196,7 @@ def _arrow_parse(buf: bytes, ctx: _Ctx, multiline: bool, columns: Optional[Seque
 
 
 def _finish(table: pa.Table, invalid, rec_lines: np.ndarray, ctx: _Ctx, dead: list, blank: int,
-            consumed: int, multi: Optional[np.ndarray] = None) -> Optional[Records]:
+            consumed: int, lines: _Lines, multi: Optional[np.ndarray] = None) -> Optional[Records]:
     """Maps the parser's output onto the records fed to it; None when they disagree."""
     n_fed = len(rec_lines)
     if table.num_rows + len(invalid) != n_fed:
@@ -203,21 +225,19 @@ def _finish(table: pa.Table, invalid, rec_lines: np.ndarray, ctx: _Ctx, dead: li
             return None
         table = table.select(ctx.columns)
     dead.sort(key=lambda d: d[0])
-    return Records(table, good.astype(np.int64) + ctx.first_line, dead, blank, consumed)
+    return Records(table, good.astype(np.int64) + ctx.first_line, dead, blank, consumed, lines, ctx.first_line)
 
 
-def _parse_plain(buf: bytes, ctx: _Ctx) -> Optional[Records]:
+def _parse_plain(lines: _Lines, ctx: _Ctx) -> Optional[Records]:
     """No quote and no bad byte in the chunk: every non-blank line is one record."""
-    table, invalid = _arrow_parse(buf, ctx, multiline=False)
-    lines = _Lines(buf)
+    table, invalid = _arrow_parse(lines.buf, ctx, multiline=False)
     blank = int(lines.blank.sum())
     rec_lines = np.flatnonzero(~lines.blank) if blank else np.arange(len(lines), dtype=np.int64)
-    return _finish(table, invalid, rec_lines, ctx, [], blank, len(lines))
+    return _finish(table, invalid, rec_lines, ctx, [], blank, len(lines), lines)
 
 
-def _parse_lines(buf: bytes, bad: dict, ctx: _Ctx) -> Optional[Records]:
+def _parse_lines(lines: _Lines, bad: dict, ctx: _Ctx) -> Optional[Records]:
     """Each line is one record: lines with bad bytes or an unclosed quote are dead before parsing."""
-    lines = _Lines(buf)
     removed = {i: reason_raw for i, reason_raw in bad.items()}
     q = ctx.dialect.quotechar
     if q:
@@ -237,12 +257,12 @@ def _parse_lines(buf: bytes, bad: dict, ctx: _Ctx) -> Optional[Records]:
     rec_lines = np.flatnonzero(keep)
     table, invalid = _arrow_parse(lines.without(list(removed)), ctx, multiline=False)
     dead = [(ctx.first_line + i, reason, raw) for i, (reason, raw) in removed.items()]
-    return _finish(table, invalid, rec_lines, ctx, dead, int(lines.blank.sum()), len(lines))
+    return _finish(table, invalid, rec_lines, ctx, dead, int(lines.blank.sum()), len(lines), lines)
 
 
-def _parse_multiline(buf: bytes, final: bool, ctx: _Ctx) -> Optional[Records]:
+def _parse_multiline(lines: _Lines, final: bool, ctx: _Ctx) -> Optional[Records]:
     """Records found by quote parity (a line break inside quotes continues the record)."""
-    lines = _Lines(buf)
+    buf = lines.buf
     qpos = np.flatnonzero(lines.a == ord(ctx.dialect.quotechar))
     parity = np.searchsorted(qpos, lines.nl) & 1
     ends = np.flatnonzero(parity == 0)
@@ -266,11 +286,12 @@ def _parse_multiline(buf: bytes, final: bool, ctx: _Ctx) -> Optional[Records]:
         if looks_like_swallowed_rows([lines.text(k) for k in range(int(s0), int(e0) + 1)], ncols, ctx.dialect):
             return None
     table, invalid = _arrow_parse(body, ctx, multiline=True, columns=ctx.header)
-    return _finish(table, invalid, rec_lines, ctx, [], int(blank_rec.sum()), consumed, multi=multi)
+    return _finish(table, invalid, rec_lines, ctx, [], int(blank_rec.sum()), consumed, lines, multi=multi)
 
 
-def _parse_careful(buf: bytes, bad: dict, final: bool, ctx: _Ctx) -> Records:
+def _parse_careful(lines: _Lines, bad: dict, final: bool, ctx: _Ctx) -> Records:
     """Record by record with Python's csv module: exact lines, recovery after stray quotes."""
+    buf = lines.buf
     d = ctx.dialect
     raw_lines = buf.split(b"\n")
     raw_lines.pop()  # buf ends with a newline
@@ -345,50 +366,45 @@ def _parse_careful(buf: bytes, bad: dict, final: bool, ctx: _Ctx) -> Records:
     table = pa.table({c: pa.array([None if r[idx[c]] in na else r[idx[c]] for r in rows], pa.string())
                       for c in ctx.columns})
     dead = [(ctx.first_line + i, reason, raw) for i, reason, raw in dead]
-    return Records(table, np.asarray(row_lines, dtype=np.int64) + ctx.first_line, dead, blank, consumed)
+    return Records(table, np.asarray(row_lines, dtype=np.int64) + ctx.first_line, dead, blank, consumed,
+                   lines, ctx.first_line)
 
 
-def _bad_lines(data: bytes, encoding: str) -> tuple[bytes, dict]:
+def _bad_lines(lines: _Lines, encoding: str) -> tuple[bytes, dict]:
     """The chunk as UTF-8, and {line index: (reason, raw)} for lines with bytes invalid in `encoding`.
 
     Bad lines keep their place (decoded with replacement characters) so line
-    indices stay put; the parsers never hand them to pyarrow.
+    indices stay put; the parsers never hand them to pyarrow. The chunk is
+    decoded whole; only when that fails are the lines holding non-ASCII bytes
+    (where any invalid sequence must be, the encoding being ASCII-compatible)
+    decoded one by one.
     """
-    if encoding == "utf-8":
-        if data.isascii():
-            return data, {}
-        try:
-            codecs.utf_8_decode(data, "strict", True)
-            return data, {}
-        except UnicodeDecodeError:
-            pass
-    decode = codecs.lookup(encoding).decode
+    data = lines.buf
+    codec = codecs.lookup(encoding)
+    if encoding == "utf-8" and data.isascii():
+        return data, {}
+    try:
+        text = codec.decode(data)[0]
+        return (data if encoding == "utf-8" else text.encode("utf-8")), {}
+    except UnicodeDecodeError:
+        pass
     label = "UTF-8" if encoding == "utf-8" else encoding
     hint = "; pass --encoding if the file is not UTF-8 (e.g. --encoding=cp1252)" if encoding == "utf-8" else ""
-    mv = memoryview(data)
-    parts, bad = [], {}
-    pos, line = 0, 0
-    while pos < len(data):
+    nl = lines.nl
+    bad = {}
+    for li in np.unique(np.searchsorted(nl, np.flatnonzero(lines.a >= 0x80))):
+        li = int(li)
+        ls = int(nl[li - 1]) + 1 if li else 0
+        le = int(nl[li]) if li < len(nl) else len(data)
+        raw = data[ls:le]
         try:
-            parts.append(decode(mv[pos:])[0])
-            break
+            codec.decode(raw)
         except UnicodeDecodeError as e:
-            p = pos + e.start
-            ls = data.rfind(b"\n", 0, p) + 1
-            le = data.find(b"\n", p)
-            le = len(data) if le < 0 else le + 1
-            if ls > pos:
-                parts.append(decode(mv[pos:ls])[0])
-            line += data.count(b"\n", pos, ls)
-            raw = data[ls:le]
-            parts.append(raw.decode(encoding, "replace"))
-            bad[line] = (f"invalid {label} at byte {p - ls + 1} (0x{data[p]:02x}){hint}",
-                         raw.rstrip(b"\r\n").decode(encoding, "backslashreplace"))
-            line += 1
-            pos = le
+            bad[li] = (f"invalid {label} at byte {e.start + 1} (0x{raw[e.start]:02x}){hint}",
+                       raw.rstrip(b"\r").decode(encoding, "backslashreplace"))
     if encoding == "utf-8":
         return data, bad
-    return "".join(parts).encode("utf-8"), bad
+    return data.decode(encoding, "replace").encode("utf-8"), bad
 
 
 def parse_records(data: bytes, first_line: int, header: Sequence[str], dialect: Dialect,
@@ -417,7 +433,10 @@ def parse_records(data: bytes, first_line: int, header: Sequence[str], dialect: 
         if not final:
             raise ValueError("a chunk that is not the last must end with a line break")
         data += b"\n"
-    buf, bad = _bad_lines(data, dialect.encoding)
+    lines = _Lines(data)
+    buf, bad = _bad_lines(lines, dialect.encoding)
+    if buf is not data:
+        lines = _Lines(buf)  # transcoded to UTF-8: same lines, other offsets
     has_quote = bool(dialect.quotechar) and dialect.quotechar.encode() in buf
     # pyarrow ends a record at a lone CR too; the line table only at LF.
     lone_cr = b"\r" in buf and buf.count(b"\r") != buf.count(b"\r\n")
@@ -425,13 +444,13 @@ def parse_records(data: bytes, first_line: int, header: Sequence[str], dialect: 
     if lone_cr:
         pass
     elif not bad and not has_quote:
-        out = _parse_plain(buf, ctx)
+        out = _parse_plain(lines, ctx)
     elif not dialect.multiline:
-        out = _parse_lines(buf, bad, ctx)
+        out = _parse_lines(lines, bad, ctx)
     elif not bad:
-        out = _parse_multiline(buf, final, ctx)
+        out = _parse_multiline(lines, final, ctx)
     if out is None:
-        out = _parse_careful(buf, bad, final, ctx)
+        out = _parse_careful(lines, bad, final, ctx)
     return out
 
 

@@ -201,14 +201,14 @@ def _detect_delimiter(header: str, sample: Sequence[str], quotechar: str) -> str
 def looks_like_swallowed_rows(lines: Sequence[str], ncols: int, dialect: Dialect) -> bool:
     """True when a record spanning `lines` looks like stray quotes that swallowed whole rows.
 
-    A quoted value with line breaks continues with free text and closes on a
-    line that, read alone, is closed. Lines swallowed by a stray quote are
-    whole rows of `ncols` fields, and a second stray quote that closes the
-    first one opens a value when its line is read alone.
+    A quoted value with line breaks starts in mid-row (or ends the row) and
+    continues with free text. A stray quote that happens to close on a later
+    line makes a record whose first and last lines are each a whole row of
+    `ncols` fields (quotes ignored), or whose inner lines are whole rows.
     """
     if len(lines) < 2:
         return False
-    if record_is_open(lines[-1], dialect):
+    if all(line.count(dialect.delimiter) == ncols - 1 for line in (lines[0], lines[-1])):
         return True
     return any(not record_is_open(t, dialect) and _field_count(t, dialect) == ncols for t in lines[1:-1])
 
