@@ -272,7 +272,7 @@ def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
                   max_rows: Optional[int], columns: Optional[Sequence[str]] = None,
                   dialect: Optional[Dialect] = None) -> pa.Table:
     """Reads (a sample of) a CSV as string columns, skipping malformed rows, through the reader's parser."""
-    from beam_ml.io.csv_lines import parse_records, read_chunks, read_header_info
+    from beam_ml.io.csv_lines import CorruptData, parse_records, read_chunks, read_header_info
     from beam_ml.io.files import open_file
 
     dialect = dialect or Dialect()
@@ -286,12 +286,15 @@ def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
     tables, n = [], 0
     with open_file(path, dialect.compression) as f:
         f.seek(info.data_start)
-        for table in read_chunks(f, info.first_line, parse, multiline=dialect.multiline,
-                                 chunk_bytes=_SAMPLE_CHUNK_BYTES, source=path):
-            tables.append(table)
-            n += table.num_rows
-            if max_rows is not None and n >= max_rows:
-                break
+        try:
+            for table in read_chunks(f, info.first_line, parse, multiline=dialect.multiline,
+                                     chunk_bytes=_SAMPLE_CHUNK_BYTES, source=path):
+                tables.append(table)
+                n += table.num_rows
+                if max_rows is not None and n >= max_rows:
+                    break
+        except CorruptData:
+            pass  # a truncated compressed file: infer from what can be read (the reader dead-letters the rest)
     if not tables:
         return pa.table({h: pa.array([], pa.string()) for h in cols})
     table = pa.concat_tables(tables)

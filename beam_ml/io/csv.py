@@ -41,8 +41,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, arrow_schema_for, as_list_array
-from beam_ml.io.csv_lines import (DEFAULT_CHUNK_BYTES, Records, count_newlines, open_range, parse_records,
-                                  read_chunks, read_header_info)
+from beam_ml.io.csv_lines import (DEFAULT_CHUNK_BYTES, CorruptData, Records, count_newlines, open_range,
+                                  parse_records, read_chunks, read_header_info)
 from beam_ml.io.dialect import COMPRESSIONS, Dialect, split_fields
 from beam_ml.io.files import match_files, open_file, resolve_compression
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value
@@ -314,8 +314,14 @@ def read_range(r: FileRange, lines_before: int, spec: DatasetSpec, dialect: Dial
         return _typed(recs, r.path, header, spec, with_label, dialect), recs.consumed_lines
 
     with f:
-        yield from read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,
-                               chunk_bytes=chunk_bytes, prefix=prefix, source=r.path)
+        try:
+            yield from read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,
+                                   chunk_bytes=chunk_bytes, prefix=prefix, source=r.path)
+        except CorruptData as e:
+            # A truncated or damaged compressed file: the rows before are kept, and
+            # the unreadable rest is one dead letter (so it is counted, never silent).
+            yield ChunkResult(None, [DeadLetter(r.path, e.line, f"cannot decompress the file from this line on "
+                                                                f"({r.compression}): {e.reason}", "")], 1, 0)
 
 
 def read_csv_file(path: str, spec: DatasetSpec, with_label: bool = True, dialect: Optional[Dialect] = None,

@@ -44,10 +44,10 @@ import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
 from beam_ml.io.dialect import Dialect, looks_like_swallowed_rows, parse_header, record_is_open
-from beam_ml.io.files import open_file
+from beam_ml.io.files import open_file, read_block
 
-__all__ = ["Records", "HeaderInfo", "parse_records", "read_chunks", "read_header_info", "open_range",
-           "count_newlines", "DEFAULT_CHUNK_BYTES", "MAX_RECORD_BYTES"]
+__all__ = ["Records", "HeaderInfo", "CorruptData", "parse_records", "read_chunks", "read_header_info",
+           "open_range", "count_newlines", "DEFAULT_CHUNK_BYTES", "MAX_RECORD_BYTES"]
 
 DEFAULT_CHUNK_BYTES = 8 << 20
 # A quoted value longer than this is taken for a stray quote (multiline files).
@@ -103,6 +103,20 @@ class Records:
         if self._text is None or not 0 <= i < len(self._text):
             return None
         return self._text.text(i)
+
+
+class CorruptData(Exception):
+    """Compressed data that cannot be decompressed past a point (a truncated or damaged file).
+
+    Attributes:
+      line: the first line that could not be read.
+      reason: what the decompressor said.
+    """
+
+    def __init__(self, line: int, reason: str):
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,10 +488,23 @@ def read_chunks(f: BinaryIO, first_line: int, parse: Callable[[bytes, int, bool]
       chunk_bytes: bytes read at a time.
       prefix: bytes already read from `f` past its start.
       source: the file, for errors.
+
+    Raises:
+      CorruptData: compressed data cannot be read past line `line` (after the
+        results for the lines before it were yielded).
     """
     line, pos, rest, eof = first_line, 0, prefix, False
     while end is None or pos < end:
-        block = b"" if eof else f.read(chunk_bytes)
+        block, err = (b"", None) if eof else read_block(f, chunk_bytes)
+        if err is not None:
+            # Parse the whole lines decompressed before the damage; the rest is lost.
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                result, consumed = parse(data[:cut], line, True)
+                yield result
+                line += consumed
+            raise CorruptData(line, f"{type(err).__name__}: {err}")
         eof = eof or not block
         data = rest + block if rest else block
         if not data:
@@ -519,7 +546,10 @@ def read_header_info(path: str, dialect: Dialect) -> HeaderInfo:
     with open_file(path, dialect.compression) as f:
         buf = b""
         while b"\n" not in buf:
-            block = f.read(_HEAD_BLOCK)
+            block, err = read_block(f, _HEAD_BLOCK)
+            if err is not None and b"\n" not in buf + block:
+                raise UserError(f"--input: {path} cannot be decompressed ({err}); pass --compression if its "
+                                f"extension is misleading")
             if not block:
                 break
             buf += block

@@ -270,3 +270,22 @@ def test_csv_flags_parse_and_fail_naming_the_flag():
     assert dialect_from_options(PipelineOptions([])) == {}
     with pytest.raises(UserError, match="--compression"):
         dialect_from_options(PipelineOptions(["--compression=rar"]))
+
+
+def test_a_truncated_gzip_keeps_the_rows_before_and_dead_letters_the_rest(tmp_path):
+    import gzip
+
+    rng = np.random.default_rng(7)
+    rows = "".join(f"{i},{rng.integers(20, 60)},sales,{rng.integers(10**8, 10**9)},Yes\n" for i in range(1, 20001))
+    data = gzip.compress(("id,age,dept,ssn,label\n" + rows).encode())
+    p = tmp_path / "cut.csv.gz"
+    p.write_bytes(data[: len(data) // 2])  # an interrupted download
+    good, dead, _ = _collect(str(p), _spec(), chunk_bytes=4096)
+    assert len(dead) == 1
+    (line, letter), = dead.items()
+    assert "cannot decompress the file from this line on (gzip)" in letter.reason
+    assert sorted(good) == list(range(2, line))  # every line before it, none after
+    assert line > 9000  # all that half the compressed bytes hold
+    (tmp_path / "plain.csv.gz").write_text("id,age,dept,ssn,label\n")
+    with pytest.raises(UserError, match="pass --compression"):
+        ReadCsvBatches(str(tmp_path / "plain.csv.gz"), _spec())
