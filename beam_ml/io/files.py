@@ -157,7 +157,7 @@ def open_file(path: str, compression: str = "auto") -> BinaryIO:
         return FileSystems.open(path, mime_type="application/octet-stream", compression_type=resolved)
     except FileNotFoundError:
         raise UserError(f"--input: file not found: {path}")
-    except Exception as e:
+    except Exception:
         if not _exists(path):
             raise UserError(f"--input: file not found: {path}")
         raise
