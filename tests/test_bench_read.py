@@ -34,7 +34,7 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
     report = bench.main(["--rows=3000", "--big_mb=2", "--repeats=1", f"--work_dir={tmp_path}"])
     assert set(report["read"]) == {"clean", "gzip", "dirty"}
     for form in report["read"].values():
-        assert form["pipeline"]["rows_per_s"] > 0 and form["reader"]["rows_per_s"] > 0
+        assert form["pipeline"]["rows_per_s"] > 0 and form["reader"]["rows_per_cpu_s"] > 0
     assert all(v > 0 for v in report["read_ratios"].values())
     assert report["scale"]["rows"] > 3000 and report["scale"]["speedup_2_vs_1"] > 0
     with open(os.path.join(tmp_path, "bench_read.json")) as f:
