@@ -31,6 +31,7 @@ import argparse
 import csv as _csv
 import io
 import math
+import re
 from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
@@ -163,6 +164,41 @@ def _table_raw(table: pa.Table, i: int, spec: DatasetSpec, dialect: Dialect) -> 
     return dialect.delimiter.join(parts)
 
 
+_CAST_ERROR = re.compile(r"Failed to parse string: '(.*)' as a scalar of type \w+", re.DOTALL)
+_NUMBER = re.compile(NUMBER_RE)
+
+
+def _to_float32(col: pa.Array) -> tuple[pa.Array, Optional[np.ndarray]]:
+    """The column as float32 (null where missing or not a number), and a mask of the non-numbers (None: none).
+
+    Arrow's cast rejects the whole column for one bad value and names it; a
+    chunk usually holds few distinct bad values, so they are nulled one by
+    one (a cast each) before falling back to checking every value by regex.
+    """
+    try:
+        return pc.cast(col, pa.float32()), None
+    except pa.ArrowInvalid as e:
+        error = str(e)
+    current, mask = col, None
+    for _ in range(4):
+        m = _CAST_ERROR.fullmatch(error)
+        if not m or _NUMBER.match(m.group(1)):
+            break  # an unexpected message, or a number with spaces around it (the regex path trims)
+        hit = pc.fill_null(pc.equal(current, m.group(1)), False)
+        hit_np = hit.to_numpy(zero_copy_only=False)
+        if not hit_np.any():
+            break
+        mask = hit_np if mask is None else mask | hit_np
+        current = pc.if_else(hit, pa.scalar(None, pa.string()), current)
+        try:
+            return pc.cast(current, pa.float32()), mask
+        except pa.ArrowInvalid as e:
+            error = str(e)
+    ok = pc.fill_null(pc.match_substring_regex(col, NUMBER_RE), True).to_numpy(zero_copy_only=False)
+    cleaned = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(col), None)
+    return pc.cast(cleaned, pa.float32()), ~ok
+
+
 def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec, with_label: bool,
            dialect: Dialect) -> ChunkResult:
     """Types the string columns by the spec (Arrow kernels); rows with bad values become dead letters."""
@@ -173,26 +209,21 @@ def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec,
 
     bad = np.zeros(n, dtype=bool)
     reasons: dict[int, list[str]] = {}
-    columns: dict[str, pa.Array] = {}
+    flat: dict[str, pa.Array] = {}  # one value per row; wrapped as list<...> once bad rows are out
     wanted = set(table.column_names)
     for c in spec.columns:
         if c.name not in wanted or c.role == "mask":
             continue
         col = table.column(c.name).combine_chunks() if n else pa.array([], pa.string())
         if c.role == "numeric":
-            try:
-                values = pc.cast(col, pa.float32())
-            except pa.ArrowInvalid:
-                ok = pc.fill_null(pc.match_substring_regex(col, NUMBER_RE), True).to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(~ok):
-                    bad[i] = True
-                    reasons.setdefault(int(i), []).append(
-                        f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
-                cleaned = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(col), None)
-                values = pc.cast(cleaned, pa.float32())
-            columns[c.name] = as_list_array(pc.fill_null(values, np.float32("nan")))
+            values, not_numbers = _to_float32(col)
+            for i in np.flatnonzero(not_numbers) if not_numbers is not None else ():
+                bad[i] = True
+                reasons.setdefault(int(i), []).append(
+                    f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
+            flat[c.name] = pc.fill_null(values, np.float32("nan"))
         elif c.role == "categorical":
-            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            flat[c.name] = pc.cast(pc.fill_null(col, ""), pa.binary())
         elif c.role == "label":
             known = pc.fill_null(pc.is_in(col, value_set=pa.array(spec.label_classes)), False)
             known_np = known.to_numpy(zero_copy_only=False)
@@ -202,10 +233,10 @@ def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec,
                 reasons.setdefault(int(i), []).append(
                     f"column '{c.name}': missing label" if v is None else
                     f"column '{c.name}': unknown label {v!r}, expected one of {spec.label_classes}")
-            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            flat[c.name] = pc.cast(pc.fill_null(col, ""), pa.binary())
         elif c.role == "key":
-            columns[c.name] = pc.fill_null(col, "")
-    columns[LINE_COLUMN] = pa.array(lines_arr, pa.int64())
+            flat[c.name] = pc.fill_null(col, "")
+    flat[LINE_COLUMN] = pa.array(lines_arr, pa.int64())
 
     for i in sorted(reasons):
         line = int(lines_arr[i])
@@ -213,10 +244,13 @@ def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec,
         raw = _masked_raw(text, header, spec, dialect) if text is not None else None
         dead.append(DeadLetter(source, line, "; ".join(reasons[i]), raw or _table_raw(table, i, spec, dialect)))
     dead.sort(key=lambda d: d.position)
-    names = [f.name for f in arrow_schema_for(spec, with_label)]
-    batch = pa.RecordBatch.from_arrays([columns[k] for k in names], names=names)
     if bad.any():
-        batch = batch.filter(pa.array(~bad))
+        keep = pa.array(~bad)
+        flat = {k: pc.filter(v, keep) for k, v in flat.items()}
+    schema = arrow_schema_for(spec, with_label)
+    arrays = [flat[f.name] if pa.types.is_primitive(f.type) or pa.types.is_string(f.type) else
+              as_list_array(flat[f.name]) for f in schema]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
     return ChunkResult(batch if batch.num_rows else None, dead, recs.records, recs.blank)
 
 

@@ -57,6 +57,8 @@ MAX_LINE_BYTES = 256 << 20
 
 _HEAD_BLOCK = 1 << 16
 _PARSE_BLOCK = 1 << 20
+# Up to this many lines with non-ASCII bytes, a UTF-8 chunk is checked line by line.
+_PER_LINE_DECODE_MAX = 2000
 # Marks the end of the lines offered to Python's csv reader: found inside the
 # record's last field, it means the record was still inside quotes there.
 _EOF_MARK = "\x1e\x1fbeam_ml:eof\x1f\x1e"
@@ -397,16 +399,23 @@ def _bad_lines(lines: _Lines, encoding: str) -> tuple[bytes, dict]:
     codec = codecs.lookup(encoding)
     if encoding == "utf-8" and data.isascii():
         return data, {}
-    try:
-        text = codec.decode(data)[0]
-        return (data if encoding == "utf-8" else text.encode("utf-8")), {}
-    except UnicodeDecodeError:
-        pass
+    high_lines = None
+    if encoding == "utf-8":
+        # Few lines with non-ASCII bytes (the usual dirt): check just those lines.
+        high_lines = np.unique(np.searchsorted(lines.nl, np.flatnonzero(lines.a >= 0x80)))
+    if high_lines is None or len(high_lines) > _PER_LINE_DECODE_MAX:
+        try:
+            text = codec.decode(data)[0]
+            return (data if encoding == "utf-8" else text.encode("utf-8")), {}
+        except UnicodeDecodeError:
+            pass
     label = "UTF-8" if encoding == "utf-8" else encoding
     hint = "; pass --encoding if the file is not UTF-8 (e.g. --encoding=cp1252)" if encoding == "utf-8" else ""
     nl = lines.nl
     bad = {}
-    for li in np.unique(np.searchsorted(nl, np.flatnonzero(lines.a >= 0x80))):
+    if high_lines is None:
+        high_lines = np.unique(np.searchsorted(nl, np.flatnonzero(lines.a >= 0x80)))
+    for li in high_lines:
         li = int(li)
         ls = int(nl[li - 1]) + 1 if li else 0
         le = int(nl[li]) if li < len(nl) else len(data)
