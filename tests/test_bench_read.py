@@ -37,5 +37,6 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path):
         assert form["pipeline"]["rows_per_s"] > 0 and form["reader"]["rows_per_cpu_s"] > 0
     assert all(v > 0 for v in report["read_ratios"].values())
     assert report["scale"]["rows"] > 3000 and report["scale"]["speedup_2_vs_1"] > 0
+    assert sum(report["scale"]["workers_2"]["rows_per_worker"]) == report["scale"]["rows"]
     with open(os.path.join(tmp_path, "bench_read.json")) as f:
         assert json.load(f)["read"]["dirty"]["rows_dead"] == 30
