@@ -20,9 +20,7 @@ Column roles:
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import re
@@ -30,9 +28,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
+from beam_ml.io.dialect import Dialect, detect_dialect
 
 __all__ = [
     "ColumnSpec",
@@ -59,6 +57,7 @@ _POSITIVE_WORDS = ("1", "yes", "y", "true", "t", "positive", "pos", "bad", "frau
 _ID_NAME_RE = re.compile(r"(^id$|_id$|^id_|uuid|guid|^key$|identifier)", re.IGNORECASE)
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 _MAX_CATEGORIES_CAP = 200
+_SAMPLE_CHUNK_BYTES = 4 << 20
 
 
 @dataclasses.dataclass
@@ -100,6 +99,9 @@ class DatasetSpec:
       label_classes: label values in class-index order. Binary and anomaly:
         [negative, positive]. Values outside this list are dead-lettered.
       na_values: cell texts that mean "missing".
+      dialect: how the CSV files are written (delimiter, quoting, encoding,
+        compression), detected when the spec was inferred; every read uses it.
+        Specs written before it existed load with the default (comma, UTF-8).
     """
 
     columns: list[ColumnSpec]
@@ -108,6 +110,7 @@ class DatasetSpec:
     label_classes: list[str]
     na_values: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_NA_VALUES))
     version: int = SPEC_VERSION
+    dialect: Dialect = dataclasses.field(default_factory=Dialect)
 
     # ----------------------------------------------------------------- views
     def column(self, name: str) -> ColumnSpec:
@@ -198,6 +201,7 @@ class DatasetSpec:
             "label": self.label,
             "label_classes": list(self.label_classes),
             "na_values": list(self.na_values),
+            "dialect": self.dialect.to_dict(),
             "columns": [c.to_dict() for c in self.columns],
         }
 
@@ -212,9 +216,12 @@ class DatasetSpec:
             spec = cls(columns=columns, task=d["task"], label=d["label"],
                        label_classes=list(d["label_classes"]),
                        na_values=list(d.get("na_values", DEFAULT_NA_VALUES)),
-                       version=int(d.get("version", SPEC_VERSION)))
+                       version=int(d.get("version", SPEC_VERSION)),
+                       dialect=Dialect.from_dict(d.get("dialect")))
         except (KeyError, TypeError) as e:
             raise UserError(f"{source}: malformed spec, missing or wrong field {e}")
+        except UserError as e:
+            raise UserError(f"{source}: dialect: {e}")
         return spec.validate(source)
 
     def save(self, path: str) -> str:
@@ -247,47 +254,52 @@ def mask_value(value: Optional[str]) -> Optional[str]:
     return "*" * (len(s) - keep) + (s[-keep:] if keep else "")
 
 
-def read_header(path: str) -> list[str]:
-    """Returns the CSV header's column names; raises UserError for missing/empty files."""
-    if not os.path.exists(path):
-        raise UserError(f"--input: file not found: {path}")
-    if os.path.isdir(path):
-        raise UserError(f"--input: {path} is a directory, expected a CSV file")
-    with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-    if not first.strip():
-        raise UserError(f"--input: {path} is empty (no header line)")
-    header = next(csv.reader(io.StringIO(first)))
-    header = [h.strip() for h in header]
-    if any(not h for h in header):
-        raise UserError(f"--input: {path} has an empty column name in its header")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise UserError(f"--input: {path} header repeats column(s) {', '.join(dupes)}")
-    return header
+def read_header(path: str, dialect: Optional[Dialect] = None) -> list[str]:
+    """Returns a CSV file's column names (any Beam filesystem, compressed or not).
+
+    Args:
+      path: the file.
+      dialect: how it is written; default: detected from the file.
+
+    Raises:
+      UserError: for missing, empty or unreadable files and malformed headers.
+    """
+    from beam_ml.io.csv_lines import read_header_info
+
+    return read_header_info(path, dialect or detect_dialect(path)).names
 
 
 def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
-                  max_rows: Optional[int], columns: Optional[Sequence[str]] = None) -> pa.Table:
-    """Reads (a sample of) a CSV as string columns, skipping malformed rows."""
+                  max_rows: Optional[int], columns: Optional[Sequence[str]] = None,
+                  dialect: Optional[Dialect] = None) -> pa.Table:
+    """Reads (a sample of) a CSV as string columns, skipping malformed rows, through the reader's parser."""
+    from beam_ml.io.csv_lines import CorruptData, parse_records, read_chunks, read_header_info
+    from beam_ml.io.files import open_file
+
+    dialect = dialect or Dialect()
     cols = list(columns) if columns else list(header)
-    read = pacsv.ReadOptions(column_names=list(header), skip_rows=1, block_size=1 << 22, encoding="utf8")
-    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")
-    conv = pacsv.ConvertOptions(column_types={h: pa.string() for h in cols}, include_columns=cols,
-                                null_values=list(na_values), strings_can_be_null=True,
-                                quoted_strings_can_be_null=True)
-    if max_rows is None:
-        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=conv)
-    batches, n = [], 0
-    with pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=conv) as reader:
-        for batch in reader:
-            batches.append(batch)
-            n += batch.num_rows
-            if n >= max_rows:
-                break
-    if not batches:
+    info = read_header_info(path, dialect)
+
+    def parse(data: bytes, line: int, final: bool):
+        recs = parse_records(data, line, header, dialect, na_values, columns=cols, final=final)
+        return recs.table, recs.consumed_lines
+
+    tables, n = [], 0
+    with open_file(path, dialect.compression) as f:
+        f.seek(info.data_start)
+        try:
+            for table in read_chunks(f, info.first_line, parse, multiline=dialect.multiline,
+                                     chunk_bytes=_SAMPLE_CHUNK_BYTES, source=path):
+                tables.append(table)
+                n += table.num_rows
+                if max_rows is not None and n >= max_rows:
+                    break
+        except CorruptData:
+            pass  # a truncated compressed file: infer from what can be read (the reader dead-letters the rest)
+    if not tables:
         return pa.table({h: pa.array([], pa.string()) for h in cols})
-    return pa.Table.from_batches(batches).slice(0, max_rows)
+    table = pa.concat_tables(tables)
+    return table.slice(0, max_rows) if max_rows is not None else table
 
 
 def _numeric_fraction(col: pa.ChunkedArray) -> float:
@@ -316,11 +328,16 @@ def _choose_positive(classes: list[str], counts: dict[str, int]) -> str:
 
 def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task: Optional[str] = None,
                sample_rows: int = 20000, key: Optional[str] = None,
-               drop: Sequence[str] = (), na_values: Sequence[str] = DEFAULT_NA_VALUES) -> DatasetSpec:
+               drop: Sequence[str] = (), na_values: Sequence[str] = DEFAULT_NA_VALUES, *,
+               delimiter: Optional[str] = None, encoding: Optional[str] = None,
+               compression: Optional[str] = None, multiline: Optional[bool] = None) -> DatasetSpec:
     """Infers a DatasetSpec from a CSV header, a sample of rows and the full label column.
 
+    The file's dialect (delimiter, quoted line breaks) is detected from its
+    header and first megabyte unless given, and stored in the spec.
+
     Args:
-      path: the CSV file.
+      path: the CSV file (any Beam filesystem; compressed by extension or `compression`).
       label: the label column (required; its absence is a UserError).
       positive_label: binary/anomaly: the positive (or anomalous) class.
         Default: a yes/1/true-like value, else the minority class.
@@ -328,17 +345,22 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
       sample_rows: rows read to decide column roles.
       key: force this column to be the key.
       drop: columns to drop.
+      na_values: cell texts read as missing.
+      delimiter, encoding, compression, multiline: the dialect, where not to
+        be detected (--delimiter, --encoding, --compression).
 
     Returns:
       A validated DatasetSpec.
     """
-    header = read_header(path)
+    dialect = detect_dialect(path, delimiter=delimiter, encoding=encoding, compression=compression,
+                             multiline=multiline)
+    header = read_header(path, dialect)
     if label not in header:
         raise UserError(f"--label: column '{label}' is not in {path} (columns: {', '.join(header)})")
     for name, flag in [(key, "--key_column")] + [(d, "--drop_columns") for d in drop]:
         if name and name not in header:
             raise UserError(f"{flag}: column '{name}' is not in {path}")
-    sample = _read_strings(path, header, na_values, sample_rows)
+    sample = _read_strings(path, header, na_values, sample_rows, dialect=dialect)
     if sample.num_rows == 0:
         raise UserError(f"--input: {path} has a header but no data rows")
 
@@ -382,7 +404,7 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
         columns.append(ColumnSpec(name=name, role=role, max_categories=max_cat))
 
     # Classes come from the full label column, so rare classes are not missed.
-    labels = _read_strings(path, header, na_values, None, columns=[label]).column(label).drop_null()
+    labels = _read_strings(path, header, na_values, None, columns=[label], dialect=dialect).column(label).drop_null()
     counts = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(labels).to_pylist()}
     # A value seen once (or in under 1 row in 10,000) is a typo, not a class: it
     # stays out of label_classes, so its rows are dead-lettered as unknown labels.
@@ -406,5 +428,5 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
             raise UserError(f"--positive_label: '{positive_label}' is not a value of '{label}' ({', '.join(classes)})")
         classes = [c for c in classes if c != positive_label] + [positive_label]
     spec = DatasetSpec(columns=columns, task=task, label=label, label_classes=classes,
-                       na_values=list(na_values))
+                       na_values=list(na_values), dialect=dialect)
     return spec.validate(f"inferred spec for {path}")

@@ -5,7 +5,8 @@ RecordBatches in `arrow_schema_for(spec)`'s layout -- one list<...> column per
 feature and the label (what tf.Transform's TensorAdapter reads), the key, and
 `LINE_COLUMN` (the row's position in its source) -- plus DeadLetters tagged
 `beam_ml.errors.DEAD_TAG`. `ChunkEmitter` counts both into the READ counters so
-`lines_in = rows_good + rows_dead` holds for every reader.
+`lines_in = rows_good + rows_dead` holds for every reader; blank lines (not
+records) are counted apart, in `blank_lines`.
 
     result = parse_csv_chunk(...)            # a ChunkResult
     yield from ChunkEmitter().emit(result)   # inside a DoFn
@@ -54,25 +55,30 @@ def as_list_array(values: pa.Array) -> pa.ListArray:
 class ChunkResult:
     batch: Optional[pa.RecordBatch]
     dead: list[DeadLetter]
-    lines: int  # data lines in the chunk, blank lines excluded
+    lines: int  # records in the chunk (good + dead); blank lines excluded
+    blank: int = 0  # blank lines skipped (empty, CRLF-only or whitespace-only)
 
 
 class ChunkEmitter:
     """Counts a ChunkResult into the shared read counters and yields its outputs.
 
     Every reader (files, topics) reports `lines_in = rows_good + rows_dead` in
-    the `beam_ml.metrics.READ` namespace, and emits good batches on the main output and dead
-    letters tagged DEAD_TAG. Create it in a DoFn's __init__.
+    the `beam_ml.metrics.READ` namespace (and `blank_lines`, not part of that
+    sum), and emits good batches on the main output and dead letters tagged
+    DEAD_TAG. Create it in a DoFn's __init__.
     """
 
     def __init__(self):
         self._lines = beam.metrics.Metrics.counter(metrics.READ, "lines_in")
         self._good = beam.metrics.Metrics.counter(metrics.READ, "rows_good")
         self._dead = beam.metrics.Metrics.counter(metrics.READ, "rows_dead")
+        self._blank = beam.metrics.Metrics.counter(metrics.READ, "blank_lines")
 
     def emit(self, result: ChunkResult):
         self._lines.inc(result.lines)
         self._dead.inc(len(result.dead))
+        if result.blank:
+            self._blank.inc(result.blank)
         for d in result.dead:
             yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
         if result.batch is not None:

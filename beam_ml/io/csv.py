@@ -1,95 +1,159 @@
 """Reads CSV files into Arrow RecordBatches typed by the dataset spec, with dead letters.
 
-The hot path never builds a Python object per row: a file is cut into chunks
-at line boundaries (so every chunk knows its first line number), each chunk is
-parsed by pyarrow's C++ CSV reader into string columns, and columns are typed
-and validated with Arrow compute kernels. Only a chunk that holds a malformed
-row is walked line by line, to name the line of each bad row.
+Any file a user brings: local or gs:// (Beam's FileSystems), compressed
+(.gz .bz2 .zst .deflate .xz, from the extension or --compression), comma,
+semicolon, tab or pipe separated (the spec's dialect, detected when the spec
+was inferred, or --delimiter), UTF-8 with or without BOM or --encoding, CRLF,
+blank lines, quoted values with line breaks. Bad bytes, stray quotes and
+malformed rows become dead letters naming the file and line; they never stop
+the read and never take good rows with them.
 
-    rows, dead = (p | ReadCsvBatches('data/*.csv', spec)).values()   # tagged outputs
+    rows, dead = (p | ReadCsvBatches("gs://b/tx-*.csv.gz", spec)).values()     # tagged outputs
+    python -m pipelines.train --input=export.csv --delimiter=';' --encoding=cp1252
+
+The hot path never builds a Python object per row: a file is cut into byte
+ranges at line boundaries (one 10 GB file is read by many workers; compressed
+files and files with quoted line breaks are read whole), each range into chunks
+of whole lines, each chunk parsed by pyarrow's C++ CSV reader into string
+columns (`beam_ml.io.csv_lines`), and columns are typed and validated with
+Arrow compute kernels. Globs are matched when the pipeline runs.
 
 Output batches carry one list<...> column per feature and the label (the
 layout tf.Transform's TensorAdapter reads), plus the key and `__line__`.
 Numeric missing values are NaN and categorical ones "", so the transform graph
 (not the reader) decides the defaults, identically for training and serving.
+The READ counters hold `lines_in = rows_good + rows_dead` (a record whose
+quoted value spans lines counts once) and `blank_lines` beside them.
 """
 from __future__ import annotations
 
+import argparse
 import csv as _csv
-import glob
-import os
-from typing import Iterator, Sequence
+import io
+import math
+import re
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, arrow_schema_for, as_list_array
-from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value, read_header
+from beam_ml.io.csv_lines import (DEFAULT_CHUNK_BYTES, CorruptData, Records, count_newlines, open_range,
+                                  parse_records, read_chunks, read_header_info)
+from beam_ml.io.dialect import COMPRESSIONS, Dialect, split_fields
+from beam_ml.io.files import match_files, open_file, resolve_compression
+from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value
 
-__all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input"]
+__all__ = ["ReadCsvBatches", "CsvReadOptions", "parse_csv_chunk", "iter_chunks", "expand_input",
+           "dialect_from_options", "FileRange", "plan_ranges", "count_range_lines", "read_range", "read_csv_file"]
 
-DEFAULT_CHUNK_BYTES = 8 << 20
+# One byte range per worker task: a 10 GB file makes 160 of them.
+DEFAULT_RANGE_BYTES = 64 << 20
+
+
+class CsvReadOptions(PipelineOptions):
+    """--delimiter, --encoding and --compression: how to read CSV input (default: the spec's dialect)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        g = parser.add_argument_group("beam_ml CSV input")
+        for flag, help_text in [
+            ("--delimiter", "field separator: a character or comma, semicolon, tab, pipe "
+                            "(default: detected from the header and a sample, then the spec's)"),
+            ("--encoding", "text encoding of the input files, e.g. latin-1, cp1252 (default: utf-8, BOM or not)"),
+            ("--compression", f"one of {', '.join(COMPRESSIONS)} (default: auto, from each file's extension)"),
+        ]:
+            try:
+                g.add_argument(flag, default=None, help=help_text)
+            except argparse.ArgumentError:  # another options class already defines it
+                pass
+
+
+def dialect_from_options(options: PipelineOptions) -> dict:
+    """The CSV flags that were given, validated: keyword arguments for ReadCsvBatches / infer_spec."""
+    o = options.view_as(CsvReadOptions)
+    given = {k: getattr(o, k) for k in ("delimiter", "encoding", "compression") if getattr(o, k) is not None}
+    d = Dialect().replace(**given)  # raises UserError naming the flag
+    return {k: getattr(d, k) for k in given}
 
 
 def expand_input(pattern: str) -> list[str]:
-    """Expands a path or glob into files; raises UserError naming the flag when none exist."""
-    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f)) if any(ch in pattern for ch in "*?[") \
-        else [pattern]
-    if not files:
-        raise UserError(f"--input: no file matches {pattern}")
-    for f in files:
-        if not os.path.exists(f):
-            raise UserError(f"--input: file not found: {f}")
-        if os.path.getsize(f) == 0:
-            raise UserError(f"--input: {f} is empty")
-    return files
+    """The files a path or glob names (any Beam filesystem); raises UserError naming the flag when none exist."""
+    files = match_files(pattern)
+    for path, size in files:
+        if size == 0:
+            raise UserError(f"--input: {path} is empty")
+    return [path for path, _ in files]
 
 
-def iter_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """Yields (first line number, bytes) chunks of a file's data lines, cut at newlines.
+def iter_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                dialect: Optional[Dialect] = None) -> Iterator[tuple[int, bytes]]:
+    """Yields (first line number, bytes) chunks of a file's data lines, cut between records.
 
     Line numbers are 1-based and count the header as line 1, so the first data
-    line is 2.
+    line is 2. Every chunk ends with a newline. The file is decompressed per
+    `dialect.compression`.
     """
-    with open(path, "rb") as f:
-        header = f.readline()
-        if header.startswith(b"\xef\xbb\xbf"):
-            header = header[3:]
-        line = 2
-        rest = b""
-        while True:
-            block = f.read(chunk_bytes)
-            if not block:
-                break
-            data = rest + block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            chunk, rest = data[: cut + 1], data[cut + 1:]
-            yield line, chunk
-            line += chunk.count(b"\n")
-        if rest:
-            yield line, rest if rest.endswith(b"\n") else rest + b"\n"
+    dialect = dialect or Dialect()
+    info = read_header_info(path, dialect)
+
+    def whole_records(data: bytes, line: int, final: bool):
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if final or not dialect.multiline:
+            return (line, data), lines
+        a = np.frombuffer(data, np.uint8)
+        nl = np.flatnonzero(a == 10)
+        even = np.flatnonzero((np.searchsorted(np.flatnonzero(a == ord(dialect.quotechar)), nl) & 1) == 0)
+        consumed = int(even[-1]) + 1 if even.size else 0
+        return (line, data[:int(nl[consumed - 1]) + 1] if consumed else b""), consumed
+
+    with open_file(path, dialect.compression) as f:
+        f.seek(info.data_start)
+        for line, chunk in read_chunks(f, info.first_line, whole_records, multiline=dialect.multiline,
+                                       chunk_bytes=chunk_bytes, source=path):
+            if chunk:
+                yield line, chunk if chunk.endswith(b"\n") else chunk + b"\n"
 
 
-def _line_texts(chunk: bytes) -> list[str]:
-    lines = chunk.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [ln.rstrip(b"\r").decode("utf-8", errors="replace") for ln in lines]
+def _wanted_columns(spec: DatasetSpec, with_label: bool) -> list[str]:
+    return [c.name for c in spec.columns
+            if c.role in ("numeric", "categorical", "key", "mask") or (c.role == "label" and with_label)]
 
 
-def _field_count(text: str) -> int:
-    return len(next(_csv.reader([text]), []))
+def _check_columns(header: Sequence[str], wanted: Sequence[str], source: str, dialect: Dialect) -> None:
+    missing = [w for w in wanted if w not in header]
+    if missing:
+        hint = ""
+        if len(header) == 1:
+            hint = (f" (its header is one column when split at {dialect.delimiter!r}: pass --delimiter "
+                    f"if the file uses another separator)")
+        raise UserError(f"--input: {source} lacks column(s) {', '.join(missing)} named by the spec{hint}")
 
 
-def _raw_row(table: pa.Table, i: int, spec: DatasetSpec) -> str:
-    """Re-assembles row i as CSV text, masking PII columns."""
+def _masked_raw(text: str, header: Sequence[str], spec: DatasetSpec, dialect: Dialect) -> Optional[str]:
+    """The line with PII columns masked, re-quoted; None when its fields do not line up with the header."""
+    try:
+        fields = split_fields(text, dialect)
+    except _csv.Error:
+        return None
+    if len(fields) != len(header):
+        return None
+    masked = set(spec.mask_columns)
+    out = io.StringIO()
+    writer = _csv.writer(out, delimiter=dialect.delimiter, lineterminator="",
+                         quotechar=dialect.quotechar or '"',
+                         quoting=_csv.QUOTE_MINIMAL if dialect.quotechar else _csv.QUOTE_NONE, escapechar="\\")
+    writer.writerow([mask_value(v) if h in masked and v not in spec.na_values else v
+                     for h, v in zip(header, fields)])
+    return out.getvalue()
+
+
+def _table_raw(table: pa.Table, i: int, spec: DatasetSpec, dialect: Dialect) -> str:
+    """Re-assembles row i from the parsed columns (PII masked) when the line itself cannot be used."""
     masked = set(spec.mask_columns)
     parts = []
     for name in table.column_names:
@@ -97,96 +161,69 @@ def _raw_row(table: pa.Table, i: int, spec: DatasetSpec) -> str:
         if name in masked:
             v = mask_value(v)
         parts.append("" if v is None else str(v))
-    return ",".join(parts)
+    return dialect.delimiter.join(parts)
 
 
-def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence[str],
-                    spec: DatasetSpec, with_label: bool = True) -> ChunkResult:
-    """Parses one chunk of CSV data lines into a typed RecordBatch plus dead letters.
+_CAST_ERROR = re.compile(r"Failed to parse string: '(.*)' as a scalar of type \w+", re.DOTALL)
+_NUMBER = re.compile(NUMBER_RE)
 
-    A row is dead when it has the wrong number of fields, a non-numeric value in
-    a numeric column, or (with_label) a missing or unknown label.
 
-    Args:
-      chunk: whole lines of CSV (no header).
-      first_line: the file line number of the chunk's first line.
-      source: the file name, for dead letters.
-      header: the file's column names.
-      spec: the dataset spec (column roles, NA tokens, label classes).
-      with_label: validate and emit the label column (False for prediction input).
+def _to_float32(col: pa.Array) -> tuple[pa.Array, Optional[np.ndarray]]:
+    """The column as float32 (null where missing or not a number), and a mask of the non-numbers (None: none).
 
-    Returns:
-      A ChunkResult; `batch` is None when no row is good.
+    Arrow's cast rejects the whole column for one bad value and names it; a
+    chunk usually holds few distinct bad values, so they are nulled one by
+    one (a cast each) before falling back to checking every value by regex.
     """
-    invalid: list[str] = []
+    try:
+        return pc.cast(col, pa.float32()), None
+    except pa.ArrowInvalid as e:
+        error = str(e)
+    current, mask = col, None
+    for _ in range(4):
+        m = _CAST_ERROR.fullmatch(error)
+        if not m or _NUMBER.match(m.group(1)):
+            break  # an unexpected message, or a number with spaces around it (the regex path trims)
+        hit = pc.fill_null(pc.equal(current, m.group(1)), False)
+        hit_np = hit.to_numpy(zero_copy_only=False)
+        if not hit_np.any():
+            break
+        mask = hit_np if mask is None else mask | hit_np
+        current = pc.if_else(hit, pa.scalar(None, pa.string()), current)
+        try:
+            return pc.cast(current, pa.float32()), mask
+        except pa.ArrowInvalid as e:
+            error = str(e)
+    ok = pc.fill_null(pc.match_substring_regex(col, NUMBER_RE), True).to_numpy(zero_copy_only=False)
+    cleaned = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(col), None)
+    return pc.cast(cleaned, pa.float32()), ~ok
 
-    def on_invalid(row) -> str:
-        invalid.append(row.text)
-        return "skip"
 
-    wanted = [c.name for c in spec.columns
-              if c.role in ("numeric", "categorical", "key", "mask") or (c.role == "label" and with_label)]
-    missing = [w for w in wanted if w not in header]
-    if missing:
-        raise UserError(f"--input: {source} lacks column(s) {', '.join(missing)} named by the spec")
-    table = pacsv.read_csv(
-        pa.py_buffer(chunk),
-        read_options=pacsv.ReadOptions(column_names=list(header), block_size=1 << 20, encoding="utf8"),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types={h: pa.string() for h in header}, null_values=list(spec.na_values),
-            strings_can_be_null=True, quoted_strings_can_be_null=True))
+def _typed(recs: Records, source: str, header: Sequence[str], spec: DatasetSpec, with_label: bool,
+           dialect: Dialect) -> ChunkResult:
+    """Types the string columns by the spec (Arrow kernels); rows with bad values become dead letters."""
+    table = recs.table
     n = table.num_rows
-
-    # Line numbers of the parsed rows. Fast path: no blank and no malformed line,
-    # so row i is line first_line + i.
-    line_texts = None
-    if invalid or b"\n\n" in chunk or b"\n\r\n" in chunk or chunk.startswith((b"\n", b"\r\n")):
-        line_texts = _line_texts(chunk)
-        row_lines, dead_lines, j = [], [], 0
-        for idx, text in enumerate(line_texts):
-            if not text.strip():
-                continue  # pyarrow skips blank lines; they are not records
-            if j < len(invalid) and text == invalid[j]:
-                dead_lines.append(first_line + idx)
-                j += 1
-            else:
-                row_lines.append(first_line + idx)
-        lines_arr = np.asarray(row_lines, dtype=np.int64)
-        n_lines = len(row_lines) + len(dead_lines)
-    else:
-        lines_arr = np.arange(first_line, first_line + n, dtype=np.int64)
-        dead_lines = []
-        n_lines = n
-    if len(lines_arr) != n:  # the line walk disagrees with the parser: never guess a line number
-        lines_arr = np.full(n, -1, dtype=np.int64)
-
-    if len(dead_lines) != len(invalid):
-        dead_lines = [None] * len(invalid)
-    dead = [DeadLetter(source, ln, f"wrong number of fields: expected {len(header)}, got {_field_count(text)}",
-                       text) for ln, text in zip(dead_lines, invalid)]
+    lines_arr = recs.lines
+    dead = [DeadLetter(source, int(line), reason, raw) for line, reason, raw in recs.dead]
 
     bad = np.zeros(n, dtype=bool)
     reasons: dict[int, list[str]] = {}
-    columns: dict[str, pa.Array] = {}
+    flat: dict[str, pa.Array] = {}  # one value per row; wrapped as list<...> once bad rows are out
+    wanted = set(table.column_names)
     for c in spec.columns:
         if c.name not in wanted or c.role == "mask":
             continue
         col = table.column(c.name).combine_chunks() if n else pa.array([], pa.string())
         if c.role == "numeric":
-            try:
-                values = pc.cast(col, pa.float32())
-            except pa.ArrowInvalid:
-                ok = pc.fill_null(pc.match_substring_regex(col, NUMBER_RE), True).to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(~ok):
-                    bad[i] = True
-                    reasons.setdefault(int(i), []).append(
-                        f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
-                cleaned = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(col), None)
-                values = pc.cast(cleaned, pa.float32())
-            columns[c.name] = as_list_array(pc.fill_null(values, np.float32("nan")))
+            values, not_numbers = _to_float32(col)
+            for i in np.flatnonzero(not_numbers) if not_numbers is not None else ():
+                bad[i] = True
+                reasons.setdefault(int(i), []).append(
+                    f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
+            flat[c.name] = pc.fill_null(values, np.float32("nan"))
         elif c.role == "categorical":
-            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            flat[c.name] = pc.cast(pc.fill_null(col, ""), pa.binary())
         elif c.role == "label":
             known = pc.fill_null(pc.is_in(col, value_set=pa.array(spec.label_classes)), False)
             known_np = known.to_numpy(zero_copy_only=False)
@@ -196,35 +233,195 @@ def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence
                 reasons.setdefault(int(i), []).append(
                     f"column '{c.name}': missing label" if v is None else
                     f"column '{c.name}': unknown label {v!r}, expected one of {spec.label_classes}")
-            columns[c.name] = as_list_array(pc.cast(pc.fill_null(col, ""), pa.binary()))
+            flat[c.name] = pc.cast(pc.fill_null(col, ""), pa.binary())
         elif c.role == "key":
-            columns[c.name] = pc.fill_null(col, "")
-    columns[LINE_COLUMN] = pa.array(lines_arr)
+            flat[c.name] = pc.fill_null(col, "")
+    flat[LINE_COLUMN] = pa.array(lines_arr, pa.int64())
 
     for i in sorted(reasons):
-        dead.append(DeadLetter(source, int(lines_arr[i]) if n else None, "; ".join(reasons[i]),
-                               _raw_row(table, i, spec)))
-    names = [f.name for f in arrow_schema_for(spec, with_label)]
-    batch = pa.RecordBatch.from_arrays([columns[k] for k in names], names=names)
+        line = int(lines_arr[i])
+        text = recs.line_text(line)
+        raw = _masked_raw(text, header, spec, dialect) if text is not None else None
+        dead.append(DeadLetter(source, line, "; ".join(reasons[i]), raw or _table_raw(table, i, spec, dialect)))
+    dead.sort(key=lambda d: d.position)
     if bad.any():
-        batch = batch.filter(pa.array(~bad))
-    return ChunkResult(batch if batch.num_rows else None, dead, n_lines)
+        keep = pa.array(~bad)
+        flat = {k: pc.filter(v, keep) for k, v in flat.items()}
+    schema = arrow_schema_for(spec, with_label)
+    arrays = [flat[f.name] if pa.types.is_primitive(f.type) or pa.types.is_string(f.type) else
+              as_list_array(flat[f.name]) for f in schema]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return ChunkResult(batch if batch.num_rows else None, dead, recs.records, recs.blank)
 
 
-class _ReadCsvFileDoFn(beam.DoFn):
-    """Reads one CSV file chunk by chunk; good rows to main, dead rows tagged DEAD_TAG."""
+def parse_csv_chunk(chunk: bytes, first_line: int, source: str, header: Sequence[str],
+                    spec: DatasetSpec, with_label: bool = True, dialect: Optional[Dialect] = None) -> ChunkResult:
+    """Parses one chunk of CSV data lines into a typed RecordBatch plus dead letters.
 
-    def __init__(self, spec: DatasetSpec, with_label: bool, chunk_bytes: int):
+    A record is dead when it has bytes invalid in the encoding, a stray quote,
+    the wrong number of fields, a non-numeric value in a numeric column, or
+    (with_label) a missing or unknown label. Blank lines are counted apart.
+
+    Args:
+      chunk: whole lines of CSV (no header), in the dialect's encoding.
+      first_line: the file line number of the chunk's first line.
+      source: the file name, for dead letters.
+      header: the file's column names.
+      spec: the dataset spec (column roles, NA tokens, label classes).
+      with_label: validate and emit the label column (False for prediction input).
+      dialect: how the chunk is written; default: comma-separated UTF-8 with
+        '"' quotes (not the spec's: callers that build CSV text themselves
+        rely on this default; file readers pass the spec's dialect).
+
+    Returns:
+      A ChunkResult; `batch` is None when no row is good.
+    """
+    dialect = dialect or Dialect()
+    wanted = _wanted_columns(spec, with_label)
+    _check_columns(header, wanted, source, dialect)
+    recs = parse_records(chunk, first_line, header, dialect, spec.na_values, columns=wanted, final=True)
+    return _typed(recs, source, header, spec, with_label, dialect)
+
+
+class FileRange(NamedTuple):
+    """The lines of one file that start in bytes [start, end) (end None: to the end of the file).
+
+    A file is cut into ranges at arbitrary byte offsets; a line belongs to the
+    range its first byte is in, so each line is read exactly once.
+    """
+
+    path: str
+    compression: str
+    index: int
+    count: int
+    start: int
+    end: Optional[int]
+    header: tuple
+    first_line: int  # the line number of the file's first data line
+
+
+def plan_ranges(path: str, size: int, dialect: Dialect, columns: Sequence[str] = (),
+                range_bytes: int = DEFAULT_RANGE_BYTES) -> list[FileRange]:
+    """Reads a file's header (checking it has `columns`) and cuts the file into byte ranges.
+
+    Compressed files and files whose quoted values span lines are one range:
+    a range starting mid-file could not find its first record.
+    """
+    info = read_header_info(path, dialect)
+    _check_columns(info.names, columns, path, dialect)
+    compression = resolve_compression(path, dialect.compression)
+    data_bytes = max(0, size - info.data_start)
+    splittable = compression == "uncompressed" and not dialect.multiline
+    n = max(1, math.ceil(data_bytes / max(1, range_bytes))) if splittable else 1
+    return [FileRange(path, compression, k, n, info.data_start + k * data_bytes // n,
+                      info.data_start + (k + 1) * data_bytes // n if k < n - 1 else None,
+                      tuple(info.names), info.first_line) for k in range(n)]
+
+
+def count_range_lines(r: FileRange, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Line breaks in a range's bytes: the line numbers of the ranges after it."""
+    return count_newlines(r.path, r.start, r.end, chunk_bytes)
+
+
+def read_range(r: FileRange, lines_before: int, spec: DatasetSpec, dialect: Dialect, with_label: bool = True,
+               chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[ChunkResult]:
+    """Parses the lines of one range chunk by chunk.
+
+    Args:
+      r: the range.
+      lines_before: line breaks in the file's data before `r.start` (the sum
+        of `count_range_lines` over the earlier ranges).
+      spec, dialect, with_label, chunk_bytes: as for ReadCsvBatches.
+    """
+    opened = open_range(r.path, r.compression, r.start, at_line_start=r.index == 0)
+    if opened is None:
+        return
+    f, prefix, line_start, crossed = opened
+    # The line break skipped to reach the first whole line counts toward its number.
+    first_line = r.first_line + lines_before + crossed
+    end = None if r.end is None else r.end - line_start
+    header = list(r.header)
+    wanted = _wanted_columns(spec, with_label)
+
+    def parse(data: bytes, line: int, final: bool):
+        recs = parse_records(data, line, header, dialect, spec.na_values, columns=wanted, final=final)
+        return _typed(recs, r.path, header, spec, with_label, dialect), recs.consumed_lines
+
+    with f:
+        try:
+            yield from read_chunks(f, first_line, parse, multiline=dialect.multiline, end=end,
+                                   chunk_bytes=chunk_bytes, prefix=prefix, source=r.path)
+        except CorruptData as e:
+            # A truncated or damaged compressed file: the rows before are kept, and
+            # the unreadable rest is one dead letter (so it is counted, never silent).
+            yield ChunkResult(None, [DeadLetter(r.path, e.line, f"cannot decompress the file from this line on "
+                                                                f"({r.compression}): {e.reason}", "")], 1, 0)
+
+
+def read_csv_file(path: str, spec: DatasetSpec, with_label: bool = True, dialect: Optional[Dialect] = None,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                  range_bytes: int = DEFAULT_RANGE_BYTES) -> Iterator[ChunkResult]:
+    """Reads one file in this process, range after range, exactly as ReadCsvBatches' workers do.
+
+    For tests, tools and small files; `dialect` defaults to the spec's.
+    """
+    from beam_ml.io.files import match_files
+
+    dialect = dialect or spec.dialect
+    (path, size), = match_files(path)
+    ranges = plan_ranges(path, size, dialect, _wanted_columns(spec, with_label), range_bytes)
+    before = 0
+    for r in ranges:
+        yield from read_range(r, before, spec, dialect, with_label, chunk_bytes)
+        if r.index < r.count - 1:
+            before += count_range_lines(r, chunk_bytes)
+
+
+class _MatchFilesDoFn(beam.DoFn):
+    """Matches a path or glob when the pipeline runs (FileSystems.match: local, gs://, ...)."""
+
+    def process(self, pattern: str):
+        for path, size in match_files(pattern):
+            if size:
+                yield path, size
+
+
+class _PlanRangesDoFn(beam.DoFn):
+    def __init__(self, dialect: Dialect, columns: Sequence[str], range_bytes: int):
+        self._dialect = dialect
+        self._columns = list(columns)
+        self._range_bytes = range_bytes
+
+    def process(self, element):
+        path, size = element
+        yield from plan_ranges(path, size, self._dialect, self._columns, self._range_bytes)
+
+
+class _CountLinesDoFn(beam.DoFn):
+    """Counts the line breaks of every range but a file's last, keyed (path, range index)."""
+
+    def __init__(self, chunk_bytes: int):
+        self._chunk_bytes = chunk_bytes
+
+    def process(self, r: FileRange):
+        if r.index < r.count - 1:
+            yield (r.path, r.index), count_range_lines(r, self._chunk_bytes)
+
+
+class _ReadRangeDoFn(beam.DoFn):
+    """Parses one range; good rows to main, dead rows tagged DEAD_TAG, counted by ChunkEmitter."""
+
+    def __init__(self, spec: DatasetSpec, dialect: Dialect, with_label: bool, chunk_bytes: int):
         self._spec = spec
+        self._dialect = dialect
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
         self._emitter = ChunkEmitter()
 
-    def process(self, path: str):
-        header = read_header(path)
-        for first_line, chunk in iter_chunks(path, self._chunk_bytes):
-            yield from self._emitter.emit(
-                parse_csv_chunk(chunk, first_line, path, header, self._spec, self._with_label))
+    def process(self, r: FileRange, counts: dict):
+        before = sum(counts[(r.path, j)] for j in range(r.index))
+        for result in read_range(r, before, self._spec, self._dialect, self._with_label, self._chunk_bytes):
+            yield from self._emitter.emit(result)
 
 
 class ReadCsvBatches(beam.PTransform):
@@ -234,22 +431,46 @@ class ReadCsvBatches(beam.PTransform):
     (schema `arrow_schema_for(spec)`), `[DEAD_TAG]` is PCollection[DeadLetter].
 
     Args:
-      file_pattern: a path or glob; each file's header must hold the spec's columns.
-      spec: the dataset spec.
+      file_pattern: a path or glob (or a list of them) on any Beam filesystem;
+        each file's header must hold the spec's columns. Matched at run time.
+      spec: the dataset spec; its `dialect` says how files are written.
       with_label: read and validate the label column (False for prediction input).
       chunk_bytes: bytes parsed at a time, which sets the RecordBatch size.
+      delimiter: overrides the spec's delimiter (a character, or comma/semicolon/tab/pipe).
+      encoding: overrides the spec's encoding.
+      compression: overrides the spec's compression ('auto': from each file's extension).
+      range_bytes: uncompressed files larger than this are read as several
+        ranges in parallel.
+      validate: check now that the pattern matches a file whose header has the
+        spec's columns (a UserError otherwise); the files read are the ones
+        matched when the pipeline runs.
     """
 
-    def __init__(self, file_pattern: str, spec: DatasetSpec, with_label: bool = True,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    def __init__(self, file_pattern: Union[str, Sequence[str]], spec: DatasetSpec, with_label: bool = True,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, *, delimiter: Optional[str] = None,
+                 encoding: Optional[str] = None, compression: Optional[str] = None,
+                 range_bytes: int = DEFAULT_RANGE_BYTES, validate: bool = True):
         super().__init__()
-        self._files = expand_input(file_pattern)
+        self._patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
         self._spec = spec
+        self._dialect = spec.dialect.replace(delimiter=delimiter, encoding=encoding, compression=compression)
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
+        self._range_bytes = max(int(range_bytes), 1)
+        if validate:
+            for pattern in self._patterns:
+                path = match_files(pattern)[0][0]
+                info = read_header_info(path, self._dialect)
+                _check_columns(info.names, _wanted_columns(spec, with_label), path, self._dialect)
 
     def expand(self, pbegin):
-        return (pbegin
-                | "ListFiles" >> beam.Create(self._files)
-                | "ParseChunks" >> beam.ParDo(_ReadCsvFileDoFn(self._spec, self._with_label, self._chunk_bytes))
-                .with_outputs(DEAD_TAG, main="rows"))
+        ranges = (pbegin
+                  | "ListPatterns" >> beam.Create(self._patterns)
+                  | "MatchFiles" >> beam.ParDo(_MatchFilesDoFn())
+                  | "SplitIntoRanges" >> beam.ParDo(_PlanRangesDoFn(
+                      self._dialect, _wanted_columns(self._spec, self._with_label), self._range_bytes))
+                  | "DistributeRanges" >> beam.Reshuffle())
+        counts = ranges | "CountLines" >> beam.ParDo(_CountLinesDoFn(self._chunk_bytes))
+        return ranges | "ParseChunks" >> beam.ParDo(
+            _ReadRangeDoFn(self._spec, self._dialect, self._with_label, self._chunk_bytes),
+            beam.pvalue.AsDict(counts)).with_outputs(DEAD_TAG, main="rows")
