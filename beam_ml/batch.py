@@ -87,11 +87,13 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     version_dir, _, spec = load_model_metadata(opts.model_dir)
     files, with_label = [], False
     if opts.input:
-        from beam_ml.io.csv import expand_input
+        from beam_ml.io.csv import dialect_from_options, expand_input
         from beam_ml.spec import read_header
 
+        # Files are read the way the training files were (the spec's dialect), unless the flags say otherwise.
+        spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**dialect_from_options(options)))
         files = expand_input(opts.input)
-        with_label = spec.label in read_header(files[0])
+        with_label = spec.label in read_header(files[0], spec.dialect)
         id_name = spec.key_column or "line"
     else:
         id_name = "event_id"
@@ -161,7 +163,7 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
         # a row's line number means nothing without it.
         for i, path in enumerate(plan.files):
             suffix = "" if len(plan.files) == 1 else str(i)
-            read_spec = input_read_spec(spec, read_header(path))
+            read_spec = input_read_spec(spec, read_header(path, spec.dialect))
             read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
             row_parts.append(read.rows | f"ToRows{suffix}" >> beam.FlatMap(batch_to_rows, spec, path,
                                                                              plan.with_label))

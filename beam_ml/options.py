@@ -37,6 +37,7 @@ __all__ = [
     "StreamPredictOptions",
     "ProduceOptions",
     "KafkaOptions",
+    "CsvReadOptions",
     "BigQueryOptions",
     "CleanOptions",
     "parse_pipeline_options",
@@ -165,6 +166,13 @@ flag("rate", type=float, default=0.0, help="events per second (0: as fast as pos
 flag("limit", type=int, help="send at most this many events")
 flag("flush_timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
 
+# ------------------------------------------------------------ CSV input
+flag("delimiter", help="CSV field separator: a character or comma, semicolon, tab, pipe "
+                       "(default: detected from the header and a sample, then the spec's)")
+flag("encoding", help="text encoding of the input files, e.g. latin-1, cp1252 (default: utf-8, BOM or not)")
+flag("compression", help="input compression: auto, uncompressed, gzip, bzip2, zstd, deflate, lzma "
+                         "(default: auto, from each file's extension)")
+
 # ------------------------------------------------------------- BigQuery
 BIGQUERY_CREATE_DISPOSITIONS = ("CREATE_IF_NEEDED", "CREATE_NEVER")
 BIGQUERY_WRITE_DISPOSITIONS = ("WRITE_APPEND", "WRITE_TRUNCATE", "WRITE_EMPTY")
@@ -284,9 +292,9 @@ def _check_batch_sizes(opts) -> None:
 def _check_model_dir(opts) -> None:
     if not opts.model_dir:
         raise UserError("--model_dir: required (e.g. out/fraud/model)")
-    from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
+    from beam_ml import fs  # local paths and gs:// alike (a gs:// "directory" is a prefix)
 
-    if not FileSystems.exists(opts.model_dir):
+    if not fs.exists(opts.model_dir):
         raise UserError(f"--model_dir: not found: {opts.model_dir}")
 
 
@@ -387,6 +395,14 @@ class KafkaOptions(PipelineOptions):
     GROUP = "beam_ml Kafka connection"
     FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
              "sasl_password", "ssl_cafile")
+
+
+class CsvReadOptions(PipelineOptions):
+    """How CSV input is read (default: detected at training, then the spec's dialect; see beam_ml.io.dialect)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml CSV input"
+    FLAGS = ("delimiter", "encoding", "compression")
 
 
 class BigQueryOptions(PipelineOptions):

@@ -148,12 +148,16 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
 
         infer_from = expand_input(path)[0]
 
+    from beam_ml.io.csv import dialect_from_options
+
+    csv_flags = dialect_from_options(options)  # --delimiter/--encoding/--compression, when given
     if opts.spec:
         spec = DatasetSpec.load(opts.spec)
+        spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
     else:
         from beam_ml.spec import infer_spec
 
-        spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop)
+        spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop, **csv_flags)
     os.makedirs(output_dir, exist_ok=True)
     for stale in _STALE_OUTPUTS:
         shutil.rmtree(os.path.join(output_dir, stale), ignore_errors=True)
@@ -171,6 +175,7 @@ def preprocess_counts(result, spec: DatasetSpec) -> dict:
         "rows_in": q(metrics.READ, "lines_in"),
         "rows_good": q(metrics.READ, "rows_good"),
         "rows_dead": q(metrics.READ, "rows_dead"),
+        "blank_lines": q(metrics.READ, "blank_lines"),
         "rows_train": q(metrics.PREPROCESS, "rows_train"),
         "rows_eval": q(metrics.PREPROCESS, "rows_eval"),
         "train_label_counts": {c: q(metrics.PREPROCESS, label_counter_name(c)) for c in spec.label_classes},

@@ -22,16 +22,16 @@ import os
 import sys
 from typing import Sequence
 
-from beam_ml.options import BatchPredictOptions, KafkaOptions, StreamPredictOptions, TrainOptions
+from beam_ml.options import BatchPredictOptions, CsvReadOptions, KafkaOptions, StreamPredictOptions, TrainOptions
 
 __all__ = ["TEMPLATES", "metadata_for", "main"]
 
 # pipeline module → (display name, options classes, description)
 TEMPLATES = {
     "train": ("beam_ml: train a model from CSV or a Kafka topic",
-              [TrainOptions, KafkaOptions],
+              [TrainOptions, CsvReadOptions, KafkaOptions],
               "CSV/Kafka → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
-    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, KafkaOptions],
+    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions],
                       "Scores a CSV file or a bounded topic with an exported model."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka",
                        [StreamPredictOptions, KafkaOptions],

@@ -11,7 +11,6 @@ import argparse
 import pytest
 
 from beam_ml import fs
-from beam_ml.errors import UserError
 from beam_ml.testing.dataflow import launch_flex_template, stage_on_dataflow
 
 pytestmark = pytest.mark.integration
@@ -84,7 +83,7 @@ def test_batch_predict_is_translated_and_staged(batch_predict_staged, gcs_enviro
     staged, root = batch_predict_staged
     job = staged.job
     assert job.top_level_labels == BATCH_PREDICT_STEPS
-    assert {"ReadCsv/ListFiles", "ReadCsv/ParseChunks", "RunInference/RunInference", "RunInference/SplitFailures",
+    assert {"ReadCsv/MatchFiles", "ReadCsv/CountLines", "ReadCsv/ParseChunks", "RunInference/RunInference", "RunInference/SplitFailures",
             "WritePredictions/Write/WriteImpl/FinalizeWrite"} <= job.step_labels
     assert PACKAGE_MODULES <= job.package_modules
     assert staged.template["environment"]["sdkPipelineOptions"]["options"]["setup_file"].endswith("setup.py")
@@ -98,9 +97,6 @@ def test_batch_predict_run_returns_after_staging(batch_predict_staged):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=UserError, reason=(
-    "phase 2: gs:// --model_dir fails validate_batch_predict (os.path.exists), gs:// --input fails "
-    "beam_ml.io.csv.expand_input (glob.glob / os.path)"))
 def test_batch_predict_with_every_path_on_gcs(gcs_root, gcs_bucket, fraud):
     model_root, csv_path = fraud
     fs.copy_tree(model_root, f"{gcs_root}/model")

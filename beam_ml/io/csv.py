@@ -27,7 +27,6 @@ quoted value spans lines counts once) and `blank_lines` beside them.
 """
 from __future__ import annotations
 
-import argparse
 import csv as _csv
 import io
 import math
@@ -44,33 +43,16 @@ from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, arrow_schema_for, as_list_array
 from beam_ml.io.csv_lines import (DEFAULT_CHUNK_BYTES, CorruptData, Records, count_newlines, open_range,
                                   parse_records, read_chunks, read_header_info)
-from beam_ml.io.dialect import COMPRESSIONS, Dialect, split_fields
+from beam_ml.io.dialect import Dialect, split_fields
 from beam_ml.io.files import match_files, open_file, resolve_compression
+from beam_ml.options import CsvReadOptions
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value
 
-__all__ = ["ReadCsvBatches", "CsvReadOptions", "parse_csv_chunk", "iter_chunks", "expand_input",
+__all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input",
            "dialect_from_options", "FileRange", "plan_ranges", "count_range_lines", "read_range", "read_csv_file"]
 
 # One byte range per worker task: a 10 GB file makes 160 of them.
 DEFAULT_RANGE_BYTES = 64 << 20
-
-
-class CsvReadOptions(PipelineOptions):
-    """--delimiter, --encoding and --compression: how to read CSV input (default: the spec's dialect)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        g = parser.add_argument_group("beam_ml CSV input")
-        for flag, help_text in [
-            ("--delimiter", "field separator: a character or comma, semicolon, tab, pipe "
-                            "(default: detected from the header and a sample, then the spec's)"),
-            ("--encoding", "text encoding of the input files, e.g. latin-1, cp1252 (default: utf-8, BOM or not)"),
-            ("--compression", f"one of {', '.join(COMPRESSIONS)} (default: auto, from each file's extension)"),
-        ]:
-            try:
-                g.add_argument(flag, default=None, help=help_text)
-            except argparse.ArgumentError:  # another options class already defines it
-                pass
 
 
 def dialect_from_options(options: PipelineOptions) -> dict:
