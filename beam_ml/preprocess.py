@@ -100,7 +100,9 @@ def stable_hash_fraction(batch: pa.RecordBatch, key_column: Optional[str], seed:
 class _SplitDoFn(beam.DoFn):
     """Marks each row train or eval (a seeded hash), keeps only model columns, counts train labels."""
 
-    def __init__(self, spec: DatasetSpec, eval_fraction: float, seed: int, columns: list[str]):
+    def __init__(self, spec: DatasetSpec, eval_fraction: float, seed: int, columns: list[str],
+                 counted: bool = True):
+        self._counted = counted
         self._key = spec.key_column
         self._label = spec.label
         self._classes = list(spec.label_classes)
@@ -116,14 +118,15 @@ class _SplitDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch):
         is_eval = stable_hash_fraction(batch, self._key, self._seed) < self._eval_fraction
-        n_eval = int(is_eval.sum())
-        self._train.inc(batch.num_rows - n_eval)
-        self._eval.inc(n_eval)
-        labels = batch.column(self._label).flatten().filter(pa.array(~is_eval))
-        for item in pc.value_counts(labels).to_pylist():
-            value = item["values"].decode("utf-8") if isinstance(item["values"], bytes) else str(item["values"])
-            if value in self._label_counts:
-                self._label_counts[value].inc(item["counts"])
+        if self._counted:
+            n_eval = int(is_eval.sum())
+            self._train.inc(batch.num_rows - n_eval)
+            self._eval.inc(n_eval)
+            labels = batch.column(self._label).flatten().filter(pa.array(~is_eval))
+            for item in pc.value_counts(labels).to_pylist():
+                value = item["values"].decode("utf-8") if isinstance(item["values"], bytes) else str(item["values"])
+                if value in self._label_counts:
+                    self._label_counts[value].inc(item["counts"])
         split = as_list_array(pa.array(is_eval.astype(np.int8)))
         yield pa.RecordBatch.from_arrays(batch.select(self._columns).columns + [split],
                                          names=self._columns + [SPLIT_COLUMN])
@@ -179,10 +182,24 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     else:
         read = pipeline | "Read" >> source
     rows, dead = read["rows"], read[DEAD_TAG]
-    marked = (rows
-              | "SplitTrainEval" >> beam.ParDo(_SplitDoFn(spec, config.eval_fraction, config.split_seed, columns))
-              | "ToTransformInputs" >> beam.Map(to_transform_batch, spec, passthrough=[SPLIT_COLUMN]))
+
+    def mark(rows_in: beam.PCollection, step: str, counted: bool) -> beam.PCollection:
+        return (rows_in
+                | f"SplitTrainEval{step}" >> beam.ParDo(
+                    _SplitDoFn(spec, config.eval_fraction, config.split_seed, columns, counted))
+                | f"ToTransformInputs{step}" >> beam.Map(to_transform_batch, spec, passthrough=[SPLIT_COLUMN]))
+
+    marked = mark(rows, "", counted=True)
     train = marked | "TrainRows" >> beam.FlatMap(_only_split, TRAIN)
+    if source is None:
+        # Files are read twice, the second time uncounted, for the transform pass: with
+        # one read, the runner keeps every row in memory between the analysis (which
+        # must see all train rows first) and the transform; a second read streams.
+        again = pipeline | "ReadCsvForTransform" >> ReadCsvBatches(
+            config.input_pattern, spec, chunk_bytes=config.chunk_bytes, validate=False, counted=False)
+        to_transform = mark(again["rows"], "ForTransform", counted=False)
+    else:
+        to_transform = marked
 
     tmp = os.path.join(config.output_dir, "tmp")
     # Analyze the train split only (no eval statistics leak into the transform),
@@ -190,7 +207,7 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     # passthrough column: one transform graph load and stage instead of two.
     with tft_beam.Context(temp_dir=tmp, passthrough_keys={SPLIT_COLUMN}):
         transform_fn = (train, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(spec))
-        transformed, meta = (((marked, adapter), transform_fn)
+        transformed, meta = (((to_transform, adapter), transform_fn)
                              | "Transform" >> tft_beam.TransformDataset(output_record_batches=True))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output_dir)
         # tft's EncodeTransformedDataset emits one element per example; encoding and

@@ -65,16 +65,25 @@ class ChunkEmitter:
     Every reader (files, topics) reports `lines_in = rows_good + rows_dead` in
     the `beam_ml.metrics.READ` namespace (and `blank_lines`, not part of that
     sum), and emits good batches on the main output and dead letters tagged
-    DEAD_TAG. Create it in a DoFn's __init__.
+    DEAD_TAG. Create it in a DoFn's __init__. A reader that reads the same
+    rows a second time (so that a pipeline can stream instead of holding them)
+    passes counted=False: only the first read counts.
     """
 
-    def __init__(self):
+    def __init__(self, counted: bool = True):
+        self._counted = counted
         self._lines = beam.metrics.Metrics.counter(metrics.READ, "lines_in")
         self._good = beam.metrics.Metrics.counter(metrics.READ, "rows_good")
         self._dead = beam.metrics.Metrics.counter(metrics.READ, "rows_dead")
         self._blank = beam.metrics.Metrics.counter(metrics.READ, "blank_lines")
 
     def emit(self, result: ChunkResult):
+        if not self._counted:
+            for d in result.dead:
+                yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
+            if result.batch is not None:
+                yield result.batch
+            return
         self._lines.inc(result.lines)
         self._dead.inc(len(result.dead))
         if result.blank:

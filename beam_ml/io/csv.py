@@ -393,12 +393,12 @@ class _CountLinesDoFn(beam.DoFn):
 class _ReadRangeDoFn(beam.DoFn):
     """Parses one range; good rows to main, dead rows tagged DEAD_TAG, counted by ChunkEmitter."""
 
-    def __init__(self, spec: DatasetSpec, dialect: Dialect, with_label: bool, chunk_bytes: int):
+    def __init__(self, spec: DatasetSpec, dialect: Dialect, with_label: bool, chunk_bytes: int, counted: bool):
         self._spec = spec
         self._dialect = dialect
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
-        self._emitter = ChunkEmitter()
+        self._emitter = ChunkEmitter(counted)
 
     def process(self, r: FileRange, counts: dict):
         before = sum(counts[(r.path, j)] for j in range(r.index))
@@ -426,12 +426,14 @@ class ReadCsvBatches(beam.PTransform):
       validate: check now that the pattern matches a file whose header has the
         spec's columns (a UserError otherwise); the files read are the ones
         matched when the pipeline runs.
+      counted: count into the READ counters; False for a second read of the
+        same files (see beam_ml.preprocess), so the accounting counts rows once.
     """
 
     def __init__(self, file_pattern: Union[str, Sequence[str]], spec: DatasetSpec, with_label: bool = True,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, *, delimiter: Optional[str] = None,
                  encoding: Optional[str] = None, compression: Optional[str] = None,
-                 range_bytes: int = DEFAULT_RANGE_BYTES, validate: bool = True):
+                 range_bytes: int = DEFAULT_RANGE_BYTES, validate: bool = True, counted: bool = True):
         super().__init__()
         self._patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
         self._spec = spec
@@ -439,6 +441,7 @@ class ReadCsvBatches(beam.PTransform):
         self._with_label = with_label
         self._chunk_bytes = chunk_bytes
         self._range_bytes = max(int(range_bytes), 1)
+        self._counted = counted
         if validate:
             for pattern in self._patterns:
                 path = match_files(pattern)[0][0]
@@ -454,5 +457,5 @@ class ReadCsvBatches(beam.PTransform):
                   | "DistributeRanges" >> beam.Reshuffle())
         counts = ranges | "CountLines" >> beam.ParDo(_CountLinesDoFn(self._chunk_bytes))
         return ranges | "ParseChunks" >> beam.ParDo(
-            _ReadRangeDoFn(self._spec, self._dialect, self._with_label, self._chunk_bytes),
+            _ReadRangeDoFn(self._spec, self._dialect, self._with_label, self._chunk_bytes, self._counted),
             beam.pvalue.AsDict(counts)).with_outputs(DEAD_TAG, main="rows")
