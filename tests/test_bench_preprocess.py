@@ -70,7 +70,7 @@ def test_check_rejects_unscaled_or_damaged_output(tmp_path, csv_path):
 
 @pytest.mark.slow
 def test_main_reports_json(tmp_path):
-    report = bench.main([f"--rows={_ROWS}", f"--work_dir={tmp_path}", "--only=c"])
+    report = bench.main([f"--rows={_ROWS}", f"--work_dir={tmp_path}", "--only=c", "--no_shapes"])
 
     with open(tmp_path / "bench_preprocess.json", encoding="utf-8") as f:
         assert json.load(f) == report
@@ -79,3 +79,16 @@ def test_main_reports_json(tmp_path):
     assert result["verified"] and result["error"] is None
     assert result["rows_per_s"] > 0
     assert report["ratios"] == {"ours/(a)": None, "ours/(b)": None, "ours/(c)": None}
+
+
+@pytest.mark.slow
+def test_a_shape_runs_in_its_own_process_and_is_checked(tmp_path):
+    csv_path = bench.write_wide_categorical(str(tmp_path / "w.csv"), rows=300)
+    s = bench.measure_shape("wide_categorical", csv_path, "label", 300, str(tmp_path / "out"))
+    assert s["verified"] and s["error"] is None, s
+    assert 0 < s["preprocess_seconds"] < s["process_seconds"] and s["peak_rss_mb"] > 100
+    goals = bench.shape_goals({"wide_categorical": s})
+    assert list(goals) == ["wide_categorical preprocess < 8 s"]
+    # A shape whose counts do not add up is not counted.
+    bad = bench.measure_shape("wide_categorical", csv_path, "label", 301, str(tmp_path / "out2"))
+    assert not bad["verified"] and "counts do not add up" in bad["error"]
