@@ -1,6 +1,7 @@
 """WriteToKafka: elements to a Kafka topic, at least once, with one idempotent producer per DoFn.
 
     (predictions | 'WriteToKafka' >> WriteToKafka('broker:9092', 'predictions'))
+    (message_lists | WriteToKafka('broker:9092', 'predictions', producer_config={'compression_type': 'lz4'}))
 """
 import logging
 from typing import Any, Callable, Mapping, Optional
@@ -10,7 +11,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from beam_ml.io.kafka.config import KafkaClientConfig, check_client_overrides, resolve_client_config
-from beam_ml.io.kafka.records import to_key_value
+from beam_ml.io.kafka.records import iter_key_values
 
 __all__ = ["WriteToKafka"]
 
@@ -62,16 +63,17 @@ class _KafkaWriteDoFn(beam.DoFn):
             raise RuntimeError(f"WriteToKafka: a send failed: {error!r}") from error
 
     def process(self, element: Any) -> None:
-        key, value = to_key_value(element)
         topic = self._topic_fn(element) if self._topic_fn else self._topic
         self._raise_if_failed()
-        try:
-            future = self._producer.send(topic, key=key, value=value)
-        except KafkaError as e:
-            raise RuntimeError(
-                f"WriteToKafka: cannot send to topic {topic!r}: {e!r}") from e
-        future.add_errback(self._on_error)
-        self._pending.append(future)
+        send, pending, on_error = self._producer.send, self._pending, self._on_error
+        for key, value in iter_key_values(element):
+            try:
+                future = send(topic, key=key, value=value)
+            except KafkaError as e:
+                raise RuntimeError(
+                    f"WriteToKafka: cannot send to topic {topic!r}: {e!r}") from e
+            future.add_errback(on_error)
+            pending.append(future)
 
     def finish_bundle(self):
         # The bundle only succeeds once every record is acknowledged; a failed
@@ -105,8 +107,11 @@ class WriteToKafka(beam.PTransform):
     """Writes elements to a Kafka topic, at least once.
 
     Elements are ``value`` bytes or ``(key, value)`` pairs (bytes or None);
-    `KafkaRecord`s are accepted too. A bundle fails, and is retried by the
-    runner, if any of its records is not acknowledged.
+    `KafkaRecord`s are accepted too, and so is a ``list`` of any of these
+    (sent in order; with `topic_fn`, the list's topic is
+    ``topic_fn(list)``): a pipeline that works on batches unbatches only
+    here. A bundle fails, and is retried by the runner, if any of its
+    records is not acknowledged.
     """
 
     def __init__(self,
@@ -126,7 +131,8 @@ class WriteToKafka(beam.PTransform):
           topic_fn: Picks each element's topic, e.g. for dead letters.
           client_config: Security and connection settings (TLS, SASL).
           producer_config: Extra kafka-python KafkaProducer settings, e.g.
-            ``linger_ms``, ``compression_type``, or short
+            ``linger_ms``, ``compression_type`` (gzip, snappy, lz4, zstd: the
+            codec packages are dependencies of beam_ml), or short
             ``bootstrap_timeout_ms``/``max_block_ms``/``request_timeout_ms``
             to fail fast.
           flush_timeout: Seconds `finish_bundle` waits for acknowledgements;
