@@ -117,10 +117,14 @@ class _FormatPredictionsFn(beam.DoFn):
         self._mask_columns = tuple(mask_columns)
         self._predictions = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
 
-    def process(self, scored):
+    def setup(self):
         from beam_ml.inference import prediction_fields, scored_rows
 
-        good, dead = scored_rows(scored, self._mask_columns)
+        self._fields, self._split = prediction_fields, scored_rows
+
+    def process(self, scored):
+        prediction_fields = self._fields
+        good, dead = self._split(scored, self._mask_columns)
         if good:
             self._predictions.inc(len(good))
             processing_ts = int(time.time() * 1000)
