@@ -513,6 +513,38 @@ class TestReadFromKafka:
             assert_that(batches | beam.FlatMap(lambda b: [(r.partition, r.offset) for r in b]),
                         equal_to([(p, o) for p in range(2) for o in range(20)]), label="Records")
 
+    @pytest.mark.slow
+    def test_two_worker_processes_read_every_record_across_checkpoints(self, kafka_broker, new_topic, tmp_path):
+        """--direct_running_mode=multi_processing --direct_num_workers=2: two processes, every record once.
+
+        Short checkpoints and a slow consumer force many rounds: Beam 2.77's
+        parallel workers dropped checkpoint residuals (the read ended early)
+        until beam_ml.io.sdf.keep_checkpoints_with_parallel_workers.
+        """
+        topic = new_topic(4)
+        _produce(kafka_broker, topic, [(i % 4, None, b"v%d" % i) for i in range(2000)], batched=True)
+        seen_dir = str(tmp_path)
+
+        def note(batch):
+            time.sleep(0.02)  # slower than the read: checkpoints happen mid-topic
+            with open(os.path.join(seen_dir, str(os.getpid())), "a") as f:
+                f.write("".join(f"{r.partition} {r.offset}\n" for r in batch))
+            return batch
+
+        options = PipelineOptions(["--runner=DirectRunner", "--streaming", "--direct_running_mode=multi_processing",
+                                   "--direct_num_workers=2"])
+        with TestPipeline(options=options) as p:
+            _ = (p | ReadFromKafka(kafka_broker, topic, max_records=2000, max_read_time=120, batches=True,
+                                   checkpoint_interval=0.1, consumer_config={"max_poll_records": 50})
+                 | beam.Map(note))
+        seen = {}
+        for name in os.listdir(seen_dir):
+            with open(os.path.join(seen_dir, name)) as f:
+                seen[name] = f.read().split()
+        assert len(seen) == 2, "two worker processes"
+        pairs = [tuple(map(int, x)) for lines in seen.values() for x in zip(lines[::2], lines[1::2])]
+        assert sorted(pairs) == [(p, o) for p in range(4) for o in range(500)]
+
     @pytest.mark.parametrize("policy", ["create_time", "processing_time", "log_append_time"])
     def test_timestamp_policy(self, kafka_broker, new_topic, policy):
         from beam_ml.metrics import READ, query_counter

@@ -34,7 +34,7 @@ from beam_ml.io.kafka.offsets import (COMMITTED, EARLIEST, START_POLICIES, UNBOU
                                       resolve_start_offset)
 from beam_ml.io.kafka.records import CREATE_TIME, TIMESTAMP_POLICIES, KafkaRecord, record_timestamp
 from beam_ml.metrics import READ
-from beam_ml.io.sdf import MinTimestampWatermarkProvider
+from beam_ml.io.sdf import MinTimestampWatermarkProvider, keep_checkpoints_with_parallel_workers
 
 __all__ = ["ReadFromKafka"]
 
@@ -174,8 +174,9 @@ class _DiscoverPartitionsDoFn(beam.DoFn):
                 extra = even_shares(rest, len(partitions))
                 stops = [s + n + x for s, n, x in zip(starts, shares, extra)]
             _LOGGER.info("max_records=%d: %s from the backlog, %d more as they "
-                         "arrive (%s)", self._max_records, shares, rest,
-                         "shared counter" if budget else "split evenly")
+                         "arrive%s", self._max_records, shares, rest,
+                         "" if not rest else " (a shared counter)" if budget
+                         else " (split evenly)")
         for tp, start, stop, live in zip(partitions, starts, stops, live_from):
             _LOGGER.info("Reading %s/%d offsets [%d, %s)", tp.topic,
                          tp.partition, start,
@@ -529,6 +530,9 @@ class ReadFromKafka(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         read_fn = _UnboundedKafkaReadDoFn if not self._bounded else _KafkaReadDoFn
+        # An unbounded read checkpoints every checkpoint_interval; the local
+        # runner's parallel workers would drop those checkpoints (Beam 2.77).
+        keep_checkpoints_with_parallel_workers(pbegin.pipeline.options)
         return (
             pbegin
             | "Impulse" >> beam.Impulse()
