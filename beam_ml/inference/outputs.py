@@ -49,9 +49,13 @@ def prediction_record(ref: RowRef, result: PredictionResult, id_name: str = "id"
 def prediction_fields(ref: RowRef, inference: Mapping[str, Any], id_name: str = "id") -> dict[str, Any]:
     """`prediction_record` from a prediction dict (`ServingModelHandler.score_rows`) instead of a PredictionResult."""
     record: dict[str, Any] = {id_name: ref.id} if ref.id is not None else {}
-    record.update(source=ref.source, position=ref.position, score=_json_safe(float(inference["score"])),
-                  class_id=int(inference["class_id"]), **{"class": inference["class"]},
-                  threshold=float(inference["threshold"]), model_version=int(inference["model_version"]))
+    record["source"] = ref.source
+    record["position"] = ref.position
+    record["score"] = _json_safe(float(inference["score"]))
+    record["class_id"] = int(inference["class_id"])
+    record["class"] = inference["class"]
+    record["threshold"] = float(inference["threshold"])
+    record["model_version"] = int(inference["model_version"])
     if "probabilities" in inference:
         record["probabilities"] = [float(x) for x in inference["probabilities"]]
     for name, value in ref.carry:

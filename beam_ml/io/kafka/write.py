@@ -18,6 +18,14 @@ __all__ = ["WriteToKafka"]
 _LOGGER = logging.getLogger(__name__)
 
 
+# kafka-python's defaults (linger_ms=0, batch_size=16 KB) start a new record
+# batch, and wake the sender thread, every few sends; waiting 5 ms for more
+# records and allowing 64 KB batches halved the cost of a send here (20k
+# ~400-byte sends: 1.6-2.0 s -> 0.6-0.8 s) for at most 5 ms more latency.
+# producer_config overrides them.
+_THROUGHPUT_DEFAULTS = {"linger_ms": 5, "batch_size": 64 * 1024}
+
+
 class _KafkaWriteDoFn(beam.DoFn):
     """Sends each element with one idempotent producer per DoFn instance."""
 
@@ -40,6 +48,7 @@ class _KafkaWriteDoFn(beam.DoFn):
         # Idempotence (verified against Tansu 0.6.0 too) keeps producer
         # retries from duplicating records; acks='all' waits for replicas.
         kwargs.update(acks="all", enable_idempotence=True)
+        kwargs.update(_THROUGHPUT_DEFAULTS)
         kwargs.update(self._producer_config)
         try:
             self._producer = KafkaProducer(**kwargs)
