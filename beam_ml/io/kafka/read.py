@@ -258,6 +258,12 @@ class _KafkaReadDoFn(beam.DoFn):
 
     def _to_records(self, polled: list, now_ms: int) -> list[KafkaRecord]:
         policy = self._timestamp_policy
+        if policy == CREATE_TIME and all(
+                r.timestamp_type == 0 and r.timestamp >= 0 for r in polled):
+            # The usual case, without a call per record (this runs for every
+            # record read): what record_timestamp would return for each.
+            return [KafkaRecord(r.key, r.value, r.topic, r.partition, r.offset,
+                                r.timestamp, CREATE_TIME) for r in polled]
         out = []
         fallbacks = 0
         for r in polled:
