@@ -161,8 +161,9 @@ flag("timestamp_policy", default="create_time", choices=["create_time", "log_app
           "LogAppendTime), or when it is read; a record without that timestamp gets the processing time, "
           "marked and counted (beam_ml.read/timestamp_fallbacks)")
 flag("max_read_time", type=float, help="stop reading after this many seconds")
-flag("checkpoint_interval", type=float, default=1.0,
-     help="seconds a partition's read runs before handing back to the runner (and committing)")
+flag("checkpoint_interval", type=float, default=2.0,
+     help="seconds a partition's read runs before handing back to the runner (and committing); each hand-back "
+          "costs the local runner ~0.1 s")
 flag("poll_timeout", type=float, default=0.5, help="seconds one Kafka poll waits for records")
 flag("topic", help="destination Kafka topic")
 flag("compression_type", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"],

@@ -44,6 +44,11 @@ model_version, event_ts, produce_ts, processing_ts) with an idempotent
 
 What is measured:
 
+* CPU ms per 1000 events: the CPU time (user + system, from /proc, the
+  scorer's process and its children, e.g. ours2's worker processes) spent
+  over the throughput window below, per 1000 events. It is what a scorer
+  costs whatever else runs on the shared machine; events/s also depends on
+  how much CPU it got.
 * Throughput (events/s) = predictions / (last - first ``processing_ts``),
   where ``processing_ts`` is the wall-clock ms at which a scorer formatted each
   prediction, read back from the output topic. The window thus starts when
@@ -315,6 +320,63 @@ def _ours_main(config_json: str) -> None:
         json.dump({"counts": result.counts, "metrics": metrics, "started": launched, "ended": time.time()}, f)
 
 
+class _CpuSampler(threading.Thread):
+    """Samples the CPU seconds (user + system) of a process and its descendants every 50 ms, from /proc.
+
+    CPU time per event is what a scorer costs whatever else runs on the
+    machine; events/s on a shared machine also depend on what CPU it got.
+    """
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self._pid = pid
+        self._halt = threading.Event()
+        self.samples: list[tuple[float, float]] = []  # (wall time, CPU seconds)
+
+    @staticmethod
+    def _tree_cpu(root: int) -> float:
+        tick = os.sysconf("SC_CLK_TCK")
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+                except (OSError, IndexError, ValueError):
+                    continue
+        tree, total, grew = {root}, 0.0, True
+        while grew:
+            grew = False
+            for pid, (ppid, _) in stats.items():
+                if ppid in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        return sum(stats[p][1] for p in tree if p in stats)
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append((time.time(), self._tree_cpu(self._pid)))
+            self._halt.wait(0.05)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def cpu_between(self, start: float, end: float) -> Optional[float]:
+        """CPU seconds used between two wall times (nearest samples inside the window)."""
+        inside = [c for t, c in self.samples if start <= t <= end]
+        return round(inside[-1] - inside[0], 3) if len(inside) >= 2 else None
+
+
+def _cpu_per_kevent(sampler: "_CpuSampler", throughput: dict) -> Optional[float]:
+    """CPU ms per 1000 events over the throughput window (first to last processing_ts)."""
+    if not throughput.get("first_ts"):
+        return None
+    cpu = sampler.cpu_between(throughput["first_ts"] / 1000.0, throughput["last_ts"] / 1000.0)
+    return None if cpu is None or not throughput["events"] else round(cpu * 1e6 / throughput["events"], 1)
+
+
 def _spawn(entry: str, config: dict, log_path: str) -> tuple[subprocess.Popen, Any]:
     log = open(log_path, "w")
     code = f"import sys; from benchmarks.bench_stream import {entry}; {entry}(sys.argv[1])"
@@ -362,12 +424,18 @@ def run_ours(bootstrap: str, model_dir: str, input_topic: str, n: int, args, log
     launched = time.time()
     proc, log = _spawn("_ours_main", {"argv": argv, "result_path": result_path},
                        os.path.join(log_dir, f"{name}-throughput.log"))
-    _finish(proc, log, args.max_run_seconds + 180, os.path.join(log_dir, f"{name}-throughput.log"))
+    sampler = _CpuSampler(proc.pid)
+    sampler.start()
+    try:
+        _finish(proc, log, args.max_run_seconds + 180, os.path.join(log_dir, f"{name}-throughput.log"))
+    finally:
+        sampler.stop()
     with open(result_path) as f:
         info = json.load(f)
     predictions = read_topic(bootstrap, topics[1], n)
     dead = read_topic(bootstrap, topics[2], 0, timeout=3)
     tp = _throughput(predictions)
+    tp["cpu_ms_per_1000"] = _cpu_per_kevent(sampler, tp)
     return {"predictions": predictions, "dead": len(dead), "throughput": tp,
             "startup_seconds": round(tp["first_ts"] / 1000 - launched, 3) if tp["first_ts"] else None,
             "process_seconds": round(info["ended"] - launched, 3), "counts": info["counts"],
@@ -387,11 +455,18 @@ def run_baseline(mode: str, bootstrap: str, model_dir: str, input_topic: str, n:
     launched = time.time()
     log_path = os.path.join(log_dir, f"{name}-throughput.log")
     proc, log = _spawn("_baseline_main", config, log_path)
-    _finish(proc, log, args.max_run_seconds + 180, log_path)
+    sampler = _CpuSampler(proc.pid)
+    sampler.start()
+    try:
+        _finish(proc, log, args.max_run_seconds + 180, log_path)
+    finally:
+        sampler.stop()
     with open(result_path) as f:
         info = json.load(f)
     predictions = read_topic(bootstrap, out, info["scored"])
-    return {"predictions": predictions, "dead": info["dead"], "throughput": _throughput(predictions),
+    tp = _throughput(predictions)
+    tp["cpu_ms_per_1000"] = _cpu_per_kevent(sampler, tp)
+    return {"predictions": predictions, "dead": info["dead"], "throughput": tp,
             "startup_seconds": round(info["started"] + info["load_seconds"] - launched, 3),
             "scored": info["scored"]}
 
@@ -568,7 +643,7 @@ def _fmt(v: Any, spec: str = ",.0f") -> str:
 
 
 def _table(report: dict) -> str:
-    lines = [f"{'method':<30} {'events':>7} {'events/s':>9} {'window s':>9} {'start-up s':>10} "
+    lines = [f"{'method':<30} {'events':>7} {'events/s':>9} {'CPU ms/1k':>9} {'window s':>9} {'start-up s':>10} "
              f"{'lat rate/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  check"]
     for m in METHODS:
         r = report["methods"].get(m)
@@ -579,6 +654,7 @@ def _table(report: dict) -> str:
         all_runs = r.get("runs_events_per_s") or []
         shown = f"  (runs: {', '.join(_fmt(x) for x in all_runs)})" if len(all_runs) > 1 else ""
         lines.append(f"{LABELS[m]:<30} {_fmt(t.get('events'), 'd'):>7} {_fmt(t.get('events_per_s')):>9} "
+                     f"{_fmt(t.get('cpu_ms_per_1000')):>9} "
                      f"{_fmt(t.get('seconds'), '.2f'):>9} {_fmt(r.get('startup_seconds'), '.1f'):>10} "
                      f"{_fmt(lat.get('rate')):>10} {_fmt(lat.get('p50_ms'), '.0f'):>8} "
                      f"{_fmt(lat.get('p99_ms'), '.0f'):>8} {_fmt(lat.get('max_ms'), '.0f'):>8}  {ok}{shown}")
