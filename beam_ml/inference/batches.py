@@ -41,10 +41,15 @@ class RowBatch(NamedTuple):
 
 
 class ScoredBatch(NamedTuple):
-    """A RowBatch with one prediction dict per row (or {'error': reason} for a row that failed alone)."""
+    """A RowBatch with one prediction dict per row (or {'error': reason} for a row that failed alone).
+
+    `rows` is None when every row was scored: the rows are only needed for
+    dead letters, and a smaller element is cheaper for Beam to size (it
+    pickles sampled elements to estimate PCollection sizes).
+    """
 
     refs: list
-    rows: list
+    rows: Optional[list]
     predictions: list
 
 
@@ -122,7 +127,9 @@ class RowBatchModelHandler(ServingModelHandler):
         out, i = [], 0
         for b in batch:
             n = len(b.rows)
-            out.append(ScoredBatch(b.refs, b.rows, predictions[i:i + n]))
+            scored = predictions[i:i + n]
+            failed = any("error" in p for p in scored)
+            out.append(ScoredBatch(b.refs, b.rows if failed else None, scored))
             i += n
         return out
 
@@ -170,7 +177,8 @@ class ScoreRowBatches(beam.PTransform):
 def scored_rows(scored: ScoredBatch, mask_columns: Sequence[str] = ()) -> tuple[list, list[DeadLetter]]:
     """Splits a ScoredBatch into [(RowRef, prediction dict)] and DeadLetter(stage='inference') for failed rows."""
     good, dead = [], []
-    for ref, row, p in zip(scored.refs, scored.rows, scored.predictions):
+    rows = scored.rows if scored.rows is not None else [None] * len(scored.refs)
+    for ref, row, p in zip(scored.refs, rows, scored.predictions):
         if "error" in p:
             dead.append(DeadLetter(ref.source, ref.position, p["error"], raw_text(row, mask_columns),
                                    stage="inference"))
