@@ -80,7 +80,10 @@ class SharedRecordBudget(NamedTuple):
     """A record count shared by every reader on one machine: a small file updated under `flock`.
 
     Picklable (a path and a capacity), so it travels inside a restriction's
-    element to whichever worker process reads the partition.
+    element to whichever worker process reads the partition. The file is
+    removed once the budget is used up (a missing file reads as used up); a
+    run that ends otherwise (max_read_time) leaves a few bytes in the temp
+    directory.
     """
 
     path: str
@@ -95,7 +98,11 @@ class SharedRecordBudget(NamedTuple):
         return cls(path, int(capacity))
 
     def _update(self, want: int) -> int:
-        with open(self.path, "r+") as f:
+        try:
+            f = open(self.path, "r+")
+        except FileNotFoundError:
+            return 0  # removed once used up (see below)
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 used = int(f.read() or 0)
@@ -104,6 +111,10 @@ class SharedRecordBudget(NamedTuple):
                     f.seek(0)
                     f.write(str(used + granted))
                     f.truncate()
+                if used + granted >= self.capacity:
+                    # Used up: nothing will change any more, and a missing
+                    # file reads as used up, so the file need not outlive this.
+                    os.unlink(self.path)
                 return granted if want else self.capacity - used
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
