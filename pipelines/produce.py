@@ -1,7 +1,7 @@
 """Replay a CSV file (or a bundled dataset) into a Kafka topic as JSON events.
 
     python -m pipelines.produce --input=creditcard.csv --topic=transactions --bootstrap_servers=127.0.0.1:9092
-    python -m pipelines.produce --dataset=fraud --topic=transactions --rate=500 --limit=10000
+    python -m pipelines.produce --dataset=fraud --topic=transactions --rate=500 --limit=10000 --compression_type=lz4
     python -m pipelines.produce --input=hr.csv --key_column=employee_id --topic=hr --kafka_config=client.properties
 
 Each CSV row becomes one JSON object (see `beam_ml.producer`). A plain
@@ -39,7 +39,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     path = expand_input(path)[0]
     events = csv_events(path, key_column)
-    stats = send_events(open_producer(config), opts.topic, events, rate=opts.rate, limit=opts.limit,
+    producer = open_producer(config, **({"compression_type": opts.compression_type}
+                                        if opts.compression_type != "none" else {}))
+    stats = send_events(producer, opts.topic, events, rate=opts.rate, limit=opts.limit,
                         flush_timeout=opts.flush_timeout)
     stats["input"] = path
     print(f"[beam_ml] produced {stats['events']} events from {path} to {opts.topic} in {stats['seconds']} s "

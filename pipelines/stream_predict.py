@@ -3,7 +3,7 @@
     python -m pipelines.stream_predict --model_dir=out/fraud/model --input_topic=transactions \\
         --output_topic=predictions --dead_letter_topic=transactions-dlq \\
         --bootstrap_servers=127.0.0.1:9092 --group_id=scoring --streaming
-    # a bounded run (tests, demos): stop after 60 s or 10000 records per partition
+    # a bounded run (tests, demos): stop after 60 s or 10000 records (in total)
     python -m pipelines.stream_predict ... --max_read_time=60 --max_records=10000
 
 The job, its delivery guarantee and hot reload are described in `beam_ml.streaming`.

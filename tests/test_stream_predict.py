@@ -167,6 +167,31 @@ def test_csv_line_events_are_scored_like_json_ones(kafka_broker, new_topic, mode
     assert len(dead) == 1 and dead[0]["stage"] == "parse" and "expected 31 fields" in dead[0]["reason"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_max_records_is_a_total_and_the_run_ends_once_it_has_them(kafka_broker, new_topic, model_root, fraud,
+                                                                   tmp_path):
+    """A 3-partition topic holding exactly N events: all N scored once, and the run ends by itself."""
+    source = new_topic(partitions=3, prefix="in")
+    _, out, dlq = _topics(new_topic)
+    csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 90)
+    events = _events(csv_path)
+    _produce(kafka_broker, source, csv_path)  # keyed by event id: spread over the partitions
+    started = time.time()
+
+    # --max_read_time only guards against a hang; the run must end well before it.
+    result = stream_predict.run(_argv(kafka_broker, model_root, (source, out, dlq), f"--max_records={len(events)}",
+                                      "--max_read_time=600", "--timestamp_policy=processing_time"))
+    assert time.time() - started < 120, "the run waited beyond its N records"
+    assert result.counts["rows_in"] == result.counts["predictions"] == len(events)
+    predictions = [json.loads(r.value) for r in _read_all(kafka_broker, out, len(events))]
+    assert sorted(p["event_id"] for p in predictions) == sorted(events)
+    assert {p["source"] for p in predictions} == {f"{source}/{i}" for i in range(3)}
+    # processing_time: each event's time is when it was read, not when it was produced.
+    for p in predictions:
+        assert started * 1000 <= p["event_ts"] <= p["processing_ts"] and p["produce_ts"] < started * 1000
+
+
 def _subprocess(argv, log_path):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")

@@ -13,6 +13,8 @@ import apache_beam as beam
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
+# Imported once here, not per event: event_row runs for every streamed record.
+from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object
 from beam_ml.records import RowRef, raw_text, validate_record
 from beam_ml.spec import DatasetSpec
 
@@ -45,8 +47,6 @@ def event_row(record: Any, spec: DatasetSpec, id_field: str = "event_id",
       ValueError: the value is not a UTF-8 JSON object / a CSV line with the
         spec's columns (the message says why).
     """
-    from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object
-
     if value_format == "csv":
         row = parse_csv_line(record.value, spec.column_names)
     else:

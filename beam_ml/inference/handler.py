@@ -134,18 +134,32 @@ class ServingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Serv
         gets `inference = {'error': reason}` (see `is_failure`), which
         RunInferenceWithDeadLetters turns into a dead letter.
         """
+        model, predictions = self.score_rows(model, batch)
+        return [PredictionResult(row, p, model.path) for row, p in zip(batch, predictions)]
+
+    def score_rows(self, model: ServingModel,
+                   rows: Sequence[Mapping[str, Any]]) -> tuple[ServingModel, list[dict[str, Any]]]:
+        """Scores rows with the newest model (hot reload); one prediction dict per row.
+
+        Each prediction holds score, class_id, class (, probabilities),
+        threshold and model_version, or only {'error': reason} for a row that
+        fails even when scored alone (the rows of a failing batch are scored
+        one at a time).
+
+        Returns:
+          (the model that scored them, the predictions in row order).
+        """
         model = self._maybe_reload(model)
         try:
-            predictions = self._score(model, batch)
+            predictions = self._score(model, rows)
         except Exception as e:  # pylint: disable=broad-except
-            if len(batch) == 1:
+            if len(rows) == 1:
                 beam.metrics.Metrics.counter(metrics.INFERENCE, "failed_rows").inc()
                 predictions = [{"error": f"inference failed: {e!r}"}]
             else:
-                predictions = [self._score_alone(model, row) for row in batch]
+                predictions = [self._score_alone(model, row) for row in rows]
         extra = {"threshold": model.threshold, "model_version": model.version}
-        return [PredictionResult(row, p if "error" in p else {**p, **extra}, model.path)
-                for row, p in zip(batch, predictions)]
+        return model, [p if "error" in p else {**p, **extra} for p in predictions]
 
     def _score(self, model: ServingModel, batch: Sequence[Mapping[str, Any]]) -> list:
         predictions = self._inference_fn(model, batch)

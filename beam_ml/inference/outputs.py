@@ -12,7 +12,7 @@ downstream of an unbounded read holds everything after it until the read ends
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
@@ -22,8 +22,8 @@ from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.inference.handler import ServingModelHandler
 from beam_ml.records import RowRef, raw_text
 
-__all__ = ["RunInferenceWithDeadLetters", "CountDeadLetters", "prediction_record", "inference_dead_letters",
-           "is_failure"]
+__all__ = ["RunInferenceWithDeadLetters", "CountDeadLetters", "prediction_record", "prediction_fields",
+           "inference_dead_letters", "is_failure"]
 
 
 def _json_safe(value: Any) -> Any:
@@ -43,11 +43,19 @@ def prediction_record(ref: RowRef, result: PredictionResult, id_name: str = "id"
     Returns:
       A JSON-serialisable dict.
     """
-    inference = result.inference
+    return prediction_fields(ref, result.inference, id_name)
+
+
+def prediction_fields(ref: RowRef, inference: Mapping[str, Any], id_name: str = "id") -> dict[str, Any]:
+    """`prediction_record` from a prediction dict (`ServingModelHandler.score_rows`) instead of a PredictionResult."""
     record: dict[str, Any] = {id_name: ref.id} if ref.id is not None else {}
-    record.update(source=ref.source, position=ref.position, score=_json_safe(float(inference["score"])),
-                  class_id=int(inference["class_id"]), **{"class": inference["class"]},
-                  threshold=float(inference["threshold"]), model_version=int(inference["model_version"]))
+    record["source"] = ref.source
+    record["position"] = ref.position
+    record["score"] = _json_safe(float(inference["score"]))
+    record["class_id"] = int(inference["class_id"])
+    record["class"] = inference["class"]
+    record["threshold"] = float(inference["threshold"])
+    record["model_version"] = int(inference["model_version"])
     if "probabilities" in inference:
         record["probabilities"] = [float(x) for x in inference["probabilities"]]
     for name, value in ref.carry:

@@ -157,7 +157,7 @@ def test_kafka_record_coder_is_a_deterministic_row_coder():
     assert isinstance(coder, beam.coders.RowCoder)
     assert coder.is_deterministic()
     for record in (KafkaRecord(b"k", b"v", "t", 3, 2**40, 1_700_000_000_000),
-                   KafkaRecord(None, None, "t", 0, 0, -1)):
+                   KafkaRecord(None, None, "t", 0, 0, -1, "processing_time")):
         assert coder.decode(coder.encode(record)) == record
 
 
@@ -449,61 +449,130 @@ class TestReadFromKafka:
             assert_that(records, equal_to([]))
         assert time.monotonic() - started < 30
 
-    def test_unbounded_read_stops_at_max_records(self, kafka_broker, new_topic):
+    def test_unbounded_read_stops_at_max_records_in_total(self, kafka_broker, new_topic):
         topic = new_topic(2)
         _produce(kafka_broker, topic,
                  [(i % 2, None, b"v%d" % i) for i in range(20)], batched=True)
         started = time.monotonic()
         with _pipeline() as p:
             # max_read_time only guards against a hang if this regresses.
-            records = p | ReadFromKafka(kafka_broker, topic, max_records=4,
-                                        max_read_time=30)
+            records = p | ReadFromKafka(kafka_broker, topic, max_records=8,
+                                        max_read_time=60)
+            # 8 in total, split evenly over the two partitions' backlogs.
             assert_that(records | beam.Map(lambda r: (r.partition, r.offset)),
                         equal_to([(p, o) for p in range(2) for o in range(4)]))
-        assert time.monotonic() - started < 25
+        assert time.monotonic() - started < 30
 
-    def test_unbounded_read_sees_records_written_while_it_runs(
+    def test_a_topic_holding_exactly_max_records_ends_once_they_are_read(
             self, kafka_broker, new_topic):
-        topic = new_topic(2)
-        _produce(kafka_broker, topic, [(0, None, b"first"), (1, None, b"x")])
+        """Skewed over 4 partitions (7, 1, 0, 2): every record once, and the read ends by itself."""
+        topic = new_topic(4)
+        spread = [0] * 7 + [1] + [3] * 2
+        _produce(kafka_broker, topic, [(part, None, b"v%d" % i) for i, part in enumerate(spread)],
+                 batched=True)
+        started = time.monotonic()
+        with _pipeline() as p:
+            records = p | ReadFromKafka(kafka_broker, topic, max_records=len(spread), max_read_time=120,
+                                        batches=True)
+            assert_that(records | beam.FlatMap(lambda batch: [r.value for r in batch]),
+                        equal_to([b"v%d" % i for i in range(len(spread))]))
+        assert time.monotonic() - started < 40, "the read waited for records beyond max_records"
+
+    def test_records_still_to_come_are_shared_by_every_partition(self, kafka_broker, new_topic):
+        """2 records at launch, max_records=6: the other 4 are whichever arrive first, on any partition."""
+        topic = new_topic(3)
+        _produce(kafka_broker, topic, [(0, None, b"first"), (1, None, b"second")])
 
         class ProduceMoreOnFirst(beam.DoFn):
-            """Appends records once the read has demonstrably started."""
-
             def process(self, record):
                 if record.value == b"first":
-                    _produce(kafka_broker, topic,
-                             [(i % 2, None, b"late%d" % i) for i in range(6)])
-                yield record.value
+                    _produce(kafka_broker, topic, [(i % 3, None, b"late%d" % i) for i in range(9)])
+                yield record
 
         started = time.monotonic()
         with _pipeline() as p:
-            values = (p
-                      | ReadFromKafka(kafka_broker, topic, max_read_time=4)
-                      | beam.ParDo(ProduceMoreOnFirst()))
-            assert_that(values, equal_to(
-                [b"first", b"x"] + [b"late%d" % i for i in range(6)]))
-        assert time.monotonic() - started < 40
+            records = (p | ReadFromKafka(kafka_broker, topic, max_records=6, max_read_time=120)
+                       | beam.ParDo(ProduceMoreOnFirst()))
 
-    def test_event_time_is_the_record_timestamp(self, kafka_broker, new_topic):
+            def check(values):
+                assert len(values) == 6 and len(set(values)) == 6, values
+                assert {b"first", b"second"} <= set(values), values
+
+            assert_that(records | beam.Map(lambda r: r.value), check)
+        assert time.monotonic() - started < 60, "the read did not end when the shared budget was used up"
+
+    def test_batches_are_one_partition_in_offset_order(self, kafka_broker, new_topic):
         topic = new_topic(2)
-        minute = 60_000
-        base = (int(time.time() * 1000) // minute - 10) * minute
-        _produce(kafka_broker, topic,
-                 [(i % 2, None, b"a", base + i * 1000) for i in range(5)] +
-                 [(i % 2, None, b"b", base + minute + i) for i in range(3)])
-
-        def window_start(count, win=beam.DoFn.WindowParam):
-            return int(win.start.micros // 1000) - base, count
-
+        _produce(kafka_broker, topic, [(i % 2, None, b"v%d" % i) for i in range(40)], batched=True)
         with _pipeline() as p:
-            counts = (p
-                      | ReadFromKafka(kafka_broker, topic, max_read_time=3)
-                      | beam.WindowInto(window.FixedWindows(60))
-                      | beam.CombineGlobally(
-                          beam.combiners.CountCombineFn()).without_defaults()
-                      | beam.Map(window_start))
-            assert_that(counts, equal_to([(0, 5), (minute, 3)]))
+            batches = p | ReadFromKafka(kafka_broker, topic, bounded=True, batches=True,
+                                        consumer_config={"max_poll_records": 7})
+            shape = batches | beam.Map(lambda b: (len({r.partition for r in b}) == 1 and 0 < len(b) <= 7,
+                                                  [r.offset for r in b] == sorted(r.offset for r in b)))
+            assert_that(shape | beam.Distinct(), equal_to([(True, True)]), label="Shape")
+            assert_that(batches | beam.FlatMap(lambda b: [(r.partition, r.offset) for r in b]),
+                        equal_to([(p, o) for p in range(2) for o in range(20)]), label="Records")
+
+    @pytest.mark.slow
+    def test_two_worker_processes_read_every_record_across_checkpoints(self, kafka_broker, new_topic, tmp_path):
+        """--direct_running_mode=multi_processing --direct_num_workers=2: two processes, every record once.
+
+        Short checkpoints and a slow consumer force many rounds: Beam 2.77's
+        parallel workers dropped checkpoint residuals (the read ended early)
+        until beam_ml.io.sdf.keep_checkpoints_with_parallel_workers.
+        """
+        topic = new_topic(4)
+        _produce(kafka_broker, topic, [(i % 4, None, b"v%d" % i) for i in range(2000)], batched=True)
+        seen_dir = str(tmp_path)
+
+        def note(batch):
+            time.sleep(0.02)  # slower than the read: checkpoints happen mid-topic
+            with open(os.path.join(seen_dir, str(os.getpid())), "a") as f:
+                f.write("".join(f"{r.partition} {r.offset}\n" for r in batch))
+            return batch
+
+        options = PipelineOptions(["--runner=DirectRunner", "--streaming", "--direct_running_mode=multi_processing",
+                                   "--direct_num_workers=2"])
+        with TestPipeline(options=options) as p:
+            _ = (p | ReadFromKafka(kafka_broker, topic, max_records=2000, max_read_time=120, batches=True,
+                                   checkpoint_interval=0.1, consumer_config={"max_poll_records": 50})
+                 | beam.Map(note))
+        seen = {}
+        for name in os.listdir(seen_dir):
+            with open(os.path.join(seen_dir, name)) as f:
+                seen[name] = f.read().split()
+        assert len(seen) == 2, "two worker processes"
+        pairs = [tuple(map(int, x)) for lines in seen.values() for x in zip(lines[::2], lines[1::2])]
+        assert sorted(pairs) == [(p, o) for p in range(4) for o in range(500)]
+
+    @pytest.mark.parametrize("policy", ["create_time", "processing_time", "log_append_time"])
+    def test_timestamp_policy(self, kafka_broker, new_topic, policy):
+        from beam_ml.metrics import READ, query_counter
+
+        topic = new_topic(1)
+        old = int(time.time() * 1000) - 3_600_000
+        _produce(kafka_broker, topic, [(0, None, b"v%d" % i, old + i) for i in range(3)])
+        started = int(time.time() * 1000)
+
+        def check(got):
+            got = sorted(got)
+            assert [g[0] for g in got] == [0, 1, 2]
+            for offset, ts, kind, event_ms in got:
+                assert ts == event_ms  # the element's event time is the record's timestamp
+                if policy == "create_time":
+                    assert (ts, kind) == (old + offset, "create_time")
+                else:
+                    # Tansu topics use create time: under log_append_time every record falls
+                    # back to the processing time, visibly (its type and a counter).
+                    assert kind == "processing_time" and ts >= started
+
+        p = _pipeline()
+        records = p | ReadFromKafka(kafka_broker, topic, bounded=True, timestamp_policy=policy)
+        assert_that(records | beam.Map(lambda r, ts=beam.DoFn.TimestampParam: (
+            r.offset, r.timestamp, r.timestamp_type, int(ts.micros // 1000))), check)
+        result = p.run()
+        result.wait_until_finish()
+        assert query_counter(result, READ, "timestamp_fallbacks") == (3 if policy == "log_append_time" else 0)
 
     def test_missing_topic_fails_with_its_name(self, kafka_broker):
         with pytest.raises(Exception, match="'no-such-topic' not found"):

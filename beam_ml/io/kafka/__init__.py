@@ -14,7 +14,8 @@ Sample command line (a pipeline built on these)::
         --input_topic=transactions --output_topic=predictions --streaming
 
 Modules: `read` (ReadFromKafka), `write` (WriteToKafka), `offsets` (start
-positions, ranges, watermarks, partition discovery), `records` (KafkaRecord),
+positions, ranges, watermarks, partition discovery), `budget` (max_records
+over every partition), `records` (KafkaRecord, timestamp policies),
 `config` (client security settings), `formats` (JSON / CSV values),
 `topic_batches` (a topic's events as typed Arrow batches, for training).
 """
@@ -22,7 +23,7 @@ from beam_ml.io.kafka.config import KafkaClientConfig
 from beam_ml.io.kafka.offsets import (COMMITTED, EARLIEST, LATEST, list_partitions, next_watermark, probe_log_end,
                                       read_range, resolve_start_offset)
 from beam_ml.io.kafka.read import ReadFromKafka
-from beam_ml.io.kafka.records import KafkaRecord, to_key_value
+from beam_ml.io.kafka.records import TIMESTAMP_POLICIES, KafkaRecord, iter_key_values, to_key_value
 from beam_ml.io.kafka.write import WriteToKafka
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LATEST",
     "KafkaClientConfig",
     "KafkaRecord",
+    "TIMESTAMP_POLICIES",
     "ReadFromKafka",
     "WriteToKafka",
     "list_partitions",
@@ -39,4 +41,5 @@ __all__ = [
     "read_range",
     "resolve_start_offset",
     "to_key_value",
+    "iter_key_values",
 ]

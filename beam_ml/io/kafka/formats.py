@@ -27,6 +27,12 @@ __all__ = [
 
 
 def _decode_utf8(data: Optional[bytes]) -> str:
+    if data.__class__ is bytes:  # the common case, without a copy
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"value is not UTF-8: invalid byte at position {e.start}") from e
     if data is None:
         raise ValueError("record value is empty (None, a tombstone)")
     if not isinstance(data, (bytes, bytearray, memoryview)):
