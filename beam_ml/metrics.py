@@ -4,7 +4,7 @@ Every pipeline reports its row accounting through Beam counters, so the same
 numbers appear on the Dataflow job page and in the run summary:
 
     READ        lines_in = rows_good + rows_dead             (every reader: CSV, Kafka, BigQuery)
-    PREPROCESS  rows_train, rows_eval, train_label_count/<class>
+    PREPROCESS  rows_train, rows_test
     PREDICT     rows_in = predictions + dead_letters (dead_<stage> per stage)
     INFERENCE   model_reloads
 
