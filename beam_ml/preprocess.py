@@ -155,17 +155,19 @@ def fold_boundaries(quantiles: Sequence[float], cv_folds: int) -> np.ndarray:
     """
     q = np.asarray(sorted(quantiles), dtype=np.float64)
     if len(q) >= cv_folds + 1:
+        # Beam's j-th quantile is the row of rank floor(j (n - 1) / k): the LAST row
+        # of fold j - 1 (see assign_folds), which balances the folds to ±1.
         return q[1:cv_folds]
-    return q[1:]  # fewer rows than folds: one row per fold, the rest empty
+    return q[:-1]  # fewer rows than folds: one row per fold, the rest empty
 
 
 def assign_folds(fold_hash: np.ndarray, class_ids: np.ndarray, boundaries: dict) -> np.ndarray:
-    """Each row's fold: where its fold hash falls among its class's boundaries."""
+    """Each row's fold: how many of its class's boundaries lie strictly below its fold hash."""
     folds = np.zeros(len(fold_hash), dtype=np.int64)
     for c, b in boundaries.items():
         rows = class_ids == c
         if rows.any():
-            folds[rows] = np.searchsorted(np.asarray(b), fold_hash[rows], side="right")
+            folds[rows] = np.searchsorted(np.asarray(b), fold_hash[rows], side="left")
     return folds
 
 

@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import random
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -264,16 +263,10 @@ def leaderboard(results: Iterable[Mapping[str, Any]], metric: str) -> list[dict[
             "best_epochs": [int(r["best_epoch"]) for r in rs], "median_best_epoch": epochs[len(epochs) // 2],
             "seconds": round(sum(float(r.get("seconds", 0)) for r in rs), 2),
         })
-    rows.sort(key=lambda r: (-(r["mean"] if not math.isnan(r["mean"]) else -math.inf),
+    # Means equal to 1e-9 are ties (float sums of the same scores differ in the last bits).
+    rows.sort(key=lambda r: (-(round(r["mean"], 9) if not math.isnan(r["mean"]) else -math.inf),
                              sum(r["params"]["hidden_units"]), r["set_index"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
     return rows
 
-
-def trial_checkpoint_dir(output_dir: str, trial_id: str) -> str:
-    """Where a trial keeps its BackupAndRestore state and, in 'select' mode, its trained weights."""
-    from beam_ml import fs
-
-    return fs.join(output_dir, "checkpoints", trial_id) if "://" in output_dir else \
-        os.path.join(output_dir, "checkpoints", trial_id)
