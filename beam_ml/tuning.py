@@ -29,6 +29,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 PARAM_KEYS = ("hidden_units", "dropout", "optimizer", "learning_rate", "batch_size", "epochs", "class_weights", "l2")
 LINEAR: list[int] = []
+LINEAR_MIN_LEARNING_RATE = 0.01
 
 # --tune without --param_grid: two widths, with and without dropout, two
 # learning rates (8 MLPs) plus the linear model: 9 sets.
@@ -145,6 +146,13 @@ def _linear_of(params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params, hidden_units=LINEAR, dropout=0.0)
 
 
+def _linear_baseline(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The linear candidate added to a search: a convex model takes (and, in few epochs, needs) a larger step."""
+    linear = _linear_of(params)
+    linear["learning_rate"] = max(float(linear["learning_rate"]), LINEAR_MIN_LEARNING_RATE)
+    return linear
+
+
 def _key(params: Mapping[str, Any]) -> str:
     return json.dumps({k: params[k] for k in PARAM_KEYS if k in params}, sort_keys=True)
 
@@ -162,7 +170,8 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
       seed: the random search's seed.
 
     Returns:
-      Distinct sets, the linear one included exactly once (added last if the grid lacks it).
+      Distinct sets with at least one linear model: if the grid has none, the
+      first combination without hidden layers (learning rate at least 0.01) is added last.
     """
     grid = dict(grid or {})
     keys = list(grid)
@@ -182,7 +191,7 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
             seen.add(_key(p))
             sets.append(p)
     if not any(not p["hidden_units"] for p in sets):
-        sets.append(_linear_of(base))
+        sets.append(_linear_baseline(combos[0]))
     return sets
 
 

@@ -69,6 +69,7 @@ def test_grid_product_random_search_and_max_trials():
     grid = {"hidden_units": [[64], [128]], "dropout": [0.0, 0.2], "learning_rate": [1e-3, 3e-3]}
     sets = tuning.parameter_sets(grid, BASE)
     assert len(sets) == 9 and sets[-1]["hidden_units"] == [] and sets[-1]["dropout"] == 0.0
+    assert sets[-1]["learning_rate"] == 0.01  # the first combination's, raised for a convex model
     assert len(tuning.parameter_sets(grid, BASE, max_trials=3)) == 4  # 3 + the linear model
     a = tuning.parameter_sets(grid, BASE, search="random", max_trials=5, seed=1)
     b = tuning.parameter_sets(grid, BASE, search="random", max_trials=5, seed=1)
