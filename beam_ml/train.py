@@ -60,6 +60,8 @@ USER_ERROR_MARK = "[beam_ml user error] "
 
 _print = functools.partial(print, flush=True)
 
+_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
 # Outputs of an earlier run that a new run replaces wholesale (model versions accumulate;
 # checkpoints stay so that a killed run resumes).
 _STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model")
@@ -393,14 +395,15 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
     import apache_beam as beam  # after the flags, files and spec are checked, so mistakes fail in a second
 
-    if plan.threads == 1:
-        # Worker processes inherit these: TensorFlow reads them when it starts,
-        # before any DoFn could set the thread counts itself.
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     start = time.time()
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_training(pipeline, plan)
+    saved_env = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    if plan.threads == 1:
+        # Worker processes inherit these: TensorFlow reads them when it starts,
+        # before any DoFn could set the thread counts itself.
+        for name in _THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
     try:
         result = pipeline.run()
         if "Dataflow" not in _runner_name(options):  # on Dataflow, the launcher only submits
@@ -410,6 +413,12 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         if message:
             raise UserError(message) from None
         raise
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     run = finish_training(plan, result, log)
     if run.metrics is not None:
         run.metrics.setdefault("summary", {})["wall_seconds"] = round(time.time() - start, 1)
