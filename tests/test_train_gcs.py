@@ -32,3 +32,23 @@ def test_train_writes_every_artifact_to_gcs(gcs_root, tmp_path):
             else tf.constant([0.5]) for col, arg in meta["raw_inputs"].items()}
     score = float(loaded.signatures["serve_dict"](**args)["score"][0])
     assert 0.0 <= score <= 1.0
+
+
+TRAIN_STEPS = {"ReadCsv", "SplitTrainTest", "FoldQuantiles", "Analyze", "Transform", "EncodeExamples", "WriteFold0",
+               "WriteTest", "CheckRows", "DataReady", "Trials", "ShuffleTrials", "TrainTrials", "CollectTrials",
+               "Leaderboard", "TrainFinal", "ScoreTest", "EvaluateTest", "TestMetrics", "WriteReport"}
+
+
+def test_train_with_tune_is_translated_and_staged_on_dataflow_and_only_submits(gcs_root, gcs_bucket, tmp_path):
+    """On the DataflowRunner the launcher plans, translates and stages: trials, refit and report run on workers."""
+    from beam_ml.testing.dataflow import stage_on_dataflow
+
+    src = datasets.materialize("retention", str(tmp_path / "data"), rows=300)
+    out = f"{gcs_root}/runs/df"
+    staged = stage_on_dataflow("pipelines.train", [f"--input={src}", "--label=left", f"--output_dir={out}",
+                                                   "--tune", "--cv_folds=3"], bucket=gcs_bucket, name="train")
+    assert TRAIN_STEPS <= set(staged.job.top_level_labels)
+    assert {"beam_ml/training/trial.py", "beam_ml/evaluation.py", "beam_ml/tuning.py"} <= staged.job.package_modules
+    # Submitted, not run: the plan wrote the spec; no trial, model or report exists yet.
+    assert staged.result.metrics is None and staged.result.counts is None
+    assert fs.list_dir(out) == ["spec.json"]
