@@ -221,9 +221,15 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
-    """TensorFlow threads per worker process: 1 when the local runner trains trials in parallel processes."""
+    """TensorFlow threads per worker process: 1 wherever several processes train trials at once.
+
+    That is the local runner's multi-processing mode with several workers, and
+    Dataflow, whose Python workers run one SDK process per vCPU.
+    """
     if opts.trial_threads:
         return opts.trial_threads
+    if "Dataflow" in _runner_name(options):
+        return 1
     from apache_beam.options.pipeline_options import DirectOptions
 
     direct = options.view_as(DirectOptions)
