@@ -164,14 +164,18 @@ def main(argv=None) -> dict:
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_tune_")
     csv_path = datasets.materialize("retention", os.path.join(work, "data"), rows=rows)
-    results = {"rows": rows, "folds": folds, "epochs": epochs, "grid": grid}
+    results = {"rows": rows, "folds": folds, "epochs": epochs, "grid": grid, "load_before": os.getloadavg()[0]}
+    # The machine may be shared: the 1-minute load average after each phase says how much CPU others took.
     w2, m2 = run_ours(csv_path, os.path.join(work, "ours2"), grid, folds, epochs, workers=2)
+    results["load_after_ours2"] = os.getloadavg()[0]
     print(f"ours, 2 workers: {w2:.1f} s, best {m2['leaderboard'][0]['name']} "
           f"{m2['leaderboard'][0]['mean']:.4f} ± {m2['leaderboard'][0]['std']:.4f}", flush=True)
     w1, m1 = run_ours(csv_path, os.path.join(work, "ours1"), grid, folds, epochs, workers=1)
+    results["load_after_ours1"] = os.getloadavg()[0]
     print(f"ours, 1 worker:  {w1:.1f} s", flush=True)
     linear = next(r["params"] for r in m2["leaderboard"] if not r["params"]["hidden_units"])
     ws, sk = run_gridsearch(os.path.join(work, "ours2"), grid, folds, epochs, linear)
+    results["load_after_gridsearch"] = os.getloadavg()[0]
     print(f"GridSearchCV(n_jobs=2): {ws:.1f} s, best {sk['best_params']} {sk['best_score']:.4f} ± "
           f"{sk['best_std']:.4f}", flush=True)
     best = m2["leaderboard"][0]
@@ -179,7 +183,9 @@ def main(argv=None) -> dict:
         "trials": len(m2["trials"]), "sets": len(m2["leaderboard"]),
         "ours_2_workers_s": round(w2, 1), "ours_1_worker_s": round(w1, 1), "gridsearch_s": round(ws, 1),
         "speedup_2_vs_1": round(w1 / w2, 2), "ours_vs_gridsearch": round(w2 / ws, 2),
-        "ours_trial_seconds": m2["summary"]["trial_seconds"],
+        "ours_trial_seconds_2_workers": m2["summary"]["trial_seconds"],
+        "ours_trial_seconds_1_worker": m1["summary"]["trial_seconds"],
+        "same_best_1_and_2_workers": m1["leaderboard"][0]["set_id"] == m2["leaderboard"][0]["set_id"],
         "ours_best": {"name": best["name"], "mean": best["mean"], "std": best["std"]},
         "ours_test_roc_auc": m2["test"]["roc_auc"], "gridsearch": sk,
         "best_within_noise": abs(best["mean"] - sk["best_score"]) <= max(best["std"], sk["best_std"]),

@@ -187,7 +187,8 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
     callbacks += list(extra_callbacks)
     history = model.fit(x, target, batch_size=batch_size, epochs=int(params["epochs"]), validation_data=validation,
-                        class_weight=weights, callbacks=callbacks, verbose=verbose, shuffle=True)
+                        validation_batch_size=8192, class_weight=weights, callbacks=callbacks, verbose=verbose,
+                        shuffle=True)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     epochs_run = len(hist.get("loss", []))
     best_epoch = epochs_run
