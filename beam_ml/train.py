@@ -360,7 +360,8 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
 
     out = plan.output_dir
     run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)
-    if getattr(result, "state", None) != PipelineState.DONE:
+    submitted_only = "Dataflow" in _runner_name(plan.options)  # template creation reports DONE, too
+    if submitted_only or getattr(result, "state", None) != PipelineState.DONE:
         log(f"[beam_ml] submitted ({getattr(result, 'state', 'unknown state')}); artifacts will be in {out}")
         return run
     run.counts = fs.read_json(fs.join(out, "counts.json"))
