@@ -109,6 +109,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no_tune", action="store_true")
     args = parser.parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_quality_")
+    os.makedirs(work, exist_ok=True)
     rows = []
     for name in args.datasets.split(","):
         label, positive = DATASETS[name]
