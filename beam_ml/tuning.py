@@ -173,7 +173,7 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
       Distinct sets with at least one linear model: if the grid has none, the
       first combination without hidden layers (learning rate at least 0.01) is added last.
     """
-    grid = dict(grid or {})
+    grid = {k: [normalize_params({k: v})[k] for v in values] for k, values in (grid or {}).items()}
     keys = list(grid)
     combos = [dict(base, **dict(zip(keys, values))) for values in itertools.product(*(grid[k] for k in keys))] \
         if keys else [dict(base)]

@@ -104,3 +104,10 @@ def test_leaderboard_ranks_by_mean_with_sample_std_and_prefers_the_simpler_model
 def test_a_fold_without_a_score_does_not_poison_the_mean():
     board = tuning.leaderboard([_result("s00", 0, 0, None), _result("s00", 0, 1, 0.7)], "roc_auc")
     assert board[0]["mean"] == pytest.approx(0.7)
+
+
+def test_the_default_space_is_eight_mlps_and_the_linear_model():
+    sets = tuning.parameter_sets(tuning.DEFAULT_GRID, BASE)
+    assert len(sets) == 9
+    assert sorted({tuple(s["hidden_units"]) for s in sets}) == [(), (64, 32), (128, 64)]
+    assert all(isinstance(s["learning_rate"], float) for s in sets)
