@@ -133,6 +133,10 @@ def _scalars(d: dict) -> dict:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) or v is None}
 
 
+def _weights_text(weights: Optional[dict]) -> str:
+    return json.dumps(weights) if weights else "none"
+
+
 def _history_csv(history: dict) -> str:
     keys = list(history)
     n = max((len(v) for v in history.values()), default=0)
@@ -180,8 +184,8 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
         "tuned": ctx.tune, "tune_metric": ctx.metric, "trials": len(trials),
         "trial_seconds": round(sum(float(t["seconds"]) for t in trials), 1),
         "model": final["name"], "cv_mean": board[0]["mean"], "cv_std": board[0]["std"],
-        "class_weights": json.dumps(next((t["class_weights"] for t in trials if t["set_id"] == board[0]["set_id"]),
-                                         None)) or "none",
+        "class_weights": _weights_text(next((t["class_weights"] for t in trials
+                                             if t["set_id"] == board[0]["set_id"]), None)),
         "batch_size": final["batch_size"], "epochs_run": final["epochs_run"],
         "decision_threshold": final["threshold"], "threshold_from": final["threshold_from"],
         "model_version_dir": final["version_dir"],
