@@ -96,6 +96,28 @@ def logistic_baseline(out: str, folds: int = 5) -> dict:
     return {"roc_auc": float(auc), "accuracy": float((model.predict(xt) == yt).mean())}
 
 
+def logistic_cv(out: str, folds: int = 5) -> float:
+    """LogisticRegression's mean validation ROC-AUC over ours' folds (binary), to compare with the leaderboard."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from beam_ml.spec import DatasetSpec
+    from beam_ml.training.trainer import load_splits
+
+    spec = DatasetSpec.load(os.path.join(out, "spec.json"))
+    data = [load_splits(out, spec, [f"fold{j}"]) for j in range(folds)]
+    scores = []
+    for j in range(folds):
+        x = np.concatenate([data[i][0] for i in range(folds) if i != j])
+        y = np.concatenate([data[i][1] for i in range(folds) if i != j])
+        probs = LogisticRegression(max_iter=5000).fit(x, y).predict_proba(data[j][0])
+        if spec.task == "multiclass":
+            scores.append(float((probs.argmax(axis=1) == data[j][1]).mean()))
+        else:
+            scores.append(roc_auc_score(data[j][1], probs[:, 1]))
+    return float(np.mean(scores))
+
+
 def _ours(metrics: dict) -> dict:
     t = metrics["test"]
     auc = t.get("roc_auc", t.get("roc_auc_ovr_macro"))
@@ -107,31 +129,46 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--work_dir", default="")
     parser.add_argument("--no_tune", action="store_true")
+    parser.add_argument("--report_only", action="store_true", help="re-read the outputs of an earlier run")
     args = parser.parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_quality_")
     os.makedirs(work, exist_ok=True)
     rows = []
     for name in args.datasets.split(","):
         label, positive = DATASETS[name]
-        csv = write_dataset(name, os.path.join(work, f"{name}.csv"))
-        s_default, m_default = _train(csv, label, positive, os.path.join(work, name, "default"), [])
-        base = logistic_baseline(os.path.join(work, name, "default"))
+        out_default, out_tune = os.path.join(work, name, "default"), os.path.join(work, name, "tune")
+        if args.report_only:
+            s_default, m_default = None, json.load(open(os.path.join(out_default, "metrics.json")))
+        else:
+            csv = write_dataset(name, os.path.join(work, f"{name}.csv"))
+            s_default, m_default = _train(csv, label, positive, out_default, [])
+        base = logistic_baseline(out_default)
         row = {"dataset": name, "rows": m_default["counts"]["rows_good"], "test_rows": m_default["test"]["rows"],
                "task": m_default["summary"]["task"], "logistic": base, "default": _ours(m_default),
-               "default_s": round(s_default, 1)}
+               "default_s": None if s_default is None else round(s_default, 1)}
         if not args.no_tune:
-            s_tune, m_tune = _train(csv, label, positive, os.path.join(work, name, "tune"),
-                                    ["--tune", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-            row.update(tune=_ours(m_tune), tune_s=round(s_tune, 1))
+            if args.report_only:
+                s_tune, m_tune = None, json.load(open(os.path.join(out_tune, "metrics.json")))
+            else:
+                s_tune, m_tune = _train(csv, label, positive, out_tune,
+                                        ["--tune", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+            board = m_tune["leaderboard"]
+            linear = next(r for r in board if not r["params"]["hidden_units"])
+            row.update(tune=_ours(m_tune), tune_s=None if s_tune is None else round(s_tune, 1),
+                       cv={"logistic": logistic_cv(out_tune), "ours_linear": linear["mean"],
+                           "ours_best": board[0]["mean"], "metric": board[0]["metric"]})
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| dataset | rows | test rows | LogisticRegression ROC-AUC / acc | ours default | ours --tune |")
-    print("|---|---|---|---|---|---|")
+    print("\n| dataset | rows | test rows | LogisticRegression test ROC-AUC / acc | ours default | ours --tune "
+          "| CV (5 folds): LR / ours linear / ours best |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         cell = lambda m: f"{m['roc_auc']:.4f} / {m['accuracy']:.4f}"  # noqa: E731
         tune = f"{cell(r['tune'])} ({r['tune']['model']})" if "tune" in r else "—"
+        cv = (f"{r['cv']['logistic']:.4f} / {r['cv']['ours_linear']:.4f} / {r['cv']['ours_best']:.4f} "
+              f"({r['cv']['metric']})") if "cv" in r else "—"
         print(f"| {r['dataset']} | {r['rows']} | {r['test_rows']} | {cell(r['logistic'])} | "
-              f"{cell(r['default'])} ({r['default']['model']}) | {tune} |")
+              f"{cell(r['default'])} ({r['default']['model']}) | {tune} | {cv} |")
     return rows
 
 
