@@ -23,6 +23,7 @@ threshold, task, parameters, cross-validation and test metrics of each version
 """
 from __future__ import annotations
 
+import keyword
 import os
 import re
 import shutil
@@ -44,7 +45,9 @@ __all__ = ["export_model", "signature_arg_name", "existing_versions", "update_mo
 def signature_arg_name(column: str) -> str:
     """The serve_dict keyword for a column (signature names must be identifiers)."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", column)
-    return name if re.match(r"[A-Za-z]", name) else f"f_{name}"
+    name = name if re.match(r"[A-Za-z]", name) else f"f_{name}"
+    # A keyword ("class", "from") cannot be a parameter of the traced function.
+    return f"{name}_" if keyword.iskeyword(name) else name
 
 
 class _ServingModule(tf.Module):

@@ -114,3 +114,11 @@ def test_folds_from_exact_per_class_quantiles_are_balanced(seed, class_sizes, k)
             assert sizes.max() - sizes.min() <= 1, (n, sizes)
         else:
             assert sizes.max() <= 1
+
+
+@pytest.mark.parametrize("column,arg", [("class", "class_"), ("from", "from_"), ("2nd col", "f_2nd_col"),
+                                        ("age", "age"), ("a-b", "a_b")])
+def test_serving_argument_names_are_identifiers_and_never_keywords(column, arg):
+    from beam_ml.export import signature_arg_name
+
+    assert signature_arg_name(column) == arg and arg.isidentifier()
