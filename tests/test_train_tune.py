@@ -1,5 +1,4 @@
 """--tune end to end: trials as Beam elements in parallel worker processes, leaderboard, refit, test metrics."""
-import json
 import os
 
 import pytest

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 

@@ -13,7 +13,6 @@ fit resumable after a kill (Keras BackupAndRestore).
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from typing import Any, Mapping, Optional, Sequence
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
