@@ -207,12 +207,18 @@ def test_bad_row_threshold_fails_the_run(tmp_path):
     (["--cv_folds=1"], "--cv_folds"),
     (["--tune", "--param_grid={\"dropot\": [0.1]}"], "--param_grid: unknown parameter"),
     (["--param_grid={\"dropout\": [0.1]}"], "--param_grid: only applies with --tune"),
-    (["--dataset=digits", "--tune_metric=pr_auc"], "--tune_metric: pr_auc is a binary metric"),
     (["--hidden_units=64,x"], "--hidden_units"),
 ])
 def test_bad_flags_fail_fast_naming_the_flag(argv, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         train.run(argv)
+
+
+def test_a_binary_tune_metric_on_multiclass_data_names_the_flag(tmp_path):
+    p = tmp_path / "three.csv"
+    p.write_text("x,y\n" + "".join(f"{i},{'abc'[i % 3]}\n" for i in range(30)))
+    with pytest.raises(UserError, match="--tune_metric: pr_auc is a binary metric"):
+        train.run([f"--input={p}", "--label=y", "--tune", "--tune_metric=pr_auc", f"--output_dir={tmp_path / 'o'}"])
 
 
 def test_missing_label_column_names_it(tmp_path):
