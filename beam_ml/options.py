@@ -104,14 +104,19 @@ flag("drop_columns", default="", help="comma-separated columns to ignore")
 
 # ---------------------------------------------------------- preprocessing
 flag("output_dir", help="where artifacts go (default: out/<dataset or input name>)")
-flag("eval_fraction", type=float, default=0.3, help="fraction of good rows held out for evaluation")
-flag("split_seed", type=int, default=42, help="seed of the train/eval split hash")
+flag("test_fraction", type=float, default=0.2,
+     help="fraction of good rows held out as the test split: never analyzed, trained or tuned on; every "
+          "reported metric is on it")
+flag("cv_folds", type=int, default=5,
+     help="stratified folds of the non-test rows: --tune cross-validates over them; without --tune fold 0 is "
+          "the validation split (early stopping, threshold, model choice)")
+flag("split_seed", type=int, default=42, help="seed of the test and fold split hashes")
 flag("max_bad_rows_fraction", type=float, default=0.01,
      help="fail the run when more than this fraction of rows is dead-lettered (after writing them)")
 flag("preprocess_only", action="store_true", help="stop after writing the transformed TFRecords")
 
 # ---------------------------------------------------------------- model
-flag("hidden_units", default="64,32", help="MLP layer sizes, comma-separated")
+flag("hidden_units", default="64,32", help="MLP layer sizes, comma-separated (\"\": a linear model)")
 flag("dropout", type=float, default=0.2, help="dropout rate after each hidden layer")
 flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"], help="the optimizer")
 flag("learning_rate", type=float, default=1e-3, help="initial learning rate (halved on plateaus)")
@@ -121,6 +126,21 @@ flag("early_stopping_patience", type=int, default=5, help="epochs without val_lo
 flag("class_weights", default="auto", choices=["auto", "balanced", "none"],
      help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
 flag("seed", type=int, default=42, help="model initialisation and shuffling seed")
+
+# --------------------------------------------------------------- tuning
+flag("tune", action="store_true",
+     help="search parameter sets with k-fold cross-validation (one Beam element per set and fold), then retrain "
+          "the best on all non-test rows")
+flag("param_grid", help="the search space: a JSON object of lists ('{\"dropout\": [0, 0.2]}') or a .json/.yaml "
+                        "file; keys: hidden_units (\"64,32\", \"\" = linear), dropout, optimizer, learning_rate, "
+                        "batch_size, epochs, class_weights, l2 (default: a small space around the model flags)")
+flag("search", default="grid", choices=["grid", "random"], help="every parameter set, or --max_trials random ones")
+flag("max_trials", type=int, default=0, help="most parameter sets to try (0: all of the grid; random: 10)")
+flag("tune_metric", choices=["roc_auc", "pr_auc", "accuracy", "f1", "recall_at_precision"],
+     help="validation metric that picks the model (default: roc_auc binary, pr_auc anomaly, accuracy multiclass)")
+flag("target_precision", type=float, default=0.9, help="the precision recall_at_precision is measured at")
+flag("trial_threads", type=int, default=0,
+     help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
 flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
 
 # -------------------------------------------------------------- serving
@@ -237,9 +257,10 @@ class TrainOptions(PipelineOptions):
 
     GROUP = "beam_ml training"
     FLAGS = ("input", "input_topic", "dataset", "data_dir", "dataset_rows", "label_column", "positive_label",
-             "task", "spec", "key_column", "drop_columns", "output_dir", "eval_fraction", "split_seed",
+             "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
-             "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose")
+             "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "trial_threads")
 
     def validated(self) -> "TrainOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -249,8 +270,18 @@ class TrainOptions(PipelineOptions):
             what = "column" if self.input else "field"
             raise UserError(f"--label: required with --{'input' if self.input else 'input_topic'} "
                             f"(the {what} to predict), unless --spec is given")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise UserError(f"--eval_fraction: expected a value in (0, 1), got {self.eval_fraction}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise UserError(f"--test_fraction: expected a value in (0, 1), got {self.test_fraction}")
+        if not 2 <= self.cv_folds <= 50:
+            raise UserError(f"--cv_folds: expected 2..50 folds, got {self.cv_folds}")
+        if self.max_trials < 0:
+            raise UserError(f"--max_trials: expected >= 0 (0: all), got {self.max_trials}")
+        if not 0.0 < self.target_precision < 1.0:
+            raise UserError(f"--target_precision: expected a value in (0, 1), got {self.target_precision}")
+        if self.trial_threads < 0:
+            raise UserError(f"--trial_threads: expected >= 0 (0: auto), got {self.trial_threads}")
+        if self.param_grid and not self.tune:
+            raise UserError("--param_grid: only applies with --tune")
         if not 0.0 <= self.max_bad_rows_fraction <= 1.0:
             raise UserError(f"--max_bad_rows_fraction: expected a value in [0, 1], got {self.max_bad_rows_fraction}")
         if not 0.0 <= self.dropout < 1.0:
@@ -264,11 +295,14 @@ class TrainOptions(PipelineOptions):
             raise UserError(f"--early_stopping_patience: expected >= 0, got {self.early_stopping_patience}")
         if self.dataset_rows is not None and self.dataset_rows <= 0:
             raise UserError(f"--dataset_rows: expected a positive count, got {self.dataset_rows}")
-        parse_int_list(self.hidden_units, "--hidden_units")
+        self.hidden_unit_list  # noqa: B018 (parsing is the check)
         return self
 
     @property
     def hidden_unit_list(self) -> list[int]:
+        """The MLP layer sizes; [] (a linear model) for "", "0" or "linear"."""
+        if str(self.hidden_units).strip().lower() in ("", "0", "linear"):
+            return []
         return parse_int_list(self.hidden_units, "--hidden_units")
 
     @property

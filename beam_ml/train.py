@@ -1,45 +1,70 @@
-"""The training job: input and spec → Beam preprocessing → Keras training → exported model.
+"""The training job, one Beam pipeline: read → split → tf.Transform → trials → final model → test → report.
 
     options = parse_pipeline_options(argv, TrainOptions, KafkaOptions)
-    plan = plan_training(options)                   # flags, input, spec: every mistake fails here, fast
-    outputs = build_preprocess(pipeline, plan.spec, plan.preprocess_config, source=plan.source())
+    run = train(options)                # plan, build, run; on a local runner also read back the summary
+
+or in steps:
+
+    plan = plan_training(options)       # flags, input, spec, parameter sets: every mistake fails here, fast
+    outputs = build_training(pipeline, plan)
     result = pipeline.run(); result.wait_until_finish()
-    run = finish_training(plan, result)             # counts and checks, then Keras, export, report
+    run = finish_training(plan, result) # reads counts.json / metrics.json the pipeline wrote
 
-or all of it at once: `train(options)`. The Beam part (read, split, analyze,
-transform, write TFRecords) runs on the runner the options choose; Keras
-training then runs in this process over the TFRecords.
+The pipeline:
 
-Artifacts under the output dir: spec.json, counts.json, transform_fn/,
-transformed_metadata/, data/, dead_letter/, model/<version>/, metrics.json,
-report.md, learning_curves.png, confusion_matrix.png, checkpoints/, logs/.
+    ReadCsv → SplitTrainTest → Analyze/Transform → WriteFold*/WriteTest (TFRecords)
+      → CheckRows (counts as data; fails the run after the dead letters are written)
+      → Trials (Create: parameter sets × validation folds) → Reshuffle → TrainTrials  [one trial per element]
+      → Leaderboard → TrainFinal (retrain the best on train+validation, or keep the chosen trial) → export
+      → ScoreTest (the exported model on the raw test rows, once) → EvaluateTest (a CombineFn)
+      → WriteReport (metrics.json, report.md, report.html, PNGs; test metrics into the model's metadata)
+
+Everything after the plan runs on the runner's workers (on Dataflow the
+launching machine only submits); the trials stage waits on a side input that
+exists only once the TFRecords and transform_fn are written. Without --tune
+the candidates are the model of the flags and the linear model, trained on
+folds 1..k-1 and compared on fold 0; with --tune every parameter set is
+cross-validated on all k folds. Either way the test split is scored once, at
+the end, and every reported metric is on it.
+
+Artifacts under the output dir (local or gs://): spec.json, counts.json,
+transform_fn/, transformed_metadata/, data/fold-<j>-*, data/test-*,
+dead_letter/, model/<version>/, keras_model/, metrics.json, report.md,
+report.html, *.png, history.csv, checkpoints/, logs/.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import shutil
 import time
-from typing import Any, Callable, Optional
+import uuid
+from typing import Any, Callable, NamedTuple, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_ml import metrics
+from beam_ml import fs, metrics
 from beam_ml.errors import UserError
 from beam_ml.options import TrainOptions, kafka_client_config
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["TrainPlan", "TrainRun", "plan_training", "finish_training", "train", "TOPIC_ENVELOPE_FIELDS"]
+__all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
+           "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
 
 # Fields pipelines.produce adds to every event: metadata, never features.
 TOPIC_ENVELOPE_FIELDS = ("produce_ts", "event_ts")
 
+# A UserError raised inside a worker reaches the launcher as text in whatever
+# exception the runner raises; this mark lets run() find the one line again.
+USER_ERROR_MARK = "[beam_ml user error] "
+
 _print = functools.partial(print, flush=True)
 
-# Outputs of an earlier run that a new run replaces wholesale (model versions accumulate).
-_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp")
+_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+# Outputs of an earlier run that a new run replaces wholesale (model versions accumulate;
+# checkpoints stay so that a killed run resumes).
+_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model")
 
 
 @dataclasses.dataclass
@@ -64,13 +89,28 @@ class TrainPlan:
     output_dir: str
     spec_path: str
     kafka: Any = None
+    parameter_sets: list = dataclasses.field(default_factory=list)
+    trials: list = dataclasses.field(default_factory=list)
+    metric: str = ""
+    run_id: str = ""
+    threads: int = 0
 
     @property
     def preprocess_config(self):
         from beam_ml.preprocess import PreprocessConfig
 
         return PreprocessConfig(input_pattern=self.input_pattern, output_dir=self.output_dir,
-                                eval_fraction=self.opts.eval_fraction, split_seed=self.opts.split_seed)
+                                test_fraction=self.opts.test_fraction, cv_folds=self.opts.cv_folds,
+                                split_seed=self.opts.split_seed)
+
+    def trial_context(self):
+        from beam_ml.training.trial import TrialContext
+
+        return TrialContext(output_dir=self.output_dir, spec=self.spec.to_dict(), cv_folds=self.opts.cv_folds,
+                            metric=self.metric, target_precision=self.opts.target_precision,
+                            patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
+                            run_id=self.run_id, threads=self.threads, tune=bool(self.opts.tune),
+                            dataset_name=self.name)
 
     def source(self):
         """The PTransform reading the input when it is not a CSV file (a topic snapshot), else None."""
@@ -86,7 +126,7 @@ class TrainRun:
     """What a run produced (a PipelineResult alone cannot carry the training outcome)."""
 
     output_dir: str
-    counts: dict
+    counts: Optional[dict]
     pipeline_result: object = None
     metrics: Optional[dict] = None
     spec_path: str = ""
@@ -135,7 +175,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         path = datasets.materialize(name, opts.data_dir, rows=opts.dataset_rows)
         label, positive, task = label or info.label, positive or info.positive_label, task or info.task
         key = key or info.key
-    output_dir = os.path.abspath(opts.output_dir or os.path.join("out", name))
+    output_dir = opts.output_dir or os.path.join("out", name)
+    output_dir = output_dir.rstrip("/") if not fs.is_local(output_dir) else os.path.abspath(output_dir)
 
     if opts.input_topic:
         kafka = kafka_client_config(options)
@@ -158,88 +199,241 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         from beam_ml.spec import infer_spec
 
         spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop, **csv_flags)
-    os.makedirs(output_dir, exist_ok=True)
+    from beam_ml import tuning
+
+    metric = opts.tune_metric or tuning.default_tune_metric(spec.task)
+    if spec.task == "multiclass" and metric in ("pr_auc", "f1", "recall_at_precision"):
+        raise UserError(f"--tune_metric: {metric} is a binary metric; for multiclass use accuracy or roc_auc")
+    base = tuning.base_params(opts)
+    if opts.tune:
+        grid = tuning.parse_param_grid(opts.param_grid) if opts.param_grid else tuning.DEFAULT_GRID
+        sets = tuning.parameter_sets(grid, base, search=opts.search, max_trials=opts.max_trials, seed=opts.seed)
+        trials = tuning.expand_trials(sets, range(opts.cv_folds), seed=opts.seed, mode="cv")
+    else:
+        # The model of the flags and the linear model, both validated on fold 0.
+        sets = tuning.parameter_sets(None, base)
+        trials = tuning.expand_trials(sets, [0], seed=opts.seed, mode="select")
+
+    fs.makedirs(output_dir)
     for stale in _STALE_OUTPUTS:
-        shutil.rmtree(os.path.join(output_dir, stale), ignore_errors=True)
-    spec_path = spec.save(os.path.join(output_dir, "spec.json"))
+        fs.delete_tree(fs.join(output_dir, stale))
+    spec_path = fs.join(output_dir, "spec.json")
+    fs.write_text(spec_path, spec.to_json() + "\n")
     return TrainPlan(options=options, opts=opts, spec=spec, name=name, input_pattern=path, output_dir=output_dir,
-                     spec_path=spec_path, kafka=kafka)
+                     spec_path=spec_path, kafka=kafka, parameter_sets=sets, trials=trials, metric=metric,
+                     run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
 
 
-def preprocess_counts(result, spec: DatasetSpec) -> dict:
-    """The row accounting of a preprocessing run, from its counters."""
-    from beam_ml.preprocess import label_counter_name
+def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
+    """TensorFlow threads per worker process: 1 wherever several processes train trials at once.
 
-    q = lambda ns, name: metrics.query_counter(result, ns, name)  # noqa: E731
-    return {
-        "rows_in": q(metrics.READ, "lines_in"),
-        "rows_good": q(metrics.READ, "rows_good"),
-        "rows_dead": q(metrics.READ, "rows_dead"),
-        "blank_lines": q(metrics.READ, "blank_lines"),
-        "rows_train": q(metrics.PREPROCESS, "rows_train"),
-        "rows_eval": q(metrics.PREPROCESS, "rows_eval"),
-        "train_label_counts": {c: q(metrics.PREPROCESS, label_counter_name(c)) for c in spec.label_classes},
+    That is the local runner's multi-processing mode with several workers, and
+    Dataflow, whose Python workers run one SDK process per vCPU.
+    """
+    if opts.trial_threads:
+        return opts.trial_threads
+    if "Dataflow" in _runner_name(options):
+        return 1
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
+        return 1
+    return 0
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def _check_rows(_, splits: dict, dead: int, dead_files, output_dir: str, max_bad_fraction: float,
+                cv_folds: int) -> dict:
+    """The run's row accounting, as data: writes counts.json, fails on too many dead letters or empty splits.
+
+    Runs after the dead letters are written (its `dead_files` side input), so a
+    failed run still leaves them for the user.
+    """
+    from beam_ml.preprocess import TEST_SPLIT, fold_split
+
+    good = {name: sum(by_class.values()) for name, by_class in splits.items()}
+    folds = [fold_split(j) for j in range(cv_folds)]
+    rows_good = sum(good.values())
+    counts = {
+        "rows_in": rows_good + int(dead), "rows_good": rows_good, "rows_dead": int(dead),
+        "rows_train": sum(good[f] for f in folds[1:]), "rows_validation": good[folds[0]],
+        "rows_test": good[TEST_SPLIT], "rows_per_split": good, "label_counts": splits,
+        "train_label_counts": {c: sum(splits[f][c] for f in folds) for c in splits[TEST_SPLIT]},
     }
+    fs.write_json(fs.join(output_dir, "counts.json"), counts)
+    rows_in = counts["rows_in"]
+    if rows_in and dead / rows_in > max_bad_fraction:
+        raise UserError(f"{USER_ERROR_MARK}--max_bad_rows_fraction: {dead} of {rows_in} rows were malformed "
+                        f"(> {max_bad_fraction:.2%}); see {output_dir}/dead_letter/")
+    empty = [name for name, n in good.items() if n == 0]
+    if empty:
+        raise UserError(f"{USER_ERROR_MARK}--input: too few good rows ({rows_good}) to fill the test split and "
+                        f"{cv_folds} folds; empty: {', '.join(empty)}")
+    return counts
 
 
-def finish_training(plan: TrainPlan, result, preprocess_seconds: float,
-                    log: Callable[[str], None] = _print) -> TrainRun:
-    """After the Beam part: writes counts.json, checks the accounting, then trains, evaluates, exports.
+def _ready(counts: dict, written) -> dict:
+    """The data every trial needs, passed on once the TFRecords and transform_fn are written."""
+    return {"splits": counts["label_counts"], "counts": counts, "files": len(list(written))}
+
+
+class TrainOutputs(NamedTuple):
+    """The key PCollections of the training pipeline (each a single element except `preprocess` and `trials`)."""
+
+    preprocess: Any
+    counts: Any
+    trials: Any = None
+    leaderboard: Any = None
+    final: Any = None
+    test: Any = None
+    report: Any = None
+
+
+def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
+    """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsList, AsSingleton
+
+    from beam_ml import evaluation, tuning
+    from beam_ml.preprocess import build_preprocess
+    from beam_ml.training.report import write_outputs
+    from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn
+
+    opts, spec = plan.opts, plan.spec
+    pre = build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
+    dead_count = pre.dead | "CountDead" >> beam.combiners.Count.Globally()
+    counts = (pipeline
+              | "StartChecks" >> beam.Create([None])
+              | "CheckRows" >> beam.Map(_check_rows, splits=AsSingleton(pre.split_counts),
+                                        dead=AsSingleton(dead_count), dead_files=AsList(pre.dead_written),
+                                        output_dir=plan.output_dir, max_bad_fraction=opts.max_bad_rows_fraction,
+                                        cv_folds=opts.cv_folds))
+    if opts.preprocess_only:
+        return TrainOutputs(preprocess=pre, counts=counts)
+    ready = counts | "DataReady" >> beam.Map(_ready, written=AsList(pre.written))
+    ctx = plan.trial_context()
+    trials = (pipeline
+              | "Trials" >> beam.Create(plan.trials)
+              # Spreads the trials over the workers (Create alone would keep them in one bundle).
+              | "ShuffleTrials" >> beam.Reshuffle()
+              | "TrainTrials" >> beam.ParDo(TrainTrialDoFn(ctx), ready=AsSingleton(ready)))
+    board = (trials
+             | "CollectTrials" >> beam.combiners.ToList()
+             | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric))
+    final = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials), ready=AsSingleton(ready))
+    test = (pre.test_rows
+            | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(final))
+            | "EvaluateTest" >> beam.CombineGlobally(evaluation.EvaluateCombineFn())
+            | "TestMetrics" >> beam.Map(lambda acc, f: evaluation.evaluation_report(
+                acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(final)))
+    report = (pipeline
+              | "StartReport" >> beam.Create([None])
+              | "WriteReport" >> beam.Map(write_outputs, ctx=ctx, counts=AsSingleton(counts),
+                                          board=AsSingleton(board), final=AsSingleton(final),
+                                          test=AsSingleton(test), trials=AsList(trials)))
+    return TrainOutputs(preprocess=pre, counts=counts, trials=trials, leaderboard=board, final=final, test=test,
+                        report=report)
+
+
+def _user_error_in(error: BaseException) -> Optional[str]:
+    """The message of a UserError raised inside the pipeline, found in the runner's exception text."""
+    for text in (str(error), repr(error)):
+        i = text.find(USER_ERROR_MARK)
+        if i >= 0:
+            line = text[i + len(USER_ERROR_MARK):].splitlines()[0]
+            return line.split(" [while running")[0].rstrip("'\" ")
+    return None
+
+
+def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print) -> TrainRun:
+    """After the pipeline: reads back the counts and metrics it wrote and checks the read accounting.
+
+    On a runner that only submitted (Dataflow), returns without them.
 
     Raises:
-      UserError: too many dead-lettered rows (after they are written), or too few rows to split.
-      RuntimeError: the row accounting does not add up (a bug).
+      RuntimeError: the reader's counters disagree with the rows the pipeline counted (a bug).
     """
-    opts, output_dir = plan.opts, plan.output_dir
-    shutil.rmtree(os.path.join(output_dir, "tmp"), ignore_errors=True)
-    counts = preprocess_counts(result, plan.spec)
-    counts["preprocess_seconds"] = round(preprocess_seconds, 2)
-    counts["rows_per_second"] = round(counts["rows_in"] / max(preprocess_seconds, 1e-9), 1)
-    with open(os.path.join(output_dir, "counts.json"), "w") as f:
-        json.dump(counts, f, indent=2)
-    log(f"[beam_ml] preprocessed {counts['rows_in']} rows in {counts['preprocess_seconds']} s: "
-        f"{counts['rows_good']} good ({counts['rows_train']} train / {counts['rows_eval']} eval), "
-        f"{counts['rows_dead']} dead-lettered → {output_dir}/dead_letter/")
-    if counts["rows_in"] != counts["rows_good"] + counts["rows_dead"]:
-        raise RuntimeError(f"row accounting broken: {counts}")
-    if counts["rows_in"] and counts["rows_dead"] / counts["rows_in"] > opts.max_bad_rows_fraction:
-        raise UserError(f"--max_bad_rows_fraction: {counts['rows_dead']} of {counts['rows_in']} rows were "
-                        f"malformed (> {opts.max_bad_rows_fraction:.2%}); see {output_dir}/dead_letter/")
-    if counts["rows_train"] == 0 or counts["rows_eval"] == 0:
-        raise UserError(f"--input: too few good rows to split train/eval ({counts})")
-    run = TrainRun(output_dir=output_dir, counts=counts, pipeline_result=result, spec_path=plan.spec_path)
-    if opts.preprocess_only:
+    from apache_beam.runners.runner import PipelineState
+
+    out = plan.output_dir
+    run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)
+    submitted_only = "Dataflow" in _runner_name(plan.options)  # template creation reports DONE, too
+    if submitted_only or getattr(result, "state", None) != PipelineState.DONE:
+        log(f"[beam_ml] submitted ({getattr(result, 'state', 'unknown state')}); artifacts will be in {out}")
         return run
-
-    from beam_ml.training.trainer import TrainConfig, train_and_evaluate
-
-    config = TrainConfig(hidden_units=opts.hidden_unit_list, dropout=opts.dropout, optimizer=opts.optimizer,
-                         learning_rate=opts.learning_rate, batch_size=opts.batch_size, epochs=opts.epochs,
-                         early_stopping_patience=opts.early_stopping_patience, class_weights=opts.class_weights,
-                         seed=opts.seed, verbose=opts.verbose, dataset_name=plan.name)
-    run.metrics = train_and_evaluate(output_dir, plan.spec, config)
+    run.counts = fs.read_json(fs.join(out, "counts.json"))
+    c = run.counts
+    try:
+        lines_in = metrics.query_counter(result, metrics.READ, "lines_in")
+        # CSV blank lines are neither records nor dead letters: only the reader counts them.
+        c["blank_lines"] = metrics.query_counter(result, metrics.READ, "blank_lines")
+        fs.write_json(fs.join(out, "counts.json"), c)
+    except Exception:  # a runner without metrics: the in-pipeline counts stand alone
+        lines_in = None
+    if lines_in is not None and lines_in != c["rows_in"]:
+        raise RuntimeError(f"row accounting broken: the reader saw {lines_in} rows, the pipeline counted {c}")
+    log(f"[beam_ml] {c['rows_in']} rows: {c['rows_good']} good ({c['rows_train']} train / {c['rows_validation']} "
+        f"validation / {c['rows_test']} test), {c['rows_dead']} dead-lettered → {out}/dead_letter/")
+    if plan.opts.preprocess_only:
+        return run
+    run.metrics = fs.read_json(fs.join(out, "metrics.json"))
     return run
 
 
 def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], None] = _print) -> TrainRun:
-    """The whole job: plan, preprocess with Beam, train, export.
+    """The whole job: plan, build and run the pipeline; on a local runner, read back what it wrote.
 
     Args:
       options: parsed options with TrainOptions (and KafkaOptions) flags.
       test_pipeline: a TestPipeline to build on instead of a new Pipeline.
       log: where progress lines go.
+
+    Raises:
+      UserError: a bad flag, file or spec (before anything runs), or too many
+        dead-lettered rows (after they are written).
     """
     plan = plan_training(options)
     spec = plan.spec
     log(f"[beam_ml] dataset spec: {plan.spec_path} (task={spec.task}, label={spec.label}, "
         f"classes={spec.label_classes}, features={len(spec.feature_columns)})")
+    if not plan.opts.preprocess_only:
+        what = (f"{len(plan.parameter_sets)} parameter sets x {plan.opts.cv_folds} folds" if plan.opts.tune else
+                f"{len(plan.parameter_sets)} candidates (the flags' model and the linear model) on fold 0")
+        log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
     import apache_beam as beam  # after the flags, files and spec are checked, so mistakes fail in a second
-
-    from beam_ml.preprocess import build_preprocess
 
     start = time.time()
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
-    result = pipeline.run()
-    result.wait_until_finish()
-    return finish_training(plan, result, time.time() - start, log)
+    build_training(pipeline, plan)
+    saved_env = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    if plan.threads == 1:
+        # Worker processes inherit these: TensorFlow reads them when it starts,
+        # before any DoFn could set the thread counts itself.
+        for name in _THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
+    try:
+        result = pipeline.run()
+        if "Dataflow" not in _runner_name(options):  # on Dataflow, the launcher only submits
+            result.wait_until_finish()
+    except Exception as e:  # pylint: disable=broad-except
+        message = _user_error_in(e)
+        if message:
+            raise UserError(message) from None
+        raise
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    run = finish_training(plan, result, log)
+    if run.metrics is not None:
+        run.metrics.setdefault("summary", {})["wall_seconds"] = round(time.time() - start, 1)
+    return run

@@ -5,6 +5,9 @@
     python -m pipelines.train --input=HR_comma_sep.csv --label=left --output_dir=out/hr
     python -m pipelines.train --input=data.csv --spec=out/hr/spec.json --output_dir=out/hr2
     python -m pipelines.train --input=big.csv --label=Class --preprocess_only   # TFRecords only
+    python -m pipelines.train --input=HR_comma_sep.csv --label=left --tune --cv_folds=5   # grid search + k-fold CV
+    python -m pipelines.train --dataset=retention --tune --param_grid='{"hidden_units": ["64,32", ""], "dropout": [0, 0.2]}' \\
+        --direct_running_mode=multi_processing --direct_num_workers=2   # trials in 2 processes
     python -m pipelines.train --input_topic=transactions --bootstrap_servers=127.0.0.1:9092 \\
         --label=Class --output_dir=out/fraud_topic        # a bounded snapshot of a topic
 
@@ -13,7 +16,6 @@ The job itself (spec, Beam preprocessing, Keras training, export, report) is
 """
 from __future__ import annotations
 
-import json
 from typing import Optional, Sequence
 
 from beam_ml import cli
@@ -22,11 +24,9 @@ from beam_ml.train import TrainRun, train
 
 __all__ = ["run", "main"]
 
-_HEADLINE = ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1", "macro_f1")
-
 
 def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
-    """Parses flags, preprocesses with Beam, trains, exports; returns what it produced.
+    """Parses flags, runs the training pipeline (preprocess, trials, final model, test, report); prints the summary.
 
     Raises:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
@@ -35,11 +35,9 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
                                      description="Train a Keras model from CSV, a Kafka topic or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
-        summary, m = result.metrics["summary"], result.metrics["eval"]
-        headline = {k: round(m[k], 4) for k in _HEADLINE if m.get(k) is not None}
-        print(f"[beam_ml] eval: {json.dumps(headline)}\n[beam_ml] model:   {summary['model_version_dir']}\n"
-              f"[beam_ml] metrics: {result.output_dir}/metrics.json\n"
-              f"[beam_ml] report:  {result.metrics['report']}", flush=True)
+        from beam_ml.training.report import summary_text
+
+        print(summary_text(result.metrics), flush=True)
     return result
 
 

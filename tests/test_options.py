@@ -75,7 +75,7 @@ def test_label_is_an_alias_of_label_column_and_beam_flags_pass():
     (["--input=a.csv", "--dataset=fraud"], "exclusive"),
     (["--input=a.csv"], "--label: required with --input"),
     (["--input_topic=t"], "--label: required with --input_topic"),
-    (["--eval_fraction=1.5"], "--eval_fraction"),
+    (["--test_fraction=1.5"], "--test_fraction"),
     (["--dropout=1"], "--dropout"),
     (["--hidden_units=64,x"], "--hidden_units"),
     (["--dataset_rows=0"], "--dataset_rows"),

@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import http
 import http.client
 import json
 import logging
@@ -296,6 +297,27 @@ def _serve_emulator(host: str, port: int, bucket: str) -> None:
         return data
 
     server._read_data = read_data_or_empty  # pylint: disable=protected-access
+    # Its object routes require a name not ending in "/", but TensorFlow's makedirs
+    # writes "dir/" marker objects and renames a directory object by object
+    # (rewriteTo), markers included: without this, e.g. tf.Transform's
+    # WriteTransformFn (a directory rename) failed with 404 on the emulator.
+    server.HANDLERS = tuple(
+        (regex.replace("(?P<object_id>.*[^/]+)", "(?P<object_id>.+)")
+         .replace("(?P<dest_object_id>.*[^/]+)", "(?P<dest_object_id>.+)"), handlers)
+        for regex, handlers in server.HANDLERS)
+
+    def storage_layout(request, response, storage, *args, **kwargs):
+        name = request.params.get("bucket_name")
+        if not storage.buckets.get(name):
+            response.status = http.HTTPStatus.NOT_FOUND
+            return
+        response.json({"kind": "storage#storageLayout", "bucket": name, "location": "US",
+                       "locationType": "multi-region", "hierarchicalNamespace": {"enabled": False}})
+
+    # TensorFlow asks for a bucket's storage layout (hierarchical namespace or
+    # not) before renaming a directory; the emulator did not know the call (404).
+    server.HANDLERS = ((rf"^{server.settings.API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/storageLayout$",
+                        {server.GET: storage_layout}),) + server.HANDLERS
     # It writes a response's headers and body in two sends: with Nagle's
     # algorithm and delayed ACKs each request then took ~40 ms more.
     server.RequestHandler.disable_nagle_algorithm = True

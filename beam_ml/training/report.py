@@ -1,12 +1,16 @@
-"""The human-readable training report: Markdown plus PNG plots.
+"""The training report: metrics.json, report.md, report.html and PNG plots, written by the pipeline's last step.
 
-    write_report(output_dir, spec, history, metrics, counts)  # → report.md, *.png
+    write_outputs(None, ctx=ctx, counts=counts, board=board, final=final, test=test, trials=trials)
+
+Every metric here is on the test split, scored once by the exported model;
+the leaderboard holds validation (cross-validation) scores, which chose the
+model. Files go through beam_ml.fs, so the output dir may be on gs://.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -14,30 +18,44 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_learning_curves", "plot_confusion_matrix", "write_report"]
+from beam_ml import fs  # noqa: E402
+
+__all__ = ["plot_learning_curves", "plot_confusion_matrix", "plot_roc_pr", "plot_calibration", "plot_leaderboard",
+           "write_outputs", "HEADLINE", "PLOTS"]
+
+HEADLINE = ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1", "macro_f1", "roc_auc_ovr_macro")
+# File name → what it shows (the HTML report embeds each one).
+PLOTS = {"learning_curves.png": "Learning curves", "confusion_matrix.png": "Confusion matrix (test)",
+         "roc_pr.png": "ROC and precision-recall curves (test)", "calibration.png": "Calibration (test)",
+         "leaderboard.png": "Leaderboard (validation)"}
 
 
-def plot_learning_curves(history: dict, path: str) -> str:
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_learning_curves(history: dict) -> bytes:
     keys = [k for k in history if not k.startswith("val_") and k != "lr" and f"val_{k}" in history]
-    keys = keys or [k for k in history if not k.startswith("val_")]
+    keys = keys or [k for k in history if not k.startswith("val_") and k != "lr"]
     n = max(1, len(keys))
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         epochs = np.arange(1, len(history[key]) + 1)
         ax.plot(epochs, history[key], label="train")
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], label="eval")
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
         ax.set_title(key)
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _png(fig)
 
 
-def plot_confusion_matrix(matrix, classes, path: str, title: str = "Confusion matrix (eval)") -> str:
+def plot_confusion_matrix(matrix, classes, title: str = "Confusion matrix (test)") -> bytes:
     m = np.asarray(matrix)
     size = max(3.5, 0.45 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -52,45 +70,169 @@ def plot_confusion_matrix(matrix, classes, path: str, title: str = "Confusion ma
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center",
                     color="white" if hi and m[i, j] > hi / 2 else "black", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _png(fig)
+
+
+def plot_roc_pr(test: dict) -> Optional[bytes]:
+    roc, pr = test.get("roc_curve"), test.get("pr_curve")
+    if not roc or not pr:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.6))
+    a.plot(roc["fpr"], roc["tpr"])
+    a.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    a.set(title=f"ROC (AUC {test['roc_auc']:.3f})", xlabel="false positive rate", ylabel="true positive rate")
+    b.plot(pr["recall"], pr["precision"])
+    b.axhline(test.get("base_rate", 0), linestyle="--", color="grey", linewidth=0.8)
+    b.scatter([test["recall"]], [test["precision"]], color="red", zorder=3, label=f"threshold {test['threshold']:.3g}")
+    b.set(title=f"Precision-recall (AP {test['pr_auc']:.3f})", xlabel="recall", ylabel="precision", ylim=(0, 1.02))
+    b.legend(loc="lower left")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_calibration(calibration: Optional[dict], what: str = "P(positive)") -> Optional[bytes]:
+    if not calibration or not calibration.get("count"):
+        return None
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect")
+    ax.plot(calibration["mean_predicted"], calibration["fraction_positive"], "o-", label="model")
+    ax.set(title=f"Reliability (ECE {calibration['ece']:.3f})", xlabel=f"mean predicted {what}",
+           ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_leaderboard(board: Sequence[dict]) -> Optional[bytes]:
+    rows = [r for r in board if r["mean"] is not None and r["mean"] == r["mean"]][:20]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color=[
+        "tab:orange" if not r["params"]["hidden_units"] else "tab:blue" for r in rows], alpha=0.85)
+    ax.set_yticks(y, labels=[r["name"] for r in rows], fontsize=7)
+    lo = min(r["mean"] - r["std"] for r in rows)
+    hi = max(r["mean"] + r["std"] for r in rows)
+    ax.set_xlim(max(0.0, lo - (hi - lo) * 0.3 - 1e-3), min(1.0, hi + (hi - lo) * 0.1 + 1e-3))
+    ax.set_xlabel(f"validation {rows[0]['metric']} (mean ± std over folds; orange: linear)")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
 
 
 def _fmt(v) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return "n/a" if v != v else f"{v:.4f}"
     return str(v)
 
 
-def write_report(output_dir: str, summary: dict, history: dict, metrics: dict, classes: list,
-                 model_path: Optional[str] = None) -> str:
-    """Writes report.md with learning curves and the confusion matrix; returns its path."""
-    curves = plot_learning_curves(history, os.path.join(output_dir, "learning_curves.png"))
-    cm = plot_confusion_matrix(metrics["confusion_matrix"], classes,
-                               os.path.join(output_dir, "confusion_matrix.png"))
-    lines = [f"# Training report: {summary.get('dataset', '')}", ""]
-    lines += ["| | |", "|---|---|"]
-    for k, v in summary.items():
-        lines.append(f"| {k} | {_fmt(v)} |")
-    lines += ["", "## Eval metrics", "", "| metric | value |", "|---|---|"]
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)) or v is None:
-            lines.append(f"| {k} | {_fmt(v)} |")
-    if "per_class" in metrics:
+def _scalars(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) or v is None}
+
+
+def _weights_text(weights: Optional[dict]) -> str:
+    return json.dumps(weights) if weights else "none"
+
+
+def _history_csv(history: dict) -> str:
+    keys = list(history)
+    n = max((len(v) for v in history.values()), default=0)
+    lines = [",".join(["epoch"] + keys)]
+    for i in range(n):
+        lines.append(",".join([str(i)] + [repr(history[k][i]) if i < len(history[k]) else "" for k in keys]))
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
+    lines = [f"# Training report: {summary.get('dataset', '')}", "", "Every metric below is on the test split "
+             "(held out before preprocessing, scored once by the exported model).", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
+    lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in _scalars(test).items()]
+    if "per_class" in test:
         lines += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-        for c, m in metrics["per_class"].items():
+        for c, m in test["per_class"].items():
             lines.append(f"| {c} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
-    if "at_0.5" in metrics:
-        lines += ["", f"At threshold 0.5 instead: `{json.dumps(metrics['at_0.5'])}`"]
-    lines += ["", "## Learning curves", "", f"![learning curves]({os.path.basename(curves)})", "",
-              "## Confusion matrix", "", f"![confusion matrix]({os.path.basename(cm)})", ""]
-    if model_path:
-        lines += [f"Exported model: `{model_path}`", ""]
-    path = os.path.join(output_dir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    if "at_0.5" in test:
+        lines += ["", f"At threshold 0.5 instead: `{json.dumps(test['at_0.5'])}`"]
+    lines += ["", "## Leaderboard (validation)", "", "| rank | model | mean | std | folds |", "|---|---|---|---|---|"]
+    for r in board:
+        lines.append(f"| {r['rank']} | {r['name']} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {len(r['folds'])} |")
+    for name, title in PLOTS.items():
+        if name in plots:
+            lines += ["", f"## {title}", "", f"![{title.split(' (')[0].lower()}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list) -> dict:
+    """Writes metrics.json, report.md, report.html, the PNGs and history.csv; adds test metrics to the model."""
+    from beam_ml.export import json_safe, update_model_metadata
+    from beam_ml.spec import DatasetSpec
+    from beam_ml.training.report_html import render_html
+
+    spec = DatasetSpec.from_dict(ctx.spec)
+    out = ctx.output_dir
+    test = dict(test)
+    summary = {
+        "dataset": ctx.dataset_name, "task": spec.task, "label": spec.label, "classes": ", ".join(spec.label_classes),
+        "train_label_counts": ", ".join(f"{c}={n}" for c, n in counts["train_label_counts"].items()),
+        "rows_train": counts["rows_train"], "rows_validation": counts["rows_validation"],
+        "rows_test": counts["rows_test"], "rows_dead": counts["rows_dead"],
+        "tuned": ctx.tune, "tune_metric": ctx.metric, "trials": len(trials),
+        "trial_seconds": round(sum(float(t["seconds"]) for t in trials), 1),
+        "model": final["name"], "cv_mean": board[0]["mean"], "cv_std": board[0]["std"],
+        "class_weights": _weights_text(next((t["class_weights"] for t in trials
+                                             if t["set_id"] == board[0]["set_id"]), None)),
+        "batch_size": final["batch_size"], "epochs_run": final["epochs_run"],
+        "decision_threshold": final["threshold"], "threshold_from": final["threshold_from"],
+        "model_version_dir": final["version_dir"],
+    }
+    plots = {"learning_curves.png": plot_learning_curves(final["history"]),
+             "confusion_matrix.png": plot_confusion_matrix(test["confusion_matrix"], spec.label_classes)
+             if test.get("confusion_matrix") else None,
+             "roc_pr.png": plot_roc_pr(test),
+             "calibration.png": plot_calibration(test.get("calibration"),
+                                                 "top-class probability" if spec.task == "multiclass"
+                                                 else "P(positive)"),
+             "leaderboard.png": plot_leaderboard(board)}
+    plots = {k: v for k, v in plots.items() if v}
+    for name, data in plots.items():
+        fs.write_bytes(fs.join(out, name), data)
+    lean_board = [{k: v for k, v in r.items()} for r in board]
+    md_path, html_path = fs.join(out, "report.md"), fs.join(out, "report.html")
+    result = {"summary": summary, "test": test, "leaderboard": lean_board,
+              "final": {k: v for k, v in final.items() if k != "history"}, "history": final["history"],
+              "counts": counts, "report": html_path, "report_md": md_path,
+              "trials": [{k: t[k] for k in ("trial_id", "set_id", "fold", "score", "best_epoch", "epochs_run",
+                                            "seconds", "pid")} for t in trials]}
+    fs.write_text(fs.join(out, "history.csv"), _history_csv(final["history"]))
+    fs.write_text(md_path, _markdown(summary, test, board, plots))
+    meta = update_model_metadata(final["version_dir"], {"test_metrics": _scalars(test)})
+    fs.write_text(html_path, render_html(summary=summary, counts=counts, spec=spec, board=board, final=final,
+                                         test=test, plots=plots, model_meta=meta))
+    fs.write_json(fs.join(out, "metrics.json"), json_safe(result))
+    return result
+
+
+def summary_text(metrics: dict, max_rows: int = 12) -> str:
+    """The CLI's closing lines: the leaderboard (validation), the test metrics, where the model and report are."""
+    board, test, summary = metrics["leaderboard"], metrics["test"], metrics["summary"]
+    width = max([len(r["name"]) for r in board[:max_rows]] + [5])
+    lines = [f"[beam_ml] leaderboard (validation {board[0]['metric']}, mean ± std over "
+             f"{len(board[0]['folds'])} fold(s)):"]
+    for r in board[:max_rows]:
+        mark = "*" if r["rank"] == 1 else " "
+        lines.append(f"  {mark}{r['rank']:>3}  {r['name']:<{width}}  {_fmt(r['mean'])} ± {_fmt(r['std'])}")
+    if len(board) > max_rows:
+        lines.append(f"  ... {len(board) - max_rows} more in metrics.json")
+    headline = {k: round(test[k], 4) for k in HEADLINE if isinstance(test.get(k), float)}
+    lines += [f"[beam_ml] best:    {board[0]['name']}  {json.dumps(board[0]['params'])}",
+              f"[beam_ml] test:    {json.dumps(headline)}  ({test.get('rows', 0)} rows never used for "
+              f"training or choosing)",
+              f"[beam_ml] model:   {summary['model_version_dir']}",
+              f"[beam_ml] metrics: {metrics['report'].rsplit('/', 1)[0]}/metrics.json",
+              f"[beam_ml] report:  {metrics['report']}"]
+    return "\n".join(lines)

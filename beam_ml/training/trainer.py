@@ -1,46 +1,32 @@
-"""Keras training over the transformed TFRecords, evaluation, export and report.
+"""Fitting one model on transformed arrays: the shared core of trials and the final training.
 
-    summary = train_and_evaluate(output_dir, spec, TrainConfig(epochs=30))
+    x, y = load_splits(output_dir, spec, ["fold1", "fold2"])           # cached per process
+    fitted = fit_model(params, spec.task, x, y, validation=(xv, yv), class_counts=[900, 100], seed=7)
+    scores = predict_outputs(fitted.model, xv, spec.task)
 
-Resumes an interrupted run: BackupAndRestore keeps the last finished epoch's
-state under <output_dir>/checkpoints/backup and `fit` continues from there.
+Early stopping watches the validation loss and restores the best epoch's
+weights; the learning rate halves on plateaus. With no validation data (the
+final refit on train + validation) the epoch count and the learning-rate
+schedule are given instead, taken from cross-validation. `backup_dir` makes a
+fit resumable after a kill (Keras BackupAndRestore).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
-from typing import Optional, Sequence
+import threading
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_transform as tft
 import tf_keras as keras
 
-from beam_ml.export import export_model
 from beam_ml.spec import DatasetSpec
-from beam_ml.training import evaluate, report
-from beam_ml.training.data import feature_dim, make_dataset, tfrecord_files
+from beam_ml.training.data import stack_features
 from beam_ml.training.models import build_model
-from transforms.preprocessing import transformed_feature_names
+from transforms.preprocessing import LABEL_KEY, transformed_feature_names
 
-__all__ = ["TrainConfig", "train_and_evaluate", "class_weights_from_counts"]
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    hidden_units: Sequence[int] = (64, 32)
-    dropout: float = 0.2
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    batch_size: int = 0  # 0: auto_batch_size(train rows)
-    epochs: int = 30
-    early_stopping_patience: int = 5
-    class_weights: str = "auto"  # auto | balanced | none
-    seed: int = 42
-    verbose: int = 2
-    dataset_name: str = ""
+__all__ = ["FitResult", "auto_batch_size", "class_weights_from_counts", "load_splits", "fit_model",
+           "predict_outputs", "limit_threads", "split_files"]
 
 
 def auto_batch_size(train_rows: int) -> int:
@@ -62,107 +48,165 @@ def class_weights_from_counts(counts: Sequence[int], mode: str) -> Optional[dict
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def _label_counts(output_dir: str, spec: DatasetSpec) -> list[int]:
-    """Train-split class counts, counted by the preprocessing pipeline (counts.json)."""
-    with tf.io.gfile.GFile(os.path.join(output_dir, "counts.json")) as f:
-        by_value = json.load(f).get("train_label_counts", {})
-    return [int(by_value.get(c, 0)) for c in spec.label_classes]
+def limit_threads(threads: int) -> bool:
+    """Caps TensorFlow's intra- and inter-op threads of this process; False if TF was already running.
+
+    Several trials training at once on a small machine thrash when each uses
+    every core; one thread each is faster in total for these small models.
+    """
+    if threads <= 0:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        return True
+    except RuntimeError:  # the runtime is initialized: only the environment could have set it
+        return False
 
 
-def _collect(ds: tf.data.Dataset, model: keras.Model, autoencoder: bool):
+def split_files(output_dir: str, split: str) -> list[str]:
+    """The TFRecord files of one split ('fold0'... or 'test'); gs:// works (tf.io.gfile)."""
+    from beam_ml.preprocess import split_prefix
+
+    return sorted(tf.io.gfile.glob(f"{output_dir.rstrip('/')}/{split_prefix(split)}-*.tfrecord"))
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _read_split(output_dir: str, spec: DatasetSpec, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_transform as tft
+
+    feature_spec = tft.TFTransformOutput(output_dir).transformed_feature_spec()
+    names = transformed_feature_names(spec)
+    wanted = {k: v for k, v in feature_spec.items() if k in set(names) | {LABEL_KEY}}
     xs, ys = [], []
-    for x, y in ds:
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    x = np.concatenate(xs) if xs else np.zeros((0, model.input_shape[-1]), np.float32)
-    y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
-    out = model.predict(x, batch_size=4096, verbose=0)
-    if autoencoder:
-        out = np.mean(np.square(out - x), axis=1)
-    return y, out
+    files = split_files(output_dir, split)
+    if files:
+        ds = tf.data.TFRecordDataset(files).batch(8192).map(lambda s: tf.io.parse_example(s, wanted))
+        for f in ds:
+            xs.append(stack_features(f, names).numpy())
+            ys.append(f[LABEL_KEY].numpy())
+    if not xs:
+        from beam_ml.training.data import feature_dim
+
+        return np.zeros((0, feature_dim(feature_spec, names)), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
-def train_and_evaluate(output_dir: str, spec: DatasetSpec, config: TrainConfig) -> dict:
-    """Trains, evaluates on the eval split, exports a new model version and writes the report.
+def load_splits(output_dir: str, spec: DatasetSpec, splits: Sequence[str],
+                cache_key: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features [rows, D] float32, labels [rows]) of the given splits, concatenated in order.
+
+    Each split is read once per process and `cache_key` (a run id: files of
+    another run under the same output dir must not be served from memory).
+    """
+    xs, ys = [], []
+    for split in splits:
+        key = (cache_key, output_dir, split)
+        with _CACHE_LOCK:
+            if cache_key is None or key not in _CACHE:
+                if cache_key is not None:
+                    for old in [k for k in _CACHE if k[0] != cache_key]:
+                        del _CACHE[old]  # one run's data at a time
+                value = _read_split(output_dir, spec, split)
+                if cache_key is None:
+                    xs.append(value[0]), ys.append(value[1])
+                    continue
+                _CACHE[key] = value
+            x, y = _CACHE[key]
+        xs.append(x), ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@dataclasses.dataclass
+class FitResult:
+    model: Any
+    history: dict
+    best_epoch: int
+    batch_size: int
+    class_weights: Optional[dict]
+
+
+class _LearningRateLog(keras.callbacks.Callback):
+    """Records the learning rate each epoch ran with (history['lr'])."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+
+
+def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray,
+              validation: Optional[tuple[np.ndarray, np.ndarray]], class_counts: Sequence[int], seed: int,
+              patience: int = 5, verbose: int = 0, backup_dir: Optional[str] = None,
+              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> FitResult:
+    """Builds the model of `params` and fits it.
 
     Args:
-      output_dir: holds transform_fn/ and data/ from preprocessing; receives
-        model/<version>/, checkpoints/, logs/, metrics.json, report.md, *.png.
-      spec: the dataset spec used for preprocessing.
-      config: model and training settings.
-
-    Returns:
-      A summary dict (also the core of metrics.json).
+      params: a parameter set (beam_ml.tuning.PARAM_KEYS).
+      task: binary, multiclass or anomaly (the autoencoder fits on normal rows: label 0).
+      x, y: training features and labels.
+      validation: (x, y) for early stopping and the learning-rate plateaus, or
+        None: then exactly params['epochs'] epochs run, with `lr_schedule`.
+      class_counts: training rows per class (class weights).
+      seed: model initialisation and shuffling seed.
+      patience: epochs without validation-loss improvement before stopping.
+      verbose: Keras progress output.
+      backup_dir: BackupAndRestore state (resume after a kill), or None.
+      lr_schedule: the learning rate of each epoch (without validation).
+      extra_callbacks: more Keras callbacks (logs, CSV history).
     """
-    start = time.time()
-    keras.utils.set_random_seed(config.seed)
-    tft_output = tft.TFTransformOutput(output_dir)
-    feature_spec = tft_output.transformed_feature_spec()
-    names = transformed_feature_names(spec)
-    dim = feature_dim(feature_spec, names)
-    counts = _label_counts(output_dir, spec)
-    autoencoder = spec.task == "anomaly"
-    train_files, eval_files = tfrecord_files(output_dir, "train"), tfrecord_files(output_dir, "eval")
-
-    batch_size = config.batch_size or auto_batch_size(sum(counts))
-    normal = 0 if autoencoder else None  # the autoencoder learns what normal rows look like
-    train_ds = make_dataset(train_files, feature_spec, names, batch_size, shuffle=True, seed=config.seed,
-                            label_filter=normal, autoencoder=autoencoder)
-    val_ds = make_dataset(eval_files, feature_spec, names, 4096, shuffle=False, label_filter=normal,
-                          autoencoder=autoencoder)
-    weights = None if autoencoder else class_weights_from_counts(counts, config.class_weights)
-
-    model = build_model(spec.task, dim, spec.num_classes, config.hidden_units, config.dropout,
-                        config.optimizer, config.learning_rate)
-    ckpt_dir = os.path.join(output_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(ckpt_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "best.weights.h5"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=max(1, config.early_stopping_patience // 2), min_lr=1e-6),
-        keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), histogram_freq=0),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
-    ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights,
-                        callbacks=callbacks, verbose=config.verbose)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-
-    # Metrics on every eval row (for the autoencoder, anomalies included).
-    eval_all = make_dataset(eval_files, feature_spec, names, 4096, shuffle=False)
-    y, out = _collect(eval_all, model, autoencoder)
-    if spec.task == "multiclass":
-        metrics = evaluate.multiclass_metrics(y, out, spec.label_classes)
-        threshold = 0.5
+    keras.utils.set_random_seed(seed)
+    autoencoder = task == "anomaly"
+    if autoencoder:
+        x = x[y == 0]
+        y = y[y == 0]
+        if validation is not None:
+            xv, yv = validation
+            validation = (xv[yv == 0], xv[yv == 0])
+        target = x
     else:
-        scores = out if autoencoder else np.asarray(out).reshape(-1)
-        metrics = evaluate.binary_metrics(y, scores)
-        threshold = metrics["threshold"]
+        target = y
+    batch_size = int(params.get("batch_size") or auto_batch_size(len(x)))
+    weights = None if autoencoder else class_weights_from_counts(class_counts, params.get("class_weights", "auto"))
+    model = build_model(task, x.shape[1], max(2, len(class_counts)), params["hidden_units"], params["dropout"],
+                        params["optimizer"], params["learning_rate"], params.get("l2", 0.0))
+    callbacks: list = [_LearningRateLog()]
+    early = None
+    if validation is not None:
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        callbacks += [early, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                               patience=max(1, patience // 2), min_lr=1e-6)]
+    elif lr_schedule:
+        schedule = list(lr_schedule)
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: float(schedule[min(epoch, len(schedule) - 1)])))
+    if backup_dir:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+    callbacks += list(extra_callbacks)
+    history = model.fit(x, target, batch_size=batch_size, epochs=int(params["epochs"]), validation_data=validation,
+                        validation_batch_size=8192, class_weight=weights, callbacks=callbacks, verbose=verbose,
+                        shuffle=True)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    epochs_run = len(hist.get("loss", []))
+    best_epoch = epochs_run
+    if early is not None:
+        if early.best_weights is not None:
+            model.set_weights(early.best_weights)  # also when no early stop happened
+        if "val_loss" in hist and hist["val_loss"]:
+            best_epoch = int(np.argmin(hist["val_loss"])) + 1
+    return FitResult(model=model, history=hist, best_epoch=max(1, best_epoch), batch_size=batch_size,
+                     class_weights=weights)
 
-    summary = {
-        "dataset": config.dataset_name,
-        "task": spec.task,
-        "label": spec.label,
-        "classes": ", ".join(spec.label_classes),
-        "train_label_counts": ", ".join(f"{c}={n}" for c, n in zip(spec.label_classes, counts)),
-        "class_weights": json.dumps(weights) if weights else "none",
-        "input_dim": dim,
-        "batch_size": batch_size,
-        "epochs_run": len(hist.get("loss", [])),
-        "decision_threshold": threshold,
-        "train_seconds": round(time.time() - start, 1),
-    }
-    version_dir = export_model(os.path.join(output_dir, "model"), tft_output, model, spec, threshold,
-                               metadata={"metrics": {k: v for k, v in metrics.items()
-                                                     if isinstance(v, (int, float)) or v is None}})
-    # The Keras model over transformed features, kept for skew checks against the export.
-    model.save(os.path.join(output_dir, "keras_model"), save_format="tf", include_optimizer=False)
-    summary["model_version_dir"] = version_dir
-    report_path = report.write_report(output_dir, summary, hist, metrics, spec.label_classes, version_dir)
-    result = {"summary": summary, "eval": metrics, "history": hist, "report": report_path}
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2, default=float)
-    return result
+
+def predict_outputs(model, x: np.ndarray, task: str) -> np.ndarray:
+    """Scores (binary: P(positive); anomaly: reconstruction MSE) or probabilities [rows, classes]."""
+    if len(x) == 0:
+        return np.zeros((0,), np.float32)
+    out = model.predict(x, batch_size=8192, verbose=0)
+    if task == "anomaly":
+        return np.mean(np.square(out - x), axis=1)
+    if task == "binary":
+        return np.asarray(out).reshape(-1)
+    return np.asarray(out)

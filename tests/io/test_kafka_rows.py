@@ -78,7 +78,7 @@ def test_train_from_a_bounded_topic_snapshot(kafka_broker, new_topic, tmp_path):
     spec = json.load(open(out / "spec.json"))
     roles = {col["name"]: col["role"] for col in spec["columns"]}
     assert roles["event_id"] == "key" and roles["produce_ts"] == "drop"
-    m = json.load(open(out / "metrics.json"))["eval"]
+    m = json.load(open(out / "metrics.json"))["test"]
     assert m["roc_auc"] > 0.85
     dead = [json.loads(l) for f in os.listdir(out / "dead_letter") for l in open(out / "dead_letter" / f)]
     assert sorted(d["source"].split("/")[0] for d in dead) == [topic, topic]

@@ -1,0 +1,250 @@
+"""Training as Beam stages: one trial per element, then the final model, exported.
+
+    trials | "Reshuffle" >> beam.Reshuffle()
+           | "TrainTrials" >> beam.ParDo(TrainTrialDoFn(ctx), ready=AsSingleton(ready))
+    board  | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trial_results), ready=...)
+
+A trial (beam_ml.tuning.expand_trials) trains one parameter set with one fold
+as validation and the other folds as training data, and reports the
+validation metric, the best epoch (early stopping on the validation loss) and
+its validation scores (for an out-of-fold decision threshold). Trials are
+independent, so a runner spreads them over its workers: local processes with
+`--direct_running_mode=multi_processing --direct_num_workers=N`, VMs on
+Dataflow. Each worker reads the transformed TFRecords of a run once and keeps
+them in memory for all its trials.
+
+The final stage trains the leaderboard's best set, on
+
+* every non-test fold with `--tune` (the epoch count and learning-rate
+  schedule of its median cross-validation fold; the decision threshold from
+  its out-of-fold validation scores), or
+* without `--tune`, it is the best 'select' trial itself (trained on folds
+  1..k-1 with early stopping on fold 0, the threshold from fold 0): its
+  weights are loaded, not trained again;
+
+then exports it as the next model version. Every file goes through
+`beam_ml.fs` or `tf.io.gfile`, so the output dir may be on gs://.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+
+from beam_ml import fs
+from beam_ml.spec import DatasetSpec
+
+__all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "run_trial", "train_final"]
+
+# Where a 'select' trial leaves its weights for the final stage.
+_WEIGHTS = "weights/model"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a run shares (plain data: it is pickled to the workers).
+
+    Attributes:
+      output_dir: the run's output dir (TFRecords, transform_fn; checkpoints go here).
+      spec: the dataset spec as a dict.
+      cv_folds: k.
+      metric: the validation metric that ranks parameter sets.
+      target_precision: for the recall_at_precision metric.
+      patience: early-stopping patience in epochs.
+      verbose: Keras progress output of the trainings a user watches (select trials, final refit).
+      run_id: this run's id (the in-memory data cache is per run).
+      threads: TensorFlow threads per worker process (0: TensorFlow's default).
+      tune: cross-validation (True) or one validation fold (False).
+      dataset_name: for the model metadata.
+    """
+
+    output_dir: str
+    spec: dict
+    cv_folds: int
+    metric: str
+    target_precision: float = 0.9
+    patience: int = 5
+    verbose: int = 0
+    run_id: str = ""
+    threads: int = 0
+    tune: bool = False
+    dataset_name: str = ""
+
+    @property
+    def dataset_spec(self) -> DatasetSpec:
+        return DatasetSpec.from_dict(self.spec)
+
+
+def _class_counts(counts: dict, splits, classes) -> list[int]:
+    return [int(sum(counts[s][c] for s in splits)) for c in classes]
+
+
+def _fold_splits(k: int, validation: Optional[int]) -> list[str]:
+    from beam_ml.preprocess import fold_split
+
+    return [fold_split(j) for j in range(k) if j != validation]
+
+
+def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
+    """Trains one (parameter set, validation fold) and returns its result (plain data)."""
+    from beam_ml.evaluation import validation_metrics
+    from beam_ml.preprocess import fold_split
+    from beam_ml.training.trainer import fit_model, load_splits, predict_outputs
+    from beam_ml.tuning import describe
+
+    start = time.time()
+    spec = ctx.dataset_spec
+    fold = trial["fold"]
+    train_splits = _fold_splits(ctx.cv_folds, fold)
+    x, y = load_splits(ctx.output_dir, spec, train_splits, cache_key=ctx.run_id)
+    xv, yv = load_splits(ctx.output_dir, spec, [fold_split(fold)], cache_key=ctx.run_id)
+    select = trial["mode"] == "select"
+    trial_dir = fs.join(ctx.output_dir, "checkpoints", trial["trial_id"])
+    callbacks = []
+    if select:
+        import tf_keras as keras
+
+        callbacks.append(keras.callbacks.TensorBoard(fs.join(ctx.output_dir, "logs", trial["trial_id"])))
+    # Only the model of the flags talks while it trains (no --tune): the user is waiting on it.
+    verbose = ctx.verbose if select and trial["set_index"] == 0 else 0
+    fitted = fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
+                       class_counts=_class_counts(counts, train_splits, spec.label_classes), seed=trial["seed"],
+                       patience=ctx.patience, verbose=verbose,
+                       backup_dir=fs.join(trial_dir, "backup") if select else None, extra_callbacks=callbacks)
+    out = predict_outputs(fitted.model, xv, spec.task)
+    vm = validation_metrics(spec.task, yv, out, ctx.target_precision)
+    score = vm.get(ctx.metric)
+    result = {k: trial[k] for k in ("trial_id", "set_id", "set_index", "params", "fold", "seed", "mode")}
+    result.update(
+        metric=ctx.metric, score=None if score is None or np.isnan(score) else float(score),
+        validation=vm, best_epoch=fitted.best_epoch, epochs_run=len(fitted.history.get("loss", [])),
+        batch_size=fitted.batch_size, class_weights=fitted.class_weights, history=fitted.history,
+        train_rows=int(len(x)), validation_rows=int(len(xv)), seconds=round(time.time() - start, 2), pid=os.getpid())
+    if spec.task != "multiclass":
+        # Out-of-fold scores: the refit's decision threshold is chosen on them.
+        result["validation_scores"] = np.round(out.astype(np.float64), 6).tolist()
+        result["validation_labels"] = yv.astype(int).tolist()
+    if select:
+        path = fs.join(trial_dir, _WEIGHTS)
+        fitted.model.save_weights(path)
+        result["weights"] = path
+    shown = "n/a" if result["score"] is None else f"{result['score']:.4f}"
+    log(f"[beam_ml] trial {trial['trial_id']} done: {describe(trial['params'])}, validation fold {fold}: "
+        f"{ctx.metric}={shown} (best epoch {fitted.best_epoch}, {result['seconds']:.1f} s)")
+    return result
+
+
+class TrainTrialDoFn(beam.DoFn):
+    """Runs one trial per element; the side input `ready` (the split counts) exists once the data is written."""
+
+    def __init__(self, ctx: TrialContext):
+        self._ctx = ctx
+
+    def setup(self):
+        from beam_ml.training.trainer import limit_threads
+
+        limit_threads(self._ctx.threads)
+
+    def process(self, trial: dict, ready: dict):
+        yield run_trial(self._ctx, trial, ready["splits"], log=lambda m: print(m, flush=True))
+
+
+def _oof_threshold(results: list[dict], set_id: str) -> Optional[float]:
+    from beam_ml.evaluation import best_f1_threshold
+
+    rs = [r for r in results if r["set_id"] == set_id and "validation_scores" in r]
+    if not rs:
+        return None
+    scores = np.concatenate([np.asarray(r["validation_scores"]) for r in rs])
+    labels = np.concatenate([np.asarray(r["validation_labels"]) for r in rs])
+    return best_f1_threshold(labels, scores)
+
+
+def _median_fold(results: list[dict], set_id: str) -> dict:
+    rs = sorted((r for r in results if r["set_id"] == set_id), key=lambda r: (r["best_epoch"], r["fold"]))
+    return rs[len(rs) // 2]
+
+
+def train_final(ctx: TrialContext, board: list[dict], results: list[dict], counts: dict, log=print) -> dict:
+    """Trains (or, without --tune, loads) the best set's model, exports it and returns what was exported."""
+    import tensorflow_transform as tft
+    import tf_keras as keras
+
+    from beam_ml.export import export_model
+    from beam_ml.training.models import build_model
+    from beam_ml.training.trainer import fit_model, load_splits
+    from beam_ml.tuning import describe
+
+    start = time.time()
+    spec = ctx.dataset_spec
+    best = board[0]
+    params = dict(best["params"])
+    if ctx.tune:
+        splits = _fold_splits(ctx.cv_folds, None)
+        x, y = load_splits(ctx.output_dir, spec, splits, cache_key=ctx.run_id)
+        median = _median_fold(results, best["set_id"])
+        params["epochs"] = int(median["best_epoch"])
+        lr = median["history"].get("lr", [])[: params["epochs"]]
+        log(f"[beam_ml] final model: {describe(params)} on all {len(x)} train+validation rows, "
+            f"{params['epochs']} epochs (the median fold's best)")
+        fitted = fit_model(params, spec.task, x, y, validation=None,
+                           class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
+                           verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", "final", "backup"),
+                           lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
+                               fs.join(ctx.output_dir, "logs", "final"))])
+        model, history, train_rows = fitted.model, fitted.history, int(len(x))
+        threshold = _oof_threshold(results, best["set_id"])
+        threshold_from = "out-of-fold validation scores of the best set"
+        batch_size = fitted.batch_size
+    else:
+        trial = next(r for r in results if r["set_id"] == best["set_id"])
+        model = build_model(spec.task, _input_dim(ctx, spec), spec.num_classes, params["hidden_units"],
+                            params["dropout"], params["optimizer"], params["learning_rate"], params.get("l2", 0.0))
+        model.load_weights(trial["weights"]).expect_partial()
+        history, train_rows, batch_size = trial["history"], trial["train_rows"], trial["batch_size"]
+        threshold = trial["validation"].get("threshold")
+        threshold_from = "the validation fold"
+    if threshold is None:
+        threshold = 0.5
+    cv = {"metric": best["metric"], "mean": best["mean"], "std": best["std"], "scores": best["scores"],
+          "folds": best["folds"]}
+    tft_output = tft.TFTransformOutput(ctx.output_dir)
+    version_dir = export_model(fs.join(ctx.output_dir, "model"), tft_output, model, spec, threshold, metadata={
+        "dataset": ctx.dataset_name, "params": params, "model_name": describe(params), "cv": cv,
+        "tuned": ctx.tune, "threshold_from": threshold_from, "train_rows": train_rows})
+    # The Keras model over transformed features, kept for skew checks against the export.
+    model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)
+    log(f"[beam_ml] exported {version_dir} ({time.time() - start:.1f} s)")
+    return {"version_dir": version_dir, "threshold": float(threshold), "threshold_from": threshold_from,
+            "params": params, "name": describe(params), "history": history, "train_rows": train_rows,
+            "batch_size": batch_size, "epochs_run": len(history.get("loss", [])), "cv": cv,
+            "seconds": round(time.time() - start, 2)}
+
+
+def _input_dim(ctx: TrialContext, spec: DatasetSpec) -> int:
+    import tensorflow_transform as tft
+
+    from beam_ml.training.data import feature_dim
+    from transforms.preprocessing import transformed_feature_names
+
+    return feature_dim(tft.TFTransformOutput(ctx.output_dir).transformed_feature_spec(),
+                       transformed_feature_names(spec))
+
+
+class TrainFinalDoFn(beam.DoFn):
+    """Trains and exports the final model from the leaderboard (one element)."""
+
+    def __init__(self, ctx: TrialContext):
+        self._ctx = ctx
+
+    def setup(self):
+        from beam_ml.training.trainer import limit_threads
+
+        limit_threads(self._ctx.threads)
+
+    def process(self, board: list, results: list, ready: dict):
+        yield train_final(self._ctx, board, list(results), ready["splits"], log=lambda m: print(m, flush=True))
