@@ -191,7 +191,7 @@ flag("lookup_refresh", type=float, help="seconds between reloads of changed look
                                         "(default: never)")
 
 # ------------------------------------------------------ Kafka -> BigQuery
-flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are written to (template: outputTableSpec)")
+flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are written to")
 flag("dead_letter_table", help="BigQuery dead-letter table PROJECT:DATASET.TABLE (default: <output_table>_error_records): "
                                "Google's error-record columns plus stage, source_topic, partition and offset")
 flag("avro_schema", help="an Avro schema file (.avsc): Kafka values are Avro binary (schemaless) of that record "

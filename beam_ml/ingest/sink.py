@@ -223,6 +223,10 @@ class _InsertRowsFn(beam.DoFn):
         self._rows_in = beam.metrics.Metrics.counter(metrics.WRITE, "rows_in")
         self._rejected = beam.metrics.Metrics.counter(metrics.WRITE, "dead_rejected")
         self._written = beam.metrics.Metrics.counter(metrics.INGEST, "rows_written")
+        # When the job wrote (first request started, last one finished) and how long a request took.
+        self._started = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_started_ms")
+        self._finished = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_finished_ms")
+        self._latency = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_ms")
         self._client = None
 
     def setup(self):
@@ -236,7 +240,12 @@ class _InsertRowsFn(beam.DoFn):
             if self._create == "CREATE_IF_NEEDED":
                 ensure_table(self._client, batch.table, self._schemas.get(batch.table), self._create)
             self._ready.add(batch.table)
+        started = time.time()
         failed = insert_rows(self._client, batch.table, batch.rows, batch.ids, max_retries=self._max_retries)
+        finished = time.time()
+        self._started.update(int(started * 1000))
+        self._finished.update(int(finished * 1000))
+        self._latency.update(int((finished - started) * 1000))
         self._rows_in.inc(len(batch.rows))
         self._written.inc(len(batch.rows) - len(failed))
         self._rejected.inc(len(failed))
@@ -256,7 +265,9 @@ class InsertRowsToBigQuery(beam.PTransform):
     """Streams `InsertBatch`es into their tables; returns the rows BigQuery refused as DeadLetters.
 
     The tables are created on first use with CREATE_IF_NEEDED (from `schemas`).
-    Counters: WRITE rows_in = written + dead_rejected; INGEST rows_written.
+    Counters: WRITE rows_in = written + dead_rejected; INGEST rows_written. Distributions
+    (WRITE): insert_ms per request; insert_started_ms / insert_finished_ms, the wall-clock
+    ms at which requests started and finished (min and max bound the job's writing window).
 
     Args:
       schemas: ``project:dataset.table`` -> BigQuery schema dict, for creating tables.
