@@ -53,8 +53,8 @@ from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.ingest.sink import (InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, bigquery_client,
                                  ensure_table, table_differences)
 from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, avro_ingest_schema, bigquery_schema,
-                                   infer_schema, load_avro_schema, records_to_table, spec_schema, table_to_rows,
-                                   value_text)
+                                   infer_schema, json_values_to_table, load_avro_schema, records_to_table, spec_schema,
+                                   table_to_rows, value_text)
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.bigquery import DEAD_LETTER_SCHEMA, BigQueryEndpoint, parse_table
 from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions, kafka_client_config
@@ -287,22 +287,28 @@ class _ToTableRowsFn(beam.DoFn):
         self._records_in.inc(len(group))
         beam.metrics.Metrics.distribution(metrics.INGEST, f"{_OFFSETS}{source}").update(
             max(int(r.offset) for r in group))
-        decoded, index = [], []
-        for j, r in enumerate(group):
-            try:
-                decoded.append(self._decoder.decode(r.value))
-                index.append(j)
-            except ValueError as e:
-                yield self._dead(source, r, str(e), value_text(r.value), "parse")
-        if not decoded:
-            return
-        table, kept, errors = records_to_table(decoded, self._schema)
-        for i, reason in errors:
-            record = group[index[i]]
-            raw = raw_text(decoded[i], self._mask) if self._mask else value_text(record.value)
-            yield self._dead(source, record, reason, raw, "schema")
+        table = None
+        if self._decoder.value_format == "json":
+            table = json_values_to_table([r.value for r in group], self._schema)
+        if table is not None:
+            offsets = pa.array([int(r.offset) for r in group], pa.int64())
+        else:  # some value needs a closer look: decode and type each one
+            decoded, index = [], []
+            for j, r in enumerate(group):
+                try:
+                    decoded.append(self._decoder.decode(r.value))
+                    index.append(j)
+                except ValueError as e:
+                    yield self._dead(source, r, str(e), value_text(r.value), "parse")
+            if not decoded:
+                return
+            table, kept, errors = records_to_table(decoded, self._schema)
+            for i, reason in errors:
+                record = group[index[i]]
+                raw = raw_text(decoded[i], self._mask) if self._mask else value_text(record.value)
+                yield self._dead(source, record, reason, raw, "schema")
+            offsets = pa.array([int(group[index[k]].offset) for k in kept], pa.int64())
         by_offset = {int(r.offset): r for r in group}
-        offsets = pa.array([int(group[index[k]].offset) for k in kept], pa.int64())
         table = table.append_column(LINE_COLUMN, offsets)
         if self._sql is not None and table.num_rows:
             table = yield from self._clean(table, source)
@@ -359,8 +365,9 @@ def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> Ingest
         commit_offsets=False if plan.bounded else None,
         checkpoint_interval=opts.checkpoint_interval, poll_timeout=opts.poll_timeout)
     # Within a bundle (no state, no timers): the batch is flushed when the read's bundle ends.
+    # One insert request's worth of records per batch (so requests are full, not 500 + a tail).
     batches = records | "BatchRecords" >> beam.BatchElements(min_batch_size=opts.insert_batch_size,
-                                                             max_batch_size=4 * opts.insert_batch_size)
+                                                             max_batch_size=opts.insert_batch_size)
     typed = batches | "ToTableRows" >> beam.ParDo(_ToTableRowsFn(plan)).with_outputs(DEAD_TAG, main="rows")
     return IngestOutputs(records=records, batches=typed.rows, dead_letters=typed[DEAD_TAG])
 

@@ -208,18 +208,33 @@ def table_differences(existing: Any, wanted: Mapping[str, Any], flag: str = "--o
     return notes
 
 
+def _timed_insert(client_for: Callable[[], Any], batch: InsertBatch, max_retries: int
+                  ) -> tuple[list[tuple[int, list]], float, float]:
+    """insert_rows on this thread's client; returns (failed rows, started, finished) in epoch seconds."""
+    started = time.time()
+    failed = insert_rows(client_for(), batch.table, batch.rows, batch.ids, max_retries=max_retries)
+    return failed, started, time.time()
+
+
 class _InsertRowsFn(beam.DoFn):
-    """InsertBatch -> rows in BigQuery; the rows it refuses -> DeadLetters (stage 'bigquery')."""
+    """InsertBatch -> rows in BigQuery; the rows it refuses -> DeadLetters (stage 'bigquery').
+
+    Up to `in_flight` requests run at once on a small thread pool (the service's
+    time then overlaps the decoding of the next rows); `finish_bundle` waits for
+    every one of them, so the bundle -- and the read's offset commit after it --
+    ends only once its rows are in BigQuery or dead-lettered.
+    """
 
     def __init__(self, schemas: Mapping[str, Optional[dict]], create_disposition: str,
                  endpoint: Optional[BigQueryEndpoint], project: str, mask_columns: Sequence[str],
-                 max_retries: int):
+                 max_retries: int, in_flight: int):
         self._schemas = dict(schemas)
         self._create = create_disposition
         self._endpoint = endpoint
         self._project = project
         self._mask = list(mask_columns)
         self._max_retries = max_retries
+        self._in_flight = max(1, in_flight)
         self._rows_in = beam.metrics.Metrics.counter(metrics.WRITE, "rows_in")
         self._rejected = beam.metrics.Metrics.counter(metrics.WRITE, "dead_rejected")
         self._written = beam.metrics.Metrics.counter(metrics.INGEST, "rows_written")
@@ -227,22 +242,54 @@ class _InsertRowsFn(beam.DoFn):
         self._started = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_started_ms")
         self._finished = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_finished_ms")
         self._latency = beam.metrics.Metrics.distribution(metrics.WRITE, "insert_ms")
-        self._client = None
+        self._pool = None
 
     def setup(self):
-        self._client = bigquery_client(self._endpoint, self._project)
+        import concurrent.futures  # pylint: disable=import-outside-toplevel
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self._local = threading.local()
+        self._clients: list = []
+        self._clients_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._in_flight, thread_name_prefix="bq-insert")
+        self._pending: list = []
         self._ready: set[str] = set()
+
+    def _client(self):
+        """One client per thread (a requests session is not meant to be shared between threads)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = bigquery_client(self._endpoint, self._project)
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def start_bundle(self):
+        self._pending = []
 
     def process(self, batch: InsertBatch) -> Iterator[DeadLetter]:
         if batch.table not in self._ready:
             # As Beam's writer does: create the table on first use (the launcher did it already
             # for local runs; on Dataflow this is where it happens).
             if self._create == "CREATE_IF_NEEDED":
-                ensure_table(self._client, batch.table, self._schemas.get(batch.table), self._create)
+                ensure_table(self._client(), batch.table, self._schemas.get(batch.table), self._create)
             self._ready.add(batch.table)
-        started = time.time()
-        failed = insert_rows(self._client, batch.table, batch.rows, batch.ids, max_retries=self._max_retries)
-        finished = time.time()
+        while len(self._pending) >= self._in_flight:
+            yield from self._collect(self._pending.pop(0))
+        self._pending.append((batch, self._pool.submit(_timed_insert, self._client, batch, self._max_retries)))
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows  # pylint: disable=import-outside-toplevel
+
+        pending, self._pending = self._pending, []
+        for item in pending:
+            for dead in self._collect(item):
+                yield GlobalWindows.windowed_value(dead)
+
+    def _collect(self, item) -> Iterator[DeadLetter]:
+        """Waits for one request; counts it (on the bundle's thread, where Beam records metrics)."""
+        batch, future = item
+        failed, started, finished = future.result()
         self._started.update(int(started * 1000))
         self._finished.update(int(finished * 1000))
         self._latency.update(int((finished - started) * 1000))
@@ -256,18 +303,23 @@ class _InsertRowsFn(beam.DoFn):
             yield dataclasses.replace(dead, raw=raw_text(row, self._mask)) if self._mask else dead
 
     def teardown(self):
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for client in getattr(self, "_clients", []):
+            client.close()
+        self._clients = []
 
 
 class InsertRowsToBigQuery(beam.PTransform):
     """Streams `InsertBatch`es into their tables; returns the rows BigQuery refused as DeadLetters.
 
     The tables are created on first use with CREATE_IF_NEEDED (from `schemas`).
-    Counters: WRITE rows_in = written + dead_rejected; INGEST rows_written. Distributions
-    (WRITE): insert_ms per request; insert_started_ms / insert_finished_ms, the wall-clock
-    ms at which requests started and finished (min and max bound the job's writing window).
+    Requests of one bundle overlap (up to `in_flight`); all have finished when
+    the bundle ends. Counters: WRITE rows_in = written + dead_rejected; INGEST
+    rows_written. Distributions (WRITE): insert_ms per request;
+    insert_started_ms / insert_finished_ms, the wall-clock ms at which requests
+    started and finished (min and max bound the job's writing window).
 
     Args:
       schemas: ``project:dataset.table`` -> BigQuery schema dict, for creating tables.
@@ -276,18 +328,19 @@ class InsertRowsToBigQuery(beam.PTransform):
       project: the project requests are billed to (default: the first table's).
       mask_columns: PII columns, masked in the dead letters' raw text.
       max_retries: retries of transient errors per request.
+      in_flight: requests running at once per worker thread.
     """
 
     def __init__(self, schemas: Mapping[str, Optional[dict]], create_disposition: str = "CREATE_IF_NEEDED",
                  endpoint: Optional[BigQueryEndpoint] = None, project: Optional[str] = None,
-                 mask_columns: Sequence[str] = (), max_retries: int = MAX_INSERT_RETRIES):
+                 mask_columns: Sequence[str] = (), max_retries: int = MAX_INSERT_RETRIES, in_flight: int = 2):
         super().__init__()
         if not schemas:
             raise ValueError("schemas: name at least one table")
         project = project or parse_table(next(iter(schemas)))[0]
         if endpoint is not None:
             endpoint.announce("writes")
-        self._fn = _InsertRowsFn(schemas, create_disposition, endpoint, project, mask_columns, max_retries)
+        self._fn = _InsertRowsFn(schemas, create_disposition, endpoint, project, mask_columns, max_retries, in_flight)
 
     def expand(self, batches):
         return batches | "StreamingInserts" >> beam.ParDo(self._fn)

@@ -43,6 +43,7 @@ __all__ = [
     "load_avro_schema",
     "avro_ingest_schema",
     "records_to_table",
+    "json_values_to_table",
     "bigquery_schema",
     "table_to_rows",
     "value_text",
@@ -169,10 +170,11 @@ def load_avro_schema(path: str, flag: str = "--avro_schema") -> dict:
         raise UserError(f"{flag}: file not found: {path}")
     try:
         raw = json.loads(fs.read_bytes(path).decode("utf-8"))
-        parsed = fastavro.parse_schema(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{flag}: {path} is not a JSON Avro schema: {e}") from None
-    except Exception as e:  # fastavro's SchemaParseException and friends
+        raise UserError(f"{flag}: {path} is not JSON: {e}") from None
+    try:
+        parsed = fastavro.parse_schema(raw)
+    except Exception as e:  # fastavro's SchemaParseException, UnknownType...
         raise UserError(f"{flag}: {path} is not a valid Avro schema: {e}") from None
     if not (isinstance(parsed, dict) and parsed.get("type") == "record"):
         raise UserError(f"{flag}: {path}: expected a record schema at the top level (its fields become columns)")
@@ -347,6 +349,10 @@ def _to_bool(v: Any) -> bool:
 
 def _to_string(v: Any) -> str:
     if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text is not valid Unicode ({e.reason} at {e.start})") from None
         return v
     if v.__class__ is bool:
         return "true" if v else "false"
@@ -483,8 +489,8 @@ def convert_column(values: list, t: pa.DataType, missing: frozenset = frozenset(
     if kinds <= fast:
         try:
             array = pa.array(values, t)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            array = None  # an int beyond int64 / a float: the per-value path names it
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+            array = None  # an int beyond int64, text that is not Unicode: the per-value path names it
         if array is not None:
             if pa.types.is_floating(t) and array.null_count < len(array):
                 finite = pc.fill_null(pc.is_finite(array), True)
@@ -510,13 +516,13 @@ def convert_column(values: list, t: pa.DataType, missing: frozenset = frozenset(
             errors.append((i, str(e)))
     try:
         return pa.array(out, t), errors
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # e.g. a decimal beyond the precision
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):  # e.g. a decimal too precise
         kept = []
         for i, v in enumerate(out):
             try:
                 pa.array([v], t)
                 kept.append(v)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
                 kept.append(None)
                 errors.append((i, f"does not fit {t}: {e}"))
         return pa.array(kept, t), sorted(errors)
@@ -562,6 +568,43 @@ def records_to_table(records: Sequence[Mapping[str, Any]], schema: IngestSchema
     keep[list(reasons)] = False
     table = table.filter(pa.array(keep))
     return table, np.flatnonzero(keep).astype(np.int64), sorted(reasons.items())
+
+
+def json_values_to_table(values: Sequence[Optional[bytes]], schema: IngestSchema) -> Optional[pa.Table]:
+    """The fast path of JSON values: Arrow's C++ JSON reader types them all at once, or gives up.
+
+    Returns the table `records_to_table` would build from the decoded values
+    when every value is a one-line JSON object whose fields fit the schema
+    exactly as the reader's rules type them (numbers in float columns, integers
+    in integer columns, text in text columns, true/false in bool columns, all
+    finite), else None: then some value needs the per-value path (a dead
+    letter, or a conversion such as a number written as text). Schemas with
+    required fields or NA texts always take the per-value path (Arrow's reader
+    cannot tell a missing field from a null, nor an NA text from a word).
+    """
+    import pyarrow.json as pajson  # pylint: disable=import-outside-toplevel
+
+    if schema.required or schema.na_values or not values:
+        return None
+    simple = (pa.types.is_floating, pa.types.is_integer, pa.types.is_boolean, pa.types.is_string)
+    if not all(any(check(f.type) for check in simple) for f in schema.schema):
+        return None
+    if any(v is None or b"\n" in v or b"\r" in v for v in values):
+        return None
+    try:
+        table = pajson.read_json(
+            io.BytesIO(b"\n".join(values)),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * sum(map(len, values)))),
+            parse_options=pajson.ParseOptions(explicit_schema=schema.schema, unexpected_field_behavior="ignore"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(values) or table.schema != schema.schema:
+        return None  # blank values, or several objects on one line
+    for column in table.columns:
+        if pa.types.is_floating(column.type) and column.null_count < len(column):
+            if not pc.all(pc.fill_null(pc.is_finite(column), True)).as_py():
+                return None  # NaN/Infinity: dead letters, named by the per-value path
+    return table.combine_chunks()
 
 
 # -------------------------------------------------------------------- BigQuery
