@@ -10,6 +10,7 @@ numbers appear on the Dataflow job page and in the run summary:
     INFERENCE   model_reloads
     SQL         rows_in = rows_out + rows_filtered + dead (the cleaning statement), lookup refreshes
     WRITE       rows_in = written + dead_schema + dead_rejected (the BigQuery writers)
+    INGEST      records_in = rows_written + dead_letters (+ SQL rows_filtered), dead_<stage> (Kafka -> BigQuery)
 
     counts = {name: query_counter(result, PREDICT, name) for name in ("rows_in", "predictions")}
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "SQL", "WRITE", "query_counter"]
+__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "SQL", "WRITE", "INGEST", "query_counter"]
 
 READ = "beam_ml.read"
 PREPROCESS = "beam_ml.preprocess"
@@ -25,6 +26,7 @@ PREDICT = "beam_ml.predict"
 INFERENCE = "beam_ml.inference"
 SQL = "beam_ml.sql"
 WRITE = "beam_ml.write"
+INGEST = "beam_ml.ingest"
 
 
 def query_counter(result: Any, namespace: str, name: str) -> int:

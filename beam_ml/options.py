@@ -40,6 +40,8 @@ __all__ = [
     "CsvReadOptions",
     "BigQueryOptions",
     "CleanOptions",
+    "KafkaToBigQueryOptions",
+    "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
     "kafka_client_config",
@@ -225,8 +227,39 @@ flag("lookup", action="append", help="NAME=SOURCE of a table the statement joins
 flag("lookup_refresh", type=float, help="seconds between reloads of changed lookups while a stream runs "
                                         "(default: never)")
 
-# Flags whose natural name Beam already uses for something else.
-FLAG_ALIASES = {"--label": "--label_column"}
+# ------------------------------------------------------ Kafka -> BigQuery
+flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are written to")
+flag("dead_letter_table", help="BigQuery dead-letter table PROJECT:DATASET.TABLE (default: <output_table>_error_records): "
+                               "Google's error-record columns plus stage, source_topic, partition and offset")
+flag("avro_schema", help="an Avro schema file (.avsc): Kafka values are Avro binary (schemaless) of that record "
+                         "schema, which also gives the table's columns")
+flag("bounded", action="store_true",
+     help="read a snapshot (every partition up to its end at launch) and load it with BigQuery file loads; "
+          "offsets are committed once the run has succeeded")
+flag("with_kafka_metadata", action="store_true",
+     help="add the columns event_ts (the record timestamp), topic, partition, offset and key (the Kafka key as text)")
+flag("insert_batch_size", type=int, default=500, help="rows per BigQuery streaming insert request")
+flag("schema_sample", type=int, default=1000,
+     help="records read from the start of the topic(s) to infer the table's columns, when neither --spec, "
+          "--model_dir nor --avro_schema gives them")
+
+# Google's Kafka-to-BigQuery Dataflow template names its parameters in camelCase; beam_ml
+# accepts them as aliases of its own flags, and the kafka_to_bigquery Flex Template
+# metadata shows them (templates/flex.py).
+KAFKA_TO_BIGQUERY_TEMPLATE_NAMES = {
+    "bootstrap_servers": "bootstrapServers",
+    "input_topic": "inputTopic",
+    "output_table": "outputTableSpec",
+    "dead_letter_table": "outputDeadletterTable",
+    "group_id": "consumerGroupId",
+    "start": "kafkaReadOffset",
+    "create_disposition": "createDisposition",
+    "write_disposition": "writeDisposition",
+}
+
+# Flags whose natural name Beam already uses for something else, and other names a flag is known by.
+FLAG_ALIASES = {"--label": "--label_column",
+                **{f"--{alias}": f"--{name}" for name, alias in KAFKA_TO_BIGQUERY_TEMPLATE_NAMES.items()}}
 
 
 def _add_flags(cls, parser) -> None:
@@ -464,6 +497,58 @@ class CleanOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml cleaning (ksqlDB-style SQL)"
     FLAGS = ("sql", "lookup", "lookup_refresh")
+
+
+class KafkaToBigQueryOptions(PipelineOptions):
+    """Flags of `python -m pipelines.kafka_to_bigquery` (also: KafkaOptions, BigQueryOptions, CleanOptions).
+
+    Google's template parameter names (KAFKA_TO_BIGQUERY_TEMPLATE_NAMES: bootstrapServers,
+    inputTopic, outputTableSpec, outputDeadletterTable...) are accepted as aliases.
+    """
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml Kafka to BigQuery"
+    FLAGS = ("input_topic", "output_table", "dead_letter_table", "value_format", "avro_schema", "spec", "model_dir",
+             "schema_sample", "group_id", "start", "bounded", "max_records", "max_read_time", "checkpoint_interval",
+             "poll_timeout", "with_kafka_metadata", "insert_batch_size")
+
+    def validated(self) -> "KafkaToBigQueryOptions":
+        """Checks the values; raises UserError naming the flag."""
+        if not self.topics:
+            raise UserError("--input_topic: required (a topic, or several separated by commas)")
+        if not self.output_table:
+            raise UserError("--output_table: required (PROJECT:DATASET.TABLE)")
+        given = [f"--{n}" for n in ("spec", "model_dir", "avro_schema") if getattr(self, n)]
+        if len(given) > 1:
+            raise UserError(f"{' and '.join(given)} are exclusive: each gives the table's columns; give one")
+        if self.avro_schema and self.value_format != "json":
+            raise UserError(f"--value_format={self.value_format}: values are Avro with --avro_schema; "
+                            "drop one of the two")
+        if self.value_format == "csv" and not (self.spec or self.model_dir):
+            raise UserError("--value_format=csv: CSV lines carry no field names; give --spec or --model_dir "
+                            "(the columns in spec order)")
+        if self.model_dir:
+            _check_model_dir(self)
+        _check_start(self.start)
+        if self.max_records is not None and self.max_records <= 0:
+            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
+        if self.max_read_time is not None and self.max_read_time <= 0:
+            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
+        for name in ("checkpoint_interval", "poll_timeout"):
+            if not 0 < getattr(self, name) <= 60:
+                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        if not 1 <= self.insert_batch_size <= 50000:
+            raise UserError(f"--insert_batch_size: expected 1..50000 rows (BigQuery's limit per request), "
+                            f"got {self.insert_batch_size}")
+        if self.schema_sample <= 0:
+            raise UserError(f"--schema_sample: expected a positive count, got {self.schema_sample}")
+        return self
+
+    @property
+    def topics(self) -> list[str]:
+        """The --input_topic value split at commas."""
+        return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
 
 
 # KafkaClientConfig field -> the flag that sets it, for error messages.

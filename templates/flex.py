@@ -22,9 +22,11 @@ import os
 import sys
 from typing import Sequence
 
-from beam_ml.options import BatchPredictOptions, CsvReadOptions, KafkaOptions, StreamPredictOptions, TrainOptions
+from beam_ml.options import (KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, BatchPredictOptions, BigQueryOptions, CleanOptions,
+                             CsvReadOptions, KafkaOptions, KafkaToBigQueryOptions, StreamPredictOptions,
+                             TrainOptions)
 
-__all__ = ["TEMPLATES", "metadata_for", "main"]
+__all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
 
 # pipeline module → (display name, options classes, description)
 TEMPLATES = {
@@ -36,7 +38,16 @@ TEMPLATES = {
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka",
                        [StreamPredictOptions, KafkaOptions],
                        "Kafka JSON events → validate → RunInference → prediction events; dead letters to a topic."),
+    "kafka_to_bigquery": ("beam_ml: Kafka to BigQuery",
+                          [KafkaToBigQueryOptions, KafkaOptions, BigQueryOptions, CleanOptions],
+                          "Kafka topics (JSON, CSV lines or Avro) → optional ksqlDB-style --sql → a BigQuery table; "
+                          "records that cannot be written go to a dead-letter table; offsets committed after the "
+                          "writes (at least once)."),
 }
+
+# Parameters a template names otherwise than the flag (every name here is also accepted as a flag
+# alias, beam_ml.options.FLAG_ALIASES): Google's own Kafka-to-BigQuery template names.
+PARAMETER_NAMES = {"kafka_to_bigquery": KAFKA_TO_BIGQUERY_TEMPLATE_NAMES}
 
 # Parameters a template must never expose as plain text (secrets belong in --kafka_config).
 _SECRET = {"sasl_password"}
@@ -45,6 +56,7 @@ _SECRET = {"sasl_password"}
 def metadata_for(pipeline: str) -> dict:
     """The Flex Template metadata for one pipeline, from its options classes."""
     name, classes, description = TEMPLATES[pipeline]
+    renamed = PARAMETER_NAMES.get(pipeline, {})
     params, seen = [], set()
     for cls in classes:
         parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
@@ -58,6 +70,9 @@ def metadata_for(pipeline: str) -> dict:
                 continue
             seen.add(pname)
             help_text = (action.help or pname).replace("\n", " ")
+            if pname in renamed:
+                help_text += f" (flag --{pname})"
+                pname = renamed[pname]
             param = {"name": pname, "label": pname.replace("_", " "), "helpText": help_text, "isOptional": True}
             if action.choices:
                 param["regexes"] = ["^(" + "|".join(str(c) for c in action.choices) + ")$"]
