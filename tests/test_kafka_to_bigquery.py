@@ -276,7 +276,9 @@ def test_inserts_retry_transient_errors_and_return_refused_rows():
     assert insert_rows(_ScriptedClient([[]]), "p:d.t", [{"id": 1}], ["a"]) == []
     # A request the service refuses outright (e.g. the table is gone) is a failure of each row, as in Beam.
     gone = _ScriptedClient([exceptions.NotFound("x"), exceptions.NotFound("table gone")])
-    assert [i for i, _ in insert_rows(gone, "p:d.t", [{"id": 1}, {"id": 2}], ["a", "b"])] == [0, 1]
+    refused = insert_rows(gone, "p:d.t", [{"id": 1}, {"id": 2}], ["a", "b"], max_retries=2, sleep=slept.append)
+    assert [(i, e[0]["reason"]) for i, e in refused] == [(0, "Not Found"), (1, "Not Found")]
+    assert len(slept) == 1  # 'Not Found' is permanent for Beam's RETRY_ON_TRANSIENT_ERROR: no retry
 
 
 # ============================================================== pure: flags
