@@ -701,3 +701,21 @@ def test_the_fast_json_path_agrees_with_the_per_value_path(records, odd_values):
     slow, kept, errors = records_to_table(decoded, schema)
     if fast is not None:
         assert errors == [] and fast.equals(slow.combine_chunks())
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_worker_processes_ingest_every_event_once(kafka_broker, new_topic, bq_dataset, bq_endpoint, fraud_csv):
+    """--direct_running_mode=multi_processing --direct_num_workers=2: the sink's DoFns set up in two processes."""
+    topic = new_topic(partitions=4, prefix="mp")
+    events = _fraud_events(fraud_csv, 200)
+    _send(kafka_broker, topic, [(i, json.dumps(e).encode()) for i, e in events], partitions=4)
+    result = kafka_to_bigquery.run(_base_argv(kafka_broker, topic, bq_dataset, bq_endpoint, "--group_id=mp",
+                                              f"--max_records={len(events)}", "--max_read_time=180",
+                                              "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    assert result.counts["records_in"] == result.counts["rows_written"] == len(events)
+    rows = bq_dataset.rows("tx")
+    assert sorted(r["event_id"] for r in rows) == sorted(i for i, _ in events)
+    sent = dict(events)
+    for r in rows:
+        assert r["Amount"] == pytest.approx(float(sent[r["event_id"]]["Amount"]))
