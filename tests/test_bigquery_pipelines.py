@@ -162,9 +162,9 @@ def test_train_from_a_query_reads_what_the_query_selects(trained_from_table, big
     _, _, rows, client, dataset = trained_from_table
     # A bad row in the table: its label is neither 0 nor 1 once the query casts it to text.
     query = (f"SELECT * FROM `test.{dataset}.retention` WHERE salary != 'high' "
-             f"UNION ALL SELECT satisfaction_level, last_evaluation, number_project, average_montly_hours, "
-             f"time_spend_company, Work_accident, 7 AS left, promotion_last_5years, sales, salary "
-             f"FROM `test.{dataset}.retention` WHERE salary = 'high' LIMIT 1")
+             f"UNION ALL (SELECT satisfaction_level, last_evaluation, number_project, average_montly_hours, "
+             f"time_spend_company, Work_accident, 7 AS `left`, promotion_last_5years, sales, salary "
+             f"FROM `test.{dataset}.retention` WHERE salary = 'high' LIMIT 1)")
     run = train.run([f"--input_query={query}", f"--label={LABEL}", f"--output_dir={tmp_path}/out",
                      "--preprocess_only", "--max_bad_rows_fraction=0.5", "--project=test",
                      *_endpoint_flags(bigquery_emulator), *_TRAIN_FLAGS])
