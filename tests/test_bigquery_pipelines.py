@@ -264,3 +264,40 @@ def test_stream_predict_into_a_table_scores_every_event_once(trained_from_table,
         (topic, 0, len(events)), (topic, 0, len(events) + 1)]
     assert [d["stage"] for d in dead] == ["parse", "validate"]
     assert all(d["errorMessage"] for d in dead)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_stream_predict_rows_bigquery_rejects_are_dead_letters_not_losses(trained_from_table, bigquery_emulator,
+                                                                          bq_dataset, kafka_broker, new_topic,
+                                                                          tmp_path):
+    from google.cloud import bigquery
+
+    run, path, _, _, _ = trained_from_table
+    model_root = os.path.join(run.output_dir, "model")
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text("\n".join(open(path).read().splitlines()[:11]) + "\n")
+    topic = new_topic(prefix="in")
+    produce.run([f"--input={csv_path}", f"--topic={topic}", f"--bootstrap_servers={kafka_broker}"])
+    # The table exists, and its `source` column is a FLOAT64: BigQuery refuses every prediction row.
+    from beam_ml.io.bigquery_jobs import prediction_table_schema
+    from beam_ml.model_store import load_model_metadata
+
+    fields = prediction_table_schema(load_model_metadata(model_root)[2], "event_id", kafka_input=True,
+                                     streaming=True)["fields"]
+    schema = [bigquery.SchemaField(f["name"], "FLOAT64" if f["name"] == "source" else f["type"]) for f in fields]
+    bq_dataset.client.create_table(bigquery.Table(bq_dataset.table_id("scores"), schema=schema))
+
+    table = bq_dataset.table("scores")
+    result = stream_predict.run([f"--model_dir={model_root}", f"--input_topic={topic}", f"--output_table={table}",
+                                 f"--bootstrap_servers={kafka_broker}", f"--bigquery_endpoint={bigquery_emulator.endpoint}",
+                                 "--max_records=10", "--max_read_time=120", "--runner=DirectRunner", "--streaming"])
+    assert result.counts["rows_in"] == 10 and result.counts["predictions"] == 10
+    assert result.counts["dead_output"] == 10 and result.counts["dead_letters"] == 0
+    assert bq_dataset.rows("scores") == []
+    dead = sorted(bq_dataset.rows("scores_error_records"), key=lambda r: r["offset"])
+    assert [(d["source_topic"], d["partition"], d["offset"], d["stage"]) for d in dead] == [
+        (topic, 0, i, "bigquery") for i in range(10)]
+    for d in dead:
+        assert d["errorMessage"].startswith(f"BigQuery rejected the row for {table}: invalid")
+        assert json.loads(d["payloadString"])["source"] == f"{topic}/0"
