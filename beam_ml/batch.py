@@ -11,7 +11,9 @@ CSV input is read with the spec of the served model version (`ReadCsvBatches`,
 no label needed); when the file has the label column anyway it is copied to the
 output, for evaluation. A Kafka input is read as a bounded snapshot of events.
 Each output record names the row (the spec's key column, else the source line
-or Kafka offset), its score, class, the threshold and the model version. Rows
+or Kafka offset), its score, class, the threshold and the model version; with
+--output_table they are loaded into BigQuery (file loads) and the dead letters into
+its dead-letter table (`beam_ml.io.bigquery_jobs`). Rows
 that cannot be scored go to the dead letters with the reason, and
 `rows in = predictions + dead letters`.
 """

@@ -15,7 +15,10 @@ dead letter) -> FormatPredictions (a list of encoded events) -> WriteToKafka,
 the only step that handles events one by one. Each prediction event carries
 event_id, key, score, class, class_id, threshold, model_version, event_ts
 (the record's timestamp under --timestamp_policy, ms), produce_ts (when the
-event has it) and processing_ts (ms). Each dead letter carries the reason,
+event has it) and processing_ts (ms). With --output_table the same fields go to a
+BigQuery table (`beam_ml.io.bigquery_jobs.StreamPredictionsToBigQuery`: streaming
+inserts inside the read's bundle) and the dead letters to its dead-letter table,
+besides or instead of the topics. Each dead letter carries the reason,
 the stage and the source `topic/partition` and offset. --compression_type
 compresses what is written (records read may use any codec).
 
