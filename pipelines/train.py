@@ -35,7 +35,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
     options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, prog="python -m pipelines.train",
-                                     description="Train a Keras model from CSV, a Kafka topic or a bundled dataset.")
+                                     description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or query, or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
         from beam_ml.training.report import summary_text
