@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -38,7 +38,7 @@ from beam_ml.io.bigquery import (FILE_LOADS, BigQueryEndpoint, ReadFromBigQueryB
                                  WriteRowsToBigQuery, endpoint_client, infer_spec_from_table, parse_table,
                                  schema_fields, validate_row)
 from beam_ml.options import BigQueryOptions
-from beam_ml.records import raw_text
+from beam_ml.records import raw_text  # prediction rows hold no feature values: nothing to mask
 from beam_ml.spec import DatasetSpec
 
 __all__ = ["BigQueryInput", "bigquery_input", "BigQueryOutput", "bigquery_output", "prediction_table_schema",
@@ -191,9 +191,6 @@ class BigQueryOutput:
     create_disposition: str
     write_disposition: str
 
-    def origin(self):
-        return _record_origin
-
 
 def _record_origin(row) -> tuple[str, Optional[int]]:
     """A prediction row's dead-letter coordinates: its input's source and position."""
@@ -245,10 +242,9 @@ class WritePredictionsToBigQuery(beam.PTransform):
     Takes (predictions, dead_letters); returns the refused rows' DeadLetters.
     """
 
-    def __init__(self, out: BigQueryOutput, mask_columns: Sequence[str] = ()):
+    def __init__(self, out: BigQueryOutput):
         super().__init__()
         self._out = out
-        self._mask = tuple(mask_columns)
 
     def expand(self, pcolls):
         predictions, dead = pcolls
