@@ -394,8 +394,8 @@ class BatchPredictOptions(PipelineOptions):
 
     GROUP = "beam_ml batch prediction"
     FLAGS = ("model_dir", "input", "input_topic", "value_format", "group_id", "start", "output", "output_topic",
-             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size", "output_table", "dead_letter_table",
-             "bigquery_endpoint", "create_disposition", "write_disposition")
+             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size", "output_table",
+             "dead_letter_table", "bigquery_endpoint", "create_disposition", "write_disposition")
 
     def validated(self) -> "BatchPredictOptions":
         if bool(self.input) == bool(self.input_topic):

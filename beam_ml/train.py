@@ -232,8 +232,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     spec_path = fs.join(output_dir, "spec.json")
     fs.write_text(spec_path, spec.to_json() + "\n")
     return TrainPlan(options=options, opts=opts, spec=spec, name=name, input_pattern=path, output_dir=output_dir,
-                     spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials, metric=metric,
-                     run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
+                     spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
+                     metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:

@@ -244,7 +244,8 @@ def test_stream_predict_into_a_table_scores_every_event_once(trained_from_table,
 
     table = bq_dataset.table("scores")
     result = stream_predict.run([f"--model_dir={model_root}", f"--input_topic={topic}", f"--output_table={table}",
-                                 f"--bootstrap_servers={kafka_broker}", f"--bigquery_endpoint={bigquery_emulator.endpoint}",
+                                 f"--bootstrap_servers={kafka_broker}",
+                                 f"--bigquery_endpoint={bigquery_emulator.endpoint}",
                                  f"--max_records={n}", "--max_read_time=120", "--runner=DirectRunner", "--streaming"])
     assert result.counts["rows_in"] == n
     assert result.counts["predictions"] == len(events) and result.counts["dead_letters"] == 2
@@ -290,7 +291,8 @@ def test_stream_predict_rows_bigquery_rejects_are_dead_letters_not_losses(traine
 
     table = bq_dataset.table("scores")
     result = stream_predict.run([f"--model_dir={model_root}", f"--input_topic={topic}", f"--output_table={table}",
-                                 f"--bootstrap_servers={kafka_broker}", f"--bigquery_endpoint={bigquery_emulator.endpoint}",
+                                 f"--bootstrap_servers={kafka_broker}",
+                                 f"--bigquery_endpoint={bigquery_emulator.endpoint}",
                                  "--max_records=10", "--max_read_time=120", "--runner=DirectRunner", "--streaming"])
     assert result.counts["rows_in"] == 10 and result.counts["predictions"] == 10
     assert result.counts["dead_output"] == 10 and result.counts["dead_letters"] == 0
