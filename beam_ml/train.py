@@ -205,6 +205,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     if opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
+        if bigquery is not None:
+            bigquery.check_spec(spec)
     elif bigquery is not None:
         spec = bigquery.infer_spec(label, positive_label=positive, task=task, key=key, drop=drop)
     else:

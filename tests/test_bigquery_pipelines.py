@@ -303,3 +303,23 @@ def test_stream_predict_rows_bigquery_rejects_are_dead_letters_not_losses(traine
     for d in dead:
         assert d["errorMessage"].startswith(f"BigQuery rejected the row for {table}: invalid")
         assert json.loads(d["payloadString"])["source"] == f"{topic}/0"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_train_from_a_table_with_a_given_spec(trained_from_table, bigquery_emulator, bq_dataset, tmp_path):
+    run, _, rows, _, _ = trained_from_table
+    _load_table(bq_dataset.client, bq_dataset.table_id("more"), rows[:300])
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(open(run.spec_path).read())
+    again = train.run([f"--input_table={bq_dataset.table('more')}", f"--spec={spec_path}", "--preprocess_only",
+                       f"--output_dir={tmp_path}/out", *_endpoint_flags(bigquery_emulator), *_TRAIN_FLAGS])
+    assert again.counts["rows_in"] == 300 and again.counts["rows_dead"] == 0
+    assert json.load(open(again.spec_path)) == json.load(open(spec_path))  # --spec wins over inference
+    # A table without a column the spec reads fails at launch, naming the flag and the column.
+    _load_table(bq_dataset.client, bq_dataset.table_id("narrow"), [{k: v for k, v in r.items() if k != "salary"}
+                                                                   for r in rows[:20]])
+    with pytest.raises(UserError) as e:
+        train.run([f"--input_table={bq_dataset.table('narrow')}", f"--spec={spec_path}", "--preprocess_only",
+                   f"--output_dir={tmp_path}/out2", *_endpoint_flags(bigquery_emulator), *_TRAIN_FLAGS])
+    assert str(e.value) == f"--input_table: {bq_dataset.table('narrow')} lacks column(s) salary named by the spec"

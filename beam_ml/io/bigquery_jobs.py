@@ -35,8 +35,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.bigquery import (FILE_LOADS, BigQueryEndpoint, ReadFromBigQueryBatches, WriteDeadLettersToBigQuery,
-                                 WriteRowsToBigQuery, endpoint_client, infer_spec_from_table, parse_table,
-                                 schema_fields, validate_row)
+                                 WriteRowsToBigQuery, check_columns, endpoint_client, infer_spec_from_table,
+                                 parse_table, schema_fields, validate_row)
 from beam_ml.options import BigQueryOptions
 from beam_ml.records import raw_text  # prediction rows hold no feature values: nothing to mask
 from beam_ml.spec import DatasetSpec
@@ -113,6 +113,26 @@ class BigQueryInput:
             raise UserError(f"--label: required with {self.flag} (the column to predict), unless --spec is given")
         schema, rows = self.sample()
         return infer_spec_from_table(schema, rows, label, self.described, **kwargs)
+
+    def check_spec(self, spec: DatasetSpec) -> None:
+        """A given --spec against a table's columns (a query's missing columns are dead letters, per row).
+
+        Raises:
+          UserError: the table lacks a column the spec reads.
+        """
+        if not self.table:
+            return
+        client = self._client()
+        try:
+            p, d, t = parse_table(self.table, "--input_table", self.project)
+            try:
+                schema = client.get_table(f"{p}.{d}.{t}").schema
+            except Exception as e:  # pylint: disable=broad-except
+                text = getattr(e, "message", None) or str(e)
+                raise UserError(f"--input_table: {self.table} could not be read: {text}".splitlines()[0]) from None
+        finally:
+            client.close()
+        check_columns(schema, spec, self.table)
 
     def source(self, spec: DatasetSpec) -> beam.PTransform:
         """The read that replaces the CSV read: 'rows' RecordBatches and DEAD_TAG DeadLetters."""
