@@ -366,7 +366,8 @@ def _user_error_in(error: BaseException) -> Optional[str]:
     return None
 
 
-def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print) -> TrainRun:
+def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print,
+                    pipeline_seconds: Optional[float] = None) -> TrainRun:
     """After the pipeline: reads back the counts and metrics it wrote and checks the read accounting.
 
     On a runner that only submitted (Dataflow), returns without them.
@@ -388,9 +389,13 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
         lines_in = metrics.query_counter(result, metrics.READ, "lines_in")
         # CSV blank lines are neither records nor dead letters: only the reader counts them.
         c["blank_lines"] = metrics.query_counter(result, metrics.READ, "blank_lines")
-        fs.write_json(fs.join(out, "counts.json"), c)
     except Exception:  # a runner without metrics: the in-pipeline counts stand alone
         lines_in = None
+    if pipeline_seconds is not None:
+        # Construction, run and wait: with --preprocess_only, the preprocessing's own time.
+        c["pipeline_seconds"] = round(pipeline_seconds, 2)
+        c["rows_per_second"] = round(c["rows_in"] / max(pipeline_seconds, 1e-9), 1)
+    fs.write_json(fs.join(out, "counts.json"), c)
     if lines_in is not None and lines_in != c["rows_in"]:
         raise RuntimeError(f"row accounting broken: the reader saw {lines_in} rows, the pipeline counted {c}")
     log(f"[beam_ml] {c['rows_in']} rows: {c['rows_good']} good ({c['rows_train']} train / {c['rows_validation']} "
@@ -447,7 +452,7 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    run = finish_training(plan, result, log)
+    run = finish_training(plan, result, log, pipeline_seconds=time.time() - start)
     if run.metrics is not None:
         run.metrics.setdefault("summary", {})["wall_seconds"] = round(time.time() - start, 1)
     return run

@@ -16,7 +16,7 @@ one method after the other, each in its own Python process:
   ``topic/partition/offset``), then the consumer group's offsets committed
   (after the insert: the same at-least-once guarantee as ours).
 * (ours) ``python -m pipelines.kafka_to_bigquery`` on the DirectRunner,
-  streaming, with ``--max_records`` per partition as its stop condition
+  streaming, with ``--max_records`` (a total over the partitions) as its stop condition
   (``--start=earliest``, a fresh group, columns inferred from the topic).
 
 What is measured: events/s = rows written / (last insert request finished -
@@ -205,7 +205,7 @@ def _warm_up(client, schema, sample: Sequence[dict]) -> None:
         client.insert_rows_json(table_id, list(sample[:500]))
 
 
-def _run_method(method: str, args, bootstrap: str, topic: str, endpoint: str, table_id: str, per_partition: int,
+def _run_method(method: str, args, bootstrap: str, topic: str, endpoint: str, table_id: str, total: int,
                 client, expected: Sequence[str], round_no: int) -> dict:
     """Runs one method over the whole topic into `table_id`, checks the table, returns its measurement."""
     log_path = os.path.join(args.work_dir, f"{method}_{round_no}.log")
@@ -220,7 +220,7 @@ def _run_method(method: str, args, bootstrap: str, topic: str, endpoint: str, ta
             f"--bootstrap_servers={bootstrap}", f"--input_topic={topic}",
             f"--output_table={table_id.replace('.', ':', 1)}", f"--bigquery_endpoint={endpoint}",
             "--create_disposition=CREATE_NEVER", f"--group_id=ours-{uuid.uuid4().hex[:8]}", "--start=earliest",
-            f"--max_records={per_partition}", f"--max_read_time={args.timeout}",
+            f"--max_records={total}", f"--max_read_time={args.timeout}",
             f"--insert_batch_size={args.batch}", "--runner=DirectRunner"]
         result = _spawn("_ours_main", config, log_path, args.timeout + 60)
     problems, duplicates = check_table(client, table_id, expected)
@@ -284,7 +284,6 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         schema = [bigquery.SchemaField.from_api_repr(f)
                   for f in schema_fields(bigquery_schema(infer_schema(sample).schema), canonical=False)]
         _warm_up(client, schema, sample)
-        per_partition = -(-args.events // args.partitions)
         runs: dict[str, list] = {m: [] for m in methods}
         for round_no in range(args.rounds):
             # Alternate the order: whatever runs second meets a warmer emulator.
@@ -292,7 +291,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                 table_id = f"{PROJECT}.bench.{method}_{round_no}"
                 client.create_table(bigquery.Table(table_id, schema=schema))
                 runs[method].append(_run_method(method, args, bootstrap, topic, emulator.endpoint, table_id,
-                                                per_partition, client, expected, round_no))
+                                                args.events, client, expected, round_no))
         client.close()
     for method, results in runs.items():
         rates = [r["events_per_s"] for r in results if r["events_per_s"]]

@@ -45,7 +45,7 @@ broken pipeline would be worthless.
 
 Then (unless ``--no_shapes``) the shapes issue 11 names, ours only, each in a
 fresh ``python -m pipelines.train --preprocess_only`` subprocess whose peak RSS
-is recorded, timed by its own ``preprocess_seconds`` (pipeline construction,
+is recorded, timed by counts.json's ``pipeline_seconds`` (pipeline construction,
 analysis, transform and writing; not the interpreter's TensorFlow/Beam imports,
 which take 5-8 s before any pipeline exists), and checked (every row read and
 split, none dead) before it counts:
@@ -488,9 +488,10 @@ def measure_shape(name: str, csv_path: str, label: str, rows: int, out_dir: str)
         return record
     with open(os.path.join(out_dir, "counts.json"), encoding="utf-8") as f:
         counts = json.load(f)
-    record.update(preprocess_seconds=counts["preprocess_seconds"],
-                  rows_per_s=round(rows / counts["preprocess_seconds"], 1))
-    if counts["rows_in"] == rows == counts["rows_train"] + counts["rows_eval"] and counts["rows_dead"] == 0:
+    record.update(preprocess_seconds=counts["pipeline_seconds"],
+                  rows_per_s=round(rows / counts["pipeline_seconds"], 1))
+    splits = counts["rows_train"] + counts["rows_validation"] + counts["rows_test"]
+    if counts["rows_in"] == rows == splits and counts["rows_dead"] == 0:
         record["verified"] = True
     else:
         record["error"] = f"counts do not add up: {counts}"

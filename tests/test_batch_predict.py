@@ -40,11 +40,16 @@ def _offline(model_root, csv_path, lines):
 
 
 @pytest.mark.slow
-def test_jsonl_predictions_and_dead_letters_add_up(fraud, messy_csv, tmp_path):
+@pytest.mark.parametrize("mode", [
+    [],
+    # DoFns pickled, set up and torn down in two worker processes.
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+], ids=["in_process", "two_worker_processes"])
+def test_jsonl_predictions_and_dead_letters_add_up(fraud, messy_csv, tmp_path, mode):
     path, good_lines = messy_csv
     out = tmp_path / "preds.jsonl"
     result = batch_predict.run([f"--model_dir={fraud[0]}", f"--input={path}", f"--output={out}",
-                                "--max_batch_size=16", "--runner=DirectRunner"])
+                                "--max_batch_size=16", "--runner=DirectRunner", *mode])
     assert result.counts["rows_in"] == 60
     assert result.counts["predictions"] == 57 and result.counts["dead_letters"] == 3
     preds = [json.loads(line) for line in out.read_text().splitlines()]

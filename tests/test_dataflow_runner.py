@@ -172,3 +172,23 @@ def test_flex_launch_refuses_parameters_the_template_does_not_declare(gcs_bucket
         launch_flex_template("batch_predict", {"not_a_flag": "1"}, bucket=gcs_bucket)
     with pytest.raises(ValueError, match="value_format"):
         launch_flex_template("batch_predict", {"value_format": "xml"}, bucket=gcs_bucket)
+
+
+@pytest.mark.slow
+def test_stream_predict_is_translated_and_staged_with_a_gcs_model_root(gcs_root, gcs_bucket, fraud):
+    """A streaming job: the Kafka read, the hot-reloading model on gs://, the Kafka sinks; created, not run."""
+    model_root, _ = fraud
+    fs.copy_tree(model_root, f"{gcs_root}/models")
+    staged = stage_on_dataflow(
+        "pipelines.stream_predict",
+        [f"--model_dir={gcs_root}/models", "--input_topic=transactions", "--output_topic=scores",
+         "--dead_letter_topic=scores-dlq", "--bootstrap_servers=127.0.0.1:9", "--group_id=scorer", "--streaming"],
+        bucket=gcs_bucket, name="sp", raise_errors=False)
+    assert staged.error is None, repr(staged.error)
+    job = staged.job
+    assert job.top_level_labels == ["ReadFromKafka", "ParseAndValidate", "RunInference", "FormatPredictions",
+                                    "WriteToKafka", "WriteDeadLetters"]
+    assert {"ReadFromKafka/DiscoverPartitions", "RunInference/RunInference"} <= job.step_labels, sorted(job.step_labels)
+    assert PACKAGE_MODULES <= job.package_modules
+    options = staged.template["environment"]["sdkPipelineOptions"]["options"]
+    assert options["streaming"] is True and options["model_dir"] == f"{gcs_root}/models"

@@ -276,7 +276,9 @@ def test_inserts_retry_transient_errors_and_return_refused_rows():
     assert insert_rows(_ScriptedClient([[]]), "p:d.t", [{"id": 1}], ["a"]) == []
     # A request the service refuses outright (e.g. the table is gone) is a failure of each row, as in Beam.
     gone = _ScriptedClient([exceptions.NotFound("x"), exceptions.NotFound("table gone")])
-    assert [i for i, _ in insert_rows(gone, "p:d.t", [{"id": 1}, {"id": 2}], ["a", "b"])] == [0, 1]
+    refused = insert_rows(gone, "p:d.t", [{"id": 1}, {"id": 2}], ["a", "b"], max_retries=2, sleep=slept.append)
+    assert [(i, e[0]["reason"]) for i, e in refused] == [(0, "Not Found"), (1, "Not Found")]
+    assert len(slept) == 1  # 'Not Found' is permanent for Beam's RETRY_ON_TRANSIENT_ERROR: no retry
 
 
 # ============================================================== pure: flags
@@ -406,7 +408,7 @@ def test_stream_writes_good_events_exactly_and_dead_letters_every_bad_one(kafka_
                   + [("Amount", "FLOAT64"), ("Class", "INT64"), ("event_id", "STRING"), ("day", "DATE")])
 
     result = kafka_to_bigquery.run(_base_argv(kafka_broker, topic, bq_dataset, bq_endpoint, "--group_id=e2e",
-                                              f"--max_records={len(values) // 2}", "--max_read_time=120"))
+                                              f"--max_records={len(values)}", "--max_read_time=120"))
 
     c = result.counts
     assert c["records_in"] == len(values) and c["rows_written"] == len(events)
@@ -464,7 +466,7 @@ def test_sql_filters_joins_a_refreshed_lookup_and_counts_add_up(kafka_broker, ne
     try:
         deadline = time.monotonic() + 120
         expected_first = [i for i, e in first if e["amount"] > 10 and e["note"] != "x"]
-        while len(bq_dataset.rows("tx")) < len(expected_first):
+        while _rows_now(bq_dataset) < len(expected_first):
             assert thread.is_alive() and time.monotonic() < deadline, "the first events never arrived"
             time.sleep(0.5)
         tmp = tmp_path / "users.next.csv"
@@ -634,7 +636,7 @@ def test_avro_values_from_two_topics(kafka_broker, new_topic, bq_dataset, bq_end
         sent.update({r["event_id"]: r for r in records})
         sent[f"bad/{topic}"] = meta[-1]
     result = kafka_to_bigquery.run(_base_argv(kafka_broker, ",".join(topics), bq_dataset, bq_endpoint,
-                                              f"--avro_schema={avsc}", "--max_records=11", "--max_read_time=120"))
+                                              f"--avro_schema={avsc}", "--max_records=22", "--max_read_time=120"))
     assert (result.counts["records_in"], result.counts["rows_written"], result.counts["dead_parse"]) == (22, 20, 2)
     rows = {r["event_id"]: r for r in bq_dataset.rows("tx")}
     assert len(rows) == 20

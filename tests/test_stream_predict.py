@@ -192,6 +192,28 @@ def test_max_records_is_a_total_and_the_run_ends_once_it_has_them(kafka_broker, 
         assert started * 1000 <= p["event_ts"] <= p["processing_ts"] and p["produce_ts"] < started * 1000
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_worker_processes_score_every_event_of_a_four_partition_topic(kafka_broker, new_topic, model_root,
+                                                                          fraud, tmp_path):
+    """--direct_running_mode=multi_processing --direct_num_workers=2: DoFns pickled and set up in two processes."""
+    source = new_topic(partitions=4, prefix="in")
+    _, out, dlq = _topics(new_topic)
+    csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 120)
+    events = _events(csv_path)
+    _produce(kafka_broker, source, csv_path)
+    result = stream_predict.run(_argv(kafka_broker, model_root, (source, out, dlq), f"--max_records={len(events)}",
+                                      "--max_read_time=300", "--group_id=two-workers",
+                                      "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    assert result.counts["rows_in"] == result.counts["predictions"] == len(events)
+    predictions = [json.loads(r.value) for r in _read_all(kafka_broker, out, len(events))]
+    assert sorted(p["event_id"] for p in predictions) == sorted(events)  # none lost, none twice
+    assert {p["source"] for p in predictions} == {f"{source}/{i}" for i in range(4)}
+    offline = _offline(model_root, events)
+    for p in predictions:
+        assert p["score"] == pytest.approx(offline[p["event_id"]]["score"], abs=1e-5)
+
+
 def _subprocess(argv, log_path):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")

@@ -23,7 +23,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
-from beam_ml.inference.events import VALUE_FORMATS, event_row
+from beam_ml.inference.events import EventParserFn, event_row
 from beam_ml.inference.handler import ServingModelHandler
 from beam_ml.records import raw_text, validate_record
 from beam_ml.serving import ServingModel
@@ -87,18 +87,12 @@ def parse_event_batch(records: Sequence[Any], spec: DatasetSpec, id_field: str =
     return RowBatch(refs, rows), dead
 
 
-class ParseEventBatchesFn(beam.DoFn):
+class ParseEventBatchesFn(EventParserFn):
     """list[KafkaRecord] -> one RowBatch (main output) + DeadLetter(stage='parse'|'validate') tagged DEAD_TAG."""
 
     def __init__(self, spec: DatasetSpec, id_field: str = "event_id", value_format: str = "json",
                  validate: bool = True):
-        if value_format not in VALUE_FORMATS:
-            raise ValueError(f"value_format must be one of {VALUE_FORMATS}, got {value_format!r}")
-        self._spec = spec
-        self._id_field = id_field
-        self._value_format = value_format
-        self._validate = validate
-        self._in = beam.metrics.Metrics.counter(metrics.PREDICT, "rows_in")
+        super().__init__(spec, id_field, value_format, validate)
 
     def process(self, records: Sequence[Any]):
         self._in.inc(len(records))

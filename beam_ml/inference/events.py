@@ -63,13 +63,8 @@ def event_row(record: Any, spec: DatasetSpec, id_field: str = "event_id",
     return RowRef(f"{record.topic}/{record.partition}", int(record.offset), str(event_id), tuple(carry)), row
 
 
-class ParseEventsFn(beam.DoFn):
-    """KafkaRecord -> (RowRef, row); undecodable values -> DeadLetter(stage='parse') tagged DEAD_TAG.
-
-    With validate=True it also does ValidateRowsFn's job (stage='validate'):
-    one step instead of two per streamed event, which is measurable on the
-    local runner where every step costs per-element overhead.
-    """
+class EventParserFn(beam.DoFn):
+    """Base of the Kafka event parsers: the spec, id field, value format and the rows_in counter."""
 
     def __init__(self, spec: DatasetSpec, id_field: str = "event_id", value_format: str = "json",
                  validate: bool = False):
@@ -80,6 +75,15 @@ class ParseEventsFn(beam.DoFn):
         self._value_format = value_format
         self._validate = validate
         self._in = beam.metrics.Metrics.counter(metrics.PREDICT, "rows_in")
+
+
+class ParseEventsFn(EventParserFn):
+    """KafkaRecord -> (RowRef, row); undecodable values -> DeadLetter(stage='parse') tagged DEAD_TAG.
+
+    With validate=True it also does ValidateRowsFn's job (stage='validate'):
+    one step instead of two per streamed event, which is measurable on the
+    local runner where every step costs per-element overhead.
+    """
 
     def process(self, record):
         self._in.inc()

@@ -28,6 +28,7 @@ client connects.
 from __future__ import annotations
 
 import dataclasses
+import http
 import logging
 import time
 import uuid
@@ -85,8 +86,21 @@ def _table_id(table: str) -> str:
 
 
 def _request_error_reason(e: Exception) -> str:
+    """The reason Beam's RetryStrategy classifies: the HTTP reason phrase ('Not Found', 'Bad Request'...).
+
+    google-api-core's exceptions carry the status code, not always a response.
+    """
     response = getattr(e, "response", None)
-    return getattr(response, "reason", None) or type(e).__name__
+    reason = getattr(response, "reason", None)
+    if reason:
+        return reason
+    code = getattr(e, "code", None)
+    if isinstance(code, int):
+        try:
+            return http.HTTPStatus(code).phrase
+        except ValueError:
+            pass
+    return type(e).__name__
 
 
 def insert_rows(client, table: str, rows: Sequence[Mapping[str, Any]], ids: Sequence[str],

