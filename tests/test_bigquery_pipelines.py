@@ -323,3 +323,41 @@ def test_train_from_a_table_with_a_given_spec(trained_from_table, bigquery_emula
         train.run([f"--input_table={bq_dataset.table('narrow')}", f"--spec={spec_path}", "--preprocess_only",
                    f"--output_dir={tmp_path}/out2", *_endpoint_flags(bigquery_emulator), *_TRAIN_FLAGS])
     assert str(e.value) == f"--input_table: {bq_dataset.table('narrow')} lacks column(s) salary named by the spec"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_stream_predict_to_a_topic_and_a_table_at_once(trained_from_table, bigquery_emulator, bq_dataset,
+                                                       kafka_broker, new_topic, tmp_path):
+    from beam_ml.testing import read_topic
+
+    run, path, _, _, _ = trained_from_table
+    model_root = os.path.join(run.output_dir, "model")
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text("\n".join(open(path).read().splitlines()[:21]) + "\n")
+    source, out, dlq = new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq")
+    produce.run([f"--input={csv_path}", f"--topic={source}", f"--bootstrap_servers={kafka_broker}"])
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka_broker, acks="all")
+    producer.send(source, value=b"not json")
+    producer.flush(10)
+    producer.close()
+    table = bq_dataset.table("both")
+    result = stream_predict.run([f"--model_dir={model_root}", f"--input_topic={source}", f"--output_topic={out}",
+                                 f"--dead_letter_topic={dlq}", f"--output_table={table}",
+                                 f"--bootstrap_servers={kafka_broker}",
+                                 f"--bigquery_endpoint={bigquery_emulator.endpoint}",
+                                 "--max_records=21", "--max_read_time=120", "--runner=DirectRunner", "--streaming"])
+    # Each dead letter is counted once, though it goes to both sinks.
+    assert (result.counts["rows_in"], result.counts["predictions"], result.counts["dead_letters"]) == (21, 20, 1)
+    on_topic = sorted((json.loads(r.value)["event_id"], json.loads(r.value)["score"])
+                      for r in read_topic(kafka_broker, out, 20, 60))
+    in_table = sorted((r["event_id"], r["score"]) for r in bq_dataset.rows("both"))
+    assert len(on_topic) == 20 and [i for i, _ in on_topic] == [i for i, _ in in_table]
+    for (_, a), (_, b) in zip(on_topic, in_table):
+        assert a == pytest.approx(b, abs=1e-9)
+    (dead_event,) = [json.loads(r.value) for r in read_topic(kafka_broker, dlq, 1, 60)]
+    (dead_row,) = bq_dataset.rows("both_error_records")
+    assert (dead_row["source_topic"], dead_row["partition"], dead_row["offset"]) == (source, 0, 20)
+    assert dead_event["position"] == 20 and dead_event["stage"] == dead_row["stage"] == "parse"
