@@ -361,3 +361,35 @@ def test_stream_predict_to_a_topic_and_a_table_at_once(trained_from_table, bigqu
     (dead_row,) = bq_dataset.rows("both_error_records")
     assert (dead_row["source_topic"], dead_row["partition"], dead_row["offset"]) == (source, 0, 20)
     assert dead_event["position"] == 20 and dead_event["stage"] == dead_row["stage"] == "parse"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigquery_emulator, monkeypatch, caplog):
+    import logging
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_ml.batch import plan_batch_predict
+    from beam_ml.io import bigquery as bq
+    from beam_ml.io.bigquery_jobs import bigquery_input
+    from beam_ml.streaming import plan_stream_predict
+
+    run, path, _, _, dataset = trained_from_table
+    model = os.path.join(run.output_dir, "model")
+    rest = f"--bigquery_endpoint={bigquery_emulator.endpoint}"
+    monkeypatch.setattr(bq, "_ANNOUNCED", set())
+    caplog.set_level(logging.WARNING, logger="beam_ml.io.bigquery")
+    bigquery_input(PipelineOptions(_endpoint_flags(bigquery_emulator)), f"test:{dataset}.retention", None)
+    plan_batch_predict(PipelineOptions([f"--model_dir={model}", f"--input={path}", "--output_table=test:d.t",
+                                        rest]))
+    reads = f"BigQuery reads use the endpoint {bigquery_emulator.endpoint} and Storage API " \
+            f"{bigquery_emulator.grpc_endpoint} (--bigquery_endpoint), not Google's BigQuery"
+    writes = f"BigQuery writes use the endpoint {bigquery_emulator.endpoint} (--bigquery_endpoint), " \
+             "not Google's BigQuery"
+    assert [r.getMessage() for r in caplog.records] == [reads, writes]
+    caplog.clear()
+    monkeypatch.setattr(bq, "_ANNOUNCED", set())
+    plan_stream_predict(PipelineOptions([f"--model_dir={model}", "--input_topic=t", "--output_table=test:d.t",
+                                         rest]), local=True)
+    assert [r.getMessage() for r in caplog.records] == [writes]
