@@ -63,10 +63,6 @@ def test_batch_predict_bigquery_flag_errors_are_one_line(extra, message, tmp_pat
     assert str(e.value) == message
 
 
-def _stream_model(tmp_path):
-    return f"--model_dir={tmp_path}"
-
-
 @pytest.mark.parametrize("extra, message", [
     ([], "--output_topic or --output_table: required (either or both)"),
     (["--output_topic=o"], "--dead_letter_topic: required with --output_topic (or give --output_table, whose "
