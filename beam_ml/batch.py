@@ -11,7 +11,9 @@ CSV input is read with the spec of the served model version (`ReadCsvBatches`,
 no label needed); when the file has the label column anyway it is copied to the
 output, for evaluation. A Kafka input is read as a bounded snapshot of events.
 Each output record names the row (the spec's key column, else the source line
-or Kafka offset), its score, class, the threshold and the model version. Rows
+or Kafka offset), its score, class, the threshold and the model version; with
+--output_table they are loaded into BigQuery (file loads) and the dead letters into
+its dead-letter table (`beam_ml.io.bigquery_jobs`). Rows
 that cannot be scored go to the dead letters with the reason, and
 `rows in = predictions + dead letters`.
 """
@@ -55,6 +57,7 @@ class BatchPredictPlan:
       with_label: the CSV files have the label column (copied to the output).
       id_name: the output field naming each row: the key column, 'line' or 'event_id'.
       kafka: the Kafka client config, when a topic is read or written.
+      bigquery: the --output_table destination (a beam_ml.io.bigquery_jobs.BigQueryOutput), or None.
     """
 
     opts: BatchPredictOptions
@@ -64,6 +67,7 @@ class BatchPredictPlan:
     with_label: bool
     id_name: str
     kafka: Any = None
+    bigquery: Any = None
 
 
 class BatchPredictOutputs(NamedTuple):
@@ -97,8 +101,14 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         id_name = spec.key_column or "line"
     else:
         id_name = "event_id"
+    bigquery = None
+    if opts.output_table:
+        from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
+
+        schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
+        bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
-                            id_name=id_name, kafka=kafka)
+                            id_name=id_name, kafka=kafka, bigquery=bigquery)
 
 
 def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
@@ -229,6 +239,11 @@ def write_batch_outputs(outputs: BatchPredictOutputs, plan: BatchPredictPlan) ->
     from beam_ml.io.kafka import WriteToKafka
 
     opts, spec = plan.opts, plan.spec
+    if plan.bigquery is not None:
+        from beam_ml.io.bigquery_jobs import WritePredictionsToBigQuery
+
+        _ = (outputs.predictions, outputs.dead_letters) | "WriteToBigQuery" >> WritePredictionsToBigQuery(plan.bigquery)
+        return
     if opts.output and opts.output.lower().endswith(".csv"):
         header = prediction_csv_header(plan.id_name, spec.label if plan.with_label else None, spec.label_classes,
                                        spec.task)
@@ -258,6 +273,9 @@ def batch_counts(result, plan: BatchPredictPlan) -> dict[str, int]:
               "dead_letters": q(metrics.PREDICT, "dead_letters")}
     for stage in ("parse", "validate", "inference"):
         counts[f"dead_{stage}"] = q(metrics.PREDICT, f"dead_{stage}")
+    if plan.bigquery is not None:  # predictions = written + refused by the table (dead letters there)
+        counts["dead_output"] = q(metrics.PREDICT, "dead_output")
+        counts["written"] = counts["predictions"] - counts["dead_output"]
     return counts
 
 
@@ -286,8 +304,11 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
     write_batch_outputs(build_batch_predict(pipeline, plan), plan)
     outcome = run_pipeline(pipeline)
     opts = plan.opts
-    output = opts.output or f"kafka:{opts.output_topic}"
-    dead_where = opts.dead_letter_path() or f"kafka:{opts.dead_letter_topic}"
+    if plan.bigquery is not None:
+        output, dead_where = f"bigquery:{plan.bigquery.table}", f"bigquery:{plan.bigquery.dead_letter_table}"
+    else:
+        output = opts.output or f"kafka:{opts.output_topic}"
+        dead_where = opts.dead_letter_path() or f"kafka:{opts.dead_letter_topic}"
     if not outcome.finished:
         log(outcome.describe())
         return BatchPredictRun(counts={}, output=output, dead_letter=dead_where, pipeline_result=outcome.result)
@@ -297,6 +318,9 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); model "
         f"{plan.version_dir} -> {output}, dead letters -> {dead_where}")
+    if plan.bigquery is not None:
+        log(f"[beam_ml] {counts['predictions']} predictions = {counts['written']} rows written + "
+            f"{counts['dead_output']} refused by the table (dead letters in {plan.bigquery.dead_letter_table})")
     if counts["rows_in"] != counts["predictions"] + counts["dead_letters"]:
         raise RuntimeError(f"row accounting broken: {counts}")
     return BatchPredictRun(counts=counts, output=output, dead_letter=dead_where, pipeline_result=result)

@@ -91,6 +91,10 @@ flag("data_dir", default="data", help="where bundled datasets are written")
 flag("dataset_rows", type=int, help="rows to generate for a bundled dataset (default: its own size)")
 flag("value_format", default="json", choices=["json", "csv"],
      help="Kafka event values: JSON objects, or CSV lines with the model spec's columns in spec order")
+flag("input_table", help="BigQuery table PROJECT:DATASET.TABLE to train from (read with Beam's ReadFromBigQuery, "
+                          "Storage Read API); the spec is inferred from its schema and a sample")
+flag("input_query", help="a standard-SQL query whose result is trained on (read with Beam's ReadFromBigQuery); "
+                          "the spec is inferred from its result's schema and a sample")
 flag("key_column", help="the column holding each row's id, carried to predictions (default: inferred)")
 
 # --------------------------------------------------------- dataset spec
@@ -289,20 +293,29 @@ class TrainOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml training"
-    FLAGS = ("input", "input_topic", "dataset", "data_dir", "dataset_rows", "label_column", "positive_label",
+    FLAGS = ("input", "input_topic", "input_table", "input_query", "dataset", "data_dir", "dataset_rows",
+             "label_column", "positive_label",
              "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
              "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "trial_threads")
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "trial_threads",
+             "bigquery_endpoint", "bigquery_storage_endpoint")
 
     def validated(self) -> "TrainOptions":
         """Checks the values; raises UserError naming the flag."""
-        if sum(bool(x) for x in (self.input, self.dataset, self.input_topic)) > 1:
-            raise UserError("--input, --dataset and --input_topic are exclusive: give one")
+        inputs = [f"--{n}" for n in ("input", "dataset", "input_topic", "input_table") if getattr(self, n)]
+        inputs += ["--input_query"] if self.input_query is not None else []
+        if len(inputs) > 1:
+            raise UserError(f"{' and '.join(inputs)} are exclusive: give one input")
+        if self.input_query is not None and not self.input_query.strip():
+            raise UserError("--input_query: empty query")
         if (self.input or self.input_topic) and not (self.label or self.spec):
             what = "column" if self.input else "field"
             raise UserError(f"--label: required with --{'input' if self.input else 'input_topic'} "
                             f"(the {what} to predict), unless --spec is given")
+        if (self.input_table or self.input_query is not None) and not (self.label or self.spec):
+            raise UserError(f"--label: required with --{'input_table' if self.input_table else 'input_query'} "
+                            "(the column to predict), unless --spec is given")
         if not 0.0 < self.test_fraction < 1.0:
             raise UserError(f"--test_fraction: expected a value in (0, 1), got {self.test_fraction}")
         if not 2 <= self.cv_folds <= 50:
@@ -381,13 +394,21 @@ class BatchPredictOptions(PipelineOptions):
 
     GROUP = "beam_ml batch prediction"
     FLAGS = ("model_dir", "input", "input_topic", "value_format", "group_id", "start", "output", "output_topic",
-             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size")
+             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size", "output_table",
+             "dead_letter_table", "bigquery_endpoint", "create_disposition", "write_disposition")
 
     def validated(self) -> "BatchPredictOptions":
         if bool(self.input) == bool(self.input_topic):
             raise UserError("--input or --input_topic: give exactly one")
-        if bool(self.output) == bool(self.output_topic):
-            raise UserError("--output or --output_topic: give exactly one")
+        outputs = [f"--{n}" for n in ("output", "output_topic", "output_table") if getattr(self, n)]
+        if len(outputs) != 1:
+            raise UserError("--output, --output_topic or --output_table: give exactly one"
+                            + (f" (got {' and '.join(outputs)})" if outputs else ""))
+        if self.dead_letter_table and not self.output_table:
+            raise UserError("--dead_letter_table: only applies with --output_table")
+        if self.output_table and (self.dead_letter or self.dead_letter_topic):
+            raise UserError("--dead_letter/--dead_letter_topic: with --output_table dead letters go to "
+                            "--dead_letter_table (default <output_table>_error_records)")
         if self.output and not self.output.lower().endswith((".jsonl", ".json", ".csv")):
             raise UserError(f"--output: expected a .jsonl or .csv file name, got {self.output}")
         if self.dead_letter and self.dead_letter_topic:
@@ -402,8 +423,8 @@ class BatchPredictOptions(PipelineOptions):
         return self
 
     def dead_letter_path(self) -> Optional[str]:
-        """The dead-letter file, or None when dead letters go to a topic."""
-        if self.dead_letter or self.dead_letter_topic:
+        """The dead-letter file, or None when dead letters go to a topic or a table."""
+        if self.dead_letter or self.dead_letter_topic or self.output_table:
             return self.dead_letter
         stem = self.output.rsplit(".", 1)[0]
         return stem + ".dead_letter.jsonl"
@@ -422,12 +443,19 @@ class StreamPredictOptions(PipelineOptions):
     GROUP = "beam_ml stream prediction"
     FLAGS = ("model_dir", "input_topic", "value_format", "output_topic", "dead_letter_topic", "group_id", "start",
              "max_records", "max_read_time", "timestamp_policy", "model_reload", "reload_interval", "max_batch_size",
-             "checkpoint_interval", "poll_timeout", "compression_type")
+             "checkpoint_interval", "poll_timeout", "compression_type", "output_table", "dead_letter_table",
+             "bigquery_endpoint", "create_disposition")
 
     def validated(self) -> "StreamPredictOptions":
-        for name in ("input_topic", "output_topic", "dead_letter_topic"):
-            if not getattr(self, name):
-                raise UserError(f"--{name}: required")
+        if not self.input_topic:
+            raise UserError("--input_topic: required")
+        if not (self.output_topic or self.output_table):
+            raise UserError("--output_topic or --output_table: required (either or both)")
+        if self.output_topic and not self.output_table and not self.dead_letter_topic:
+            raise UserError("--dead_letter_topic: required with --output_topic (or give --output_table, whose "
+                            "dead letters go to --dead_letter_table)")
+        if self.dead_letter_table and not self.output_table:
+            raise UserError("--dead_letter_table: only applies with --output_table")
         _check_model_dir(self)
         _check_start(self.start)
         if self.reload_interval < 0:

@@ -15,7 +15,10 @@ dead letter) -> FormatPredictions (a list of encoded events) -> WriteToKafka,
 the only step that handles events one by one. Each prediction event carries
 event_id, key, score, class, class_id, threshold, model_version, event_ts
 (the record's timestamp under --timestamp_policy, ms), produce_ts (when the
-event has it) and processing_ts (ms). Each dead letter carries the reason,
+event has it) and processing_ts (ms). With --output_table the same fields go to a
+BigQuery table (`beam_ml.io.bigquery_jobs.StreamPredictionsToBigQuery`: streaming
+inserts inside the read's bundle) and the dead letters to its dead-letter table,
+besides or instead of the topics. Each dead letter carries the reason,
 the stage and the source `topic/partition` and offset. --compression_type
 compresses what is written (records read may use any codec).
 
@@ -64,12 +67,14 @@ class StreamPredictPlan:
       spec: the dataset spec of the version served at start.
       model_root: the directory watched for new versions (None when pinned).
       kafka: the Kafka client config.
+      bigquery: the --output_table destination (a beam_ml.io.bigquery_jobs.BigQueryOutput), or None.
     """
 
     opts: StreamPredictOptions
     spec: DatasetSpec
     model_root: Optional[str]
     kafka: Any
+    bigquery: Any = None
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -105,7 +110,14 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
                         "DataflowRunner); on the local runner a side input fed by an endless watch is never "
                         "delivered. Use --model_reload=poll")
     _, _, spec = load_model_metadata(opts.model_dir)
-    return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka)
+    bigquery = None
+    if opts.output_table:
+        from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
+
+        schema = prediction_table_schema(spec, "event_id", kafka_input=True, streaming=True)
+        bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema, streaming=True)
+    return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
+                             bigquery=bigquery)
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -199,21 +211,29 @@ class WriteDeadLettersToKafka(beam.PTransform):
 
 
 def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan) -> None:
-    """Adds the sinks: prediction events to --output_topic, dead letters to --dead_letter_topic."""
+    """Adds the sinks: prediction events to --output_topic and/or --output_table, dead letters to
+    --dead_letter_topic and/or the dead-letter table."""
     from beam_ml.io.kafka import WriteToKafka
 
     producer = {"compression_type": plan.opts.compression_type} if plan.opts.compression_type != "none" else {}
-    _ = outputs.messages | "WriteToKafka" >> WriteToKafka(None, plan.opts.output_topic, client_config=plan.kafka,
-                                                          producer_config=producer)
-    _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic, plan.kafka,
-                                                                             producer)
+    if plan.opts.output_topic:
+        _ = outputs.messages | "WriteToKafka" >> WriteToKafka(None, plan.opts.output_topic, client_config=plan.kafka,
+                                                              producer_config=producer)
+    if plan.opts.dead_letter_topic:
+        _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic,
+                                                                                 plan.kafka, producer)
+    if plan.bigquery is not None:  # only with --output_table: the Kafka path above is unchanged
+        from beam_ml.io.bigquery_jobs import StreamPredictionsToBigQuery
+
+        _ = (outputs.messages, outputs.dead_letters) | "WriteToBigQuery" >> StreamPredictionsToBigQuery(
+            plan.bigquery, plan.spec.mask_columns, count_dead=not plan.opts.dead_letter_topic)
 
 
 def stream_counts(result) -> dict[str, int]:
     """rows_in, predictions, dead_letters, dead_<stage> and model_reloads of a (bounded) run."""
     counts = {name: metrics.query_counter(result, metrics.PREDICT, name)
               for name in ("rows_in", "predictions", "dead_letters", "dead_parse", "dead_validate",
-                           "dead_inference")}
+                           "dead_inference", "dead_output")}
     counts["model_reloads"] = metrics.query_counter(result, metrics.INFERENCE, "model_reloads")
     return counts
 
@@ -243,8 +263,11 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     pipeline = test_pipeline or beam.Pipeline(options=options)
     write_stream_outputs(build_stream_predict(pipeline, plan), plan)
     opts = plan.opts
-    log(f"[beam_ml] scoring {opts.input_topic} -> {opts.output_topic} (dead letters -> "
-        f"{opts.dead_letter_topic}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
+    bq = plan.bigquery
+    outs = [o for o in (opts.output_topic, bq and f"bigquery:{bq.table}") if o]
+    dead_outs = [o for o in (opts.dead_letter_topic, bq and f"bigquery:{bq.dead_letter_table}") if o]
+    log(f"[beam_ml] scoring {opts.input_topic} -> {' and '.join(outs)} (dead letters -> "
+        f"{' and '.join(dead_outs)}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
         f"reload {opts.model_reload}")
     from beam_ml.runner import run_pipeline
 
@@ -258,4 +281,7 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); "
         f"{counts['model_reloads']} model reloads")
+    if bq is not None:
+        log(f"[beam_ml] {counts['predictions']} predictions = {counts['predictions'] - counts['dead_output']} rows "
+            f"for {bq.table} + {counts['dead_output']} refused by it (dead letters in {bq.dead_letter_table})")
     return StreamPredictRun(counts=counts, pipeline_result=result)

@@ -89,6 +89,7 @@ class TrainPlan:
     output_dir: str
     spec_path: str
     kafka: Any = None
+    bigquery: Any = None  # a beam_ml.io.bigquery_jobs.BigQueryInput (--input_table / --input_query)
     parameter_sets: list = dataclasses.field(default_factory=list)
     trials: list = dataclasses.field(default_factory=list)
     metric: str = ""
@@ -113,7 +114,9 @@ class TrainPlan:
                             dataset_name=self.name)
 
     def source(self):
-        """The PTransform reading the input when it is not a CSV file (a topic snapshot), else None."""
+        """The PTransform reading the input when it is not a CSV file (a topic snapshot, a table), else None."""
+        if self.bigquery is not None:
+            return self.bigquery.source(self.spec)
         if self.kafka is None:
             return None
         from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot
@@ -162,7 +165,12 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     label, positive, task, key = opts.label, opts.positive_label, opts.task, opts.key_column
     drop = opts.drop_column_list
     kafka = None
-    if opts.input_topic:
+    from beam_ml.io.bigquery_jobs import bigquery_input
+
+    bigquery = bigquery_input(options, opts.input_table, opts.input_query)
+    if bigquery is not None:
+        path, name = None, bigquery.name
+    elif opts.input_topic:
         path, name = None, opts.input_topic
     elif opts.input:
         path = opts.input
@@ -178,7 +186,9 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     output_dir = opts.output_dir or os.path.join("out", name)
     output_dir = output_dir.rstrip("/") if not fs.is_local(output_dir) else os.path.abspath(output_dir)
 
-    if opts.input_topic:
+    if bigquery is not None:
+        infer_from = None
+    elif opts.input_topic:
         kafka = kafka_client_config(options)
         infer_from = None
         if not opts.spec:
@@ -195,6 +205,10 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     if opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
+        if bigquery is not None:
+            bigquery.check_spec(spec)
+    elif bigquery is not None:
+        spec = bigquery.infer_spec(label, positive_label=positive, task=task, key=key, drop=drop)
     else:
         from beam_ml.spec import infer_spec
 
@@ -220,8 +234,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     spec_path = fs.join(output_dir, "spec.json")
     fs.write_text(spec_path, spec.to_json() + "\n")
     return TrainPlan(options=options, opts=opts, spec=spec, name=name, input_pattern=path, output_dir=output_dir,
-                     spec_path=spec_path, kafka=kafka, parameter_sets=sets, trials=trials, metric=metric,
-                     run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
+                     spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
+                     metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:

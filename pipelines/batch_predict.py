@@ -5,6 +5,8 @@
         --dead_letter=preds_dead.jsonl
     python -m pipelines.batch_predict --model_dir=out/fraud/model --input_topic=transactions \\
         --bootstrap_servers=127.0.0.1:9092 --output_topic=scores --dead_letter_topic=transactions-dlq
+    python -m pipelines.batch_predict --model_dir=out/fraud --input=new.csv --output_table=my-proj:ds.scores
+        # BigQuery (file loads); dead letters -> --dead_letter_table (default <output_table>_error_records)
 
 The job is `beam_ml.batch`. The run prints `rows in = predictions + dead
 letters` and fails if those do not add up.

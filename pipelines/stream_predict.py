@@ -1,10 +1,13 @@
-"""Score a Kafka stream of events with an exported model; predictions and dead letters to Kafka.
+"""Score a Kafka stream of events with an exported model; predictions and dead letters to Kafka and/or BigQuery.
 
     python -m pipelines.stream_predict --model_dir=out/fraud/model --input_topic=transactions \\
         --output_topic=predictions --dead_letter_topic=transactions-dlq \\
         --bootstrap_servers=127.0.0.1:9092 --group_id=scoring --streaming
     # a bounded run (tests, demos): stop after 60 s or 10000 records (in total)
     python -m pipelines.stream_predict ... --max_read_time=60 --max_records=10000
+    # predictions into BigQuery (streaming inserts), instead of or besides --output_topic
+    python -m pipelines.stream_predict --model_dir=out/fraud/model --input_topic=transactions \\
+        --output_table=my-proj:ds.scores --bootstrap_servers=127.0.0.1:9092 --group_id=scoring --streaming
 
 The job, its delivery guarantee and hot reload are described in `beam_ml.streaming`.
 Without --group_id nothing is committed: a restart starts again from --start.
@@ -28,7 +31,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions,
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
-                                                 "dead letters to Kafka.")
+                                                 "dead letters to Kafka and/or BigQuery.")
     from beam_ml.streaming import stream_predict
 
     return stream_predict(options, test_pipeline=test_pipeline)

@@ -1,4 +1,4 @@
-"""Train a model from a CSV file, a Kafka topic or a bundled dataset: tf.Transform + Keras + export.
+"""Train a model from a CSV file, a Kafka topic, a BigQuery table or query, or a bundled dataset: tf.Transform + Keras + export.
 
     python -m pipelines.train --runner=DirectRunner                       # bundled 'retention'
     python -m pipelines.train --dataset=fraud --runner=DirectRunner
@@ -10,6 +10,9 @@
         --direct_running_mode=multi_processing --direct_num_workers=2   # trials in 2 processes
     python -m pipelines.train --input_topic=transactions --bootstrap_servers=127.0.0.1:9092 \\
         --label=Class --output_dir=out/fraud_topic        # a bounded snapshot of a topic
+    python -m pipelines.train --input_table=my-proj:ds.transactions --label=Class   # a BigQuery table
+    python -m pipelines.train --input_query="SELECT * FROM \\`my-proj.ds.tx\\` WHERE amount > 0" --label=Class \\
+        --project=my-proj                                  # a standard-SQL query (--bigquery_endpoint: an emulator)
 
 The job itself (spec, Beam preprocessing, Keras training, export, report) is
 `beam_ml.train`; see it for the artifacts written under --output_dir.
@@ -32,7 +35,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
     options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, prog="python -m pipelines.train",
-                                     description="Train a Keras model from CSV, a Kafka topic or a bundled dataset.")
+                                     description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or query, or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
         from beam_ml.training.report import summary_text

@@ -108,6 +108,32 @@ def test_batch_predict_with_every_path_on_gcs(gcs_root, gcs_bucket, fraud):
     assert staged.job.top_level_labels == BATCH_PREDICT_STEPS
 
 
+@pytest.mark.slow
+def test_batch_and_stream_predict_to_bigquery_are_translated_with_the_write_steps(gcs_environ, gcs_bucket, fraud):
+    """--output_table: the staged pipeline.pb holds the BigQuery writes (Beam's file loads for batch,
+    streaming inserts in the read's bundle for the stream) and no --bigquery_endpoint redirect."""
+    model_root, csv_path = fraud
+    batch = stage_on_dataflow(
+        "pipelines.batch_predict",
+        [f"--model_dir={model_root}", f"--input={csv_path}", "--output_table=test-proj:ds.preds"],
+        bucket=gcs_bucket)
+    assert batch.job.top_level_labels == BATCH_PREDICT_STEPS[:6] + ["WriteToBigQuery"]
+    labels = batch.job.step_labels
+    assert {"WriteToBigQuery/WriteRows/WriteToBigQuery", "WriteToBigQuery/WriteDeadLetters/WriteDeadLetters"} <= {
+        "/".join(label.split("/")[:3]) for label in labels}
+    assert any("BigQueryBatchFileLoads" in label for label in labels)
+    stream = stage_on_dataflow(
+        "pipelines.stream_predict",
+        [f"--model_dir={model_root}", "--input_topic=tx", "--output_table=test-proj:ds.scores",
+         "--bootstrap_servers=127.0.0.1:9", "--model_reload=none", "--streaming"],
+        bucket=gcs_bucket)
+    assert stream.job.top_level_labels == ["ReadFromKafka", "ParseAndValidate", "RunInference", "FormatPredictions",
+                                           "WriteToBigQuery"]
+    assert {"WriteToBigQuery/ToInsertBatches", "WriteToBigQuery/InsertRows/StreamingInserts",
+            "WriteToBigQuery/WriteRejected/StreamingInserts", "WriteToBigQuery/WriteUnfit/StreamingInserts",
+            "WriteToBigQuery/WriteDead0/StreamingInserts"} <= stream.job.step_labels
+
+
 @pytest.fixture(scope="module")
 def flex_launch(gcs_module_root, fraud):
     """templates/launcher.py run as the Flex launcher runs it, for batch_predict."""
