@@ -70,6 +70,7 @@ class StreamPredictPlan:
     spec: DatasetSpec
     model_root: Optional[str]
     kafka: Any
+    cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -105,7 +106,11 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
                         "DataflowRunner); on the local runner a side input fed by an endless watch is never "
                         "delivered. Use --model_reload=poll")
     _, _, spec = load_model_metadata(opts.model_dir)
-    return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka)
+    from beam_ml.clean.pipeline import serving_cleaning
+
+    cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
+    return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
+                             cleaning=cleaning)
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -159,8 +164,13 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         timestamp_policy=opts.timestamp_policy, batches=True,
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
-    parsed = polls | "ParseAndValidate" >> beam.ParDo(
-        ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+    if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
+        from beam_ml.clean.pipeline import CleanEventBatchesFn
+
+        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
+    else:
+        parse_fn = ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)
+    parsed = polls | "ParseAndValidate" >> beam.ParDo(parse_fn).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = parsed.rows | "RunInference" >> ScoreRowBatches(
         handler, model_metadata, mask_columns=spec.mask_columns)
     formatted = scored | "FormatPredictions" >> beam.ParDo(
@@ -215,6 +225,8 @@ def stream_counts(result) -> dict[str, int]:
               for name in ("rows_in", "predictions", "dead_letters", "dead_parse", "dead_validate",
                            "dead_inference")}
     counts["model_reloads"] = metrics.query_counter(result, metrics.INFERENCE, "model_reloads")
+    counts["dead_sql"] = metrics.query_counter(result, metrics.PREDICT, "dead_sql")
+    counts["rows_filtered"] = metrics.query_counter(result, metrics.SQL, "rows_filtered")
     return counts
 
 
@@ -255,6 +267,7 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     result = outcome.result
     counts = stream_counts(result)
     log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + "
+        f"{counts['rows_filtered']} filtered by --sql + "
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); "
         f"{counts['model_reloads']} model reloads")

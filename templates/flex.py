@@ -31,12 +31,12 @@ __all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
 # pipeline module → (display name, options classes, description)
 TEMPLATES = {
     "train": ("beam_ml: train a model from CSV or a Kafka topic",
-              [TrainOptions, CsvReadOptions, KafkaOptions],
+              [TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions],
               "CSV/Kafka → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
-    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions],
+    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions],
                       "Scores a CSV file or a bounded topic with an exported model."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka",
-                       [StreamPredictOptions, KafkaOptions],
+                       [StreamPredictOptions, KafkaOptions, CleanOptions],
                        "Kafka JSON events → validate → RunInference → prediction events; dead letters to a topic."),
     "kafka_to_bigquery": ("beam_ml: Kafka to BigQuery",
                           [KafkaToBigQueryOptions, KafkaOptions, BigQueryOptions, CleanOptions],
