@@ -184,6 +184,8 @@ def cleaning_record(cleaning: Cleaning, lookup_flags: Sequence[str]) -> dict:
     """What training stores with the spec and the model: the statement and where each lookup came from."""
     record = cleaning.statement.to_dict()
     sources = dict(parse_lookup_flag(v) for v in lookup_flags or ())
+    # A local file is recorded by its absolute path: serving may run from another directory.
+    sources = {n: (os.path.abspath(s) if ":" not in s and os.path.isfile(s) else s) for n, s in sources.items()}
     record["lookup_sources"] = {name: sources.get(name, "") for name in record["lookups"]}
     return record
 
