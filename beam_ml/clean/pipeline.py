@@ -242,6 +242,14 @@ def serving_cleaning(options, spec: DatasetSpec, events_schema: Optional[pa.Sche
 
 
 # ----------------------------------------------------------------- the Beam step
+class _NotCounted:
+    def inc(self, n: int = 1) -> None:
+        pass
+
+
+_NOT_COUNTED = _NotCounted()
+
+
 class CleanToLayoutFn(beam.DoFn):
     """Events -> statement -> model layout, in one step per batch; dead letters tagged DEAD_TAG.
 
@@ -251,7 +259,7 @@ class CleanToLayoutFn(beam.DoFn):
     """
 
     def __init__(self, cleaning: Cleaning, spec: DatasetSpec, with_label: bool, source: str = "",
-                 from_read: bool = True, source_column: Optional[str] = None):
+                 from_read: bool = True, source_column: Optional[str] = None, counted: bool = True):
         from beam_ml.clean.transform import ApplySqlFn
 
         self._events = cleaning.statement.events_schema
@@ -264,6 +272,10 @@ class CleanToLayoutFn(beam.DoFn):
         self._sql = ApplySqlFn(cleaning.statement, cleaning.lookups, source=source, source_column=source_column,
                                refresh_seconds=cleaning.refresh_seconds, mask_columns=self._mask,
                                clock=time.monotonic)
+        if not counted:  # a second pass over the same rows (training's transform pass): count them once
+            for name in ("_rows_in", "_rows_out", "_filtered", "_dead", "_refreshes", "_bad_lookup",
+                         "_refresh_errors"):
+                setattr(self._sql, name, _NOT_COUNTED)
 
     def setup(self):
         self._sql.setup()
@@ -324,8 +336,9 @@ class CleanCsvSource(beam.PTransform):
     """
 
     def __init__(self, pattern: str, spec: DatasetSpec, cleaning: Cleaning, chunk_bytes: Optional[int] = None,
-                 with_label: bool = True):
+                 with_label: bool = True, counted: bool = True):
         super().__init__()
+        self._counted = counted
         self._pattern = pattern
         self._spec = spec
         self._cleaning = cleaning
@@ -338,11 +351,18 @@ class CleanCsvSource(beam.PTransform):
         events = self._cleaning.statement.events_schema
         read_spec = raw_read_spec(events, self._spec.dialect, self._spec.na_values)
         kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
-        read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False, **kwargs)
+        read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False,
+                                                          validate=self._counted, counted=self._counted, **kwargs)
         cleaned = read["rows"] | "CleanWithSql" >> beam.ParDo(CleanToLayoutFn(
-            self._cleaning, self._spec, self._with_label, source=self._pattern)).with_outputs(DEAD_TAG, main="rows")
+            self._cleaning, self._spec, self._with_label, source=self._pattern,
+            counted=self._counted)).with_outputs(DEAD_TAG, main="rows")
         dead = (read[DEAD_TAG], cleaned[DEAD_TAG]) | "FlattenSqlDead" >> beam.Flatten()
         return {"rows": cleaned["rows"], DEAD_TAG: dead}
+
+    def again(self) -> "CleanCsvSource":
+        """The same rows read and cleaned again, uncounted (for the transform pass)."""
+        return CleanCsvSource(self._pattern, self._spec, self._cleaning, self._chunk_bytes, self._with_label,
+                              counted=False)
 
 
 # ----------------------------------------------------------------- training
