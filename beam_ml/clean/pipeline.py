@@ -149,7 +149,7 @@ def to_model_layout(table: pa.Table, spec: DatasetSpec, with_label: bool) -> tup
                         f"column '{c.name}': expected a number, got {col[int(i)].as_py()!r}")
             else:
                 values = pc.cast(col, pa.float32(), safe=False)
-            flat[c.name] = pc.fill_null(values, np.float32("nan"))
+            flat[c.name] = pc.fill_null(values, np.float32("nan")) if values.null_count else values
         else:
             text = col if pa.types.is_string(t) else pc.cast(col, pa.string())
             if c.role == "label":
@@ -160,7 +160,7 @@ def to_model_layout(table: pa.Table, spec: DatasetSpec, with_label: bool) -> tup
                     reasons.setdefault(int(i), []).append(
                         f"column '{c.name}': missing label" if v is None else
                         f"column '{c.name}': unknown label {v!r}, expected one of {spec.label_classes}")
-            text = pc.fill_null(text, "")
+            text = pc.fill_null(text, "") if text.null_count else text
             flat[c.name] = text if c.role == "key" else pc.cast(text, pa.binary())
     flat[LINE_COLUMN] = table.column(LINE_COLUMN).combine_chunks() if n else pa.array([], pa.int64())
     if bad.any():
@@ -495,8 +495,14 @@ class CleanEventBatchesFn(beam.DoFn):
         self._parse_spec = raw_read_spec(events, spec.dialect, spec.na_values) if value_format == "csv" else spec
         self._id_field = id_field
         self._value_format = value_format
-        self._schema = IngestSchema(events.remove(events.get_field_index(LINE_COLUMN)), (), tuple(spec.na_values),
-                                    tuple(spec.mask_columns))
+        flat = events.remove(events.get_field_index(LINE_COLUMN))
+        self._schema = IngestSchema(flat, (), tuple(spec.na_values), tuple(spec.mask_columns))
+        # The fast path (Arrow's C++ JSON reader) reads the event id and produce_ts too, when they are not columns.
+        extra = [pa.field(n, t) for n, t in ((id_field, pa.string()), ("produce_ts", pa.int64()))
+                 if n not in flat.names]
+        self._fast_schema = IngestSchema(pa.schema(list(flat) + extra), (), (), tuple(spec.mask_columns))
+        self._text_columns = [f.name for f in flat if pa.types.is_string(f.type)]
+        self._na = pa.array(sorted(set(spec.na_values) | {""}), pa.string())
         self._clean = CleanToLayoutFn(cleaning, self._read_spec, with_label=False, from_read=False,
                                       source_column=SOURCE_COLUMN)
         from beam_ml import metrics
@@ -509,6 +515,39 @@ class CleanEventBatchesFn(beam.DoFn):
     def teardown(self):
         self._clean.teardown()
 
+    def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
+        """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
+        from beam_ml.ingest.values import json_values_to_table
+        from beam_ml.records import RowRef
+
+        if self._value_format != "json":
+            return None
+        table = json_values_to_table([r.value for r in records], self._fast_schema)
+        if table is None:
+            return None
+        for name in self._text_columns:  # NA texts are missing values, as in the CSV reader and the slow path
+            col = table.column(name)
+            table = table.set_column(table.schema.get_field_index(name), name, pc.if_else(
+                pc.fill_null(pc.is_in(col, value_set=self._na), False), pa.scalar(None, pa.string()), col))
+        ids = table.column(self._id_field).to_pylist()
+        if any(i is None for i in ids):
+            key_col = self._spec.key_column
+            keys = table.column(key_col).to_pylist() if key_col and key_col in table.column_names else None
+            ids = [i if i is not None else (str(keys[j]) if keys and keys[j] is not None else None)
+                   for j, i in enumerate(ids)]
+        produce = table.column("produce_ts").to_pylist() if "produce_ts" in table.column_names else None
+        refs = []
+        for j, r in enumerate(records):
+            key = r.key.decode("utf-8", "replace") if r.key is not None else None
+            event_id = ids[j]
+            if event_id is None:
+                event_id = key if key is not None else f"{r.topic}/{r.partition}/{r.offset}"
+            carry = [("key", key), ("event_ts", int(r.timestamp))]
+            if produce is not None and produce[j] is not None:
+                carry.append(("produce_ts", produce[j]))
+            refs.append(RowRef(f"{r.topic}/{r.partition}", int(r.offset), str(event_id), tuple(carry)))
+        return table.select(self._schema.names), refs
+
     def process(self, records):
         from beam_ml.inference.batches import RowBatch
         from beam_ml.inference.events import event_row
@@ -516,6 +555,21 @@ class CleanEventBatchesFn(beam.DoFn):
 
         self._in.inc(len(records))
         refs, rows = [], []
+        by_partition: dict[tuple, list] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        if len(by_partition) == 1:
+            fast = self._fast(records)
+            if fast is not None:
+                table, fast_refs = fast
+                source = fast_refs[0].source
+                by_position = {ref.position: ref for ref in fast_refs}
+                table = table.append_column(LINE_COLUMN, pa.array([ref.position for ref in fast_refs], pa.int64()))
+                layout = yield from self._clean.clean(table, source)
+                if layout is not None:
+                    out_refs, out_rows = _layout_rows(layout, self._read_spec)
+                    yield RowBatch([by_position[p] for p in out_refs], out_rows)
+                return
         groups: dict[str, list] = {}
         for record in records:
             try:
@@ -540,10 +594,32 @@ class CleanEventBatchesFn(beam.DoFn):
             layout = yield from self._clean.clean(table, source)
             if layout is None:
                 continue
-            from beam_ml.batch import batch_to_rows
-
-            for ref, row in batch_to_rows(layout, self._read_spec, source, False):
-                refs.append(by_position[ref.position])
-                rows.append(row)
+            positions, layout_rows = _layout_rows(layout, self._read_spec)
+            refs.extend(by_position[p] for p in positions)
+            rows.extend(layout_rows)
         if rows:
             yield RowBatch(refs, rows)
+
+
+def _layout_rows(batch: pa.RecordBatch, spec: DatasetSpec) -> tuple[list[int], list[dict]]:
+    """(positions, row dicts of the model's feature columns) of a model-layout batch; missing values None.
+
+    The columnar twin of `beam_ml.batch.batch_to_rows` (same values), for the streaming hot path.
+    """
+    names, columns = [], []
+    for c in spec.columns:
+        if c.role == "numeric":
+            values = batch.column(c.name).flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+            missing = np.isnan(values)
+            col = values.tolist()
+            for i in np.flatnonzero(missing):
+                col[i] = None
+        elif c.role == "categorical":
+            text = pc.cast(batch.column(c.name).flatten(), pa.string())
+            col = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).to_pylist()
+        else:
+            continue
+        names.append(c.name)
+        columns.append(col)
+    rows = [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
+    return batch.column(LINE_COLUMN).to_pylist(), rows
