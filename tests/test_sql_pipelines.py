@@ -320,3 +320,24 @@ def test_stream_predict_applies_the_models_statement(sql_model, kafka_broker, ne
     for p in scored:
         b = batch[int(p["event_id"])]
         assert p["score"] == pytest.approx(b["score"], abs=1e-6) and p["class"] == b["class"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_stream_demo_cleans_with_the_fraud_statement(tmp_path):
+    """make stream-demo's --clean: a model trained with FRAUD_SQL, stream_predict applying it with no --sql."""
+    from beam_ml.demo import FRAUD_SQL, USERS_CSV, users_rows
+    from pipelines import stream_demo
+
+    with open(USERS_CSV) as f:  # the bundled table is what users_rows generates
+        assert f.read().splitlines()[1:] == [f"{u},{c},{t}" for u, c, t in users_rows()]
+    summary = stream_demo.run(["--clean", "--events=600", "--malformed_fraction=0.02",
+                               f"--model_dir={tmp_path / 'm'}", f"--data_dir={tmp_path / 'data'}",
+                               "--train_rows=3000", "--epochs=1", "--seconds=120"])
+    spec = DatasetSpec.load(os.path.join(tmp_path, "m", "spec.json"))
+    assert spec.cleaning["sql"] == FRAUD_SQL and "City" in spec.column_names
+    assert summary["rows_read"] == 600
+    assert summary["predictions"] + summary["dead_letters"] + summary["filtered"] == 600
+    assert summary["filtered"] > 0  # unlabelled events and users the table does not know
+    # not_json/not_object fail parsing, not_a_number the events' typing; a missing V1 is a NULL the statement keeps.
+    assert summary["dead_letters_by_stage"] == {"parse": 6, "validate": 3}

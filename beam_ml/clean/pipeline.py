@@ -291,6 +291,17 @@ class CleanToLayoutFn(beam.DoFn):
     def clean(self, events: pa.Table, source: str = ""):
         """Generator: yields dead letters (TaggedOutput), returns the model-layout batch (or None)."""
         source = source or self._source
+        table = yield from self.run_sql(events, source)
+        if table is None:
+            return None
+        batch, bad = to_model_layout(table, self._spec, self._with_label)
+        for i, reason in bad:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, self._row_dead(table, i, reason, source, "validate"))
+        return batch if batch.num_rows else None
+
+    def run_sql(self, events: pa.Table, source: str = ""):
+        """Generator: yields the statement's dead letters (TaggedOutput), returns its output table (or None)."""
+        source = source or self._source
         if self._source_column:
             events = events.append_column(self._source_column, pa.array([source] * events.num_rows, pa.string()))
         out = []
@@ -302,11 +313,7 @@ class CleanToLayoutFn(beam.DoFn):
                 out.append(item)
         if not out:
             return None
-        table = pa.Table.from_batches(out)
-        batch, bad = to_model_layout(table, self._spec, self._with_label)
-        for i, reason in bad:
-            yield beam.pvalue.TaggedOutput(DEAD_TAG, self._row_dead(table, i, reason, source, "validate"))
-        return batch if batch.num_rows else None
+        return pa.Table.from_batches(out)
 
     def process(self, batch):
         if self._from_read:
@@ -515,6 +522,13 @@ class CleanEventBatchesFn(beam.DoFn):
     def teardown(self):
         self._clean.teardown()
 
+    def _rows(self, table: pa.Table, source: str):
+        """Generator: yields 'validate' dead letters, returns (positions, rows) of the statement's output."""
+        positions, rows, bad = output_rows(table, self._read_spec)
+        for i, reason in bad:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, self._clean._row_dead(table, i, reason, source, "validate"))
+        return positions, rows
+
     def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
         """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
         from beam_ml.ingest.values import json_values_to_table
@@ -565,10 +579,11 @@ class CleanEventBatchesFn(beam.DoFn):
                 source = fast_refs[0].source
                 by_position = {ref.position: ref for ref in fast_refs}
                 table = table.append_column(LINE_COLUMN, pa.array([ref.position for ref in fast_refs], pa.int64()))
-                layout = yield from self._clean.clean(table, source)
-                if layout is not None:
-                    out_refs, out_rows = _layout_rows(layout, self._read_spec)
-                    yield RowBatch([by_position[p] for p in out_refs], out_rows)
+                output = yield from self._clean.run_sql(table, source)
+                if output is not None:
+                    out_refs, out_rows = yield from self._rows(output, source)
+                    if out_rows:
+                        yield RowBatch([by_position[p] for p in out_refs], out_rows)
                 return
         groups: dict[str, list] = {}
         for record in records:
@@ -591,35 +606,50 @@ class CleanEventBatchesFn(beam.DoFn):
                 continue
             by_position = {group[k][0].position: group[k][0] for k in kept}
             table = table.append_column(LINE_COLUMN, pa.array([group[k][0].position for k in kept], pa.int64()))
-            layout = yield from self._clean.clean(table, source)
-            if layout is None:
+            output = yield from self._clean.run_sql(table, source)
+            if output is None:
                 continue
-            positions, layout_rows = _layout_rows(layout, self._read_spec)
+            positions, out_rows = yield from self._rows(output, source)
             refs.extend(by_position[p] for p in positions)
-            rows.extend(layout_rows)
+            rows.extend(out_rows)
         if rows:
             yield RowBatch(refs, rows)
 
 
-def _layout_rows(batch: pa.RecordBatch, spec: DatasetSpec) -> tuple[list[int], list[dict]]:
-    """(positions, row dicts of the model's feature columns) of a model-layout batch; missing values None.
+def output_rows(table: pa.Table, spec: DatasetSpec) -> tuple[list[int], list[dict], list[tuple[int, str]]]:
+    """(positions, row dicts of the model's features, [(row, reason)] left out) of the statement's output.
 
-    The columnar twin of `beam_ml.batch.batch_to_rows` (same values), for the streaming hot path.
+    The streaming hot path's shortcut of `to_model_layout` + `beam_ml.batch.batch_to_rows`, with the
+    same values (numbers as floats, missing values None, categories as text) and the same checks.
     """
     names, columns = [], []
+    bad = np.zeros(table.num_rows, dtype=bool)
+    reasons: dict[int, str] = {}
     for c in spec.columns:
-        if c.role == "numeric":
-            values = batch.column(c.name).flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-            missing = np.isnan(values)
-            col = values.tolist()
-            for i in np.flatnonzero(missing):
-                col[i] = None
-        elif c.role == "categorical":
-            text = pc.cast(batch.column(c.name).flatten(), pa.string())
-            col = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).to_pylist()
-        else:
+        if c.role not in ("numeric", "categorical"):
             continue
+        col = table.column(c.name).combine_chunks()
+        if c.role == "numeric":
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                col, not_numbers = _to_float(col, pa.float64())
+                for i in np.flatnonzero(not_numbers):
+                    bad[i] = True
+                    reasons.setdefault(int(i), f"column '{c.name}': expected a number, got "
+                                               f"{table.column(c.name)[int(i)].as_py()!r}")
+            elif not pa.types.is_floating(col.type):
+                col = pc.cast(col, pa.float64(), safe=False)
+            values = col.to_numpy(zero_copy_only=False)
+            values = values.tolist() if not col.null_count and not np.isnan(values).any() else \
+                [None if v is None or v != v else v for v in col.to_pylist()]
+        else:
+            text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+            values = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).to_pylist()
         names.append(c.name)
-        columns.append(col)
-    rows = [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
-    return batch.column(LINE_COLUMN).to_pylist(), rows
+        columns.append(values)
+    rows = [dict(zip(names, v)) for v in zip(*columns)] if columns else [{} for _ in range(table.num_rows)]
+    positions = table.column(LINE_COLUMN).to_pylist()
+    if bad.any():
+        keep = np.flatnonzero(~bad)
+        rows = [rows[i] for i in keep]
+        positions = [positions[i] for i in keep]
+    return positions, rows, sorted(reasons.items())
