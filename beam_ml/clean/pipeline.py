@@ -219,7 +219,9 @@ def serving_cleaning(options, spec: DatasetSpec, events_schema: Optional[pa.Sche
             _LOGGER.warning(message)
             if log is not None:
                 log(f"[beam_ml] WARNING: {message}")
-        events = (Statement.from_dict(stored).events_schema if stored else None) or events_schema \
+        from beam_ml.clean.statement import schema_from_json
+
+        events = (schema_from_json(stored["events_schema"]) if stored else None) or events_schema \
             or events_schema_for_spec(spec)
         return prepare_cleaning(opts, events, position_column=LINE_COLUMN, **lookup_options)
     if not stored:
