@@ -341,3 +341,79 @@ def test_stream_demo_cleans_with_the_fraud_statement(tmp_path):
     assert summary["filtered"] > 0  # unlabelled events and users the table does not know
     # not_json/not_object fail parsing, not_a_number the events' typing; a missing V1 is a NULL the statement keeps.
     assert summary["dead_letters_by_stage"] == {"parse": 6, "validate": 3}
+
+
+# ------------------------------------------------------------------ fast: the stored statement on serving
+def _stored_model(tmp_path, users_path: str) -> tuple[DatasetSpec, object]:
+    """A spec holding a statement prepared as training stores it (events a, b, userid; lookup users)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_ml.clean import prepare_cleaning
+    from beam_ml.clean.pipeline import cleaning_record
+    from beam_ml.options import CleanOptions
+
+    events = pa.schema([("a", pa.float64()), ("b", pa.string()), ("userid", pa.float64()), ("__line__", pa.int64())])
+    sql = ("SELECT a, IFNULL(b, 'none') AS b, MASK_LEFT(b, 1) AS m, u.CITY AS City FROM events e "
+           "INNER JOIN users u ON e.userid = u.userid WHERE a IS NOT NULL")
+    opts = PipelineOptions([f"--sql={sql}", f"--lookup=users={users_path}"]).view_as(CleanOptions)
+    cleaning = prepare_cleaning(opts, events, position_column="__line__")
+    spec = DatasetSpec(columns=[ColumnSpec("a", "numeric"), ColumnSpec("b", "categorical", max_categories=5),
+                                ColumnSpec("City", "categorical", max_categories=5), ColumnSpec("m", "drop"),
+                                ColumnSpec("Class", "label")], task="binary", label="Class",
+                       label_classes=["0", "1"], cleaning=cleaning_record(cleaning, opts.lookup))
+    return spec, PipelineOptions
+
+
+def test_serving_reopens_the_stored_lookups_unless_lookup_names_them(tmp_path):
+    from beam_ml.clean.pipeline import serving_cleaning
+
+    users = tmp_path / "users.csv"
+    users.write_text("userid,CITY\n1,Berlin\n2,Oslo\n")
+    other = tmp_path / "other.csv"
+    other.write_text("userid,CITY\n1,Lima\n")
+    spec, options = _stored_model(tmp_path, str(users))
+    assert spec.cleaning["lookup_sources"] == {"users": str(users)}
+
+    stored = serving_cleaning(options([]), spec)
+    assert stored.statement.sql == spec.cleaning["sql"] and stored.lookups[0].path == str(users)
+    moved = serving_cleaning(options([f"--lookup=users={other}"]), spec)
+    assert moved.lookups[0].path == str(other)
+    with pytest.raises(UserError, match="^--lookup: the model's statement joins no table named nope$"):
+        serving_cleaning(options([f"--lookup=nope={other}"]), spec)
+    users.unlink()
+    with pytest.raises(UserError, match="^--lookup users: file not found"):
+        serving_cleaning(options([]), spec)
+
+
+def test_stream_hot_path_and_per_record_path_give_the_same_rows(tmp_path):
+    """A poll typed by Arrow's JSON reader and one that needs the per-record path score the same rows."""
+    from beam_ml.clean.pipeline import CleanEventBatchesFn, serving_cleaning
+    from beam_ml.inference.batches import RowBatch
+    from beam_ml.io.kafka import KafkaRecord
+
+    users = tmp_path / "users.csv"
+    users.write_text("userid,CITY\n1,Berlin\n2,Oslo\n")
+    spec, options = _stored_model(tmp_path, str(users))
+    fn = CleanEventBatchesFn(spec, serving_cleaning(options([]), spec))
+    fn.setup()
+    events = [{"event_id": "e0", "a": 1.5, "b": "xy", "userid": 1, "produce_ts": 7},
+              {"event_id": "e1", "a": None, "b": "zz", "userid": 1},      # WHERE a IS NOT NULL
+              {"event_id": "e2", "a": 2, "b": "NA", "userid": 2},         # NA text: missing -> IFNULL
+              {"event_id": "e3", "a": 3.0, "b": "q", "userid": 9}]        # no such user: INNER JOIN
+    good = [KafkaRecord(None, json.dumps(e).encode(), "t", 0, i, 100 + i) for i, e in enumerate(events)]
+    slow = good + [KafkaRecord(None, b'{"event_id": "bad", "a": "word", "b": "x", "userid": 1}', "t", 0, 9, 1)]
+    assert fn._fast(good) is not None and fn._fast(slow) is None  # the two paths this test compares
+    try:
+        fast_out = list(fn.process(good))
+        slow_out = list(fn.process(slow))
+    finally:
+        fn.teardown()
+    fast_batch = [x for x in fast_out if isinstance(x, RowBatch)]
+    slow_batch = [x for x in slow_out if isinstance(x, RowBatch)]
+    assert len(fast_batch) == len(slow_batch) == 1
+    assert fast_batch[0].rows == slow_batch[0].rows == [
+        {"a": 1.5, "b": "xy", "City": "Berlin"}, {"a": 2.0, "b": "none", "City": "Oslo"}]
+    assert [r.id for r in fast_batch[0].refs] == [r.id for r in slow_batch[0].refs] == ["e0", "e2"]
+    assert dict(fast_batch[0].refs[0].carry)["produce_ts"] == 7
+    dead = [x.value for x in slow_out if not isinstance(x, RowBatch)]
+    assert [(d.position, d.stage) for d in dead] == [(9, "validate")] and "'a'" in dead[0].reason
