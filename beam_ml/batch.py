@@ -98,7 +98,9 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         id_name = spec.key_column or "line"
         from beam_ml.clean.pipeline import events_schema_for_csv, serving_cleaning
 
-        cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print, events_schema=(
+        # kafka: lookups connect with the Kafka flags even when no topic is read or written.
+        cleaning = serving_cleaning(options, spec, kafka_config=kafka or kafka_client_config(options), log=_print,
+                                    events_schema=(
             events_schema_for_csv(files[0], spec.dialect, spec.na_values)
             if options.view_as(CleanOptions).sql and not spec.cleaning else None))
         if cleaning is not None:

@@ -417,3 +417,33 @@ def test_stream_hot_path_and_per_record_path_give_the_same_rows(tmp_path):
     assert dict(fast_batch[0].refs[0].carry)["produce_ts"] == 7
     dead = [x.value for x in slow_out if not isinstance(x, RowBatch)]
     assert [(d.position, d.stage) for d in dead] == [(9, "validate")] and "'a'" in dead[0].reason
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_kafka_lookup_is_stored_and_reopened_by_batch_predict(kafka_broker, new_topic, tmp_path):
+    """--lookup=users=kafka:TOPIC at training; batch_predict (no --sql, no --lookup) reads the same topic."""
+    from kafka import KafkaProducer
+
+    from pipelines import batch_predict, train
+
+    tx, users_csv, expected = _write_inputs(str(tmp_path / "data"))
+    topic = new_topic(prefix="users")
+    producer = KafkaProducer(bootstrap_servers=kafka_broker, acks="all")
+    with open(users_csv) as f:
+        for row in list(csv.DictReader(f)):
+            producer.send(topic, key=row["userid"].encode(),
+                          value=json.dumps({"userid": int(row["userid"]), "CITY": row["CITY"]}).encode())
+    producer.flush(10)
+    producer.close()
+    out = str(tmp_path / "out")
+    run = train.run([f"--input={tx}", "--label=Class", f"--output_dir={out}", "--epochs=1", "--verbose=0",
+                     "--runner=DirectRunner", f"--sql={STATEMENT}", f"--lookup=users=kafka:{topic}",
+                     f"--bootstrap_servers={kafka_broker}"])
+    assert run.counts["rows_filtered"] == expected["filtered"]
+    assert DatasetSpec.load(os.path.join(out, "spec.json")).cleaning["lookup_sources"] == {"users": f"kafka:{topic}"}
+    served = batch_predict.run([f"--model_dir={out}", f"--input={tx}", f"--output={tmp_path / 'p.jsonl'}",
+                                "--runner=DirectRunner", f"--bootstrap_servers={kafka_broker}"])
+    c = served.counts
+    assert c["rows_filtered"] == expected["filtered"] and c["dead_letters"] == expected["dead"]
+    assert c["predictions"] == expected["rows"] - expected["filtered"] - expected["dead"]

@@ -436,7 +436,10 @@ def plan_training_sql(options, path: str, output_dir: str, spec_path: Optional[s
     na_values = stored_spec.na_values if stored_spec else list(DEFAULT_NA_VALUES)
     dialect = detect_dialect(path, **csv_flags)
     events = events_schema_for_csv(path, dialect, na_values)
-    cleaning = prepare_cleaning(opts, events, position_column=LINE_COLUMN)
+    from beam_ml.options import kafka_client_config
+
+    # kafka: lookups connect with the Kafka flags (--bootstrap_servers, --kafka_config).
+    cleaning = prepare_cleaning(opts, events, position_column=LINE_COLUMN, client_config=kafka_client_config(options))
     record = cleaning_record(cleaning, opts.lookup or ())
     columns = cleaning.statement.columns
     if stored_spec is not None:
