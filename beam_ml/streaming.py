@@ -266,8 +266,8 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
         return StreamPredictRun(counts={}, pipeline_result=outcome.result)
     result = outcome.result
     counts = stream_counts(result)
-    log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + "
-        f"{counts['rows_filtered']} filtered by --sql + "
+    filtered = f"{counts['rows_filtered']} filtered by --sql + " if plan.cleaning is not None else ""
+    log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + {filtered}"
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); "
         f"{counts['model_reloads']} model reloads")
