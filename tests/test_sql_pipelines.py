@@ -447,3 +447,16 @@ def test_a_kafka_lookup_is_stored_and_reopened_by_batch_predict(kafka_broker, ne
     c = served.counts
     assert c["rows_filtered"] == expected["filtered"] and c["dead_letters"] == expected["dead"]
     assert c["predictions"] == expected["rows"] - expected["filtered"] - expected["dead"]
+
+
+@pytest.mark.slow
+def test_bench_sql_pipelines_preprocess_mode_runs_and_checks_its_counts(tmp_path):
+    from benchmarks import bench_sql_pipelines
+
+    out = bench_sql_pipelines.main(["--only=preprocess", "--rows=3000", "--repeats=1", f"--work_dir={tmp_path}"])
+    pre = out["preprocess"]
+    sql, plain = pre["counts"]["sql"], pre["counts"]["no_sql"]
+    # The unlabelled rows: filtered with the statement, dead letters without it; the same rows are kept.
+    assert sql["rows_good"] == plain["rows_good"] and sql["rows_filtered"] == plain["rows_dead"] > 0
+    assert isinstance(pre["overhead"], float)
+    assert os.path.exists(tmp_path / "bench_sql_pipelines.json")
