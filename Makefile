@@ -54,7 +54,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -q -m "not slow and not integration" -p no:cacheprovider
 
 stream-demo: $(STAMP)
-	$(PY) -m pipelines.stream_demo
+	$(PY) -m pipelines.stream_demo --clean
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_preprocess

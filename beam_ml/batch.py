@@ -32,9 +32,9 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
-from beam_ml.errors import DEAD_TAG, DeadLetter
+from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN
-from beam_ml.options import BatchPredictOptions, kafka_client_config
+from beam_ml.options import BatchPredictOptions, CleanOptions, kafka_client_config
 from beam_ml.records import RowRef
 from beam_ml.spec import ColumnSpec, DatasetSpec
 
@@ -68,6 +68,7 @@ class BatchPredictPlan:
     id_name: str
     kafka: Any = None
     bigquery: Any = None
+    cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
 
 
 class BatchPredictOutputs(NamedTuple):
@@ -89,7 +90,7 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     kafka = kafka_client_config(options) if (opts.input_topic or opts.output_topic or opts.dead_letter_topic) \
         else None
     version_dir, _, spec = load_model_metadata(opts.model_dir)
-    files, with_label = [], False
+    files, with_label, cleaning = [], False, None
     if opts.input:
         from beam_ml.io.csv import dialect_from_options, expand_input
         from beam_ml.spec import read_header
@@ -99,8 +100,20 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         files = expand_input(opts.input)
         with_label = spec.label in read_header(files[0], spec.dialect)
         id_name = spec.key_column or "line"
+        from beam_ml.clean.pipeline import events_schema_for_csv, serving_cleaning
+
+        # kafka: lookups connect with the Kafka flags even when no topic is read or written.
+        cleaning = serving_cleaning(options, spec, kafka_config=kafka or kafka_client_config(options), log=_print,
+                                    events_schema=(
+            events_schema_for_csv(files[0], spec.dialect, spec.na_values)
+            if options.view_as(CleanOptions).sql and not spec.cleaning else None))
+        if cleaning is not None:
+            with_label = spec.label in cleaning.statement.columns
     else:
         id_name = "event_id"
+        if spec.cleaning or options.view_as(CleanOptions).sql:
+            raise UserError("--sql: batch_predict applies a statement to --input files only; a statement on "
+                            "--input_topic is not supported yet")
     bigquery = None
     if opts.output_table:
         from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
@@ -108,7 +121,7 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
-                            id_name=id_name, kafka=kafka, bigquery=bigquery)
+                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning)
 
 
 def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
@@ -173,8 +186,18 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
         # a row's line number means nothing without it.
         for i, path in enumerate(plan.files):
             suffix = "" if len(plan.files) == 1 else str(i)
-            read_spec = input_read_spec(spec, read_header(path, spec.dialect))
-            read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
+            if plan.cleaning is not None:  # read as events, clean with the statement, then the model's layout
+                from beam_ml.clean.pipeline import CleanToLayoutFn, raw_read_spec
+
+                read_spec = input_read_spec(spec, plan.cleaning.statement.columns)
+                raw = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, raw_read_spec(
+                    plan.cleaning.statement.events_schema, spec.dialect, spec.na_values), with_label=False)
+                read = raw.rows | f"CleanWithSql{suffix}" >> beam.ParDo(CleanToLayoutFn(
+                    plan.cleaning, read_spec, with_label=False, source=path)).with_outputs(DEAD_TAG, main="rows")
+                dead_parts.append(raw[DEAD_TAG])
+            else:
+                read_spec = input_read_spec(spec, read_header(path, spec.dialect))
+                read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
             row_parts.append(read.rows | f"ToRows{suffix}" >> beam.FlatMap(batch_to_rows, spec, path,
                                                                              plan.with_label))
             dead_parts.append(read[DEAD_TAG])
@@ -276,6 +299,9 @@ def batch_counts(result, plan: BatchPredictPlan) -> dict[str, int]:
     if plan.bigquery is not None:  # predictions = written + refused by the table (dead letters there)
         counts["dead_output"] = q(metrics.PREDICT, "dead_output")
         counts["written"] = counts["predictions"] - counts["dead_output"]
+    if plan.cleaning is not None:
+        counts["dead_sql"] = q(metrics.PREDICT, "dead_sql")
+        counts["rows_filtered"] = q(metrics.SQL, "rows_filtered")
     return counts
 
 
@@ -314,13 +340,14 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
         return BatchPredictRun(counts={}, output=output, dead_letter=dead_where, pipeline_result=outcome.result)
     result = outcome.result
     counts = batch_counts(result, plan)
-    log(f"[beam_ml] {counts['rows_in']} rows in = {counts['predictions']} predictions + "
+    filtered = f"{counts['rows_filtered']} filtered by --sql + " if "rows_filtered" in counts else ""
+    log(f"[beam_ml] {counts['rows_in']} rows in = {counts['predictions']} predictions + {filtered}"
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); model "
         f"{plan.version_dir} -> {output}, dead letters -> {dead_where}")
     if plan.bigquery is not None:
         log(f"[beam_ml] {counts['predictions']} predictions = {counts['written']} rows written + "
             f"{counts['dead_output']} refused by the table (dead letters in {plan.bigquery.dead_letter_table})")
-    if counts["rows_in"] != counts["predictions"] + counts["dead_letters"]:
+    if counts["rows_in"] != counts["predictions"] + counts["dead_letters"] + counts.get("rows_filtered", 0):
         raise RuntimeError(f"row accounting broken: {counts}")
     return BatchPredictRun(counts=counts, output=output, dead_letter=dead_where, pipeline_result=result)

@@ -269,7 +269,9 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
       config: input, output and split settings.
       source: instead of reading `config.input_pattern`, a PTransform from the
         pipeline's start to a DoOutputsTuple with 'rows' (RecordBatches in the
-        `arrow_schema_for(spec)` layout) and DEAD_TAG (DeadLetters).
+        `arrow_schema_for(spec)` layout) and DEAD_TAG (DeadLetters). If it has
+        an `again()` method, that PTransform (the same rows, uncounted) feeds the
+        transform pass, so rows stream instead of being held in memory.
 
     Returns:
       The key PCollections (PreprocessOutputs).
@@ -296,6 +298,14 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
         # must see all train rows first) and the transform; a second read streams.
         again = pipeline | "ReadCsvForTransform" >> ReadCsvBatches(
             config.input_pattern, spec, chunk_bytes=config.chunk_bytes, validate=False, counted=False)
+        to_transform = (again["rows"]
+                        | "SplitForTransform" >> beam.ParDo(
+                            _SplitDoFn(spec, config.test_fraction, config.split_seed, columns, counted=False))
+                        | "ToTransformInputsForTransform" >> beam.Map(
+                            to_transform_batch, spec, passthrough=passthrough))
+    elif hasattr(source, "again"):
+        # The same rows read again, uncounted (e.g. CSV cleaned by --sql): streams like the CSV re-read above.
+        again = pipeline | "ReadForTransform" >> source.again()
         to_transform = (again["rows"]
                         | "SplitForTransform" >> beam.ParDo(
                             _SplitDoFn(spec, config.test_fraction, config.split_seed, columns, counted=False))

@@ -101,6 +101,11 @@ class DatasetSpec:
       dialect: how the CSV files are written (delimiter, quoting, encoding,
         compression), detected when the spec was inferred; every read uses it.
         Specs written before it existed load with the default (comma, UTF-8).
+      cleaning: the --sql statement training applied to the input before these
+        columns existed (`beam_ml.clean.pipeline.cleaning_record`: its text,
+        the events schema, the lookups' names, keys, schemas and sources), or
+        None. Serving applies the same statement by default. Absent in specs
+        of runs without --sql (and in older specs).
     """
 
     columns: list[ColumnSpec]
@@ -110,6 +115,7 @@ class DatasetSpec:
     na_values: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_NA_VALUES))
     version: int = SPEC_VERSION
     dialect: Dialect = dataclasses.field(default_factory=Dialect)
+    cleaning: Optional[dict] = None
 
     # ----------------------------------------------------------------- views
     def column(self, name: str) -> ColumnSpec:
@@ -202,6 +208,7 @@ class DatasetSpec:
             "na_values": list(self.na_values),
             "dialect": self.dialect.to_dict(),
             "columns": [c.to_dict() for c in self.columns],
+            **({"cleaning": self.cleaning} if self.cleaning else {}),
         }
 
     def to_json(self) -> str:
@@ -216,7 +223,7 @@ class DatasetSpec:
                        label_classes=list(d["label_classes"]),
                        na_values=list(d.get("na_values", DEFAULT_NA_VALUES)),
                        version=int(d.get("version", SPEC_VERSION)),
-                       dialect=Dialect.from_dict(d.get("dialect")))
+                       dialect=Dialect.from_dict(d.get("dialect")), cleaning=d.get("cleaning") or None)
         except (KeyError, TypeError) as e:
             raise UserError(f"{source}: malformed spec, missing or wrong field {e}")
         except UserError as e:

@@ -75,6 +75,7 @@ class StreamPredictPlan:
     model_root: Optional[str]
     kafka: Any
     bigquery: Any = None
+    cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -116,8 +117,11 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
 
         schema = prediction_table_schema(spec, "event_id", kafka_input=True, streaming=True)
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema, streaming=True)
+    from beam_ml.clean.pipeline import serving_cleaning
+
+    cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery)
+                             bigquery=bigquery, cleaning=cleaning)
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -171,8 +175,13 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         timestamp_policy=opts.timestamp_policy, batches=True,
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
-    parsed = polls | "ParseAndValidate" >> beam.ParDo(
-        ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+    if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
+        from beam_ml.clean.pipeline import CleanEventBatchesFn
+
+        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
+    else:
+        parse_fn = ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)
+    parsed = polls | "ParseAndValidate" >> beam.ParDo(parse_fn).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = parsed.rows | "RunInference" >> ScoreRowBatches(
         handler, model_metadata, mask_columns=spec.mask_columns)
     formatted = scored | "FormatPredictions" >> beam.ParDo(
@@ -235,6 +244,8 @@ def stream_counts(result) -> dict[str, int]:
               for name in ("rows_in", "predictions", "dead_letters", "dead_parse", "dead_validate",
                            "dead_inference", "dead_output")}
     counts["model_reloads"] = metrics.query_counter(result, metrics.INFERENCE, "model_reloads")
+    counts["dead_sql"] = metrics.query_counter(result, metrics.PREDICT, "dead_sql")
+    counts["rows_filtered"] = metrics.query_counter(result, metrics.SQL, "rows_filtered")
     return counts
 
 
@@ -277,7 +288,8 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
         return StreamPredictRun(counts={}, pipeline_result=outcome.result)
     result = outcome.result
     counts = stream_counts(result)
-    log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + "
+    filtered = f"{counts['rows_filtered']} filtered by --sql + " if plan.cleaning is not None else ""
+    log(f"[beam_ml] {counts['rows_in']} events in = {counts['predictions']} predictions + {filtered}"
         f"{counts['dead_letters']} dead letters (parse {counts['dead_parse']}, validate "
         f"{counts['dead_validate']}, inference {counts['dead_inference']}); "
         f"{counts['model_reloads']} model reloads")

@@ -95,6 +95,7 @@ class TrainPlan:
     metric: str = ""
     run_id: str = ""
     threads: int = 0
+    cleaning: Any = None  # the prepared --sql statement (beam_ml.clean.Cleaning), or None
 
     @property
     def preprocess_config(self):
@@ -114,9 +115,14 @@ class TrainPlan:
                             dataset_name=self.name)
 
     def source(self):
-        """The PTransform reading the input when it is not a CSV file (a topic snapshot, a table), else None."""
+        """The PTransform reading the input when it is not a plain CSV read (a topic snapshot, a table, --sql),
+        else None."""
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
+        if self.cleaning is not None:
+            from beam_ml.clean.pipeline import CleanCsvSource
+
+            return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
         if self.kafka is None:
             return None
         from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot
@@ -202,7 +208,22 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     from beam_ml.io.csv import dialect_from_options
 
     csv_flags = dialect_from_options(options)  # --delimiter/--encoding/--compression, when given
-    if opts.spec:
+    from beam_ml.clean.pipeline import plan_training_sql
+
+    sql = None
+    if opts.input_topic or bigquery is not None:
+        from beam_ml.options import CleanOptions
+
+        if options.view_as(CleanOptions).sql:
+            given = "--input_topic" if opts.input_topic else ("--input_table" if opts.input_table else "--input_query")
+            raise UserError(f"--sql: training from {given} with a statement is not supported yet; "
+                            "train from CSV (--input), or clean in the query itself")
+    else:
+        sql = plan_training_sql(options, infer_from, output_dir, opts.spec,
+                                dict(label=label, positive_label=positive, task=task, key=key, drop=drop), csv_flags)
+    if sql is not None:
+        spec = sql.spec
+    elif opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
         if bigquery is not None:
@@ -235,7 +256,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     fs.write_text(spec_path, spec.to_json() + "\n")
     return TrainPlan(options=options, opts=opts, spec=spec, name=name, input_pattern=path, output_dir=output_dir,
                      spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
-                     metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts))
+                     metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts),
+                     cleaning=sql.cleaning if sql is not None else None)
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
@@ -391,6 +413,9 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
         c["blank_lines"] = metrics.query_counter(result, metrics.READ, "blank_lines")
     except Exception:  # a runner without metrics: the in-pipeline counts stand alone
         lines_in = None
+    if plan.cleaning is not None:  # rows in = good + filtered by WHERE/INNER JOIN + dead
+        c["rows_filtered"] = metrics.query_counter(result, metrics.SQL, "rows_filtered")
+        c["rows_in"] += c["rows_filtered"]
     if pipeline_seconds is not None:
         # Construction, run and wait: with --preprocess_only, the preprocessing's own time.
         c["pipeline_seconds"] = round(pipeline_seconds, 2)
@@ -398,8 +423,9 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
     fs.write_json(fs.join(out, "counts.json"), c)
     if lines_in is not None and lines_in != c["rows_in"]:
         raise RuntimeError(f"row accounting broken: the reader saw {lines_in} rows, the pipeline counted {c}")
+    filtered = f", {c['rows_filtered']} filtered by --sql" if "rows_filtered" in c else ""
     log(f"[beam_ml] {c['rows_in']} rows: {c['rows_good']} good ({c['rows_train']} train / {c['rows_validation']} "
-        f"validation / {c['rows_test']} test), {c['rows_dead']} dead-lettered → {out}/dead_letter/")
+        f"validation / {c['rows_test']} test){filtered}, {c['rows_dead']} dead-lettered → {out}/dead_letter/")
     if plan.opts.preprocess_only:
         return run
     run.metrics = fs.read_json(fs.join(out, "metrics.json"))

@@ -18,6 +18,13 @@ What it does, all on 127.0.0.1 and bounded in time:
    non-numeric value), so the dead-letter path has something to show.
 4. Runs `pipelines.stream_predict` until it has read every event or
    `--seconds` have passed.
+With --clean (what `make stream-demo` runs) the model is trained with the
+fraud use case's ksqlDB statements (`beam_ml.demo.FRAUD_SQL`: drop columns,
+`Class IS NOT NULL`, `MASK_LEFT` on the user's name, an INNER JOIN with the
+bundled users table `beam_ml/data/users.csv`), the events carry `userid` and
+`User`, and stream_predict applies the statement stored with the model (no
+--sql flag): rows it filters are counted, not dead letters.
+
 5. Reads the output topics back and prints a summary: events in, predictions
    out, dead letters by reason, fraud alerts (predictions of the positive
    class), throughput; then stops the broker (nothing is kept).
@@ -31,7 +38,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.demo import MALFORMED_KINDS, ensure_fraud_model, malformed_event
+from beam_ml.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
 from beam_ml.errors import UserError
 
 __all__ = ["run", "main"]
@@ -80,6 +87,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=8, help="epochs when training")
     p.add_argument("--max_batch_size", type=int, default=256, help="RunInference's largest batch")
     p.add_argument("--top_alerts", type=int, default=5, help="fraud alerts to print")
+    p.add_argument("--clean", action="store_true",
+                   help="clean with the fraud use case's SQL statement (stored with the model; default model dir "
+                        "out/fraud_clean)")
     args = p.parse_args(argv)
     if args.events < 1:
         raise UserError(f"--events: expected a positive count, got {args.events}")
@@ -113,12 +123,18 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from beam_ml.streaming import stream_predict
     from beam_ml.testing import TansuBroker, read_topic
 
-    model_root = ensure_fraud_model(args.model_dir, args.data_dir, args.train_rows, args.epochs, log=_log)
+    if args.clean:
+        model_dir = "out/fraud_clean" if args.model_dir == "out/fraud" else args.model_dir
+        model_root = ensure_fraud_sql_model(model_dir, args.data_dir, args.train_rows, args.epochs, log=_log)
+    else:
+        model_root = ensure_fraud_model(args.model_dir, args.data_dir, args.train_rows, args.epochs, log=_log)
     classes = load_model_metadata(model_root)[1]["label_classes"]
     positive = datasets.DATASETS["fraud"].positive_label
     if positive not in classes:
         raise UserError(f"--model_dir: {model_root} is not a fraud model (classes {classes})")
     csv_path = datasets.materialize("fraud", args.data_dir, rows=max(args.events, 1000))
+    if args.clean:
+        csv_path = fraud_with_users(csv_path, csv_path[:-len(".csv")] + "_users.csv")
 
     with TansuBroker() as broker:
         bootstrap = broker.bootstrap_servers
@@ -150,6 +166,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     summary = {
         "events_in": produced["events"], "malformed_in": n_malformed, "rows_read": counts["rows_in"],
         "predictions": len(predictions), "dead_letters": len(dead),
+        "filtered": counts.get("rows_filtered", 0),
         "dead_letters_by_stage": dict(by_stage), "dead_letters_by_reason": dict(by_reason.most_common()),
         "fraud_alerts": len(alerts),
         "top_alerts": [{k: a.get(k) for k in ("event_id", "score", "class", "threshold")}
@@ -164,12 +181,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    handled = s["predictions"] + s["dead_letters"]
+    handled = s["predictions"] + s["dead_letters"] + s["filtered"]
     print(f"\n=== stream demo summary ===\n"
           f"events in        {s['events_in']:>8,}  ({s['malformed_in']} malformed on purpose)\n"
           f"read by pipeline {s['rows_read']:>8,}\n"
           f"predictions out  {s['predictions']:>8,}\n"
           f"dead letters     {s['dead_letters']:>8,}  {s['dead_letters_by_stage']}\n"
+          f"filtered by SQL  {s['filtered']:>8,}  (WHERE / INNER JOIN of the model's statement)\n"
           f"handled          {handled:>8,}  ({'all' if handled == s['events_in'] else 'NOT all'} events)\n"
           f"fraud alerts     {s['fraud_alerts']:>8,}  (class {s['positive_class']!r})\n"
           f"throughput       {s['throughput_events_per_s'] or 0:>8,.0f}  events/s while scoring; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
+from beam_ml.options import CleanOptions, KafkaOptions, StreamPredictOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
 
@@ -28,7 +28,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     Raises:
       UserError: a bad flag or model directory.
     """
-    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions,
+    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions, CleanOptions,
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
                                                  "dead letters to Kafka and/or BigQuery.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.options import CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
+from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
 from beam_ml.train import TrainRun, train
 
 __all__ = ["run", "main"]
@@ -34,8 +34,10 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     Raises:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
-    options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, prog="python -m pipelines.train",
-                                     description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or query, or a bundled dataset.")
+    options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions,
+                                     prog="python -m pipelines.train",
+                                     description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or "
+                                                 "query, or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
         from beam_ml.training.report import summary_text

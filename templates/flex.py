@@ -31,13 +31,15 @@ __all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
 # pipeline module → (display name, options classes, description)
 TEMPLATES = {
     "train": ("beam_ml: train a model from CSV, a Kafka topic or BigQuery",
-              [TrainOptions, CsvReadOptions, KafkaOptions],
-              "CSV/Kafka/BigQuery → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
-    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions],
-                      "Scores a CSV file or a bounded topic with an exported model; predictions to a file, a topic or a BigQuery table."),
+              [TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions],
+              "CSV/Kafka/BigQuery → optional --sql → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
+    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions],
+                      "Scores a CSV file or a bounded topic with an exported model (its --sql statement first); "
+                      "predictions to a file, a topic or a BigQuery table."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka and/or BigQuery",
-                       [StreamPredictOptions, KafkaOptions],
-                       "Kafka JSON events → validate → RunInference → prediction events to a topic and/or a BigQuery table; dead letters likewise."),
+                       [StreamPredictOptions, KafkaOptions, CleanOptions],
+                       "Kafka JSON events → the model's --sql statement → validate → RunInference → prediction "
+                       "events to a topic and/or a BigQuery table; dead letters likewise."),
     "kafka_to_bigquery": ("beam_ml: Kafka to BigQuery",
                           [KafkaToBigQueryOptions, KafkaOptions, BigQueryOptions, CleanOptions],
                           "Kafka topics (JSON, CSV lines or Avro) → optional ksqlDB-style --sql → a BigQuery table; "

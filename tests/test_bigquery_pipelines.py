@@ -389,3 +389,45 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
     plan_stream_predict(PipelineOptions([f"--model_dir={model}", "--input_topic=t", "--output_table=test:d.t",
                                          rest]), local=True)
     assert [r.getMessage() for r in caplog.records] == [writes]
+
+
+@pytest.mark.integration
+def test_a_bigquery_table_is_a_lookup_a_statement_joins_and_refreshes(bq_dataset, bq_endpoint):
+    """--lookup=users=bq:PROJECT:DATASET.TABLE: read at preparation, in the DoFn, and again once the table changed."""
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from google.cloud import bigquery
+
+    from beam_ml.clean import lookup_from_flag, prepare_cleaning
+    from beam_ml.options import CleanOptions
+
+    table_id = bq_dataset.table_id("users")
+    schema = [bigquery.SchemaField("userid", "STRING"), bigquery.SchemaField("CITY", "STRING")]
+    bq_dataset.client.create_table(bigquery.Table(table_id, schema=schema))
+    assert bq_dataset.client.insert_rows_json(table_id, [{"userid": "u1", "CITY": "Premium Berlin"},
+                                                         {"userid": "u2", "CITY": "Basic Rome"}]) == []
+    events = pa.schema([("V1", pa.float64()), ("userid", pa.string()), ("__line__", pa.int64())])
+    opts = PipelineOptions([f"--lookup=users=bq:{bq_dataset.table('users')}",
+                            "--sql=SELECT c.V1, u.CITY FROM events c INNER JOIN users u ON c.userid = u.userid "
+                            "WHERE u.CITY LIKE 'Premium%'"]).view_as(CleanOptions)
+    cleaning = prepare_cleaning(opts, events, position_column="__line__", bigquery_endpoint=bq_endpoint)
+    assert [f.name for f in cleaning.statement.output_schema if f.name != "__line__"] == ["V1", "CITY"]
+    batch = pa.RecordBatch.from_pydict({"V1": [6.0, 7.0, 8.0], "userid": ["u1", "u2", "u9"],
+                                        "__line__": [2, 3, 4]}, schema=events)
+    with TestPipeline(options=PipelineOptions([])) as p:
+        rows = (p | beam.Create([batch]) | cleaning.transform(source="events.csv")).rows
+        assert_that(rows | beam.FlatMap(lambda b: [(r["V1"], r["CITY"]) for r in b.to_pylist()]),
+                    equal_to([(6.0, "Premium Berlin")]))
+    # The table changes: refresh() sees it (what --lookup_refresh does in a stream).
+    users = lookup_from_flag(f"users=bq:{bq_dataset.table('users')}", bigquery_endpoint=bq_endpoint)
+    users.open()
+    assert users.load().num_rows == 2 and users.refresh() is None
+    assert bq_dataset.client.insert_rows_json(table_id, [{"userid": "u9", "CITY": "Premium Oslo"}]) == []
+    changed = users.refresh()
+    assert changed is not None and sorted(changed.column("userid").to_pylist()) == ["u1", "u2", "u9"]
+    users.close()
+    with pytest.raises(UserError, match="--lookup users: BigQuery table .* not found"):
+        lookup_from_flag(f"users=bq:{bq_dataset.table('nope')}", bigquery_endpoint=bq_endpoint).schema()

@@ -73,7 +73,7 @@ def test_lookup_flags(tmp_path):
     assert isinstance(lk, CsvLookup) and lk.name == "users" and lk.path == str(path)
     for bad, msg in [("users", "expected NAME=SOURCE"), ("=x.csv", "expected NAME=SOURCE"),
                      (f"users={tmp_path}/nope.csv", "file not found"),
-                     ("users=bq:proj.ds.users", "BigQuery lookups"), ("users=s3://bucket/u.csv", "unsupported source")]:
+                     ("users=bq:just-a-name", "users: expected"), ("users=s3://bucket/u.csv", "unsupported source")]:
         with pytest.raises(UserError, match=f"^--lookup.*{msg}"):
             lookup_from_flag(bad)
     with pytest.raises(UserError, match="--lookup users: .*bootstrap_servers is required"):

@@ -1,4 +1,4 @@
-"""Lookup tables a statement joins: from a CSV file, an Arrow table, or a Kafka topic read as a table.
+"""Lookup tables a statement joins: a CSV file, an Arrow table, a Kafka topic read as a table, a BigQuery table.
 
     users = lookup_from_flag("users=data/users.csv")             # --lookup=users=data/users.csv
     users = KafkaLookup("users", "users-topic", bootstrap_servers="127.0.0.1:9092")
@@ -16,9 +16,10 @@ consumer) are made by `open()` where it runs. `schema()` is what statement
 preparation binds against, before any data moves (it reads the file or topic
 once on the launcher when no schema is given).
 
-BigQuery tables: `register_scheme("bq", factory)` is the hook the BigQuery IO
-plugs into (`--lookup=users=bq:project.dataset.table`); until then such a flag
-is a UserError.
+BigQuery tables: `--lookup=users=bq:project:dataset.users` (`BigQueryLookup`,
+read whole through the REST API, re-read on refresh when the table changed);
+with `--bigquery_endpoint` it reads from that emulator or private endpoint.
+Other sources plug in with `register_scheme(scheme, factory)`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
 
-__all__ = ["Lookup", "ArrowLookup", "CsvLookup", "KafkaLookup", "lookup_from_flag", "register_scheme",
+__all__ = ["Lookup", "ArrowLookup", "CsvLookup", "KafkaLookup", "BigQueryLookup", "lookup_from_flag", "register_scheme",
            "parse_lookup_flag"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -330,6 +331,93 @@ class KafkaLookup(Lookup):
             self._consumer = None
 
 
+# ------------------------------------------------------------------ --lookup=NAME=bq:TABLE
+class BigQueryLookup(Lookup):
+    """A BigQuery table joined by a cleaning statement (`--lookup=users=bq:project:dataset.users`).
+
+    Read whole with google-cloud-bigquery (`list_rows(...).to_arrow()`, the REST
+    API, so it works against an emulator too) when the statement is prepared and
+    on each worker; `refresh()` re-reads it when the table's modification time or
+    row count changed. Pickles as (name, table, endpoint): each worker makes its
+    own client in `open()`.
+
+    Args:
+      name: the table's name in statements.
+      table: PROJECT:DATASET.TABLE (or PROJECT.DATASET.TABLE).
+      endpoint: a beam_ml.io.bigquery.BigQueryEndpoint (--bigquery_endpoint: an emulator), or None for Google's.
+      flag: names the origin in errors.
+    """
+
+    def __init__(self, name: str, table: str, endpoint: Any = None, flag: str = "--lookup"):
+        from beam_ml.io.bigquery import parse_table  # pylint: disable=import-outside-toplevel
+
+        super().__init__(name)
+        self._flag = flag
+        self.project, self.dataset, self.table_name = parse_table(table, f"{flag} {name}")
+        self.endpoint = endpoint
+        self._client = None
+        self._stamp = None
+        self._schema = None
+
+    @property
+    def table_id(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table_name}"
+
+    def open(self) -> None:
+        if self._client is None:
+            if self.endpoint is not None:
+                from beam_ml.io.bigquery import endpoint_client  # pylint: disable=import-outside-toplevel
+
+                self._client = endpoint_client(self.endpoint.rest, self.project)
+            else:
+                from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+
+                self._client = bigquery.Client(project=self.project)
+
+    def _stamp_now(self):
+        t = self._client.get_table(self.table_id)
+        return (t.modified, t.num_rows)
+
+    def load(self) -> pa.Table:
+        from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+
+        self.open()
+        try:
+            self._stamp = self._stamp_now()
+            table = self._client.list_rows(self.table_id).to_arrow(create_bqstorage_client=False)
+        except exceptions.NotFound:
+            raise UserError(f"{self._flag} {self.name}: BigQuery table {self.table_id} not found") from None
+        if self._schema is None:
+            self._schema = table.schema
+        elif table.schema != self._schema:
+            table = table.select(self._schema.names).cast(self._schema)
+        return table
+
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self.load()
+        return self._schema
+
+    def refresh(self) -> Optional[pa.Table]:
+        self.open()
+        if self._stamp is not None and self._stamp_now() == self._stamp:
+            return None
+        return self.load()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def describe(self) -> str:
+        return f"bq:{self.project}:{self.dataset}.{self.table_name}"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+
 # --------------------------------------------------------------------------
 # --lookup=NAME=SOURCE
 
@@ -360,12 +448,12 @@ def _kafka_factory(name: str, topic: str, **options: Any) -> Lookup:
                        client_config=options.get("client_config"), flag=options.get("flag", "--lookup"))
 
 
-def _bq_unavailable(name: str, table: str, **options: Any) -> Lookup:
-    raise UserError(f"{options.get('flag', '--lookup')} {name}: BigQuery lookups ({table}) are not available yet")
+def _bq_factory(name: str, table: str, **options: Any) -> Lookup:
+    return BigQueryLookup(name, table, endpoint=options.get("bigquery_endpoint"), flag=options.get("flag", "--lookup"))
 
 
 register_scheme("kafka", _kafka_factory)
-register_scheme("bq", _bq_unavailable)
+register_scheme("bq", _bq_factory)
 
 
 def lookup_from_flag(value: str, flag: str = "--lookup", **options: Any) -> Lookup:

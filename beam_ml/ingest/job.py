@@ -216,8 +216,11 @@ def plan_kafka_to_bigquery(options: PipelineOptions, local: bool = False) -> Ing
     if LINE_COLUMN in schema.names or _SOURCE_COLUMN in schema.names:
         raise UserError(f"the records have a field named {LINE_COLUMN} or {_SOURCE_COLUMN}, which beam_ml reserves")
     events = schema.schema.append(pa.field(LINE_COLUMN, pa.int64()))
+    lookup_options = {"client_config": kafka}
+    if endpoint is not None:
+        lookup_options["bigquery_endpoint"] = endpoint  # --lookup=NAME=bq:TABLE reads there too
     cleaning = prepare_cleaning(options.view_as(CleanOptions), events, position_column=LINE_COLUMN,
-                                client_config=kafka)
+                                **lookup_options)
     rows = cleaning.statement.output_schema.remove(cleaning.statement.output_schema.get_field_index(LINE_COLUMN)) \
         if cleaning is not None else schema.schema
     if opts.with_kafka_metadata:

@@ -1205,3 +1205,4 @@ def _use_endpoint_from_environment() -> None:
 
 
 _use_endpoint_from_environment()
+
