@@ -36,11 +36,11 @@ import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
-from beam_ml import metrics
+from beam_ml import fs, metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.io.batches import LINE_COLUMN, as_list_array
 from beam_ml.io.csv import ReadCsvBatches
-from beam_ml.io.tfrecord import WriteTFRecordBatches
+from beam_ml.io.tfrecord import WriteSplitTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import LABEL_KEY, make_preprocessing_fn, tensor_adapter_config, to_transform_batch
 
@@ -209,7 +209,7 @@ class _SplitDoFn(beam.DoFn):
 
 
 class _EncodeSplitDoFn(beam.DoFn):
-    """Encodes transformed batches to tf.Examples, tagged by split ('fold<j>' or 'test'), and counts them.
+    """Encodes transformed batches to tf.Examples as (split, records) ('fold<j>' or 'test'), and counts them.
 
     Side output 'counts': {split: {class index: rows}} per batch.
     """
@@ -232,7 +232,7 @@ class _EncodeSplitDoFn(beam.DoFn):
             rows = features.filter(pa.array(mask))
             classes, n = np.unique(labels[mask], return_counts=True)
             counts[name] = {int(c): int(k) for c, k in zip(classes, n)}
-            yield beam.pvalue.TaggedOutput(name, coder.encode(rows))
+            yield name, coder.encode(rows)
         yield beam.pvalue.TaggedOutput("counts", counts)
 
 
@@ -335,11 +335,12 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
                    | "ExampleEncoder" >> beam.Map(lambda m: RecordBatchToExamplesEncoder(m.schema)))
         encoded = transformed | "EncodeExamples" >> beam.ParDo(
             _EncodeSplitDoFn(config.cv_folds), coder=beam.pvalue.AsSingleton(encoder),
-            quantiles=beam.pvalue.AsList(quantiles)).with_outputs("counts", *splits)
-        written = [transform_fn_done]
-        for name in splits:
-            written.append(encoded[name] | f"Write{name.title()}" >> WriteTFRecordBatches(
-                os.path.join(config.output_dir, split_prefix(name)), file_name_suffix=".tfrecord"))
+            quantiles=beam.pvalue.AsList(quantiles)).with_outputs("counts", main="encoded")
+        # Every split through one sink (Beam's file sink costs several stages per output).
+        records = encoded["encoded"] | "WriteSplits" >> WriteSplitTFRecordBatches(
+            {name: fs.join(config.output_dir, split_prefix(name)) for name in splits},
+            temp_dir=fs.join(config.output_dir, "data", ".tmp"), file_name_suffix=".tfrecord")
+        written = [transform_fn_done, records]
     split_counts = (encoded["counts"]
                     | "CountSplits" >> beam.combiners.ToList()
                     | "MergeCounts" >> beam.Map(_merge_counts, splits, list(spec.label_classes)))

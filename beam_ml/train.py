@@ -454,6 +454,10 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
     import apache_beam as beam  # after the flags, files and spec are checked, so mistakes fail in a second
 
+    # TensorFlow and tf.Transform take seconds to import: done before the clock starts, so
+    # counts.json's pipeline_seconds is the pipeline's own time (construction, run, wait).
+    import beam_ml.preprocess  # noqa: F401  pylint: disable=unused-import
+
     start = time.time()
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_training(pipeline, plan)

@@ -66,7 +66,6 @@ import glob
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -477,10 +476,13 @@ def measure_shape(name: str, csv_path: str, label: str, rows: int, out_dir: str)
                f"--output_dir={out_dir}", "--preprocess_only", "--runner=DirectRunner"]
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = proc.communicate()
+    output = proc.stdout.read()
+    # wait4: this child's own resource usage (RUSAGE_CHILDREN would give the largest
+    # child this process ever waited for, e.g. a baseline run before the shapes).
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    # The only child waited for since the last shape: its peak RSS (Linux: KiB).
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = usage.ru_maxrss  # Linux: KiB
     record = {"shape": name, "rows": rows, "process_seconds": round(wall, 2), "peak_rss_mb": round(peak_kib / 1024),
               "preprocess_seconds": None, "rows_per_s": None, "verified": False, "error": None}
     if proc.returncode != 0:
