@@ -310,3 +310,51 @@ def test_side_input_reload_is_refused_on_the_local_runner(tmp_path):
 def test_missing_flags_are_named():
     with pytest.raises(UserError, match="--output_topic"):
         stream_predict.run(["--model_dir=m", "--input_topic=a", "--dead_letter_topic=c"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_hot_reload_of_a_gcs_model_root_while_streaming(kafka_broker, new_topic, fraud, gcs_root, tmp_path):
+    """--model_dir=gs://...: served from GCS, and a version written there mid-stream is picked up."""
+    from beam_ml import fs
+    from beam_ml.model_store import MODEL_METADATA
+
+    topics = _topics(new_topic)
+    first = _csv_head(fraud[1], tmp_path / "first.csv", 20)
+    second = _csv_head(fraud[1], tmp_path / "second.csv", 20, skip=20)
+    local_root = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(fraud[0], local_root)
+    root = f"{gcs_root}/models/fraud"
+    fs.copy_tree(str(local_root), root)
+    results = {}
+
+    def run():
+        results["run"] = stream_predict.run(_argv(kafka_broker, root, topics, "--group_id=gcs-reload",
+                                                  "--reload_interval=0.5", "--max_read_time=90"))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        _produce(kafka_broker, topics[0], first)
+        assert len(_read_all(kafka_broker, topics[1], 20, timeout=120)) == 20
+        version_dir = export_copy(str(local_root), threshold=0.25)
+        # Upload as an exporter would: the files a version is complete without first, then the
+        # graph and the metadata, so the watcher never loads a partial version.
+        last = {"saved_model.pb", MODEL_METADATA}
+        names = [os.path.relpath(os.path.join(d, f), version_dir) for d, _, fs_ in os.walk(version_dir) for f in fs_]
+        for name in sorted(names, key=lambda n: n in last):
+            fs.copy(os.path.join(version_dir, name), f"{root}/2/{name}")
+        time.sleep(2)  # > reload_interval
+        _produce(kafka_broker, topics[0], second)
+        predictions = [json.loads(r.value) for r in _read_all(kafka_broker, topics[1], 40, timeout=120)]
+    finally:
+        thread.join(240)
+    assert not thread.is_alive()
+    by_id = {p["event_id"]: p for p in predictions}
+    first_ids, second_ids = set(_events(first)), set(_events(second))
+    assert set(by_id) == first_ids | second_ids
+    assert {by_id[i]["model_version"] for i in first_ids} == {1}
+    assert {(by_id[i]["model_version"], by_id[i]["threshold"]) for i in second_ids} == {(2, 0.25)}
+    assert results["run"].counts["model_reloads"] >= 1
