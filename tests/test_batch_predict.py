@@ -115,3 +115,26 @@ def test_main_prints_one_line_and_exits_2(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --model_dir") and "\n" not in err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_model_input_and_output_on_gcs(fraud, messy_csv, gcs_root):
+    """A gs:// model, a gs:// input and a gs:// output, run on the local runner: the same predictions."""
+    from beam_ml import fs
+
+    path, good_lines = messy_csv
+    fs.copy_tree(fraud[0], f"{gcs_root}/models/fraud")
+    fs.copy(path, f"{gcs_root}/in/new.csv")
+    out = f"{gcs_root}/out/preds.jsonl"
+    result = batch_predict.run([f"--model_dir={gcs_root}/models/fraud", f"--input={gcs_root}/in/*.csv",
+                                f"--output={out}", "--runner=DirectRunner"])
+    assert result.counts["predictions"] == 57 and result.counts["dead_letters"] == 3
+    preds = [json.loads(line) for line in fs.read_text(out).splitlines()]
+    dead = [json.loads(line) for line in fs.read_text(f"{gcs_root}/out/preds.dead_letter.jsonl").splitlines()]
+    assert sorted(d["position"] for d in dead) == [5, 10, 21]
+    assert all(d["source"] == f"{gcs_root}/in/new.csv" for d in dead)
+    _, offline = _offline(fraud[0], path, good_lines)
+    assert sorted(p["position"] for p in preds) == good_lines
+    for p in preds:
+        assert p["score"] == pytest.approx(offline[p["position"]]["score"], abs=1e-5)
