@@ -12,7 +12,7 @@ or in steps:
 
 The pipeline:
 
-    ReadCsv → SplitTrainTest → Analyze/Transform → WriteFold*/WriteTest (TFRecords)
+    ReadCsv → SplitTrainTest → Analyze/Transform → WriteSplits (TFRecords of every fold and the test split)
       → CheckRows (counts as data; fails the run after the dead letters are written)
       → Trials (Create: parameter sets × validation folds) → Reshuffle → TrainTrials  [one trial per element]
       → Leaderboard → TrainFinal (retrain the best on train+validation, or keep the chosen trial) → export

@@ -34,8 +34,8 @@ def test_train_writes_every_artifact_to_gcs(gcs_root, tmp_path):
     assert 0.0 <= score <= 1.0
 
 
-TRAIN_STEPS = {"ReadCsv", "SplitTrainTest", "FoldQuantiles", "Analyze", "Transform", "EncodeExamples", "WriteFold0",
-               "WriteTest", "CheckRows", "DataReady", "Trials", "ShuffleTrials", "TrainTrials", "CollectTrials",
+TRAIN_STEPS = {"ReadCsv", "SplitTrainTest", "FoldQuantiles", "Analyze", "Transform", "EncodeExamples", "WriteSplits",
+               "CheckRows", "DataReady", "Trials", "ShuffleTrials", "TrainTrials", "CollectTrials",
                "Leaderboard", "TrainFinal", "ScoreTest", "EvaluateTest", "TestMetrics", "WriteReport"}
 
 
