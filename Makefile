@@ -47,7 +47,7 @@ demo: $(STAMP)
 
 # Every test, including the heavy (slow/integration) ones.
 test: $(STAMP) $(BQ_STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=25
 
 # Unit tests only.
 test-fast: $(STAMP)

@@ -274,8 +274,10 @@ def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, 
     results = {}
 
     def run():
+        # Ends once it has both halves (max_records is a total); max_read_time only guards a hang.
         results["run"] = stream_predict.run(_argv(kafka_broker, model_root, topics, "--group_id=reload",
-                                                  "--reload_interval=0.5", "--max_read_time=60"))
+                                                  "--reload_interval=0.5", "--max_records=60",
+                                                  "--max_read_time=120"))
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -332,7 +334,8 @@ def test_hot_reload_of_a_gcs_model_root_while_streaming(kafka_broker, new_topic,
 
     def run():
         results["run"] = stream_predict.run(_argv(kafka_broker, root, topics, "--group_id=gcs-reload",
-                                                  "--reload_interval=0.5", "--max_read_time=90"))
+                                                  "--reload_interval=0.5", "--max_records=40",
+                                                  "--max_read_time=150"))
 
     thread = threading.Thread(target=run)
     thread.start()
