@@ -114,7 +114,11 @@ class SharedRecordBudget(NamedTuple):
                 if used + granted >= self.capacity:
                     # Used up: nothing will change any more, and a missing
                     # file reads as used up, so the file need not outlive this.
-                    os.unlink(self.path)
+                    # Another process that opened it before may unlink it too.
+                    try:
+                        os.unlink(self.path)
+                    except FileNotFoundError:
+                        pass
                 return granted if want else self.capacity - used
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
