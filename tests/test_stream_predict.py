@@ -265,41 +265,53 @@ def test_restart_after_kill_loses_nothing(kafka_broker, new_topic, model_root, f
     assert len(ids) - len(set(ids)) < len(events) // 2
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, tmp_path):
+def _reload_mid_stream(kafka_broker, new_topic, model_dir, csv_path, tmp_path, half, publish, group):
+    """Streams `half` events, calls publish() (a version 2 with threshold 0.25 appears under model_dir),
+    streams `half` more; checks the first half was scored by version 1 and the second by version 2.
+
+    Returns:
+      (predictions by event id, the second half's events, the run's result).
+    """
     topics = _topics(new_topic)
-    first = _csv_head(fraud[1], tmp_path / "first.csv", 30)
-    second = _csv_head(fraud[1], tmp_path / "second.csv", 30, skip=30)
+    first = _csv_head(csv_path, tmp_path / "first.csv", half)
+    second = _csv_head(csv_path, tmp_path / "second.csv", half, skip=half)
     results = {}
 
     def run():
         # Ends once it has both halves (max_records is a total); max_read_time only guards a hang.
-        results["run"] = stream_predict.run(_argv(kafka_broker, model_root, topics, "--group_id=reload",
-                                                  "--reload_interval=0.5", "--max_records=60",
-                                                  "--max_read_time=120"))
+        results["run"] = stream_predict.run(_argv(kafka_broker, model_dir, topics, f"--group_id={group}",
+                                                  "--reload_interval=0.5", f"--max_records={2 * half}",
+                                                  "--max_read_time=150"))
 
     thread = threading.Thread(target=run)
     thread.start()
     try:
         _produce(kafka_broker, topics[0], first)
-        assert len(_read_all(kafka_broker, topics[1], 30, timeout=120)) == 30
-        export_copy(model_root, threshold=0.25)  # version 2 appears while the pipeline runs
+        assert len(_read_all(kafka_broker, topics[1], half, timeout=120)) == half
+        publish()  # version 2 appears while the pipeline runs
         time.sleep(2)  # > reload_interval
         _produce(kafka_broker, topics[0], second)
-        predictions = [json.loads(r.value) for r in _read_all(kafka_broker, topics[1], 60, timeout=120)]
+        predictions = [json.loads(r.value) for r in _read_all(kafka_broker, topics[1], 2 * half, timeout=120)]
     finally:
-        thread.join(180)
+        thread.join(240)
     assert not thread.is_alive()
     by_id = {p["event_id"]: p for p in predictions}
-    first_ids, second_ids = set(_events(first)), set(_events(second))
-    assert set(by_id) == first_ids | second_ids
+    first_ids, second_events = set(_events(first)), _events(second)
+    assert set(by_id) == first_ids | set(second_events)
     assert {by_id[i]["model_version"] for i in first_ids} == {1}
-    assert {(by_id[i]["model_version"], by_id[i]["threshold"]) for i in second_ids} == {(2, 0.25)}
-    offline = _offline(model_root, _events(second))  # the latest version: 2
-    for i in second_ids:
-        assert by_id[i]["score"] == pytest.approx(offline[i]["score"], abs=1e-5)
+    assert {(by_id[i]["model_version"], by_id[i]["threshold"]) for i in second_events} == {(2, 0.25)}
     assert results["run"].counts["model_reloads"] >= 1
+    return by_id, second_events, results["run"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_hot_reload_while_streaming(kafka_broker, new_topic, model_root, fraud, tmp_path):
+    by_id, second, _ = _reload_mid_stream(kafka_broker, new_topic, model_root, fraud[1], tmp_path, 30,
+                                          lambda: export_copy(model_root, threshold=0.25), "reload")
+    offline = _offline(model_root, second)  # the latest version: 2
+    for i in second:
+        assert by_id[i]["score"] == pytest.approx(offline[i]["score"], abs=1e-5)
 
 
 def test_side_input_reload_is_refused_on_the_local_runner(tmp_path):
@@ -318,46 +330,24 @@ def test_missing_flags_are_named():
 @pytest.mark.slow
 def test_hot_reload_of_a_gcs_model_root_while_streaming(kafka_broker, new_topic, fraud, gcs_root, tmp_path):
     """--model_dir=gs://...: served from GCS, and a version written there mid-stream is picked up."""
+    import shutil
+
     from beam_ml import fs
     from beam_ml.model_store import MODEL_METADATA
 
-    topics = _topics(new_topic)
-    first = _csv_head(fraud[1], tmp_path / "first.csv", 20)
-    second = _csv_head(fraud[1], tmp_path / "second.csv", 20, skip=20)
     local_root = tmp_path / "model"
-    import shutil
-
     shutil.copytree(fraud[0], local_root)
     root = f"{gcs_root}/models/fraud"
     fs.copy_tree(str(local_root), root)
-    results = {}
 
-    def run():
-        results["run"] = stream_predict.run(_argv(kafka_broker, root, topics, "--group_id=gcs-reload",
-                                                  "--reload_interval=0.5", "--max_records=40",
-                                                  "--max_read_time=150"))
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        _produce(kafka_broker, topics[0], first)
-        assert len(_read_all(kafka_broker, topics[1], 20, timeout=120)) == 20
+    def upload_version_2():
         version_dir = export_copy(str(local_root), threshold=0.25)
         # Upload as an exporter would: the files a version is complete without first, then the
         # graph and the metadata, so the watcher never loads a partial version.
         last = {"saved_model.pb", MODEL_METADATA}
-        names = [os.path.relpath(os.path.join(d, f), version_dir) for d, _, fs_ in os.walk(version_dir) for f in fs_]
+        names = [os.path.relpath(os.path.join(d, f), version_dir) for d, _, files in os.walk(version_dir)
+                 for f in files]
         for name in sorted(names, key=lambda n: n in last):
             fs.copy(os.path.join(version_dir, name), f"{root}/2/{name}")
-        time.sleep(2)  # > reload_interval
-        _produce(kafka_broker, topics[0], second)
-        predictions = [json.loads(r.value) for r in _read_all(kafka_broker, topics[1], 40, timeout=120)]
-    finally:
-        thread.join(240)
-    assert not thread.is_alive()
-    by_id = {p["event_id"]: p for p in predictions}
-    first_ids, second_ids = set(_events(first)), set(_events(second))
-    assert set(by_id) == first_ids | second_ids
-    assert {by_id[i]["model_version"] for i in first_ids} == {1}
-    assert {(by_id[i]["model_version"], by_id[i]["threshold"]) for i in second_ids} == {(2, 0.25)}
-    assert results["run"].counts["model_reloads"] >= 1
+
+    _reload_mid_stream(kafka_broker, new_topic, root, fraud[1], tmp_path, 20, upload_version_2, "gcs-reload")
