@@ -45,13 +45,17 @@ bqemulator: $(BQ_STAMP)
 demo: $(STAMP)
 	$(PY) -m pipelines.train --runner=DirectRunner
 
-# Every test, including the heavy (slow/integration) ones.
+# Every test: the unit tests on every core (pytest-xdist), then the heavy (slow/integration)
+# ones in one process, as they share one broker and emulators per session and measure
+# their own pipelines' progress against deadlines.
+UNIT := -m "not slow and not integration"
 test: $(STAMP) $(BQ_STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest tests -q -p no:cacheprovider -n auto $(UNIT)
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "slow or integration" --durations=25
 
 # Unit tests only.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -q -m "not slow and not integration" -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n auto $(UNIT)
 
 stream-demo: $(STAMP)
 	$(PY) -m pipelines.stream_demo --clean

@@ -54,6 +54,8 @@ EXTRAS = {
         "gcp-storage-emulator==2026.7.19",
         # A real non-Python Kafka client (librdkafka) for the codec interop test.
         "confluent-kafka==2.16.1",
+        # `make test-fast` and the unit half of `make test` run on every core (-n auto).
+        "pytest-xdist==3.8.0",
     ],
     "bench": [
         "pandas>=2,<4",

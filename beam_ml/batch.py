@@ -323,10 +323,10 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file or model directory.
       RuntimeError: rows in != predictions + dead letters (a bug).
     """
-    from beam_ml.runner import run_pipeline
+    from beam_ml.runner import new_pipeline, run_pipeline
 
     plan = plan_batch_predict(options)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or new_pipeline(options)
     write_batch_outputs(build_batch_predict(pipeline, plan), plan)
     outcome = run_pipeline(pipeline)
     opts = plan.opts

@@ -44,7 +44,7 @@ from beam_ml.io.tfrecord import WriteSplitTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import LABEL_KEY, make_preprocessing_fn, tensor_adapter_config, to_transform_batch
 
-__all__ = ["PreprocessConfig", "PreprocessOutputs", "build_preprocess", "write_dead_letters", "stable_hash_fraction",
+__all__ = ["PreprocessConfig", "PreprocessOutputs", "reads_once", "build_preprocess", "write_dead_letters", "stable_hash_fraction",
            "fold_boundaries", "assign_folds", "split_prefix", "split_names", "TEST_SPLIT", "fold_split"]
 DEAD_PREFIX = "dead_letter/dead"
 TEST_SPLIT = "test"
@@ -76,6 +76,10 @@ class PreprocessConfig:
       cv_folds: folds the remaining rows are divided into (stratified).
       split_seed: seed of both split hashes.
       chunk_bytes: CSV chunk size per read element.
+      read_once_bytes: input files up to this size in total (compressed ones
+        counted at COMPRESSED_RATIO times theirs) are read once, their rows
+        kept by the runner between analysis and transform; larger inputs are
+        read a second time for the transform pass, so their rows stream.
     """
 
     input_pattern: Optional[str]
@@ -84,6 +88,24 @@ class PreprocessConfig:
     cv_folds: int = 5
     split_seed: int = 42
     chunk_bytes: int = 8 << 20
+    read_once_bytes: int = 32 << 20
+
+
+# What a compressed CSV is assumed to expand to, when deciding whether to read it once.
+COMPRESSED_RATIO = 8
+
+
+def reads_once(pattern: str, read_once_bytes: int) -> bool:
+    """Whether the files of `pattern` are small enough to read once (see PreprocessConfig.read_once_bytes)."""
+    from beam_ml.io.files import match_files, resolve_compression
+
+    try:
+        files = match_files(pattern)
+    except Exception:  # pylint: disable=broad-except  # the read itself reports a bad pattern, naming the flag
+        return False
+    total = sum(size * (1 if resolve_compression(path) == "uncompressed" else COMPRESSED_RATIO)
+                for path, size in files)
+    return total <= read_once_bytes
 
 
 class PreprocessOutputs(NamedTuple):
@@ -292,10 +314,12 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
     test_rows = marked | "TestRows" >> beam.FlatMap(_only_split, TEST)
     to_inputs = marked | "ToTransformInputs" >> beam.Map(to_transform_batch, spec, passthrough=passthrough)
     train = to_inputs | "TrainRows" >> beam.FlatMap(_only_split, TRAIN)
-    if source is None:
-        # Files are read twice, the second time uncounted, for the transform pass: with
-        # one read, the runner keeps every row in memory between the analysis (which
+    small = bool(config.input_pattern) and reads_once(config.input_pattern, config.read_once_bytes)
+    if source is None and not small:
+        # Large inputs are read twice, the second time uncounted, for the transform pass:
+        # with one read, the runner keeps every row in memory between the analysis (which
         # must see all train rows first) and the transform; a second read streams.
+        # Small ones are read once: a second read costs more (its stages) than it saves.
         again = pipeline | "ReadCsvForTransform" >> ReadCsvBatches(
             config.input_pattern, spec, chunk_bytes=config.chunk_bytes, validate=False, counted=False)
         to_transform = (again["rows"]
@@ -303,7 +327,7 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
                             _SplitDoFn(spec, config.test_fraction, config.split_seed, columns, counted=False))
                         | "ToTransformInputsForTransform" >> beam.Map(
                             to_transform_batch, spec, passthrough=passthrough))
-    elif hasattr(source, "again"):
+    elif source is not None and hasattr(source, "again") and not small:
         # The same rows read again, uncounted (e.g. CSV cleaned by --sql): streams like the CSV re-read above.
         again = pipeline | "ReadForTransform" >> source.again()
         to_transform = (again["rows"]

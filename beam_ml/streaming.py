@@ -270,8 +270,10 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     Raises:
       UserError: a bad flag or model directory.
     """
+    from beam_ml.runner import new_pipeline, run_pipeline
+
     plan = plan_stream_predict(options, local=test_pipeline is not None)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or new_pipeline(options)
     write_stream_outputs(build_stream_predict(pipeline, plan), plan)
     opts = plan.opts
     bq = plan.bigquery
@@ -280,8 +282,6 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     log(f"[beam_ml] scoring {opts.input_topic} -> {' and '.join(outs)} (dead letters -> "
         f"{' and '.join(dead_outs)}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
         f"reload {opts.model_reload}")
-    from beam_ml.runner import run_pipeline
-
     outcome = run_pipeline(pipeline)
     if not outcome.finished:
         log(outcome.describe())

@@ -452,14 +452,14 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         what = (f"{len(plan.parameter_sets)} parameter sets x {plan.opts.cv_folds} folds" if plan.opts.tune else
                 f"{len(plan.parameter_sets)} candidates (the flags' model and the linear model) on fold 0")
         log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
-    import apache_beam as beam  # after the flags, files and spec are checked, so mistakes fail in a second
+    from beam_ml.runner import new_pipeline  # Beam, after the flags, files and spec are checked: mistakes fail fast
 
     # TensorFlow and tf.Transform take seconds to import: done before the clock starts, so
     # counts.json's pipeline_seconds is the pipeline's own time (construction, run, wait).
     import beam_ml.preprocess  # noqa: F401  pylint: disable=unused-import
 
     start = time.time()
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or new_pipeline(options)
     build_training(pipeline, plan)
     saved_env = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
     if plan.threads == 1:

@@ -503,13 +503,13 @@ def kafka_to_bigquery(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file, schema or statement.
       RuntimeError: records in != rows written + dead letters + filtered (a bug).
     """
-    from beam_ml.runner import run_pipeline  # pylint: disable=import-outside-toplevel
+    from beam_ml.runner import new_pipeline, run_pipeline  # pylint: disable=import-outside-toplevel
 
     plan = plan_kafka_to_bigquery(options, local=test_pipeline is not None)
     if not plan.bounded:
         # An endless read: Dataflow must run it as a streaming job.
         options.view_as(StandardOptions).streaming = True
-    pipeline = test_pipeline or beam.Pipeline(options=options)
+    pipeline = test_pipeline or new_pipeline(options)
     write_kafka_to_bigquery(build_kafka_to_bigquery(pipeline, plan), plan)
     log(_start_line(plan))
     for note in plan.notes:
