@@ -74,6 +74,9 @@ within 1e-5. A failed check marks the row FAILED, and the process exits 1.
 The JSON report (``<work_dir>/bench_stream.json``) also records CPU count and
 load average: the machine's 2 cores are shared, so absolute numbers move
 between runs; ratios measured in one run are the robust output.
+Diagnostics: each latency phase writes ``<method>-latency-timeline.json`` (per event: index,
+produce->received ms, produce->scored ms) to its log directory; ``BENCH_GC_LOG=1`` makes ours log
+every garbage-collector pause over 20 ms to its log (how the full-collection stalls were found).
 """
 from __future__ import annotations
 
@@ -301,6 +304,17 @@ def _ours_main(config_json: str) -> None:
     """Subprocess entry: pipelines.stream_predict.run, plus its RunInference metrics, to result_path."""
     config = json.loads(config_json)
     launched = time.time()
+    if os.environ.get("BENCH_GC_LOG"):
+        import gc
+        started = {}
+
+        def _gc(phase, info):
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            elif time.perf_counter() - started.get("t", time.perf_counter()) > 0.02:
+                print(f"[gc] {time.time():.3f} gen{info['generation']} {1000 * (time.perf_counter() - started['t']):.0f} ms "
+                      f"collected={info['collected']}", file=sys.stderr, flush=True)
+        gc.callbacks.append(_gc)
     from pipelines import stream_predict
 
     result = stream_predict.run(config["argv"])
@@ -582,6 +596,11 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
     expected = {f"lat-{k}": offline[pool[k % len(pool)][0]] for k in range(len(sent_ids))}
     problems = check_predictions(predictions, sent_ids, expected)
     lat = list(received.values())
+    # Where the time goes, per event: produce -> scored (processing_ts) -> received by the consumer.
+    scored = {p["event_id"]: float(p["processing_ts"]) - float(p["produce_ts"]) for p in predictions
+              if "processing_ts" in p and p.get("event_id") in received}
+    with open(os.path.join(log_dir, f"{method}-latency-timeline.json"), "w", encoding="utf-8") as f:
+        json.dump([[k, received.get(i), scored.get(i)] for k, i in enumerate(sent_ids)], f)
     # A scorer that keeps up has the same latency at the end as at the start;
     # a growing one means a backlog (e.g. the shared CPUs could not sustain the rate).
     fifth = max(1, len(sent_ids) // 5)
