@@ -44,7 +44,7 @@ and standard deviation 1, and the labels must be intact. A benchmark of a
 broken pipeline would be worthless.
 
 Then (unless ``--no_shapes``) the shapes issue 11 names, ours only, each in a
-fresh ``python -m pipelines.train --preprocess_only`` subprocess whose peak RSS
+fresh ``python -m pipelines.train --preprocess_only`` subprocess whose own peak RSS (VmHWM, via ``benchmarks._peak_rss``)
 is recorded, timed by counts.json's ``pipeline_seconds`` (pipeline construction,
 analysis, transform and writing; not the interpreter's TensorFlow/Beam imports,
 which take 5-8 s before any pipeline exists), and checked (every row read and
@@ -472,17 +472,17 @@ def measure_shape(name: str, csv_path: str, label: str, rows: int, out_dir: str)
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "pipelines.train", f"--input={csv_path}", f"--label={label}",
+    command = [sys.executable, "-m", "benchmarks._peak_rss", "pipelines.train", f"--input={csv_path}", f"--label={label}",
                f"--output_dir={out_dir}", "--preprocess_only", "--runner=DirectRunner"]
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout.read()
-    # wait4: this child's own resource usage (RUSAGE_CHILDREN would give the largest
-    # child this process ever waited for, e.g. a baseline run before the shapes).
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     wall = time.perf_counter() - start
-    peak_kib = usage.ru_maxrss  # Linux: KiB
+    # The child's own VmHWM (benchmarks/_peak_rss.py): its rusage would include this
+    # process's resident size, which Linux carries into a child's ru_maxrss at exec.
+    peaks = [int(line.split()[1]) for line in output.splitlines() if line.startswith("PEAK_RSS_KB ")]
+    peak_kib = peaks[-1] if peaks else -1
     record = {"shape": name, "rows": rows, "process_seconds": round(wall, 2), "peak_rss_mb": round(peak_kib / 1024),
               "preprocess_seconds": None, "rows_per_s": None, "verified": False, "error": None}
     if proc.returncode != 0:
@@ -501,7 +501,7 @@ def measure_shape(name: str, csv_path: str, label: str, rows: int, out_dir: str)
 
 
 def run_shapes(work_dir: str, large_rows: int) -> dict:
-    """The issue's shapes, each in its own subprocess (sequential, so RUSAGE_CHILDREN is its peak)."""
+    """The issue's shapes, each in its own subprocess, one after another (each reports its own peak RSS)."""
     data_dir = os.path.join(work_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
     fraud_200k = datasets.materialize("fraud", data_dir, rows=200_000)
