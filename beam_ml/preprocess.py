@@ -44,8 +44,8 @@ from beam_ml.io.tfrecord import WriteSplitTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import LABEL_KEY, make_preprocessing_fn, tensor_adapter_config, to_transform_batch
 
-__all__ = ["PreprocessConfig", "PreprocessOutputs", "reads_once", "build_preprocess", "write_dead_letters", "stable_hash_fraction",
-           "fold_boundaries", "assign_folds", "split_prefix", "split_names", "TEST_SPLIT", "fold_split"]
+__all__ = ["PreprocessConfig", "PreprocessOutputs", "reads_once", "build_preprocess", "write_dead_letters",
+           "stable_hash_fraction", "fold_boundaries", "assign_folds", "split_prefix", "split_names", "TEST_SPLIT", "fold_split"]
 DEAD_PREFIX = "dead_letter/dead"
 TEST_SPLIT = "test"
 
@@ -327,7 +327,7 @@ def build_preprocess(pipeline: beam.Pipeline, spec: DatasetSpec, config: Preproc
                             _SplitDoFn(spec, config.test_fraction, config.split_seed, columns, counted=False))
                         | "ToTransformInputsForTransform" >> beam.Map(
                             to_transform_batch, spec, passthrough=passthrough))
-    elif source is not None and hasattr(source, "again") and not small:
+    elif hasattr(source, "again") and not small:
         # The same rows read again, uncounted (e.g. CSV cleaned by --sql): streams like the CSV re-read above.
         again = pipeline | "ReadForTransform" >> source.again()
         to_transform = (again["rows"]
