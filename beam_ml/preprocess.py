@@ -223,7 +223,9 @@ class _SplitDoFn(beam.DoFn):
                 is_class = pc.equal(labels, pa.scalar(value, pa.binary())).to_numpy(zero_copy_only=False)
                 hashes = fold_hash[is_class & ~is_test]
                 if len(hashes):
-                    yield beam.pvalue.TaggedOutput("fold_hashes", (c, hashes))
+                    # Python floats: the quantile combiner keeps (and pickles, between stages and for
+                    # Beam's size sampling) its elements one by one, and numpy scalars pickle ~30x slower.
+                    yield beam.pvalue.TaggedOutput("fold_hashes", (c, hashes.tolist()))
         split = as_list_array(pa.array(is_test.astype(np.int8)))
         yield pa.RecordBatch.from_arrays(batch.select(self._columns).columns
                                          + [split, as_list_array(pa.array(fold_hash))],
