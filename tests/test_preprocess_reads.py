@@ -72,3 +72,25 @@ def test_one_read_and_two_reads_write_the_same_splits_and_counts(tmp_path):
     assert once[1:] == twice[1:]  # the same split counts and dead letters
     assert sum(n for by_class in once[1].values() for n in by_class.values()) == 600
     assert [p for p, _ in once[2]] == [602] and "expected a number" in once[2][0][1]
+
+
+def test_fold_hashes_reach_the_quantile_combiner_as_python_floats(tmp_path):
+    # The per-class quantile combiner keeps its elements one by one and Beam pickles its
+    # accumulator between stages and to sample its size: numpy scalars there cost ~30x more.
+    import pickle
+
+    from beam_ml.io.csv import read_csv_file
+    from beam_ml.preprocess import _SplitDoFn
+
+    path = _csv(tmp_path / "data.csv", rows=400)
+    spec = infer_spec(path, "y")
+    batch = next(chunk.batch for chunk in read_csv_file(path, spec) if chunk.batch is not None)
+    out = list(_SplitDoFn(spec, 0.2, 42, spec.feature_columns + [spec.label]).process(batch))
+    hashes = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "fold_hashes"]
+    marked = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert {c for c, _ in hashes} == {0, 1} and len(marked) == 1
+    n_train = sum(len(h) for _, h in hashes)
+    assert 0.7 * batch.num_rows < n_train < 0.9 * batch.num_rows
+    for _, h in hashes:
+        assert type(h) is list and all(type(v) is float and 0.0 <= v < 1.0 for v in h)
+        assert len(pickle.dumps(h, pickle.HIGHEST_PROTOCOL)) < 10 * len(h) + 64
