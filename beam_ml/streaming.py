@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -134,10 +133,12 @@ class _FormatPredictionsFn(beam.DoFn):
     def setup(self):
         from beam_ml.inference import prediction_fields, scored_rows
 
-        self._fields, self._split = prediction_fields, scored_rows
+        from beam_ml.io.kafka.formats import dumps_event
+
+        self._fields, self._split, self._dumps = prediction_fields, scored_rows, dumps_event
 
     def process(self, scored):
-        prediction_fields = self._fields
+        prediction_fields, dumps = self._fields, self._dumps
         good, dead = self._split(scored, self._mask_columns)
         if good:
             self._predictions.inc(len(good))
@@ -146,7 +147,7 @@ class _FormatPredictionsFn(beam.DoFn):
             for ref, prediction in good:
                 event = prediction_fields(ref, prediction, "event_id")
                 event["processing_ts"] = processing_ts
-                messages.append((str(event["event_id"]).encode("utf-8"), json.dumps(event).encode("utf-8")))
+                messages.append((str(event["event_id"]).encode("utf-8"), dumps(event)))
             yield messages
         for d in dead:
             yield beam.pvalue.TaggedOutput(DEAD_TAG, d)

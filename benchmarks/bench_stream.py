@@ -34,6 +34,10 @@ load generator or with another scorer):
   acknowledged).
 * (b4) the same loop (one process) over every partition of the 4-partition
   topic: the baseline of (ours2).
+* (bo) loop (b) decoding and encoding JSON with orjson, as stream_predict
+  does (the loops above use the json module, as a hand-written loop does):
+  not a goal, a diagnostic of how much of ours' rate is the JSON library
+  rather than the pipeline.
 
 Goals (issue 11): ours >= 1.0x (b) with p99 < 500 ms at 50% of its own rate;
 ours2 >= 1.6x (b4). Every scorer consumes the same records with manual partition assignment, send
@@ -63,7 +67,9 @@ What is measured:
   ``--latency_fraction`` (50%) of THAT scorer's measured throughput for
   ``--latency_seconds``; a consumer of the output topic (a thread of this
   process, like the producer; same host clock) records, per prediction,
-  receive time - ``produce_ts``. p50/p90/p99/max are reported.
+  receive time - ``produce_ts``. p50/p90/p99/max are reported. The load
+  producer and that consumer are librdkafka clients (confluent-kafka), so
+  the measuring side takes little of the 2 cores the scorer runs on.
 
 Every measured output is checked before it counts: every input event_id is
 predicted exactly once (for (a): every event it reached; a clean run has no
@@ -97,9 +103,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 __all__ = ["run", "main", "ensure_model", "baseline_loop", "run_ours", "run_baseline", "measure_latency",
            "read_topic", "check_predictions"]
 
-METHODS = ("ours", "a", "b", "ours2", "b4")
+METHODS = ("ours", "a", "b", "bo", "ours2", "b4")
 LABELS = {"ours": "ours (stream_predict)", "a": "(a) per-message loop", "b": "(b) batched loop (256)",
-          "ours2": "ours, 4 partitions, 2 workers", "b4": "(b) on 4 partitions"}
+          "bo": "(b) with orjson", "ours2": "ours, 4 partitions, 2 workers", "b4": "(b) on 4 partitions"}
+# The loop each method runs (baseline_loop's mode).
+LOOP_MODES = {"a": "a", "b": "b", "bo": "bo", "b4": "b"}
 # Scorers of the 4-partition topic.
 FOUR_PARTITIONS = ("ours2", "b4")
 # stream_predict's two-worker mode on the local runner: two SDK worker processes
@@ -107,7 +115,7 @@ FOUR_PARTITIONS = ("ours2", "b4")
 TWO_WORKERS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 SCORE_TOLERANCE = 1e-5
 # (scorer, baseline, goal ratio or None) of issue 11, and ours' p99 latency goal at 50% of its rate.
-GOALS = (("ours", "b", 1.0), ("ours2", "b4", 1.6), ("ours", "a", None))
+GOALS = (("ours", "b", 1.0), ("ours2", "b4", 1.6), ("ours", "a", None), ("ours", "bo", None))
 P99_GOAL_MS = 500
 
 
@@ -202,7 +210,7 @@ def baseline_loop(config: dict) -> dict:
     """Baselines (a) per-message and (b) batched: consume, score, produce; runs in its own process.
 
     Args:
-      config: {mode: 'a'|'b', bootstrap, input_topic, output_topic, model_dir,
+      config: {mode: 'a'|'b'|'bo', bootstrap, input_topic, output_topic, model_dir,
         max_records (stop after this many scored, None: no limit),
         max_seconds (stop this long after the first prediction),
         deadline (absolute time.time() at which to stop regardless),
@@ -230,6 +238,16 @@ def baseline_loop(config: dict) -> dict:
     producer = KafkaProducer(bootstrap_servers=config["bootstrap"], acks="all", enable_idempotence=True,
                              linger_ms=5, batch_size=64 * 1024)
     out_topic, mode = config["output_topic"], config["mode"]
+    if mode == "bo":  # (b) with orjson for JSON, as stream_predict decodes and encodes events
+        import orjson
+
+        loads, decode_error, dumps = orjson.loads, orjson.JSONDecodeError, orjson.dumps
+        mode = "b"
+    else:
+        loads, decode_error = json.loads, ValueError
+
+        def dumps(obj):
+            return json.dumps(obj).encode("utf-8")
     max_records, max_seconds = config.get("max_records"), config.get("max_seconds")
     deadline = config.get("deadline") or (time.time() + 3600)
     batch_size = int(config.get("batch", 256))
@@ -242,12 +260,12 @@ def baseline_loop(config: dict) -> dict:
                "score": pred["score"], "class_id": pred["class_id"], "class": pred["class"],
                "threshold": threshold, "model_version": version, "event_ts": msg.timestamp,
                "produce_ts": event.get("produce_ts"), "processing_ts": int(time.time() * 1000)}
-        producer.send(out_topic, key=msg.key, value=json.dumps(out).encode("utf-8"))
+        producer.send(out_topic, key=msg.key, value=dumps(out))
 
     def parse(msg):
         try:
-            event = json.loads(msg.value)
-        except ValueError:
+            event = loads(msg.value)
+        except decode_error:
             return None
         return event if isinstance(event, dict) and validate_record(event, spec) is None else None
 
@@ -498,15 +516,21 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
     """End-to-end latency of `method` ('ours' or 'b') at `rate` events/s for `seconds`.
 
     Starts the scorer on fresh topics, warms it up (one event every 0.2 s until
-    one is predicted), then a paced producer thread sends events
-    `lat-<k>` (the pool's rows, cycled) with produce_ts = send time, while a
-    consumer thread reads the output topic and records receive time -
-    produce_ts per prediction.
+    one is predicted), then a paced producer sends events `lat-<k>` (the
+    pool's rows, cycled) with produce_ts = send time, while a consumer thread
+    reads the output topic and records receive time - produce_ts per
+    prediction. Both are librdkafka clients (confluent-kafka) and encode with
+    orjson, so the measuring side takes little of the 2 cores the scorer
+    runs on. The producer lingers 2 ms (librdkafka's default is 5): with 0 it
+    sent each event in its own produce request, and the in-process broker
+    then spent 0.6 of a core on 4,000 requests/s (0.33 with 2 ms), enough to
+    starve either scorer into a growing backlog.
 
     Returns:
       {rate, sent, received, p50_ms, p90_ms, p99_ms, max_ms, problems, ...}.
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    import confluent_kafka
+    import orjson
 
     topics = (_new_topic(bootstrap, f"lat-{method}-in"), _new_topic(bootstrap, f"lat-{method}-out"),
               _new_topic(bootstrap, f"lat-{method}-dlq"))
@@ -528,16 +552,17 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
     warm_seen = threading.Event()
 
     def consume() -> None:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
-        tp = TopicPartition(topics[1], 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex}",
+                                             "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+        consumer.assign([confluent_kafka.TopicPartition(topics[1], 0, confluent_kafka.OFFSET_BEGINNING)])
         try:
             while not stop.is_set():
-                batch = consumer.poll(timeout_ms=100).get(tp, [])
+                batch = consumer.consume(num_messages=1000, timeout=0.1)
                 now_ms = time.time() * 1000.0  # the receive time of this fetch
                 for r in batch:
-                    p = json.loads(r.value)
+                    if r.error() is not None:
+                        continue
+                    p = orjson.loads(r.value())
                     if str(p.get("event_id", "")).startswith("warm-"):
                         warm_seen.set()
                         continue
@@ -548,7 +573,7 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
 
     consumer_thread = threading.Thread(target=consume, daemon=True)
     consumer_thread.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2})
     sent_ids: list[str] = []
     try:
         # Warm-up: the scorer is ready once it predicts one event.
@@ -557,8 +582,8 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"{method}: no warm-up prediction within {args.startup_timeout:.0f} s")
             _, event = pool[k % len(pool)]
-            producer.send(topics[0], value=json.dumps(dict(event, event_id=f"warm-{k}",
-                                                           produce_ts=time.time() * 1000)).encode())
+            producer.produce(topics[0], value=orjson.dumps(dict(event, event_id=f"warm-{k}",
+                                                                produce_ts=time.time() * 1000)))
             producer.flush(5)
             k += 1
             warm_seen.wait(0.2)
@@ -573,8 +598,9 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
             src_id, event = pool[k % len(pool)]
             event_id = f"lat-{k}"
             sent_ids.append(event_id)
-            producer.send(topics[0], key=event_id.encode(), value=json.dumps(
-                dict(event, event_id=event_id, produce_ts=round(time.time() * 1000, 3))).encode())
+            producer.produce(topics[0], key=event_id.encode(), value=orjson.dumps(
+                dict(event, event_id=event_id, produce_ts=round(time.time() * 1000, 3))))
+            producer.poll(0)  # serves delivery reports, so the local queue never fills
         send_seconds = time.monotonic() - start
         producer.flush(30)
         drain = time.monotonic() + args.drain_seconds
@@ -584,7 +610,7 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
     finally:
         stop.set()
         consumer_thread.join(10)
-        producer.close(timeout=10)
+        producer.flush(10)
         proc.terminate()  # a streaming scorer has no natural end: stop it (measurement is complete)
         try:
             proc.wait(30)
@@ -737,7 +763,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                 elif m == "ours2":
                     r = run_ours(bootstrap, model_dir, topic, args.events, args, log_dir, name=m, extra=TWO_WORKERS)
                 else:
-                    r = run_baseline(m[0], bootstrap, model_dir, topic, args.events, args, log_dir, name=m)
+                    r = run_baseline(LOOP_MODES[m], bootstrap, model_dir, topic, args.events, args, log_dir, name=m)
                 preds = r.pop("predictions")
                 # (a) may stop at its time cap: it must have scored a prefix, each once, correctly.
                 expected = ids[:r["scored"]] if m == "a" else ids

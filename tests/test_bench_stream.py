@@ -22,7 +22,7 @@ def test_every_scorer_completes_correctly(fraud, tmp_path):
     report = bench.run(["--events=300", "--latency_seconds=3", f"--model_dir={fraud[0]}",
                         f"--work_dir={tmp_path}", "--startup_timeout=120", "--drain_seconds=20"])
 
-    assert set(report["methods"]) == {"ours", "a", "b", "ours2", "b4"}
+    assert set(report["methods"]) == {"ours", "a", "b", "bo", "ours2", "b4"}
     for name, method in report["methods"].items():
         assert method["problems"] == [], name
         assert method["throughput"]["events"] == 300, name
@@ -37,7 +37,7 @@ def test_every_scorer_completes_correctly(fraud, tmp_path):
         lat = report["methods"][name]["latency"]
         assert lat["sent"] == lat["received"] > 0 and lat["problems"] == [], name
         assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"], name
-    assert {"ours/(b) throughput", "ours2/(b4) throughput"} <= set(report["ratios"])
+    assert {"ours/(b) throughput", "ours2/(b4) throughput", "ours/(bo) throughput"} <= set(report["ratios"])
     with open(os.path.join(tmp_path, "bench_stream.json")) as f:
         assert json.load(f)["methods"]["ours2"]["problems"] == []
 
