@@ -43,7 +43,7 @@ Goals (issue 11): ours >= 1.0x (b) with p99 < 500 ms at 50% of its own rate;
 ours2 >= 1.6x (b4). Every scorer consumes the same records with manual partition assignment, send
 the same prediction event (event_id, key, score, class, class_id, threshold,
 model_version, event_ts, produce_ts, processing_ts) with an idempotent
-``acks=all`` producer (linger_ms=5, 64 KB batches: WriteToKafka's defaults), and do the same per-record work (JSON parse,
+``acks=all`` producer (linger_ms=20, 256 KB batches: WriteToKafka's defaults), and do the same per-record work (JSON parse,
 ``validate_record``, scoring, JSON encode).
 
 What is measured:
@@ -235,8 +235,10 @@ def baseline_loop(config: dict) -> dict:
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     # The same producer settings as WriteToKafka in stream_predict (acks, idempotence, batching).
+    from beam_ml.io.kafka.write import _THROUGHPUT_DEFAULTS
+
     producer = KafkaProducer(bootstrap_servers=config["bootstrap"], acks="all", enable_idempotence=True,
-                             linger_ms=5, batch_size=64 * 1024)
+                             **_THROUGHPUT_DEFAULTS)
     out_topic, mode = config["output_topic"], config["mode"]
     if mode == "bo":  # (b) with orjson for JSON, as stream_predict decodes and encodes events
         import orjson

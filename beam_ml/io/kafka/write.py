@@ -22,9 +22,12 @@ _LOGGER = logging.getLogger(__name__)
 # kafka-python's defaults (linger_ms=0, batch_size=16 KB) start a new record
 # batch, and wake the sender thread, every few sends; waiting 5 ms for more
 # records and allowing 64 KB batches halved the cost of a send here (20k
-# ~400-byte sends: 1.6-2.0 s -> 0.6-0.8 s) for at most 5 ms more latency.
-# producer_config overrides them.
-_THROUGHPUT_DEFAULTS = {"linger_ms": 5, "batch_size": 64 * 1024}
+# ~400-byte sends: 1.6-2.0 s -> 0.6-0.8 s). 20 ms and 256 KB cut stream_predict's
+# CPU per event by another ~14% (bench_stream, 2026-12-04: 98 -> 80-87 ms per
+# 1000 events; p99 406 ms at 5,400 events/s): the sender thread, pure Python,
+# was a third of the worker's CPU. A record waits at most 20 ms more, and none
+# waits past its bundle's end (finish_bundle flushes). producer_config overrides them.
+_THROUGHPUT_DEFAULTS = {"linger_ms": 20, "batch_size": 256 * 1024}
 
 
 class _KeyHashPartitioner(DefaultPartitioner):
