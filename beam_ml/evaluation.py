@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["BINS", "validation_metrics", "best_f1_threshold", "recall_at_precision", "accumulate", "merge",
+__all__ = ["BINS", "validation_metrics", "bootstrap_se", "best_f1_threshold", "recall_at_precision", "accumulate", "merge",
            "EvaluateCombineFn", "evaluation_report", "binary_from_hist", "OVERALL", "THRESHOLD_TABLE"]
 
 BINS = 1000
@@ -106,6 +106,36 @@ def validation_metrics(task: str, y_true: np.ndarray, out: np.ndarray, target_pr
         "recall_at_precision": recall_at_precision(y_true, scores, target_precision),
         "threshold": threshold,
     }
+
+
+def bootstrap_se(task: str, metric: str, y_true: np.ndarray, out: np.ndarray, target_precision: float = 0.9,
+                 resamples: int = 100, seed: int = 0, max_rows: int = 20000) -> Optional[float]:
+    """The bootstrap standard error of one validation metric on one fold (rows resampled with replacement).
+
+    With one validation fold (no --tune) this is the noise the one-standard-error rule
+    compares a difference of candidates with. Resamples where the metric is undefined (one
+    class drawn) are skipped; folds above `max_rows` rows are first subsampled to it, and
+    the error is scaled back by √(max_rows / rows). None when fewer than 10 resamples define it.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    out = np.asarray(out)
+    n = len(y_true)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    scale = 1.0
+    if n > max_rows:
+        keep = rng.choice(n, max_rows, replace=False)
+        y_true, out, scale, n = y_true[keep], out[keep], float(np.sqrt(max_rows / n)), max_rows
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        v = validation_metrics(task, y_true[idx], out[idx], target_precision).get(metric)
+        if v is not None and not np.isnan(v):
+            values.append(v)
+    if len(values) < 10:
+        return None
+    return float(np.std(values, ddof=1) * scale)
 
 
 # --------------------------------------------------------------- test (histograms, Beam)

@@ -124,7 +124,8 @@ flag("preprocess_only", action="store_true", help="stop after writing the transf
 # ---------------------------------------------------------------- model
 flag("hidden_units", default="64,32", help="MLP layer sizes, comma-separated (\"\": a linear model)")
 flag("dropout", type=float, default=0.2, help="dropout rate after each hidden layer")
-flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"], help="the optimizer")
+flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad", "lbfgs"],
+     help="the optimizer (lbfgs: the linear model only, fitted exactly like scikit-learn's LogisticRegression)")
 flag("learning_rate", type=float, default=1e-3, help="initial learning rate (halved on plateaus)")
 flag("batch_size", type=int, default=0, help="rows per step; 0 = auto: train rows / 100, within 32..512")
 flag("epochs", type=int, default=30, help="most epochs (early stopping usually ends sooner)")
@@ -145,6 +146,9 @@ flag("max_trials", type=int, default=0, help="most parameter sets to try (0: all
 flag("tune_metric", choices=["roc_auc", "pr_auc", "accuracy", "f1", "recall_at_precision"],
      help="validation metric that picks the model (default: roc_auc binary, pr_auc anomaly, accuracy multiclass)")
 flag("target_precision", type=float, default=0.9, help="the precision recall_at_precision is measured at")
+flag("selection_rule", default="one_se", choices=["one_se", "best"],
+     help="which candidate is exported: one_se = the simplest (linear first) whose validation score is within one "
+          "standard error of the best; best = the highest validation score")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
 flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
@@ -298,7 +302,7 @@ class TrainOptions(PipelineOptions):
              "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
              "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "trial_threads",
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "trial_threads",
              "bigquery_endpoint", "bigquery_storage_endpoint")
 
     def validated(self) -> "TrainOptions":

@@ -112,7 +112,7 @@ class TrainPlan:
                             metric=self.metric, target_precision=self.opts.target_precision,
                             patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
                             run_id=self.run_id, threads=self.threads, tune=bool(self.opts.tune),
-                            dataset_name=self.name)
+                            dataset_name=self.name, selection_rule=self.opts.selection_rule)
 
     def source(self):
         """The PTransform reading the input when it is not a plain CSV read (a topic snapshot, a table, --sql),
@@ -242,11 +242,12 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     base = tuning.base_params(opts)
     if opts.tune:
         grid = tuning.parse_param_grid(opts.param_grid) if opts.param_grid else tuning.DEFAULT_GRID
-        sets = tuning.parameter_sets(grid, base, search=opts.search, max_trials=opts.max_trials, seed=opts.seed)
+        sets = tuning.parameter_sets(grid, base, search=opts.search, max_trials=opts.max_trials, seed=opts.seed,
+                                     task=spec.task)
         trials = tuning.expand_trials(sets, range(opts.cv_folds), seed=opts.seed, mode="cv")
     else:
         # The model of the flags and the linear model, both validated on fold 0.
-        sets = tuning.parameter_sets(None, base)
+        sets = tuning.parameter_sets(None, base, task=spec.task)
         trials = tuning.expand_trials(sets, [0], seed=opts.seed, mode="select")
 
     fs.makedirs(output_dir)
@@ -362,7 +363,7 @@ def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
               | "TrainTrials" >> beam.ParDo(TrainTrialDoFn(ctx), ready=AsSingleton(ready)))
     board = (trials
              | "CollectTrials" >> beam.combiners.ToList()
-             | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric))
+             | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric, plan.opts.selection_rule))
     final = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials), ready=AsSingleton(ready))
     test = (pre.test_rows
             | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(final))

@@ -23,9 +23,13 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from beam_ml.errors import UserError
 
 __all__ = ["PARAM_KEYS", "DEFAULT_GRID", "parse_param_grid", "normalize_params", "base_params", "parameter_sets",
-           "expand_trials", "describe", "default_tune_metric", "leaderboard", "set_id", "LINEAR"]
+           "expand_trials", "describe", "default_tune_metric", "leaderboard", "selected", "set_id", "LINEAR"]
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
+# 'lbfgs' fits only the linear model, and exactly (beam_ml.training.trainer: L-BFGS on the
+# L2-penalized log loss, scikit-learn's LogisticRegression objective), instead of by epochs of SGD.
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "lbfgs")
+EXACT_LINEAR_TASKS = ("binary", "multiclass")
+SELECTION_RULES = ("one_se", "best")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 PARAM_KEYS = ("hidden_units", "dropout", "optimizer", "learning_rate", "batch_size", "epochs", "class_weights", "l2")
 LINEAR: list[int] = []
@@ -89,6 +93,9 @@ def normalize_params(params: Mapping[str, Any], where: str = "--param_grid") -> 
         raise UserError(f"{where}: optimizer {out['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}")
     if "class_weights" in out and out["class_weights"] not in CLASS_WEIGHTS:
         raise UserError(f"{where}: class_weights {out['class_weights']!r}: expected one of {', '.join(CLASS_WEIGHTS)}")
+    if out.get("optimizer") == "lbfgs" and out.get("hidden_units"):
+        raise UserError(f"{where}: optimizer lbfgs fits only the linear model (hidden_units \"\"), not "
+                        f"hidden_units {out['hidden_units']}")
     return out
 
 
@@ -146,9 +153,17 @@ def _linear_of(params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params, hidden_units=LINEAR, dropout=0.0)
 
 
-def _linear_baseline(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The linear candidate added to a search: a convex model takes (and, in few epochs, needs) a larger step."""
+def _linear_baseline(params: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The linear candidate added to a search.
+
+    Logistic / softmax regression is fitted exactly (optimizer lbfgs, l2 0 = scikit-learn's C=1), so
+    the candidate IS the usual LogisticRegression baseline on these features, not an approximation
+    of it by a few epochs of SGD. The linear autoencoder (anomaly) is trained like the others; a
+    convex model takes (and, in few epochs, needs) a larger step.
+    """
     linear = _linear_of(params)
+    if task in EXACT_LINEAR_TASKS:
+        return dict(linear, optimizer="lbfgs", l2=0.0)
     linear["learning_rate"] = max(float(linear["learning_rate"]), LINEAR_MIN_LEARNING_RATE)
     return linear
 
@@ -158,7 +173,7 @@ def _key(params: Mapping[str, Any]) -> str:
 
 
 def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, Any], search: str = "grid",
-                   max_trials: int = 0, seed: int = 42) -> list[dict[str, Any]]:
+                   max_trials: int = 0, seed: int = 42, task: str = "binary") -> list[dict[str, Any]]:
     """The parameter sets to try: the grid's product over `base`, plus the linear model.
 
     Args:
@@ -168,10 +183,14 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
         'random' (`max_trials` distinct combinations, 10 by default, seeded).
       max_trials: most sets from the grid (0: all; random: 10).
       seed: the random search's seed.
+      task: the dataset's task (the added linear model is fitted exactly for binary and multiclass).
 
     Returns:
       Distinct sets with at least one linear model: if the grid has none, the
-      first combination without hidden layers (learning rate at least 0.01) is added last.
+      linear baseline of the first combination is added last (_linear_baseline).
+
+    Raises:
+      UserError: a combination asks for lbfgs with hidden layers, or lbfgs for anomaly.
     """
     grid = {k: [normalize_params({k: v})[k] for v in values] for k, values in (grid or {}).items()}
     keys = list(grid)
@@ -185,13 +204,16 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
         combos = combos[:max_trials]
     sets, seen = [], set()
     for p in combos:
+        if p.get("optimizer") == "lbfgs" and (p["hidden_units"] or task not in EXACT_LINEAR_TASKS):
+            raise UserError(f"optimizer lbfgs (--optimizer / --param_grid) fits only the linear model of a binary or "
+                            f"multiclass task, not {describe(p)!r} ({task})")
         if not p["hidden_units"]:
             p = _linear_of(p)
         if _key(p) not in seen:
             seen.add(_key(p))
             sets.append(p)
     if not any(not p["hidden_units"] for p in sets):
-        sets.append(_linear_baseline(combos[0]))
+        sets.append(_linear_baseline(combos[0], task))
     return sets
 
 
@@ -218,11 +240,16 @@ def expand_trials(sets: Sequence[Mapping[str, Any]], folds: Iterable[int], seed:
 
 
 def describe(params: Mapping[str, Any]) -> str:
-    """A short human name for a set: 'mlp 64-32 dropout=0.2 adam lr=0.001' or 'linear adam lr=0.001'."""
+    """A short human name for a set: 'mlp 64-32 dropout=0.2 adam lr=0.001', 'linear lbfgs C=1'."""
     units = params.get("hidden_units") or []
     parts = ["linear" if not units else "mlp " + "-".join(str(u) for u in units)]
     if units and params.get("dropout"):
         parts.append(f"dropout={params['dropout']:g}")
+    if params.get("optimizer") == "lbfgs":  # an exact fit: no step size, batches or epochs
+        parts.append("lbfgs" + (f" l2={params['l2']:g}" if params.get("l2") else " C=1"))
+        if params.get("class_weights", "auto") != "auto":
+            parts.append(f"weights={params['class_weights']}")
+        return " ".join(parts)
     parts.append(f"{params.get('optimizer', 'adam')} lr={params.get('learning_rate', 1e-3):g}")
     if params.get("batch_size"):
         parts.append(f"batch={params['batch_size']}")
@@ -245,17 +272,34 @@ def _std(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def leaderboard(results: Iterable[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Mean ± std (sample std over folds) of `metric` per parameter set, best first.
+def _complexity(params: Mapping[str, Any]) -> int:
+    return sum(params["hidden_units"])
+
+
+def leaderboard(results: Iterable[Mapping[str, Any]], metric: str, rule: str = "one_se") -> list[dict[str, Any]]:
+    """Mean ± std (sample std over folds) of `metric` per parameter set, best mean first, one set `selected`.
 
     Ties go to the simpler model (fewer hidden units), then the earlier set.
     A set whose score is None on some fold (e.g. one class missing there)
     is ranked by the folds that have one.
 
+    The selected set (the one refit and exported) depends on `rule`:
+      'best'    the highest mean (rank 1);
+      'one_se'  the simplest set (fewest hidden units: the linear model first) whose mean is
+                within one standard error of the highest mean (Hastie, Tibshirani and Friedman,
+                The Elements of Statistical Learning, §7.10). The standard error is std/√k over
+                k folds, or with one validation fold (no --tune) the bootstrap standard error
+                of the best set's score on that fold (the trial's `score_se`).
+      A difference smaller than the noise of the validation estimate does not pick the
+      more complex model.
+
     Args:
       results: trial results ({set_id, set_index, params, fold, score, best_epoch, ...}).
       metric: the name of the score, recorded in every row.
+      rule: 'one_se' or 'best'.
     """
+    if rule not in SELECTION_RULES:
+        raise UserError(f"--selection_rule: {rule!r}: expected one of {', '.join(SELECTION_RULES)}")
     by_set: dict[str, list] = {}
     for r in results:
         by_set.setdefault(r["set_id"], []).append(r)
@@ -264,18 +308,34 @@ def leaderboard(results: Iterable[Mapping[str, Any]], metric: str) -> list[dict[
         rs = sorted(rs, key=lambda r: r["fold"])
         scores = [float(r["score"]) for r in rs if r.get("score") is not None and not math.isnan(r["score"])]
         epochs = sorted(int(r["best_epoch"]) for r in rs)
+        if len(scores) >= 2:
+            se = _std(scores) / math.sqrt(len(scores))
+        else:
+            se = float(next((r["score_se"] for r in rs if r.get("score_se") is not None), 0.0))
         rows.append({
             "set_id": sid, "set_index": rs[0]["set_index"], "params": rs[0]["params"],
             "name": describe(rs[0]["params"]), "metric": metric,
-            "mean": sum(scores) / len(scores) if scores else float("nan"), "std": _std(scores),
+            "mean": sum(scores) / len(scores) if scores else float("nan"), "std": _std(scores), "se": se,
             "folds": [r["fold"] for r in rs], "scores": [r.get("score") for r in rs],
             "best_epochs": [int(r["best_epoch"]) for r in rs], "median_best_epoch": epochs[len(epochs) // 2],
             "seconds": round(sum(float(r.get("seconds", 0)) for r in rs), 2),
         })
     # Means equal to 1e-9 are ties (float sums of the same scores differ in the last bits).
     rows.sort(key=lambda r: (-(round(r["mean"], 9) if not math.isnan(r["mean"]) else -math.inf),
-                             sum(r["params"]["hidden_units"]), r["set_index"]))
+                             _complexity(r["params"]), r["set_index"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
+        r["selected"] = False
+    if rows:
+        chosen = rows[0]
+        if rule == "one_se" and not math.isnan(rows[0]["mean"]):
+            floor = rows[0]["mean"] - rows[0]["se"] - 1e-9
+            near = [r for r in rows if not math.isnan(r["mean"]) and r["mean"] >= floor]
+            chosen = min(near, key=lambda r: (_complexity(r["params"]), r["rank"]))
+        chosen["selected"] = True
     return rows
 
+
+def selected(board: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The leaderboard row that is refit and exported (leaderboard's `selected`; rank 1 for older boards)."""
+    return next((r for r in board if r.get("selected")), board[0])

@@ -128,3 +128,28 @@ def test_serving_argument_names_are_identifiers_and_never_keywords(column, arg):
     from beam_ml.export import signature_arg_name
 
     assert signature_arg_name(column) == arg and arg.isidentifier()
+
+
+def test_bootstrap_standard_error_of_a_validation_metric():
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.4).astype(int)
+    scores = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1)
+    auc = skm.roc_auc_score(y, scores)
+    se = evaluation.bootstrap_se("binary", "roc_auc", y, scores, resamples=200, seed=1)
+    # Hanley & McNeil (1982): the analytic standard error of an ROC-AUC with these class sizes.
+    n1, n0 = y.sum(), len(y) - y.sum()
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    hanley = np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc ** 2) + (n0 - 1) * (q2 - auc ** 2)) / (n1 * n0))
+    assert 0.7 * hanley < se < 1.3 * hanley
+    assert se == evaluation.bootstrap_se("binary", "roc_auc", y, scores, resamples=200, seed=1)  # seeded
+    # Accuracy of a multiclass fold: close to the binomial sqrt(p(1-p)/n).
+    labels = rng.integers(0, 3, 500)
+    probs = rng.dirichlet([1, 1, 1], 500)
+    probs[np.arange(500), labels] += rng.random(500) < 0.7
+    acc = float((probs.argmax(axis=1) == labels).mean())
+    se = evaluation.bootstrap_se("multiclass", "accuracy", labels, probs, resamples=200)
+    assert 0.7 * np.sqrt(acc * (1 - acc) / 500) < se < 1.3 * np.sqrt(acc * (1 - acc) / 500)
+    # Undefined on a fold of one class; big folds are subsampled and scaled back.
+    assert evaluation.bootstrap_se("binary", "roc_auc", np.zeros(50, int), rng.random(50)) is None
+    big = evaluation.bootstrap_se("binary", "roc_auc", y, scores, resamples=200, seed=1, max_rows=100)
+    assert 0.6 * hanley < big < 1.4 * hanley

@@ -121,8 +121,11 @@ def test_test_metrics_clear_a_meaningful_bar(retention_run):
     assert 0.0 < m["threshold"] < 1.0
     # The candidates: the flags' MLP and the linear model, compared on the validation fold; the winner is exported.
     board = metrics["leaderboard"]
-    assert {r["name"] for r in board} == {"mlp 64-32 dropout=0.2 adam lr=0.001", "linear adam lr=0.01"}
-    assert board[0]["mean"] >= board[1]["mean"] and board[0]["params"] == metrics["final"]["params"]
+    assert {r["name"] for r in board} == {"mlp 64-32 dropout=0.2 adam lr=0.001", "linear lbfgs C=1"}
+    assert board[0]["mean"] >= board[1]["mean"] and sum(r["selected"] for r in board) == 1
+    chosen = next(r for r in board if r["selected"])
+    assert {k: v for k, v in chosen["params"].items() if k != "epochs"} == \
+        {k: v for k, v in metrics["final"]["params"].items() if k != "epochs"}
     assert metrics["final"]["threshold_from"] == "the validation fold"
     # Slices by each categorical feature partition the test rows.
     for feature in ("sales", "salary"):
@@ -266,7 +269,7 @@ def test_report_html_is_self_contained_with_every_section_and_real_images(retent
     text = " ".join(parser.text)
     m = json.load(open(os.path.join(result.output_dir, "metrics.json")))
     assert f"{m['test']['roc_auc']:.4f}" in text and "serve_dict" in text and "satisfaction_level" in text
-    assert "linear adam lr=0.01" in text  # the leaderboard
+    assert "linear lbfgs C=1" in text  # the leaderboard
 
 
 def _chromium():

@@ -76,3 +76,51 @@ def test_interrupted_training_resumes_from_last_epoch(tmp_path):
     assert epochs and epochs[0] == "4/6", epochs  # epochs 1-3 finished before the kill
     assert not os.path.isdir(backup) or os.listdir(backup) == []  # emptied once training completes
     assert json.load(open(out / "metrics.json"))["summary"]["epochs_run"] in (6, 3)  # all 6, or restored from 3
+
+
+def test_the_exact_linear_model_is_logistic_regression_refit_on_every_non_test_row(tmp_path):
+    """--hidden_units= --optimizer=lbfgs: the export is scikit-learn's LogisticRegression(C=1) on all non-test rows."""
+    import numpy as np
+    import tf_keras as keras
+    from sklearn.linear_model import LogisticRegression
+
+    from beam_ml.spec import DatasetSpec
+    from beam_ml.training.trainer import load_splits
+
+    out = tmp_path / "exact"
+    result = train.run(["--dataset=retention", "--dataset_rows=2000", f"--data_dir={tmp_path / 'data'}",
+                        f"--output_dir={out}", "--hidden_units=", "--optimizer=lbfgs", "--verbose=0",
+                        "--runner=DirectRunner"])
+    m = result.metrics
+    assert [r["name"] for r in m["leaderboard"]] == ["linear lbfgs C=1"]  # the flags' model is already linear
+    final = m["final"]
+    assert final["solver"]["name"] == "lbfgs" and final["solver"]["converged"]
+    # Refit on validation + train (no epochs to choose); the threshold is still the validation fold's.
+    non_test = [f"fold{j}" for j in range(5)]
+    assert final["train_rows"] == sum(result.counts["rows_per_split"][s] for s in non_test)
+    assert final["threshold_from"] == "the validation fold"
+    spec = DatasetSpec.load(str(out / "spec.json"))
+    x, y = load_splits(str(out), spec, non_test)
+    xt, _ = load_splits(str(out), spec, ["test"])
+    # Retention's 24% leavers are under a third of the stayers: 'auto' weights classes as sklearn's 'balanced'.
+    assert m["summary"]["class_weights"] != "none"
+    reference = LogisticRegression(max_iter=5000, tol=1e-8, class_weight="balanced").fit(x, y).predict_proba(xt)[:, 1]
+    exported = keras.models.load_model(str(out / "keras_model"), compile=False).predict(xt, verbose=0).reshape(-1)
+    np.testing.assert_allclose(exported, reference, atol=5e-4)
+    served = ServingModel.load(str(out)).predict_records([{"satisfaction_level": 0.1, "last_evaluation": 0.9,
+                                                           "number_project": 7, "average_montly_hours": 280,
+                                                           "time_spend_company": 4, "Work_accident": 0,
+                                                           "promotion_last_5years": 0, "sales": "sales",
+                                                           "salary": "low"}])[0]
+    assert 0.0 <= served["score"] <= 1.0 and served["class"] in ("0", "1")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "fitted exactly by L-BFGS" in html
+
+
+def test_lbfgs_with_hidden_layers_fails_fast_naming_the_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--dataset=retention", "--dataset_rows=300", f"--data_dir={tmp_path / 'data'}",
+                    f"--output_dir={tmp_path / 'o'}", "--optimizer=lbfgs"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "optimizer lbfgs fits only the linear model" in err[-1]

@@ -59,6 +59,11 @@ def test_any_valid_grid_round_trips_through_json_and_yields_a_linear_candidate(g
     parsed = tuning.parse_param_grid(text)
     for key, values in grid.items():
         assert parsed[key] == [list(v) if key == "hidden_units" else v for v in values]
+    hidden = parsed.get("hidden_units", [BASE["hidden_units"]])
+    if "lbfgs" in parsed.get("optimizer", []) and any(hidden):
+        with pytest.raises(UserError, match="optimizer lbfgs .* fits only the linear model"):
+            tuning.parameter_sets(parsed, BASE)
+        return
     sets = tuning.parameter_sets(parsed, BASE)
     assert sum(1 for s in sets if s["hidden_units"] == []) >= 1
     assert len({json.dumps(s, sort_keys=True) for s in sets}) == len(sets)  # distinct
@@ -69,7 +74,12 @@ def test_grid_product_random_search_and_max_trials():
     grid = {"hidden_units": [[64], [128]], "dropout": [0.0, 0.2], "learning_rate": [1e-3, 3e-3]}
     sets = tuning.parameter_sets(grid, BASE)
     assert len(sets) == 9 and sets[-1]["hidden_units"] == [] and sets[-1]["dropout"] == 0.0
-    assert sets[-1]["learning_rate"] == 0.01  # the first combination's, raised for a convex model
+    # Logistic regression fitted exactly, scikit-learn's C=1: the usual baseline itself.
+    assert sets[-1]["optimizer"] == "lbfgs" and sets[-1]["l2"] == 0.0
+    assert tuning.describe(sets[-1]) == "linear lbfgs C=1"
+    # The linear autoencoder has no exact fit here: Adam, with the step raised for a convex model.
+    anomaly = tuning.parameter_sets(grid, BASE, task="anomaly")[-1]
+    assert anomaly["hidden_units"] == [] and anomaly["optimizer"] == "adam" and anomaly["learning_rate"] == 0.01
     assert len(tuning.parameter_sets(grid, BASE, max_trials=3)) == 4  # 3 + the linear model
     a = tuning.parameter_sets(grid, BASE, search="random", max_trials=5, seed=1)
     b = tuning.parameter_sets(grid, BASE, search="random", max_trials=5, seed=1)
@@ -99,6 +109,40 @@ def test_leaderboard_ranks_by_mean_with_sample_std_and_prefers_the_simpler_model
     assert board[0]["median_best_epoch"] == 4 and board[0]["rank"] == 1
     tie = tuning.leaderboard([_result("s00", 0, 0, 0.8), _result("s01", 1, 0, 0.8, hidden=())], "roc_auc")
     assert tie[0]["set_id"] == "s01"  # linear wins a tie
+
+
+def test_one_standard_error_rule_exports_the_simplest_set_within_the_noise_of_the_best():
+    results = [_result("s00", 0, f, s, hidden=(128, 64)) for f, s in enumerate([0.90, 0.94, 0.92])] + \
+              [_result("s01", 1, f, s, hidden=(16,)) for f, s in enumerate([0.90, 0.92, 0.91])] + \
+              [_result("s02", 2, f, s, hidden=()) for f, s in enumerate([0.85, 0.86, 0.87])]
+    board = tuning.leaderboard(results, "roc_auc")
+    assert [r["set_id"] for r in board] == ["s00", "s01", "s02"]  # ranked by mean, as before
+    assert board[0]["se"] == pytest.approx(0.02 / math.sqrt(3))
+    # s01's 0.91 is within one SE (0.0115) of 0.92 and has fewer units; the linear 0.86 is not.
+    assert [r["selected"] for r in board] == [False, True, False]
+    assert tuning.selected(board)["set_id"] == "s01"
+    best = tuning.leaderboard(results, "roc_auc", rule="best")
+    assert tuning.selected(best)["set_id"] == "s00" and best[0]["selected"]
+    with pytest.raises(UserError, match="--selection_rule: 'median'"):
+        tuning.leaderboard(results, "roc_auc", rule="median")
+
+
+def test_with_one_fold_the_rule_uses_the_trials_bootstrap_error():
+    mlp, linear = _result("s00", 0, 0, 0.90), _result("s01", 1, 0, 0.87, hidden=())
+    assert tuning.selected(tuning.leaderboard([dict(mlp, score_se=0.04), linear], "roc_auc"))["set_id"] == "s01"
+    assert tuning.selected(tuning.leaderboard([dict(mlp, score_se=0.01), linear], "roc_auc"))["set_id"] == "s00"
+    assert tuning.selected(tuning.leaderboard([mlp, linear], "roc_auc"))["set_id"] == "s00"  # no error known: 0
+
+
+def test_lbfgs_is_for_the_linear_model_only():
+    with pytest.raises(UserError, match="model flags: optimizer lbfgs fits only the linear model"):
+        tuning.normalize_params(dict(BASE, optimizer="lbfgs"), where="model flags")
+    with pytest.raises(UserError, match="optimizer lbfgs .* not 'mlp 64-32"):
+        tuning.parameter_sets({"optimizer": ["adam", "lbfgs"]}, BASE)
+    with pytest.raises(UserError, match=r"\(anomaly\)"):
+        tuning.parameter_sets({"hidden_units": [""], "optimizer": ["lbfgs"]}, BASE, task="anomaly")
+    sets = tuning.parameter_sets({"hidden_units": [""], "optimizer": ["lbfgs"], "l2": [0.0, 0.01]}, BASE)
+    assert [tuning.describe(s) for s in sets] == ["linear lbfgs C=1", "linear lbfgs l2=0.01"]
 
 
 def test_a_fold_without_a_score_does_not_poison_the_mean():

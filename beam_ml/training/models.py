@@ -20,6 +20,10 @@ __all__ = ["build_model", "make_optimizer"]
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "lbfgs":
+        # The exact linear fit sets the weights itself (trainer._fit_exact_linear); Keras only
+        # needs an optimizer to compile the model it scores and exports.
+        name = "sgd"
     return {
         "adam": keras.optimizers.Adam,
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),

@@ -158,9 +158,11 @@ def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
             lines.append(f"| {c} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
     if "at_0.5" in test:
         lines += ["", f"At threshold 0.5 instead: `{json.dumps(test['at_0.5'])}`"]
-    lines += ["", "## Leaderboard (validation)", "", "| rank | model | mean | std | folds |", "|---|---|---|---|---|"]
+    lines += ["", "## Leaderboard (validation)", "", "| rank | model | mean | std | standard error | folds | exported |",
+              "|---|---|---|---|---|---|---|"]
     for r in board:
-        lines.append(f"| {r['rank']} | {r['name']} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {len(r['folds'])} |")
+        lines.append(f"| {r['rank']} | {r['name']} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {_fmt(r.get('se'))} | "
+                     f"{len(r['folds'])} | {'yes' if r.get('selected') else ''} |")
     for name, title in PLOTS.items():
         if name in plots:
             lines += ["", f"## {title}", "", f"![{title.split(' (')[0].lower()}]({name})"]
@@ -172,10 +174,12 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
     from beam_ml.export import json_safe, update_model_metadata
     from beam_ml.spec import DatasetSpec
     from beam_ml.training.report_html import render_html
+    from beam_ml.tuning import selected
 
     spec = DatasetSpec.from_dict(ctx.spec)
     out = ctx.output_dir
     test = dict(test)
+    chosen = selected(board)
     summary = {
         "dataset": ctx.dataset_name, "task": spec.task, "label": spec.label, "classes": ", ".join(spec.label_classes),
         "train_label_counts": ", ".join(f"{c}={n}" for c, n in counts["train_label_counts"].items()),
@@ -183,9 +187,9 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
         "rows_test": counts["rows_test"], "rows_dead": counts["rows_dead"],
         "tuned": ctx.tune, "tune_metric": ctx.metric, "trials": len(trials),
         "trial_seconds": round(sum(float(t["seconds"]) for t in trials), 1),
-        "model": final["name"], "cv_mean": board[0]["mean"], "cv_std": board[0]["std"],
-        "class_weights": _weights_text(next((t["class_weights"] for t in trials
-                                             if t["set_id"] == board[0]["set_id"]), None)),
+        "model": final["name"], "cv_mean": chosen["mean"], "cv_std": chosen["std"],
+        "selection_rule": ctx.selection_rule, "class_weights": _weights_text(next(
+            (t["class_weights"] for t in trials if t["set_id"] == chosen["set_id"]), None)),
         "batch_size": final["batch_size"], "epochs_run": final["epochs_run"],
         "decision_threshold": final["threshold"], "threshold_from": final["threshold_from"],
         "model_version_dir": final["version_dir"],
@@ -221,15 +225,24 @@ def summary_text(metrics: dict, max_rows: int = 12) -> str:
     """The CLI's closing lines: the leaderboard (validation), the test metrics, where the model and report are."""
     board, test, summary = metrics["leaderboard"], metrics["test"], metrics["summary"]
     width = max([len(r["name"]) for r in board[:max_rows]] + [5])
-    lines = [f"[beam_ml] leaderboard (validation {board[0]['metric']}, mean ± std over "
-             f"{len(board[0]['folds'])} fold(s)):"]
+    one_fold = len(board[0]["folds"]) == 1
+    spread = "se" if one_fold else "std"
+    lines = [f"[beam_ml] leaderboard (validation {board[0]['metric']}, " + (
+        "one fold ± its bootstrap standard error):" if one_fold else
+        f"mean ± std over {len(board[0]['folds'])} fold(s)):")]
     for r in board[:max_rows]:
-        mark = "*" if r["rank"] == 1 else " "
-        lines.append(f"  {mark}{r['rank']:>3}  {r['name']:<{width}}  {_fmt(r['mean'])} ± {_fmt(r['std'])}")
+        mark = "*" if r.get("selected", r["rank"] == 1) else " "
+        lines.append(f"  {mark}{r['rank']:>3}  {r['name']:<{width}}  {_fmt(r['mean'])} ± {_fmt(r.get(spread))}")
     if len(board) > max_rows:
         lines.append(f"  ... {len(board) - max_rows} more in metrics.json")
     headline = {k: round(test[k], 4) for k in HEADLINE if isinstance(test.get(k), float)}
-    lines += [f"[beam_ml] best:    {board[0]['name']}  {json.dumps(board[0]['params'])}",
+    from beam_ml.tuning import selected
+
+    chosen = selected(board)
+    if chosen is not board[0]:
+        lines.append(f"[beam_ml] {chosen['name']} is within one standard error ({_fmt(board[0].get('se'))}) of the "
+                     f"best mean, and simpler: it is the one exported (--selection_rule=one_se)")
+    lines += [f"[beam_ml] chosen:  {chosen['name']}  {json.dumps(chosen['params'])}",
               f"[beam_ml] test:    {json.dumps(headline)}  ({test.get('rows', 0)} rows never used for "
               f"training or choosing)",
               f"[beam_ml] model:   {summary['model_version_dir']}",

@@ -12,6 +12,8 @@ import html
 import json
 from typing import Any, Optional
 
+from beam_ml.tuning import selected
+
 __all__ = ["render_html", "SECTIONS"]
 
 SECTIONS = ("summary", "data", "leaderboard", "learning-curves", "test-metrics", "curves", "calibration", "thresholds",
@@ -105,20 +107,27 @@ def render_html(summary: dict, counts: dict, spec, board: list, final: dict, tes
           "Rows per split and class:</p>"
         + _table(["split", "rows"] + list(spec.label_classes), split_rows)
         + _table(["column", "role", "default", "max categories"], columns))))
-    best_id = board[0]["set_id"] if board else None
+    chosen_id = selected(board)["set_id"] if board else None
+    rule = ("the simplest set (fewest hidden units, the linear model first) whose mean is within one standard "
+            "error of the best mean" if summary.get("selection_rule", "one_se") == "one_se"
+            else "the highest mean")
     parts.append(_section("leaderboard", "Leaderboard (validation)", (
         f"<p>{len(board)} parameter sets ranked by validation {_e(board[0]['metric'] if board else '')} "
-        f"(mean ± sample std over {len(board[0]['folds']) if board else 0} fold(s)); the best is highlighted. "
+        f"(mean ± sample std over {len(board[0]['folds']) if board else 0} fold(s); the standard error is std/√k, "
+        f"or with one fold the bootstrap error of its score). The exported set, highlighted, is {rule}. "
         f"The linear model is always a candidate.</p>"
-        + _table(["rank", "model", "mean", "std", "per fold", "best epochs", "seconds"],
-                 [[r["rank"], r["name"], r["mean"], r["std"],
+        + _table(["rank", "model", "mean", "std", "standard error", "per fold", "best epochs", "seconds"],
+                 [[r["rank"], r["name"], r["mean"], r["std"], r.get("se"),
                    ", ".join(_num(s) for s in r["scores"]), ", ".join(str(e) for e in r["best_epochs"]),
                    r["seconds"]] for r in board],
-                 ["best" if r["set_id"] == best_id else "" for r in board])
+                 ["best" if r["set_id"] == chosen_id else "" for r in board])
         + _img(plots, "leaderboard.png", "Leaderboard"))))
     parts.append(_section("learning-curves", "Learning curves of the final model",
-                          f"<p class=\"note\">Trained on {final['train_rows']} rows, {final['epochs_run']} "
-                          f"epochs.</p>"
+                          f"<p class=\"note\">Trained on {final['train_rows']} rows, " + (
+                              f"fitted exactly by L-BFGS (C={_num(final['solver']['C'])}, "
+                              f"{final['solver']['iterations']} iterations"
+                              f"{'' if final['solver']['converged'] else ', NOT converged'}): one point per curve."
+                              if final.get("solver") else f"{final['epochs_run']} epochs.") + "</p>"
                           + _img(plots, "learning_curves.png", "Learning curves")))
     scalars = [[k, v] for k, v in test.items() if isinstance(v, (int, float)) or v is None]
     body = _table(["metric", "value"], scalars)

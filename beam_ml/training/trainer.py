@@ -127,6 +127,7 @@ class FitResult:
     best_epoch: int
     batch_size: int
     class_weights: Optional[dict]
+    solver: Optional[dict] = None  # the exact linear fit: {"name": "lbfgs", "iterations", "converged", "C"}
 
 
 class _LearningRateLog(keras.callbacks.Callback):
@@ -172,6 +173,11 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
     weights = None if autoencoder else class_weights_from_counts(class_counts, params.get("class_weights", "auto"))
     model = build_model(task, x.shape[1], max(2, len(class_counts)), params["hidden_units"], params["dropout"],
                         params["optimizer"], params["learning_rate"], params.get("l2", 0.0))
+    if params["optimizer"] == "lbfgs":
+        hist, solver = _fit_exact_linear(model, task, x, y, validation, weights, float(params.get("l2", 0.0)),
+                                         max(2, len(class_counts)))
+        return FitResult(model=model, history=hist, best_epoch=1, batch_size=batch_size, class_weights=weights,
+                         solver=solver)
     callbacks: list = [_LearningRateLog()]
     early = None
     if validation is not None:
@@ -198,6 +204,80 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
             best_epoch = int(np.argmin(hist["val_loss"])) + 1
     return FitResult(model=model, history=hist, best_epoch=max(1, best_epoch), batch_size=batch_size,
                      class_weights=weights)
+
+
+def _fit_exact_linear(model, task: str, x: np.ndarray, y: np.ndarray,
+                      validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
+                      l2: float, num_classes: int) -> tuple[dict, dict]:
+    """Fits logistic (binary) or softmax (multiclass) regression exactly and loads it into the Keras model.
+
+    scikit-learn's LogisticRegression (L-BFGS to convergence) minimizes
+    C·Σ wᵢ·loss(xᵢ) + ½‖W‖², the intercept unpenalized, with wᵢ the class weight
+    of row i (the same weights the other candidates train with). Keras' L2(l2)
+    on the mean loss is the same objective with C = 1 / (2·n·l2); l2 = 0 means
+    C = 1, scikit-learn's default (unpenalized, a separable dataset has no
+    finite optimum). The fitted coefficients become the Dense layer's kernel and
+    bias, so the exported model computes exactly predict_proba.
+
+    Returns:
+      (history: the final training and validation log loss, one entry each;
+       solver: {"name": "lbfgs", "C", "iterations", "converged"}).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    dense = model.layers[-1]
+    dim = x.shape[1]
+    outputs = 1 if task == "binary" else num_classes
+    kernel = np.zeros((dim, outputs), np.float32)
+    bias = np.zeros((outputs,), np.float32)
+    present = np.unique(y).astype(int)
+    iterations, converged = 0, True
+    c = 1.0 if l2 <= 0 else 1.0 / (2.0 * len(x) * l2)
+    if len(present) < 2:
+        # One class only: every row gets it (a constant logit), nothing to fit.
+        only = int(present[0]) if len(present) else 0
+        if task == "binary":
+            bias[0] = 12.0 if only == 1 else -12.0
+        else:
+            bias[:] = -12.0
+            bias[only] = 12.0
+    else:
+        sample_weight = None if not weights else np.asarray([weights[int(v)] for v in y], np.float64)
+        clf = LogisticRegression(C=c, max_iter=2000, tol=1e-6)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            clf.fit(x.astype(np.float64), y.astype(int), sample_weight=sample_weight)
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        iterations = int(np.max(clf.n_iter_))
+        if task == "binary":
+            kernel[:, 0] = clf.coef_[0]
+            bias[0] = clf.intercept_[0]
+        else:
+            if clf.coef_.shape[0] == 1:  # two classes present of a multiclass task: one logit
+                kernel[:, present[1]] = clf.coef_[0]
+                bias[present[1]] = clf.intercept_[0]
+            else:
+                kernel[:, present] = clf.coef_.T
+                bias[present] = clf.intercept_
+            absent = np.setdiff1d(np.arange(num_classes), present)
+            bias[absent] = -30.0  # a class the training rows never show: probability ~0
+    dense.set_weights([kernel, bias])
+
+    def loss(xs, ys):
+        out = np.asarray(model.predict(xs, batch_size=8192, verbose=0), np.float64)
+        ys = np.asarray(ys).astype(int)
+        if task == "binary":
+            p = np.clip(out.reshape(-1), 1e-12, 1 - 1e-12)
+            return float(-np.mean(ys * np.log(p) + (1 - ys) * np.log(1 - p)))
+        return float(-np.mean(np.log(np.clip(out[np.arange(len(ys)), ys], 1e-12, 1.0))))
+
+    hist = {"loss": [loss(x, y)]}
+    if validation is not None and len(validation[0]):
+        hist["val_loss"] = [loss(*validation)]
+    return hist, {"name": "lbfgs", "C": c, "iterations": iterations, "converged": converged}
 
 
 def predict_outputs(model, x: np.ndarray, task: str) -> np.ndarray:

@@ -13,14 +13,17 @@ independent, so a runner spreads them over its workers: local processes with
 Dataflow. Each worker reads the transformed TFRecords of a run once and keeps
 them in memory for all its trials.
 
-The final stage trains the leaderboard's best set, on
+The final stage trains the leaderboard's selected set (beam_ml.tuning.leaderboard:
+by default the simplest within one standard error of the best), on
 
 * every non-test fold with `--tune` (the epoch count and learning-rate
   schedule of its median cross-validation fold; the decision threshold from
   its out-of-fold validation scores), or
-* without `--tune`, it is the best 'select' trial itself (trained on folds
+* without `--tune`, it is the selected 'select' trial itself (trained on folds
   1..k-1 with early stopping on fold 0, the threshold from fold 0): its
-  weights are loaded, not trained again;
+  weights are loaded, not trained again; except the exactly fitted linear
+  model (optimizer lbfgs), which has no epochs to choose and is refit on
+  every non-test fold (threshold still from fold 0);
 
 then exports it as the next model version. Every file goes through
 `beam_ml.fs` or `tf.io.gfile`, so the output dir may be on gs://.
@@ -60,6 +63,7 @@ class TrialContext:
       threads: TensorFlow threads per worker process (0: TensorFlow's default).
       tune: cross-validation (True) or one validation fold (False).
       dataset_name: for the model metadata.
+      selection_rule: how the leaderboard picks the exported set (beam_ml.tuning.leaderboard).
     """
 
     output_dir: str
@@ -73,6 +77,7 @@ class TrialContext:
     threads: int = 0
     tune: bool = False
     dataset_name: str = ""
+    selection_rule: str = "one_se"
 
     @property
     def dataset_spec(self) -> DatasetSpec:
@@ -91,7 +96,7 @@ def _fold_splits(k: int, validation: Optional[int]) -> list[str]:
 
 def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     """Trains one (parameter set, validation fold) and returns its result (plain data)."""
-    from beam_ml.evaluation import validation_metrics
+    from beam_ml.evaluation import bootstrap_se, validation_metrics
     from beam_ml.preprocess import fold_split
     from beam_ml.training.trainer import fit_model, load_splits, predict_outputs
     from beam_ml.tuning import describe
@@ -123,7 +128,11 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
         metric=ctx.metric, score=None if score is None or np.isnan(score) else float(score),
         validation=vm, best_epoch=fitted.best_epoch, epochs_run=len(fitted.history.get("loss", [])),
         batch_size=fitted.batch_size, class_weights=fitted.class_weights, history=fitted.history,
-        train_rows=int(len(x)), validation_rows=int(len(xv)), seconds=round(time.time() - start, 2), pid=os.getpid())
+        train_rows=int(len(x)), validation_rows=int(len(xv)), solver=fitted.solver)
+    if not ctx.tune and result["score"] is not None:
+        # One validation fold: the selection rule's noise is the bootstrap error of this score.
+        result["score_se"] = bootstrap_se(spec.task, ctx.metric, yv, out, ctx.target_precision, seed=trial["seed"])
+    result.update(seconds=round(time.time() - start, 2), pid=os.getpid())
     if spec.task != "multiclass":
         # Out-of-fold scores: the refit's decision threshold is chosen on them.
         result["validation_scores"] = np.round(out.astype(np.float64), 6).tolist()
@@ -177,28 +186,38 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
     from beam_ml.export import export_model
     from beam_ml.training.models import build_model
     from beam_ml.training.trainer import fit_model, load_splits
-    from beam_ml.tuning import describe
+    from beam_ml.tuning import describe, selected
 
     start = time.time()
     spec = ctx.dataset_spec
-    best = board[0]
+    best = selected(board)
     params = dict(best["params"])
-    if ctx.tune:
+    exact = params.get("optimizer") == "lbfgs"
+    if ctx.tune or exact:
+        # With --tune: the best set on every non-test fold. Without: an exactly fitted linear model
+        # has no epoch count for the validation fold to choose, so it is refit on every non-test
+        # fold too (the same convex problem with all the rows); the threshold stays fold 0's.
         splits = _fold_splits(ctx.cv_folds, None)
         x, y = load_splits(ctx.output_dir, spec, splits, cache_key=ctx.run_id)
         median = _median_fold(results, best["set_id"])
         params["epochs"] = int(median["best_epoch"])
         lr = median["history"].get("lr", [])[: params["epochs"]]
-        log(f"[beam_ml] final model: {describe(params)} on all {len(x)} train+validation rows, "
-            f"{params['epochs']} epochs (the median fold's best)")
+        how = "fitted exactly (L-BFGS)" if exact else \
+            f"{params['epochs']} epochs (the median fold's best)"
+        log(f"[beam_ml] final model: {describe(params)} on all {len(x)} train+validation rows, {how}")
         fitted = fit_model(params, spec.task, x, y, validation=None,
                            class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
                            verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", "final", "backup"),
                            lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
                                fs.join(ctx.output_dir, "logs", "final"))])
         model, history, train_rows = fitted.model, fitted.history, int(len(x))
-        threshold = _oof_threshold(results, best["set_id"])
-        threshold_from = "out-of-fold validation scores of the best set"
+        solver = fitted.solver
+        if ctx.tune:
+            threshold = _oof_threshold(results, best["set_id"])
+            threshold_from = "out-of-fold validation scores of the best set"
+        else:
+            threshold = median["validation"].get("threshold")
+            threshold_from = "the validation fold"
         batch_size = fitted.batch_size
     else:
         trial = next(r for r in results if r["set_id"] == best["set_id"])
@@ -208,20 +227,21 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
         history, train_rows, batch_size = trial["history"], trial["train_rows"], trial["batch_size"]
         threshold = trial["validation"].get("threshold")
         threshold_from = "the validation fold"
+        solver = None
     if threshold is None:
         threshold = 0.5
-    cv = {"metric": best["metric"], "mean": best["mean"], "std": best["std"], "scores": best["scores"],
-          "folds": best["folds"]}
+    cv = {"metric": best["metric"], "mean": best["mean"], "std": best["std"], "se": best.get("se"),
+          "scores": best["scores"], "folds": best["folds"], "selection_rule": ctx.selection_rule}
     tft_output = tft.TFTransformOutput(ctx.output_dir)
     version_dir = export_model(fs.join(ctx.output_dir, "model"), tft_output, model, spec, threshold, metadata={
         "dataset": ctx.dataset_name, "params": params, "model_name": describe(params), "cv": cv,
-        "tuned": ctx.tune, "threshold_from": threshold_from, "train_rows": train_rows})
+        "tuned": ctx.tune, "threshold_from": threshold_from, "train_rows": train_rows, "solver": solver})
     # The Keras model over transformed features, kept for skew checks against the export.
     model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)
     log(f"[beam_ml] exported {version_dir} ({time.time() - start:.1f} s)")
     return {"version_dir": version_dir, "threshold": float(threshold), "threshold_from": threshold_from,
             "params": params, "name": describe(params), "history": history, "train_rows": train_rows,
-            "batch_size": batch_size, "epochs_run": len(history.get("loss", [])), "cv": cv,
+            "batch_size": batch_size, "epochs_run": len(history.get("loss", [])), "cv": cv, "solver": solver,
             "seconds": round(time.time() - start, 2)}
 
 
