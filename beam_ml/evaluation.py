@@ -127,10 +127,19 @@ def bootstrap_se(task: str, metric: str, y_true: np.ndarray, out: np.ndarray, ta
     if n > max_rows:
         keep = rng.choice(n, max_rows, replace=False)
         y_true, out, scale, n = y_true[keep], out[keep], float(np.sqrt(max_rows / n)), max_rows
+    def value(y, o):
+        if task == "multiclass" and metric == "accuracy":
+            return float((o.argmax(axis=1) == y).mean())
+        if task != "multiclass" and metric in ("roc_auc", "pr_auc"):
+            if len(np.unique(y)) < 2:
+                return float("nan")
+            return float((skm.roc_auc_score if metric == "roc_auc" else skm.average_precision_score)(y, o))
+        return validation_metrics(task, y, o, target_precision).get(metric)
+
     values = []
     for _ in range(resamples):
         idx = rng.integers(0, n, n)
-        v = validation_metrics(task, y_true[idx], out[idx], target_precision).get(metric)
+        v = value(y_true[idx], out[idx])
         if v is not None and not np.isnan(v):
             values.append(v)
     if len(values) < 10:

@@ -287,9 +287,10 @@ def leaderboard(results: Iterable[Mapping[str, Any]], metric: str, rule: str = "
       'best'    the highest mean (rank 1);
       'one_se'  the simplest set (fewest hidden units: the linear model first) whose mean is
                 within one standard error of the highest mean (Hastie, Tibshirani and Friedman,
-                The Elements of Statistical Learning, §7.10). The standard error is std/√k over
-                k folds, or with one validation fold (no --tune) the bootstrap standard error
-                of the best set's score on that fold (the trial's `score_se`).
+                The Elements of Statistical Learning, §7.10). The standard error (each row's
+                `margin`) is the best set's std/√k over k folds; with one validation fold (no
+                --tune) it is √(se_best² + se²) from the bootstrap standard errors of the two
+                scores on that fold (the trials' `score_se`).
       A difference smaller than the noise of the validation estimate does not pick the
       more complex model.
 
@@ -327,10 +328,16 @@ def leaderboard(results: Iterable[Mapping[str, Any]], metric: str, rule: str = "
         r["rank"] = rank
         r["selected"] = False
     if rows:
-        chosen = rows[0]
-        if rule == "one_se" and not math.isnan(rows[0]["mean"]):
-            floor = rows[0]["mean"] - rows[0]["se"] - 1e-9
-            near = [r for r in rows if not math.isnan(r["mean"]) and r["mean"] >= floor]
+        chosen, top = rows[0], rows[0]
+        top["margin"] = 0.0
+        if rule == "one_se" and not math.isnan(top["mean"]):
+            one_fold = all(len(r["folds"]) == 1 for r in rows)
+            for r in rows[1:]:
+                # k folds: the best set's std/√k (ESL). One fold: the error of the difference of two
+                # bootstrap estimates, √(se_best² + se²): a perfect fold score has a bootstrap error of 0,
+                # which alone would let any lead, however small, pick the more complex model.
+                r["margin"] = math.sqrt(top["se"] ** 2 + r["se"] ** 2) if one_fold else top["se"]
+            near = [r for r in rows if not math.isnan(r["mean"]) and r["mean"] >= top["mean"] - r["margin"] - 1e-9]
             chosen = min(near, key=lambda r: (_complexity(r["params"]), r["rank"]))
         chosen["selected"] = True
     return rows

@@ -129,9 +129,15 @@ def test_one_standard_error_rule_exports_the_simplest_set_within_the_noise_of_th
 
 def test_with_one_fold_the_rule_uses_the_trials_bootstrap_error():
     mlp, linear = _result("s00", 0, 0, 0.90), _result("s01", 1, 0, 0.87, hidden=())
-    assert tuning.selected(tuning.leaderboard([dict(mlp, score_se=0.04), linear], "roc_auc"))["set_id"] == "s01"
-    assert tuning.selected(tuning.leaderboard([dict(mlp, score_se=0.01), linear], "roc_auc"))["set_id"] == "s00"
-    assert tuning.selected(tuning.leaderboard([mlp, linear], "roc_auc"))["set_id"] == "s00"  # no error known: 0
+    pick = lambda a, b: tuning.selected(tuning.leaderboard([a, b], "roc_auc"))["set_id"]  # noqa: E731
+    assert pick(dict(mlp, score_se=0.04), linear) == "s01"
+    assert pick(dict(mlp, score_se=0.01), linear) == "s00"
+    assert pick(mlp, linear) == "s00"  # no error known: 0
+    # The error of the difference: a perfect fold (bootstrap error 0) does not win on a lead of 0.001.
+    board = tuning.leaderboard([dict(mlp, score=1.0, score_se=0.0), dict(linear, score=0.999, score_se=0.0013)],
+                               "roc_auc")
+    assert tuning.selected(board)["set_id"] == "s01" and board[1]["margin"] == pytest.approx(0.0013)
+    assert pick(dict(mlp, score=1.0, score_se=0.0), dict(linear, score=0.99, score_se=0.0013)) == "s00"
 
 
 def test_lbfgs_is_for_the_linear_model_only():

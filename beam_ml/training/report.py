@@ -240,8 +240,8 @@ def summary_text(metrics: dict, max_rows: int = 12) -> str:
 
     chosen = selected(board)
     if chosen is not board[0]:
-        lines.append(f"[beam_ml] {chosen['name']} is within one standard error ({_fmt(board[0].get('se'))}) of the "
-                     f"best mean, and simpler: it is the one exported (--selection_rule=one_se)")
+        lines.append(f"[beam_ml] {chosen['name']} is within one standard error ({_fmt(chosen.get('margin'))}) of "
+                     f"the best mean, and simpler: it is the one exported (--selection_rule=one_se)")
     lines += [f"[beam_ml] chosen:  {chosen['name']}  {json.dumps(chosen['params'])}",
               f"[beam_ml] test:    {json.dumps(headline)}  ({test.get('rows', 0)} rows never used for "
               f"training or choosing)",
