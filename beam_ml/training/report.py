@@ -45,9 +45,10 @@ def plot_learning_curves(history: dict) -> bytes:
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         epochs = np.arange(1, len(history[key]) + 1)
-        ax.plot(epochs, history[key], label="train")
+        marker = "o" if len(epochs) == 1 else None  # an exact (L-BFGS) fit has one point: show it
+        ax.plot(epochs, history[key], label="train", marker=marker)
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], label="validation")
+            ax.plot(epochs, history[f"val_{key}"], label="validation", marker=marker)
         ax.set_title(key)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -130,6 +130,33 @@ class FitResult:
     solver: Optional[dict] = None  # the exact linear fit: {"name": "lbfgs", "iterations", "converged", "C"}
 
 
+class _Validation(keras.callbacks.Callback):
+    """After each epoch, what `fit(validation_data=...)` would log (val_loss and val_<metric>), computed
+    as Keras' test_step computes it, in one eager forward pass.
+
+    Keras' own evaluate loop costs ~35 ms per epoch over that pass for these small models: about
+    15% of a 10-epoch trial on 12k rows (measured: 2.31 vs 1.96 s), paid by every trial. It must
+    come before the callbacks that read val_loss (EarlyStopping, ReduceLROnPlateau); Keras appends
+    its History and progress bar after the user's callbacks, so they see the values.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        super().__init__()
+        self._x, self._y = x, tf.constant(y)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or len(self._x) == 0:
+            return
+        pred = tf.concat([self.model(self._x[i:i + self._CHUNK], training=False)
+                          for i in range(0, len(self._x), self._CHUNK)], axis=0)
+        self.model.reset_metrics()
+        self.model.compute_loss(y=self._y, y_pred=pred)
+        for name, value in self.model.compute_metrics(None, self._y, pred, None).items():
+            logs[f"val_{name}"] = float(value)
+
+
 class _LearningRateLog(keras.callbacks.Callback):
     """Records the learning rate each epoch ran with (history['lr'])."""
 
@@ -181,6 +208,7 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
     callbacks: list = [_LearningRateLog()]
     early = None
     if validation is not None:
+        callbacks.insert(0, _Validation(*validation))
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         callbacks += [early, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                                patience=max(1, patience // 2), min_lr=1e-6)]
@@ -191,9 +219,8 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
     if backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
     callbacks += list(extra_callbacks)
-    history = model.fit(x, target, batch_size=batch_size, epochs=int(params["epochs"]), validation_data=validation,
-                        validation_batch_size=8192, class_weight=weights, callbacks=callbacks, verbose=verbose,
-                        shuffle=True)
+    history = model.fit(x, target, batch_size=batch_size, epochs=int(params["epochs"]), class_weight=weights,
+                        callbacks=callbacks, verbose=verbose, shuffle=True)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     epochs_run = len(hist.get("loss", []))
     best_epoch = epochs_run

@@ -1,0 +1,54 @@
+"""fit_model's validation: the fast per-epoch pass logs what Keras' fit(validation_data=...) logs."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from beam_ml.training import trainer
+from beam_ml.training.models import build_model
+
+PARAMS = {"hidden_units": [16, 8], "dropout": 0.2, "optimizer": "adam", "learning_rate": 3e-3, "batch_size": 64,
+          "epochs": 6, "class_weights": "auto", "l2": 1e-3}
+
+
+def _data(seed, n, d, task):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    z = x @ rng.normal(size=(d, 3))
+    y = (z[:, 0] > 0.8).astype(np.int64) if task == "binary" else z.argmax(axis=1).astype(np.int64)
+    return x, y
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "anomaly"])
+def test_validation_logs_equal_keras_evaluate(task):
+    x, y = _data(0, 800, 6, task)
+    xv, yv = _data(1, 300, 6, task)
+    counts = list(np.bincount(y, minlength=3 if task == "multiclass" else 2))
+    ours = trainer.fit_model(PARAMS, task, x, y, validation=(xv, yv), class_counts=counts, seed=5, patience=100)
+    # The same fit through Keras' own validation loop (fit_model's steps, without the fast callback).
+    keras.utils.set_random_seed(5)
+    if task == "anomaly":
+        x, xv = x[y == 0], xv[yv == 0]
+        target, validation = x, (xv, xv)
+    else:
+        target, validation = y, (xv, yv)
+    model = build_model(task, 6, max(2, len(counts)), [16, 8], 0.2, "adam", 3e-3, 1e-3)
+    weights = None if task == "anomaly" else trainer.class_weights_from_counts(counts, "auto")
+    ref = model.fit(x, target, batch_size=64, epochs=6, validation_data=validation, class_weight=weights,
+                    callbacks=[trainer._LearningRateLog()], verbose=0, shuffle=True).history
+    val_keys = sorted(k for k in ref if k.startswith("val_"))
+    assert val_keys and sorted(k for k in ours.history if k.startswith("val_")) == val_keys
+    for key in val_keys:
+        np.testing.assert_allclose(ours.history[key], ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
+    np.testing.assert_allclose(ours.history["loss"], ref["loss"], rtol=1e-5)
+    assert ours.best_epoch == int(np.argmin(ref["val_loss"])) + 1
+
+
+def test_early_stopping_and_plateaus_see_the_validation_loss():
+    x, y = _data(2, 600, 6, "binary")
+    xv, yv = _data(3, 200, 6, "binary")
+    noise = np.random.default_rng(4).integers(0, 2, len(yv))  # unlearnable labels: val_loss rises soon
+    fitted = trainer.fit_model(dict(PARAMS, epochs=60, learning_rate=0.03), "binary", x, y,
+                               validation=(xv, noise), class_counts=list(np.bincount(y)), seed=1, patience=3)
+    epochs = len(fitted.history["loss"])
+    assert epochs < 60 and fitted.best_epoch == int(np.argmin(fitted.history["val_loss"])) + 1
+    assert min(fitted.history["lr"]) < 0.03  # ReduceLROnPlateau halved it
