@@ -134,8 +134,9 @@ class _Validation(keras.callbacks.Callback):
     """After each epoch, what `fit(validation_data=...)` would log (val_loss and val_<metric>), computed
     as Keras' test_step computes it, in one eager forward pass.
 
-    Keras' own evaluate loop costs ~35 ms per epoch over that pass for these small models: about
-    15% of a 10-epoch trial on 12k rows (measured: 2.31 vs 1.96 s), paid by every trial. It must
+    Keras' own evaluate loop costs ~35 ms per epoch over that pass for these small models: a
+    10-epoch fit on 12k rows took 2.31 s with it and 1.96 s with this, alone and back to back
+    (best of 8); inside bench_tune's 85 trials the summed trial time moved only 231 → 228 s. It must
     come before the callbacks that read val_loss (EarlyStopping, ReduceLROnPlateau); Keras appends
     its History and progress bar after the user's callbacks, so they see the values.
     """
