@@ -32,8 +32,8 @@ import apache_beam as beam
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["BINS", "validation_metrics", "bootstrap_se", "best_f1_threshold", "recall_at_precision", "accumulate", "merge",
-           "EvaluateCombineFn", "evaluation_report", "binary_from_hist", "OVERALL", "THRESHOLD_TABLE"]
+__all__ = ["BINS", "validation_metrics", "bootstrap_se", "best_f1_threshold", "recall_at_precision", "accumulate",
+           "merge", "EvaluateCombineFn", "evaluation_report", "binary_from_hist", "OVERALL", "THRESHOLD_TABLE"]
 
 BINS = 1000
 CALIBRATION_BINS = 10
@@ -127,6 +127,7 @@ def bootstrap_se(task: str, metric: str, y_true: np.ndarray, out: np.ndarray, ta
     if n > max_rows:
         keep = rng.choice(n, max_rows, replace=False)
         y_true, out, scale, n = y_true[keep], out[keep], float(np.sqrt(max_rows / n)), max_rows
+
     def value(y, o):
         if task == "multiclass" and metric == "accuracy":
             return float((o.argmax(axis=1) == y).mean())

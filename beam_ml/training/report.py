@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from beam_ml import fs  # noqa: E402
+from beam_ml.tuning import selected  # noqa: E402
 
 __all__ = ["plot_learning_curves", "plot_confusion_matrix", "plot_roc_pr", "plot_calibration", "plot_leaderboard",
            "write_outputs", "HEADLINE", "PLOTS"]
@@ -159,8 +160,8 @@ def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
             lines.append(f"| {c} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
     if "at_0.5" in test:
         lines += ["", f"At threshold 0.5 instead: `{json.dumps(test['at_0.5'])}`"]
-    lines += ["", "## Leaderboard (validation)", "", "| rank | model | mean | std | standard error | folds | exported |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Leaderboard (validation)", "",
+              "| rank | model | mean | std | standard error | folds | exported |", "|---|---|---|---|---|---|---|"]
     for r in board:
         lines.append(f"| {r['rank']} | {r['name']} | {_fmt(r['mean'])} | {_fmt(r['std'])} | {_fmt(r.get('se'))} | "
                      f"{len(r['folds'])} | {'yes' if r.get('selected') else ''} |")
@@ -175,7 +176,6 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
     from beam_ml.export import json_safe, update_model_metadata
     from beam_ml.spec import DatasetSpec
     from beam_ml.training.report_html import render_html
-    from beam_ml.tuning import selected
 
     spec = DatasetSpec.from_dict(ctx.spec)
     out = ctx.output_dir
@@ -237,8 +237,6 @@ def summary_text(metrics: dict, max_rows: int = 12) -> str:
     if len(board) > max_rows:
         lines.append(f"  ... {len(board) - max_rows} more in metrics.json")
     headline = {k: round(test[k], 4) for k in HEADLINE if isinstance(test.get(k), float)}
-    from beam_ml.tuning import selected
-
     chosen = selected(board)
     if chosen is not board[0]:
         lines.append(f"[beam_ml] {chosen['name']} is within one standard error ({_fmt(chosen.get('margin'))}) of "

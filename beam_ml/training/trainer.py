@@ -141,21 +141,25 @@ class _Validation(keras.callbacks.Callback):
     its History and progress bar after the user's callbacks, so they see the values.
     """
 
-    _CHUNK = 65536
-
     def __init__(self, x: np.ndarray, y: np.ndarray):
         super().__init__()
-        self._x, self._y = x, tf.constant(y)
+        self._x, self._y = x, tf.constant(y)  # converted once, not every epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or len(self._x) == 0:
             return
-        pred = tf.concat([self.model(self._x[i:i + self._CHUNK], training=False)
-                          for i in range(0, len(self._x), self._CHUNK)], axis=0)
-        self.model.reset_metrics()
-        self.model.compute_loss(y=self._y, y_pred=pred)
-        for name, value in self.model.compute_metrics(None, self._y, pred, None).items():
-            logs[f"val_{name}"] = float(value)
+        for name, value in _evaluate(self.model, self._x, self._y).items():
+            logs[f"val_{name}"] = value
+
+
+def _evaluate(model, x: np.ndarray, y, chunk: int = 65536) -> dict[str, float]:
+    """The compiled loss (with regularization) and metrics of `model` on (x, y), as Keras' test_step
+    computes them, in one eager pass (x in chunks). Resets the model's metric state."""
+    pred = tf.concat([model(x[i:i + chunk], training=False) for i in range(0, len(x), chunk)], axis=0)
+    y = tf.convert_to_tensor(y)
+    model.reset_metrics()
+    model.compute_loss(y=y, y_pred=pred)
+    return {name: float(value) for name, value in model.compute_metrics(None, y, pred, None).items()}
 
 
 class _LearningRateLog(keras.callbacks.Callback):
@@ -248,7 +252,7 @@ def _fit_exact_linear(model, task: str, x: np.ndarray, y: np.ndarray,
     bias, so the exported model computes exactly predict_proba.
 
     Returns:
-      (history: the final training and validation log loss, one entry each;
+      (history: the final training and validation loss and metrics, one entry each;
        solver: {"name": "lbfgs", "C", "iterations", "converged"}).
     """
     import warnings
@@ -294,17 +298,10 @@ def _fit_exact_linear(model, task: str, x: np.ndarray, y: np.ndarray,
             bias[absent] = -30.0  # a class the training rows never show: probability ~0
     dense.set_weights([kernel, bias])
 
-    def loss(xs, ys):
-        out = np.asarray(model.predict(xs, batch_size=8192, verbose=0), np.float64)
-        ys = np.asarray(ys).astype(int)
-        if task == "binary":
-            p = np.clip(out.reshape(-1), 1e-12, 1 - 1e-12)
-            return float(-np.mean(ys * np.log(p) + (1 - ys) * np.log(1 - p)))
-        return float(-np.mean(np.log(np.clip(out[np.arange(len(ys)), ys], 1e-12, 1.0))))
-
-    hist = {"loss": [loss(x, y)]}
+    # The same loss (and metrics) the other candidates log: Keras' compiled ones, unweighted.
+    hist = {k: [v] for k, v in _evaluate(model, x, y).items()}
     if validation is not None and len(validation[0]):
-        hist["val_loss"] = [loss(*validation)]
+        hist.update({f"val_{k}": [v] for k, v in _evaluate(model, *validation).items()})
     return hist, {"name": "lbfgs", "C": c, "iterations": iterations, "converged": converged}
 
 
