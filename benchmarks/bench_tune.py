@@ -190,7 +190,9 @@ def main(argv=None) -> dict:
     print(f"GridSearchCV(n_jobs=2): {ws:.1f} s, best {sk['best_params']} {sk['best_score']:.4f} ± "
           f"{sk['best_std']:.4f}", flush=True)
     best = m2["leaderboard"][0]
-    chosen = next((r for r in m2["leaderboard"] if r.get("selected")), best)
+    from beam_ml.tuning import selected
+
+    chosen = selected(m2["leaderboard"])
     results.update({
         "trials": len(m2["trials"]), "sets": len(m2["leaderboard"]),
         "ours_2_workers_s": round(w2, 1), "ours_1_worker_s": round(w1, 1), "gridsearch_s": round(ws, 1),

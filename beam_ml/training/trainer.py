@@ -277,7 +277,8 @@ def _fit_exact_linear(model, task: str, x: np.ndarray, y: np.ndarray,
             bias[:] = -12.0
             bias[only] = 12.0
     else:
-        sample_weight = None if not weights else np.asarray([weights[int(v)] for v in y], np.float64)
+        sample_weight = None if not weights else \
+            np.asarray([weights[c] for c in range(len(weights))], np.float64)[y.astype(int)]
         clf = LogisticRegression(C=c, max_iter=2000, tol=1e-6)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
