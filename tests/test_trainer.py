@@ -33,8 +33,8 @@ def test_validation_logs_equal_keras_evaluate(task):
         target, validation = y, (xv, yv)
     model = build_model(task, 6, max(2, len(counts)), [16, 8], 0.2, "adam", 3e-3, 1e-3)
     weights = None if task == "anomaly" else trainer.class_weights_from_counts(counts, "auto")
-    ref = model.fit(x, target, batch_size=64, epochs=6, validation_data=validation, class_weight=weights,
-                    callbacks=[trainer._LearningRateLog()], verbose=0, shuffle=True).history
+    ref = model.fit(trainer.training_dataset(x, target, 64, 5), epochs=6, validation_data=validation,
+                    class_weight=weights, callbacks=[trainer._LearningRateLog()], verbose=0).history
     val_keys = sorted(k for k in ref if k.startswith("val_"))
     assert val_keys and sorted(k for k in ours.history if k.startswith("val_")) == val_keys
     for key in val_keys:
@@ -52,3 +52,20 @@ def test_early_stopping_and_plateaus_see_the_validation_loss():
     epochs = len(fitted.history["loss"])
     assert epochs < 60 and fitted.best_epoch == int(np.argmin(fitted.history["val_loss"])) + 1
     assert min(fitted.history["lr"]) < 0.03  # ReduceLROnPlateau halved it
+
+
+def test_training_dataset_is_a_fresh_seeded_permutation_each_epoch():
+    x = np.arange(250, dtype=np.float32).reshape(125, 2)
+    y = np.arange(125, dtype=np.int64)
+    ds = trainer.training_dataset(x, y, 32, seed=3)
+    epochs = []
+    for _ in range(3):  # Model.fit iterates a finite dataset once per epoch
+        batches = [(bx.numpy(), by.numpy()) for bx, by in ds]
+        assert [len(by) for _, by in batches] == [32, 32, 32, 29]
+        order = np.concatenate([by for _, by in batches])
+        assert sorted(order) == list(range(125))  # every row once
+        np.testing.assert_array_equal(np.concatenate([bx for bx, _ in batches]), x[order])  # rows stay whole
+        epochs.append(order)
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    again = np.concatenate([by.numpy() for _, by in trainer.training_dataset(x, y, 32, seed=3)])
+    np.testing.assert_array_equal(again, epochs[0])  # seeded: a new pipeline repeats the first epoch
