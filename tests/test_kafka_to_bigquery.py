@@ -15,8 +15,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -36,6 +34,7 @@ from beam_ml.io.kafka.formats import encode_csv_line
 from beam_ml.options import FLAG_ALIASES, KafkaToBigQueryOptions, parse_pipeline_options
 from beam_ml.producer import csv_events
 from beam_ml.spec import infer_spec
+from beam_ml.testing.process import start_module
 from pipelines import kafka_to_bigquery
 from templates import flex
 
@@ -505,10 +504,7 @@ def test_sql_filters_joins_a_refreshed_lookup_and_counts_add_up(kafka_broker, ne
 
 
 def _subprocess(argv, log_path):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
-    log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "pipelines.kafka_to_bigquery", *argv], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT), log
+    return start_module("pipelines.kafka_to_bigquery", argv, log_path, cwd=REPO)
 
 
 def _count(bq_dataset) -> int:

@@ -9,8 +9,6 @@ offline model (beam_ml.serving.ServingModel).
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +19,7 @@ from beam_ml.errors import UserError
 from beam_ml.producer import csv_events
 from beam_ml.serving import ServingModel
 from beam_ml.testing import read_topic
+from beam_ml.testing.process import start_module
 from pipelines import produce, stream_predict
 from tests.model_fixture import export_copy
 
@@ -215,11 +214,7 @@ def test_two_worker_processes_score_every_event_of_a_four_partition_topic(kafka_
 
 
 def _subprocess(argv, log_path):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "pipelines.stream_predict", *argv], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT), log
+    return start_module("pipelines.stream_predict", argv, log_path, cwd=REPO)
 
 
 @pytest.mark.integration

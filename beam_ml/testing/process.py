@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-__all__ = ["ServerProcess", "accepts_connections", "find_free_port", "HOST"]
+__all__ = ["ServerProcess", "accepts_connections", "find_free_port", "start_module", "HOST"]
 
 _LOGGER = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -28,6 +28,19 @@ def find_free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def start_module(module: str, argv, log_path, cwd: str) -> tuple[subprocess.Popen, Any]:
+    """Starts `python -m module *argv` in `cwd` (on its PYTHONPATH), stdout and stderr to `log_path`.
+
+    Returns (the process, the open log file: the caller closes it once the process is done).
+    """
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=cwd + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+    log = open(log_path, "w")  # pylint: disable=consider-using-with
+    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT), log
 
 
 def accepts_connections(host: str, port: int) -> bool:
