@@ -69,3 +69,13 @@ def test_training_dataset_is_a_fresh_seeded_permutation_each_epoch():
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
     again = np.concatenate([by.numpy() for _, by in trainer.training_dataset(x, y, 32, seed=3)])
     np.testing.assert_array_equal(again, epochs[0])  # seeded: a new pipeline repeats the first epoch
+
+
+@pytest.mark.slow
+def test_bench_feed_quick_times_both_feeds():
+    from benchmarks import bench_feed
+
+    r = bench_feed.main(["--quick"])
+    for feed in ("arrays", "dataset"):
+        assert r[feed]["median_fit_s"] > 0 and r[feed]["big_2_epochs_s"] > 0
+        assert len(r[feed]["teardown_s"]) == r["fits"] == 2 and 0 <= r[feed]["stalls"] <= 2

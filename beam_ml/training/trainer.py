@@ -126,15 +126,29 @@ def training_dataset(x: np.ndarray, target: np.ndarray, batch_size: int, seed: i
     What fit(x, y, shuffle=True) feeds, without Keras' array adapter: tearing
     that adapter's pipeline down (an autotuned parallel map) stalled ~1.1 s
     after about half of the fits on a 2-core machine, in a 2-second trial; this
-    pipeline (no autotuning, no parallel map) never did in the same runs.
+    pipeline (no autotuning, no parallel map) never did in the same runs. Each
+    epoch (each new iterator, as Model.fit makes one per epoch) draws one seed,
+    permutes all row indices in one op and slices batches from the permutation,
+    as Keras' adapter does: a shuffle buffer would cost a pass per element.
     """
     n = len(x)
     xs, ts = tf.constant(x), tf.constant(target)
-    ds = (tf.data.Dataset.range(n)
-          .shuffle(max(1, n), seed=seed, reshuffle_each_iteration=True)
-          .batch(batch_size)
-          .map(lambda i: (tf.gather(xs, i), tf.gather(ts, i)))
-          .prefetch(1))
+    starts = tf.range(0, n, batch_size, dtype=tf.int64)
+
+    def epoch(draw):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([draw, 0]))
+
+        def batch(start):
+            rows = order[start:start + batch_size]
+            return tf.gather(xs, rows), tf.gather(ts, rows)
+
+        return tf.data.Dataset.from_tensor_slices(starts).map(batch)
+
+    ds = (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+          .take(1)
+          .flat_map(epoch)
+          .prefetch(1)
+          .apply(tf.data.experimental.assert_cardinality(int(starts.shape[0]))))
     options = tf.data.Options()
     options.autotune.enabled = False
     options.deterministic = True
