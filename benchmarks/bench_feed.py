@@ -92,8 +92,8 @@ def main(argv=None) -> dict:
     print(json.dumps(results, indent=2), flush=True)
     for feed in small:
         r = results[feed]
-        print(f"{feed:8s} small fit median {r['median_fit_s']:.2f} s, mean {r['mean_fit_s']:.2f} s, stalls {r['stalls']}/{fits}; "
-              f"{big_rows} rows x 2 epochs {r['big_2_epochs_s']:.1f} s", flush=True)
+        print(f"{feed:8s} small fit median {r['median_fit_s']:.2f} s, mean {r['mean_fit_s']:.2f} s, "
+              f"stalls {r['stalls']}/{fits}; {big_rows} rows x 2 epochs {r['big_2_epochs_s']:.1f} s", flush=True)
     return results
 
 

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_tune                 # retention (14,999 rows), 16-set grid (+ linear) x 5 folds
     python -m benchmarks.bench_tune --quick         # tiny, 2 workers only: checks the machinery (a slow test)
 
-Three timings on the same data, grid, folds and model:
+Four timings on the same data, grid, folds and model:
 
 * ours, 2 workers: ``python -m pipelines.train --tune ... --direct_running_mode=multi_processing
   --direct_num_workers=2`` in a fresh process; wall clock of the whole job (read, split, tf.Transform,
@@ -17,8 +17,9 @@ Three timings on the same data, grid, folds and model:
   feeds Keras the arrays, as scikeras does (``fit(x, y, shuffle=True)``).
 * GridSearchCV(n_jobs=2) again, its wrapper feeding Keras through ours' input pipeline
   (beam_ml.training.trainer.training_dataset, predict_outputs): the same training loop as ours' trials,
-  so ours / this is what the pipeline around the trials costs. tf_keras' array adapter stalls ~1.1 s
-  when torn down after about half of the fits on this 2-core machine; ours' pipeline does not.
+  so ours / this is what the job around the trials costs. tf_keras' array adapter sometimes stalls
+  ~1.1 s when its pipeline is torn down at the end of a fit (``python -m benchmarks.bench_feed``
+  measures it); ours' pipeline does not.
 
 Both sides run exactly --epochs epochs per trial (ours: early-stopping patience = epochs, so it never
 stops early; scikit-learn has no validation data inside fit), one TensorFlow thread per worker process.
@@ -161,8 +162,8 @@ def run_gridsearch(out_dir: str, grid: dict, folds: int, epochs: int, linear: di
                 "learning_rate": [linear["learning_rate"]]}]
     for g in sk_grid:
         g["epochs"] = [epochs]
-    search = GridSearchCV(KerasTabularClassifier(feed=feed), sk_grid, scoring="roc_auc", cv=PredefinedSplit(fold), n_jobs=2,
-                          refit=True)
+    search = GridSearchCV(KerasTabularClassifier(feed=feed), sk_grid, scoring="roc_auc", cv=PredefinedSplit(fold),
+                          n_jobs=2, refit=True)
     start = time.perf_counter()
     search.fit(x, y)
     test_auc = roc_auc_score(yt, search.predict_proba(xt)[:, 1])

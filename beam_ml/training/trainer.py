@@ -125,8 +125,9 @@ def training_dataset(x: np.ndarray, target: np.ndarray, batch_size: int, seed: i
 
     What fit(x, y, shuffle=True) feeds, without Keras' array adapter: tearing
     that adapter's pipeline down (an autotuned parallel map) stalled ~1.1 s
-    after about half of the fits on a 2-core machine, in a 2-second trial; this
-    pipeline (no autotuning, no parallel map) never did in the same runs. Each
+    after about half of a trial's fits (with its validation callbacks) on a
+    2-core machine, in a 2-second trial; this pipeline (no autotuning, no
+    parallel map) never did in the same runs (benchmarks/bench_feed.py). Each
     epoch (each new iterator, as Model.fit makes one per epoch) draws one seed,
     permutes all row indices in one op and slices batches from the permutation,
     as Keras' adapter does: a shuffle buffer would cost a pass per element.
