@@ -30,7 +30,7 @@ def _fit(feed: str, x, y, batch_size: int, epochs: int, validation=None) -> tupl
     import tf_keras as keras
 
     from beam_ml.training.models import build_model
-    from beam_ml.training.trainer import _LearningRateLog, _Validation, training_dataset
+    from beam_ml.training.trainer import training_dataset, trial_callbacks
 
     class _End(keras.callbacks.Callback):
         at = 0.0
@@ -41,12 +41,7 @@ def _fit(feed: str, x, y, batch_size: int, epochs: int, validation=None) -> tupl
     keras.utils.set_random_seed(1)
     model = build_model("binary", x.shape[1], 2, [64, 32], 0.0, "adam", 1e-3)
     end = _End()
-    callbacks = [_LearningRateLog(), end]
-    if validation is not None:
-        callbacks = [_Validation(*validation), _LearningRateLog(),
-                     keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True),
-                     keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, epochs // 2)),
-                     end]
+    callbacks = trial_callbacks(validation, patience=epochs)[0] + [end]
     start = time.perf_counter()
     if feed == "arrays":
         model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True, callbacks=callbacks)

@@ -26,7 +26,7 @@ from beam_ml.training.models import build_model
 from transforms.preprocessing import LABEL_KEY, transformed_feature_names
 
 __all__ = ["FitResult", "auto_batch_size", "class_weights_from_counts", "load_splits", "fit_model",
-           "predict_outputs", "limit_threads", "split_files", "training_dataset"]
+           "predict_outputs", "limit_threads", "split_files", "training_dataset", "trial_callbacks"]
 
 
 def auto_batch_size(train_rows: int) -> int:
@@ -188,10 +188,15 @@ class _Validation(keras.callbacks.Callback):
             logs[f"val_{name}"] = value
 
 
+def _forward(model, x: np.ndarray, chunk: int) -> tf.Tensor:
+    """The model's outputs on x (inference mode), called directly on chunks of `chunk` rows: no tf.data."""
+    return tf.concat([model(x[i:i + chunk], training=False) for i in range(0, len(x), chunk)], axis=0)
+
+
 def _evaluate(model, x: np.ndarray, y, chunk: int = 65536) -> dict[str, float]:
     """The compiled loss (with regularization) and metrics of `model` on (x, y), as Keras' test_step
     computes them, in one eager pass (x in chunks). Resets the model's metric state."""
-    pred = tf.concat([model(x[i:i + chunk], training=False) for i in range(0, len(x), chunk)], axis=0)
+    pred = _forward(model, x, chunk)
     y = tf.convert_to_tensor(y)
     model.reset_metrics()
     model.compute_loss(y=y, y_pred=pred)
@@ -204,6 +209,22 @@ class _LearningRateLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["lr"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+
+
+def trial_callbacks(validation: Optional[tuple[np.ndarray, np.ndarray]], patience: int) -> tuple[list, Any]:
+    """fit_model's Keras callbacks: the learning-rate log and, with validation data, the per-epoch
+    validation pass (first: the others read val_loss), early stopping and plateaus.
+
+    Returns:
+      (the callbacks, the EarlyStopping callback or None).
+    """
+    callbacks: list = [_LearningRateLog()]
+    if validation is None:
+        return callbacks, None
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    return [_Validation(*validation), *callbacks, early,
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2),
+                                              min_lr=1e-6)], early
 
 
 def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray,
@@ -246,14 +267,8 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
                                          max(2, len(class_counts)))
         return FitResult(model=model, history=hist, best_epoch=1, batch_size=batch_size, class_weights=weights,
                          solver=solver)
-    callbacks: list = [_LearningRateLog()]
-    early = None
-    if validation is not None:
-        callbacks.insert(0, _Validation(*validation))
-        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-        callbacks += [early, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                               patience=max(1, patience // 2), min_lr=1e-6)]
-    elif lr_schedule:
+    callbacks, early = trial_callbacks(validation, patience)
+    if validation is None and lr_schedule:
         schedule = list(lr_schedule)
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: float(schedule[min(epoch, len(schedule) - 1)])))
@@ -346,7 +361,7 @@ def predict_outputs(model, x: np.ndarray, task: str) -> np.ndarray:
     """Scores (binary: P(positive); anomaly: reconstruction MSE) or probabilities [rows, classes]."""
     if len(x) == 0:
         return np.zeros((0,), np.float32)
-    out = np.concatenate([model(x[i:i + 8192], training=False).numpy() for i in range(0, len(x), 8192)])
+    out = _forward(model, x, 8192).numpy()
     if task == "anomaly":
         return np.mean(np.square(out - x), axis=1)
     if task == "binary":
