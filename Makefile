@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv stream-demo bench clean bqemulator
+.PHONY: demo test test-fast venv stream-demo bench clean bqemulator sysdeps
 
 # The BigQuery API emulator the tests start (beam_ml.testing.bigquery), in its own
 # virtualenv: it needs duckdb 1.5.5 and its extension wheels (linked into a scratch
@@ -42,6 +42,18 @@ $(BQ_STAMP):
 
 bqemulator: $(BQ_STAMP)
 
+# Debian packages the tests use: stunnel4 (the TLS terminator in front of the Kafka broker),
+# socat, and chromium (every HTML page is checked in a real headless browser). Installed only
+# when missing; needs root (CI runs as root) or an existing install.
+SYSDEPS := stunnel4 socat chromium
+sysdeps:
+	@missing=""; for c in stunnel4:stunnel socat:socat chromium:chromium; do \
+	  command -v $${c#*:} >/dev/null 2>&1 || missing="$$missing $${c%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m pipelines.train --runner=DirectRunner
 
@@ -49,7 +61,7 @@ demo: $(STAMP)
 # ones in one process, as they share one broker and emulators per session and measure
 # their own pipelines' progress against deadlines.
 UNIT := -m "not slow and not integration"
-test: $(STAMP) $(BQ_STAMP)
+test: sysdeps $(STAMP) $(BQ_STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider -n auto $(UNIT)
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "slow or integration" --durations=25
 
