@@ -133,7 +133,7 @@ class _FormatPredictionsFn(beam.DoFn):
     def setup(self):
         from beam_ml.inference import prediction_fields, scored_rows
 
-        from beam_ml.io.kafka.formats import dumps_event
+        from beam_ml.formats.text import dumps_event
 
         self._fields, self._split, self._dumps = prediction_fields, scored_rows, dumps_event
 

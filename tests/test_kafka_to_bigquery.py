@@ -30,7 +30,7 @@ from beam_ml.errors import UserError
 from beam_ml.ingest import (IngestSchema, ValueDecoder, bigquery_schema, infer_schema, insert_rows,
                             records_to_table, spec_schema, table_to_rows)
 from beam_ml.ingest.values import avro_ingest_schema, load_avro_schema
-from beam_ml.io.kafka.formats import encode_csv_line
+from beam_ml.formats.text import encode_csv_line
 from beam_ml.options import FLAG_ALIASES, KafkaToBigQueryOptions, parse_pipeline_options
 from beam_ml.producer import csv_events
 from beam_ml.spec import infer_spec
