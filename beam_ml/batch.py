@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.formats import event_format_of
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.options import BatchPredictOptions, CleanOptions, kafka_client_config
 from beam_ml.records import RowRef
@@ -209,7 +210,8 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
             None, opts.input_topic, group_id=opts.group_id, start=opts.start, bounded=True,
             client_config=plan.kafka)
         parsed = records | "ParseAndValidate" >> beam.ParDo(
-            ParseEventsFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+            ParseEventsFn(spec, value_format=event_format_of(opts, opts.input_topic), validate=True)
+        ).with_outputs(DEAD_TAG, main="rows")
         rows = parsed.rows
         dead_parts.append(parsed[DEAD_TAG])
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_ml import metrics
+from beam_ml import formats, metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.options import StreamPredictOptions, kafka_client_config
 from beam_ml.spec import DatasetSpec
@@ -75,6 +75,8 @@ class StreamPredictPlan:
     kafka: Any
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    value_format: Any = "json"  # --value_format: a name, or a started beam_ml.formats.RecordFormat
+    encode: Any = None  # --output_format's record -> bytes (None: JSON)
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -120,14 +122,17 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery, cleaning=cleaning)
+                             bigquery=bigquery, cleaning=cleaning,
+                             value_format=formats.event_format_of(opts, opts.input_topic),
+                             encode=formats.output_encoder(opts, opts.output_topic))
 
 
 class _FormatPredictionsFn(beam.DoFn):
     """ScoredBatch -> one list of (key, value) prediction messages + DeadLetter(stage='inference') per failed row."""
 
-    def __init__(self, mask_columns: Sequence[str]):
+    def __init__(self, mask_columns: Sequence[str], encode: Optional[Callable[[dict], bytes]] = None):
         self._mask_columns = tuple(mask_columns)
+        self._encode = encode  # --output_format's encoder; None: JSON
         self._predictions = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
 
     def setup(self):
@@ -135,7 +140,7 @@ class _FormatPredictionsFn(beam.DoFn):
 
         from beam_ml.formats.text import dumps_event
 
-        self._fields, self._split, self._dumps = prediction_fields, scored_rows, dumps_event
+        self._fields, self._split, self._dumps = prediction_fields, scored_rows, self._encode or dumps_event
 
     def process(self, scored):
         prediction_fields, dumps = self._fields, self._dumps
@@ -179,14 +184,14 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
         from beam_ml.clean.pipeline import CleanEventBatchesFn
 
-        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
+        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=plan.value_format)
     else:
-        parse_fn = ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)
+        parse_fn = ParseEventBatchesFn(spec, value_format=plan.value_format, validate=True)
     parsed = polls | "ParseAndValidate" >> beam.ParDo(parse_fn).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = parsed.rows | "RunInference" >> ScoreRowBatches(
         handler, model_metadata, mask_columns=spec.mask_columns)
     formatted = scored | "FormatPredictions" >> beam.ParDo(
-        _FormatPredictionsFn(spec.mask_columns)).with_outputs(DEAD_TAG, main="messages")
+        _FormatPredictionsFn(spec.mask_columns, plan.encode)).with_outputs(DEAD_TAG, main="messages")
     return StreamPredictOutputs(records=polls, messages=formatted.messages,
                                 dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead))
 

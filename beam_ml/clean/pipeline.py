@@ -505,8 +505,9 @@ class CleanEventBatchesFn(beam.DoFn):
     """
 
     def __init__(self, spec: DatasetSpec, cleaning: Cleaning, id_field: str = "event_id",
-                 value_format: str = "json"):
+                 value_format="json"):
         from beam_ml.batch import input_read_spec
+        from beam_ml.inference.events import event_format
         from beam_ml.ingest.values import IngestSchema
 
         events = cleaning.statement.events_schema
@@ -515,7 +516,7 @@ class CleanEventBatchesFn(beam.DoFn):
         self._with_label = spec.label in cleaning.statement.columns
         self._parse_spec = raw_read_spec(events, spec.dialect, spec.na_values) if value_format == "csv" else spec
         self._id_field = id_field
-        self._value_format = value_format
+        self._value_format = event_format(value_format, self._parse_spec)
         flat = events.remove(events.get_field_index(LINE_COLUMN))
         self._schema = IngestSchema(flat, (), tuple(spec.na_values), tuple(spec.mask_columns))
         # The fast path (Arrow's C++ JSON reader) reads the event id and produce_ts too, when they are not columns.
@@ -548,7 +549,7 @@ class CleanEventBatchesFn(beam.DoFn):
         from beam_ml.ingest.values import json_values_to_table
         from beam_ml.records import RowRef
 
-        if self._value_format != "json":
+        if self._value_format.name != "json":
             return None
         table = json_values_to_table([r.value for r in records], self._fast_schema)
         if table is None:
@@ -578,6 +579,7 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def process(self, records):
         from beam_ml.inference.batches import RowBatch
+        from beam_ml.formats import kafka_dead_letter
         from beam_ml.inference.events import event_row
         from beam_ml.ingest.values import records_to_table
 
@@ -604,10 +606,7 @@ class CleanEventBatchesFn(beam.DoFn):
             try:
                 ref, row = event_row(record, self._parse_spec, self._id_field, self._value_format)
             except ValueError as e:
-                raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) \
-                    else repr(record.value)
-                yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(f"{record.topic}/{record.partition}",
-                                                                    int(record.offset), str(e), raw, stage="parse"))
+                yield beam.pvalue.TaggedOutput(DEAD_TAG, kafka_dead_letter(record, str(e), self._value_format))
                 continue
             groups.setdefault(ref.source, []).append((ref, row))
         for source, group in groups.items():

@@ -30,7 +30,7 @@ from beam_ml.formats.text import CsvFormat, JsonFormat, dumps_event
 __all__ = [
     "VALUE_FORMATS", "OUTPUT_FORMATS", "MESSAGE_FORMATS", "RecordFormat", "JsonFormat", "CsvFormat", "AvroFormat",
     "ConfluentAvroFormat", "ConfluentAvroWriter", "RegistryConfig", "SchemaRegistry", "RegistryUnavailable",
-    "record_format", "format_from_flags", "registry_from_flags", "output_encoder", "value_format_name",
+    "record_format", "format_from_flags", "event_format_of", "registry_from_flags", "output_encoder", "value_format_name",
     "kafka_dead_letter", "value_text", "cell_text", "load_avro_schema", "avro_arrow_schema", "avro_type_hints",
     "record_schema_of", "read_user_info",
 ]
@@ -114,6 +114,15 @@ def format_from_flags(opts: Any, topic: Optional[str], columns: Sequence[str] = 
     except ValueError as e:
         raise UserError(f"--value_format: {e}") from None
     return fmt.start()
+
+
+def event_format_of(opts: Any, topic: Optional[str]):
+    """What event parsers take for --value_format: 'json' / 'csv' as names (the parser knows the columns:
+    the model spec's, or a --sql statement's events), Avro ones as a started RecordFormat."""
+    name = value_format_name(getattr(opts, "value_format", None) or "json")
+    if name in ("json", "csv") and not getattr(opts, "avro_schema", None):
+        return name
+    return format_from_flags(opts, topic)
 
 
 def output_encoder(opts: Any, topic: Optional[str], name: str = "Prediction"):

@@ -112,6 +112,9 @@ class AvroFormat(RecordFormat):
     def encode(self, record: Mapping[str, Any]) -> bytes:
         return encode_avro_body(record, self.schema)
 
+    def type_hints(self) -> Optional[dict[str, str]]:
+        return avro_type_hints(self.schema) if self.schema is not None else None
+
     def arrow_schema(self) -> pa.Schema:
         return avro_arrow_schema(self.schema)
 

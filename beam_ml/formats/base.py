@@ -49,6 +49,10 @@ class RecordFormat:
         """The columns a schema'd format implies (one per record field), else None (columns come from elsewhere)."""
         return None
 
+    def type_hints(self) -> Optional[dict[str, str]]:
+        """field -> 'numeric' | 'text' | 'drop' for spec inference, where a schema gives them, else None."""
+        return None
+
     def raw_text(self, value: Optional[bytes]) -> str:
         """A value as a dead letter shows it."""
         if self.binary:

@@ -22,7 +22,8 @@ import fastavro
 import pyarrow as pa
 
 from beam_ml.errors import UserError
-from beam_ml.formats.avro import avro_arrow_schema, encode_avro_body, read_avro_body, record_schema_of
+from beam_ml.formats.avro import (avro_arrow_schema, avro_type_hints, encode_avro_body, read_avro_body,
+                                  record_schema_of)
 from beam_ml.formats.base import RecordFormat
 from beam_ml.formats.registry import RegistryUnavailable, SchemaRegistry, UnknownSchema
 
@@ -104,6 +105,9 @@ class ConfluentAvroFormat(RecordFormat):
         if self.reader_id is None:
             self.reader_id = self.registry.register(self.subject, self.reader_schema)
         return wire_header(self.reader_id) + encode_avro_body(record, self.reader_schema)
+
+    def type_hints(self) -> Optional[dict[str, str]]:
+        return avro_type_hints(self.reader_schema) if self.reader_schema is not None else None
 
     def arrow_schema(self) -> Optional[pa.Schema]:
         return avro_arrow_schema(self.reader_schema) if self.reader_schema is not None else None
