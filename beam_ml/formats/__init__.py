@@ -125,9 +125,9 @@ def event_format_of(opts: Any, topic: Optional[str]):
     return format_from_flags(opts, topic)
 
 
-def output_encoder(opts: Any, topic: Optional[str], name: str = "Prediction"):
+def output_encoder(opts: Any, topic: Optional[str], name: str = "Prediction", examples: Sequence[dict] = ()):
     """`record -> bytes` for --output_format: compact JSON (default), or Confluent Avro registered
-    under `<topic>-value` (needs --schema_registry_url)."""
+    under `<topic>-value` (needs --schema_registry_url; the first schema fits `examples`)."""
     output_format = getattr(opts, "output_format", None) or "json"
     if output_format == "json":
         return dumps_event
@@ -135,4 +135,4 @@ def output_encoder(opts: Any, topic: Optional[str], name: str = "Prediction"):
     if registry is None:
         raise UserError("--schema_registry_url: required with --output_format=avro_confluent")
     client = SchemaRegistry(registry).check()
-    return ConfluentAvroWriter(client, f"{topic}-value", name=name).encode
+    return ConfluentAvroWriter(client, f"{topic}-value", name=name, examples=examples).encode

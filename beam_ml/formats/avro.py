@@ -168,9 +168,13 @@ def avro_type_hints(parsed: Mapping[str, Any]) -> dict[str, str]:
 
     Numbers and booleans are numeric; strings and enums text (categorical or
     dropped by their values); temporal, binary and nested fields are dropped.
+    A union of several types (e.g. ["double", "string"]) has no hint: its
+    values decide, as for CSV.
     """
     hints = {}
     for field, column in zip(parsed["fields"], avro_arrow_schema(parsed)):
+        if len(_branches(field["type"])) > 1:
+            continue
         t = column.type
         enum = _is_enum(field["type"])
         if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import fastavro
 import pyarrow as pa
@@ -127,10 +127,12 @@ class ConfluentAvroWriter:
     and every field has a default).
     """
 
-    def __init__(self, registry: SchemaRegistry, subject: str, name: str = "Record"):
+    def __init__(self, registry: SchemaRegistry, subject: str, name: str = "Record",
+                 examples: Sequence[Mapping[str, Any]] = ()):
         self.registry = registry
         self.subject = subject
         self.name = name
+        self._examples = list(examples)  # the first schema fits all of them (fewer versions later)
         self._raw: Optional[dict] = None        # as registered
         self._schema: Optional[dict] = None     # parsed
         self._fields: frozenset = frozenset()
@@ -149,7 +151,7 @@ class ConfluentAvroWriter:
 
     def _widen(self, record: Mapping[str, Any]) -> None:
         with self._lock:
-            before = [self._example(self._raw["fields"])] if self._raw else []
+            before = [self._example(self._raw["fields"])] if self._raw else self._examples
             raw = record_schema_of(before + [record], self.name)  # the old types, widened by the record's
             self._id = self.registry.register(self.subject, raw)
             self._raw, self._schema = raw, fastavro.parse_schema(raw)

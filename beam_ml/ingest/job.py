@@ -380,18 +380,6 @@ def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> Ingest
     return IngestOutputs(records=records, batches=typed.rows, dead_letters=typed[DEAD_TAG])
 
 
-class _CountDeadLettersFn(beam.DoFn):
-    """Counts DeadLetters (INGEST dead_letters, dead_<stage>) on their way to file loads."""
-
-    def __init__(self):
-        self._dead = beam.metrics.Metrics.counter(metrics.INGEST, "dead_letters")
-
-    def process(self, dead: DeadLetter):
-        self._dead.inc()
-        beam.metrics.Metrics.counter(metrics.INGEST, f"dead_{dead.stage}").inc()
-        yield dead
-
-
 def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
     """Adds the writes: streaming inserts in the read's bundle, or file loads for a bounded run."""
     endpoint, project = plan.endpoint, plan.project
@@ -414,7 +402,7 @@ def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
         plan.output_table, plan.table_schema, method=FILE_LOADS, create_disposition=plan.create_disposition,
         write_disposition=plan.write_disposition, endpoint=endpoint, validate=False, project=project)
     _ = ((outputs.dead_letters, load_dead) | "FlattenDeadLetters" >> beam.Flatten()
-         | "CountDeadLetters" >> beam.ParDo(_CountDeadLettersFn())
+         | "CountDeadLetters" >> beam.ParDo(metrics.CountDeadLetters(metrics.INGEST))
          | "LoadDeadLetters" >> WriteDeadLettersToBigQuery(plan.dead_letter_table, from_kafka=True,
                                                            method=FILE_LOADS, endpoint=endpoint, project=project))
 

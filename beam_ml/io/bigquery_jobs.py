@@ -243,18 +243,6 @@ def bigquery_output(options: PipelineOptions, table: Optional[str], dead_letter_
                           write_disposition=bq.write_disposition)
 
 
-class _CountRefusedFn(beam.DoFn):
-    """Dead letters of rows the table refused: counted (PREDICT dead_output, dead_<stage>) on their way."""
-
-    def __init__(self):
-        self._refused = beam.metrics.Metrics.counter(metrics.PREDICT, "dead_output")
-
-    def process(self, dead: DeadLetter):
-        self._refused.inc()
-        beam.metrics.Metrics.counter(metrics.PREDICT, f"dead_{dead.stage}").inc()
-        yield dead
-
-
 class WritePredictionsToBigQuery(beam.PTransform):
     """Bounded runs: prediction rows -> the table by file loads; dead letters (the input's and the
     rows the table refuses) -> the dead-letter table, also by file loads.
@@ -274,7 +262,7 @@ class WritePredictionsToBigQuery(beam.PTransform):
                        out.table, out.schema, method=FILE_LOADS, create_disposition=out.create_disposition,
                        write_disposition=out.write_disposition, endpoint=out.endpoint, origin=_record_origin,
                        project=out.project)
-                   | "CountRefused" >> beam.ParDo(_CountRefusedFn()))
+                   | "CountRefused" >> beam.ParDo(metrics.CountDeadLetters(metrics.PREDICT, "dead_output")))
         _ = ((dead, refused) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLettersToBigQuery(out.dead_letter_table, method=FILE_LOADS,
                                                                 endpoint=out.endpoint, project=out.project))
