@@ -143,3 +143,35 @@ def test_train_infers_the_spec_from_the_registry_schema(kafka_broker, new_topic,
     roles = {col["name"]: col["role"] for col in json.load(open(out / "spec.json"))["columns"]}
     assert roles["region"] == "categorical" and roles["Amount"] == "numeric" and roles["V4"] == "numeric"
     assert roles["event_id"] == "key" and roles["Class"] == "label"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_kafka_to_bigquery_with_google_template_names(kafka_broker, new_topic, bq_dataset, bq_endpoint, registry):
+    """messageFormat=AVRO_CONFLUENT_WIRE_FORMAT + schemaRegistryConnectionUrl: columns from the registry's
+    latest schema, both versions written, every bad record a dead letter naming topic/partition/offset."""
+    from pipelines import kafka_to_bigquery
+    from tests.test_kafka_to_bigquery import _base_argv, _dead_rows
+
+    topic = new_topic(prefix="avbq")
+    v1 = {"type": "record", "name": "Payment", "fields": [{"name": "event_id", "type": "string"},
+                                                          {"name": "amount", "type": "double"}]}
+    v2 = {**v1, "fields": v1["fields"] + [{"name": "channel", "type": "string", "default": "web"}]}
+    client = SchemaRegistryClient({"url": registry.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    old = [AvroSerializer(client, json.dumps(v1))({"event_id": f"a{i}", "amount": i + 0.5}, ctx) for i in range(5)]
+    new = [AvroSerializer(client, json.dumps(v2))({"event_id": f"b{i}", "amount": i + 0.25, "channel": "pos"}, ctx)
+           for i in range(5)]
+    bad = [b"\x07" + old[0][1:], b"\x00\x00\x00\xff\xff" + old[0][5:], old[0][:6]]
+    _send(kafka_broker, topic, [(None, v) for v in old + new + bad])
+
+    result = kafka_to_bigquery.run(_base_argv(
+        kafka_broker, topic, bq_dataset, bq_endpoint, "--messageFormat=AVRO_CONFLUENT_WIRE_FORMAT",
+        f"--schemaRegistryConnectionUrl={registry.url}", "--max_records=13", "--max_read_time=120"))
+    c = result.counts
+    assert (c["records_in"], c["rows_written"], c["dead_parse"]) == (13, 10, 3)
+    rows = {r["event_id"]: r for r in bq_dataset.rows("tx")}
+    assert rows["a0"]["channel"] == "web" and rows["b1"]["channel"] == "pos" and rows["b1"]["amount"] == 1.25
+    dead = _dead_rows(bq_dataset)
+    reasons = [dead[(topic, 0, offset)]["errorMessage"] for offset in (10, 11, 12)]
+    assert "magic byte 7" in reasons[0] and "unknown schema id 65535" in reasons[1] and "invalid Avro" in reasons[2]
