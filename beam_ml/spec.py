@@ -102,7 +102,7 @@ class DatasetSpec:
         compression), detected when the spec was inferred; every read uses it.
         Specs written before it existed load with the default (comma, UTF-8).
       cleaning: the --sql statement training applied to the input before these
-        columns existed (`beam_ml.clean.pipeline.cleaning_record`: its text,
+        columns existed (`beam_ml.clean.layout.cleaning_record`: its text,
         the events schema, the lookups' names, keys, schemas and sources), or
         None. Serving applies the same statement by default. Absent in specs
         of runs without --sql (and in older specs).

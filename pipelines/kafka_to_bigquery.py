@@ -16,7 +16,7 @@ Google's template parameter names work too (--bootstrapServers, --inputTopic,
 --createDisposition, --writeDisposition). Values are JSON objects, CSV lines
 (--value_format=csv, with --spec or --model_dir) or Avro binary (--avro_schema).
 The job, its columns, its accounting and its delivery guarantee are described
-in `beam_ml.ingest.job`.
+in `beam_ml.jobs.kafka_to_bigquery`.
 """
 from __future__ import annotations
 

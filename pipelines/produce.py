@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.options import KafkaOptions, ProduceOptions, kafka_client_config, parse_pipeline_options
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.options import KafkaOptions, ProduceOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
 

@@ -19,7 +19,7 @@ What it does, all on 127.0.0.1 and bounded in time:
 4. Runs `pipelines.stream_predict` until it has read every event or
    `--seconds` have passed.
 With --clean (what `make stream-demo` runs) the model is trained with the
-fraud use case's ksqlDB statements (`beam_ml.demo.FRAUD_SQL`: drop columns,
+fraud use case's ksqlDB statements (`beam_ml.jobs.demo.FRAUD_SQL`: drop columns,
 `Class IS NOT NULL`, `MASK_LEFT` on the user's name, an INNER JOIN with the
 bundled users table `beam_ml/data/users.csv`), the events carry `userid` and
 `User`, and stream_predict applies the statement stored with the model (no
@@ -38,7 +38,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
+from beam_ml.jobs.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
 from beam_ml.errors import UserError
 
 __all__ = ["run", "main"]
@@ -120,7 +120,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from beam_ml import datasets
     from beam_ml.model_store import load_model_metadata
     from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
-    from beam_ml.streaming import stream_predict
+    from beam_ml.jobs.stream_predict import stream_predict
     from beam_ml.testing import TansuBroker, read_topic
 
     if args.clean:

@@ -15,7 +15,7 @@
         --project=my-proj                                  # a standard-SQL query (--bigquery_endpoint: an emulator)
 
 The job itself (spec, Beam preprocessing, Keras training, export, report) is
-`beam_ml.train`; see it for the artifacts written under --output_dir.
+`beam_ml.jobs.train`; see it for the artifacts written under --output_dir.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-from beam_ml.train import TrainRun, train
+from beam_ml.jobs.train import TrainRun, train
 
 __all__ = ["run", "main"]
 

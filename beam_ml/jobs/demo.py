@@ -39,7 +39,7 @@ def ensure_fraud_model(model_dir: str, data_dir: str, rows: int, epochs: int, lo
     if list_versions(root):
         return root
     from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
-    from beam_ml.train import train
+    from beam_ml.jobs.train import train
 
     log(f"no model in {model_dir}: training the fraud dataset ({rows} rows, {epochs} epochs)")
     start = time.monotonic()
@@ -132,7 +132,7 @@ def ensure_fraud_sql_model(model_dir: str, data_dir: str, rows: int, epochs: int
     if list_versions(root):
         return root
     from beam_ml.options import CleanOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-    from beam_ml.train import train
+    from beam_ml.jobs.train import train
 
     path = fraud_with_users(datasets.materialize("fraud", data_dir, rows=rows),
                             os.path.join(data_dir, f"fraud_users_{rows}.csv"))

@@ -57,7 +57,8 @@ from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, 
                                    table_to_rows, value_text)
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.bigquery import DEAD_LETTER_SCHEMA, BigQueryEndpoint, parse_table
-from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions, kafka_client_config
+from beam_ml.jobs.settings import bigquery_endpoint, kafka_client_config
+from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions
 from beam_ml.records import raw_text
 
 __all__ = ["IngestPlan", "IngestOutputs", "IngestRun", "plan_kafka_to_bigquery", "build_kafka_to_bigquery",
@@ -198,7 +199,7 @@ def plan_kafka_to_bigquery(options: PipelineOptions, local: bool = False) -> Ing
     opts = options.view_as(KafkaToBigQueryOptions).validated()
     bq = options.view_as(BigQueryOptions)
     kafka = kafka_client_config(options)
-    endpoint = BigQueryEndpoint.from_options(options)
+    endpoint = bigquery_endpoint(options)
     if endpoint is not None:
         endpoint.check()
     default_project = options.view_as(GoogleCloudOptions).project

@@ -16,7 +16,7 @@ the only step that handles events one by one. Each prediction event carries
 event_id, key, score, class, class_id, threshold, model_version, event_ts
 (the record's timestamp under --timestamp_policy, ms), produce_ts (when the
 event has it) and processing_ts (ms). With --output_table the same fields go to a
-BigQuery table (`beam_ml.io.bigquery_jobs.StreamPredictionsToBigQuery`: streaming
+BigQuery table (`beam_ml.jobs.bigquery.StreamPredictionsToBigQuery`: streaming
 inserts inside the read's bundle) and the dead letters to its dead-letter table,
 besides or instead of the topics. Each dead letter carries the reason,
 the stage and the source `topic/partition` and offset. --compression_type
@@ -48,7 +48,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.options import StreamPredictOptions, kafka_client_config
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.options import StreamPredictOptions
 from beam_ml.spec import DatasetSpec
 
 __all__ = ["StreamPredictPlan", "StreamPredictOutputs", "StreamPredictRun", "plan_stream_predict",
@@ -66,7 +67,7 @@ class StreamPredictPlan:
       spec: the dataset spec of the version served at start.
       model_root: the directory watched for new versions (None when pinned).
       kafka: the Kafka client config.
-      bigquery: the --output_table destination (a beam_ml.io.bigquery_jobs.BigQueryOutput), or None.
+      bigquery: the --output_table destination (a beam_ml.jobs.bigquery.BigQueryOutput), or None.
     """
 
     opts: StreamPredictOptions
@@ -112,11 +113,11 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     _, _, spec = load_model_metadata(opts.model_dir)
     bigquery = None
     if opts.output_table:
-        from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
+        from beam_ml.jobs.bigquery import bigquery_output, prediction_table_schema
 
         schema = prediction_table_schema(spec, "event_id", kafka_input=True, streaming=True)
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema, streaming=True)
-    from beam_ml.clean.pipeline import serving_cleaning
+    from beam_ml.clean.layout import serving_cleaning
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
@@ -177,7 +178,7 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
     if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
-        from beam_ml.clean.pipeline import CleanEventBatchesFn
+        from beam_ml.clean.layout import CleanEventBatchesFn
 
         parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
     else:
@@ -233,7 +234,7 @@ def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan)
         _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic,
                                                                                  plan.kafka, producer)
     if plan.bigquery is not None:  # only with --output_table: the Kafka path above is unchanged
-        from beam_ml.io.bigquery_jobs import StreamPredictionsToBigQuery
+        from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery
 
         _ = (outputs.messages, outputs.dead_letters) | "WriteToBigQuery" >> StreamPredictionsToBigQuery(
             plan.bigquery, plan.spec.mask_columns, count_dead=not plan.opts.dead_letter_topic)

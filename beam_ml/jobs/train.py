@@ -45,7 +45,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import fs, metrics
 from beam_ml.errors import UserError
-from beam_ml.options import TrainOptions, kafka_client_config
+from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
+from beam_ml.options import TrainOptions
 from beam_ml.spec import DatasetSpec
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
@@ -89,7 +90,7 @@ class TrainPlan:
     output_dir: str
     spec_path: str
     kafka: Any = None
-    bigquery: Any = None  # a beam_ml.io.bigquery_jobs.BigQueryInput (--input_table / --input_query)
+    bigquery: Any = None  # a beam_ml.jobs.bigquery.BigQueryInput (--input_table / --input_query)
     parameter_sets: list = dataclasses.field(default_factory=list)
     trials: list = dataclasses.field(default_factory=list)
     metric: str = ""
@@ -120,7 +121,7 @@ class TrainPlan:
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
         if self.cleaning is not None:
-            from beam_ml.clean.pipeline import CleanCsvSource
+            from beam_ml.clean.layout import CleanCsvSource
 
             return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
         if self.kafka is None:
@@ -171,7 +172,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     label, positive, task, key = opts.label, opts.positive_label, opts.task, opts.key_column
     drop = opts.drop_column_list
     kafka = None
-    from beam_ml.io.bigquery_jobs import bigquery_input
+    from beam_ml.jobs.bigquery import bigquery_input
 
     bigquery = bigquery_input(options, opts.input_table, opts.input_query)
     if bigquery is not None:
@@ -205,10 +206,9 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
 
         infer_from = expand_input(path)[0]
 
-    from beam_ml.io.csv import dialect_from_options
 
-    csv_flags = dialect_from_options(options)  # --delimiter/--encoding/--compression, when given
-    from beam_ml.clean.pipeline import plan_training_sql
+    csv_flags = csv_dialect_flags(options)  # --delimiter/--encoding/--compression, when given
+    from beam_ml.clean.layout import plan_training_sql
 
     sql = None
     if opts.input_topic or bigquery is not None:
