@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 
 __all__ = [
@@ -384,7 +385,6 @@ def _check_batch_sizes(opts) -> None:
 def _check_model_dir(opts) -> None:
     if not opts.model_dir:
         raise UserError("--model_dir: required (e.g. out/fraud/model)")
-    from beam_ml import fs  # local paths and gs:// alike (a gs:// "directory" is a prefix)
 
     if not fs.exists(opts.model_dir):
         raise UserError(f"--model_dir: not found: {opts.model_dir}")

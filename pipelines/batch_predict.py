@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.jobs.batch_predict import batch_predict
 from beam_ml.options import CleanOptions, BatchPredictOptions, CsvReadOptions, KafkaOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
@@ -29,7 +30,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     """
     options = parse_pipeline_options(argv, BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions, prog="python -m pipelines.batch_predict",
                                      description="Score a CSV file or a Kafka topic snapshot with an exported model.")
-    from beam_ml.jobs.batch_predict import batch_predict
 
     return batch_predict(options, test_pipeline=test_pipeline)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.jobs.stream_predict import stream_predict
 from beam_ml.options import CleanOptions, KafkaOptions, StreamPredictOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
@@ -32,7 +33,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
                                                  "dead letters to Kafka and/or BigQuery.")
-    from beam_ml.jobs.stream_predict import stream_predict
 
     return stream_predict(options, test_pipeline=test_pipeline)
 

@@ -28,11 +28,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_ml import metrics
 from beam_ml.clean.cleaning import Cleaning
+from beam_ml.clean.transform import ApplySqlFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array
-from beam_ml.records import raw_text
-from beam_ml.spec import NUMBER_RE, ColumnSpec, DatasetSpec
+from beam_ml.inference.events import event_row
+from beam_ml.inference.batches import RowBatch
+from beam_ml.ingest.values import IngestSchema, json_values_to_table, records_to_table
+from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array, input_read_spec
+from beam_ml.io.csv import ReadCsvBatches
+from beam_ml.records import RowRef, raw_text
+from beam_ml.spec import ColumnSpec, DatasetSpec, NUMBER_RE, _numeric_fraction, _read_strings, read_header
 
 __all__ = ["events_schema_for_csv", "raw_read_spec", "events_from_read_batch", "to_model_layout",
            "CleanToLayoutFn", "CleanCsvSource", "CleanEventBatchesFn", "events_schema_for_spec", "strings_for_csv",
@@ -44,7 +50,6 @@ _LOGGER = logging.getLogger(__name__)
 # ----------------------------------------------------------------- events typing
 def events_schema_for_csv(path: str, dialect, na_values: Sequence[str], sample_rows: int = 20000) -> pa.Schema:
     """The `events` schema of a CSV file: float64 where >= 98% of a sample are numbers, else string; + __line__."""
-    from beam_ml.spec import _numeric_fraction, _read_strings, read_header
 
     header = read_header(path, dialect)
     if LINE_COLUMN in header:
@@ -182,7 +187,6 @@ class CleanToLayoutFn(beam.DoFn):
 
     def __init__(self, cleaning: Cleaning, spec: DatasetSpec, with_label: bool, source: str = "",
                  from_read: bool = True, source_column: Optional[str] = None, counted: bool = True):
-        from beam_ml.clean.transform import ApplySqlFn
 
         self._events = cleaning.statement.events_schema
         self._spec = spec
@@ -275,8 +279,6 @@ class CleanCsvSource(beam.PTransform):
         self._with_label = with_label
 
     def expand(self, pbegin):
-        from beam_ml.io.csv import ReadCsvBatches
-
         events = self._cleaning.statement.events_schema
         read_spec = raw_read_spec(events, self._spec.dialect, self._spec.na_values)
         kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
@@ -296,8 +298,6 @@ class CleanCsvSource(beam.PTransform):
 
 # ----------------------------------------------------------------- training
 def sample_events(path: str, events_schema: pa.Schema, dialect, na_values, rows: int) -> pa.Table:
-    from beam_ml.spec import _read_strings, read_header
-
     header = read_header(path, dialect)
     text = _read_strings(path, header, na_values, rows, dialect=dialect)
     arrays = []
@@ -333,8 +333,6 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def __init__(self, spec: DatasetSpec, cleaning: Cleaning, id_field: str = "event_id",
                  value_format: str = "json"):
-        from beam_ml.io.batches import input_read_spec
-        from beam_ml.ingest.values import IngestSchema
 
         events = cleaning.statement.events_schema
         self._spec = spec
@@ -353,7 +351,6 @@ class CleanEventBatchesFn(beam.DoFn):
         self._na = pa.array(sorted(set(spec.na_values) | {""}), pa.string())
         self._clean = CleanToLayoutFn(cleaning, self._read_spec, with_label=False, from_read=False,
                                       source_column=SOURCE_COLUMN)
-        from beam_ml import metrics
 
         self._in = beam.metrics.Metrics.counter(metrics.PREDICT, "rows_in")
 
@@ -372,8 +369,6 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
         """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
-        from beam_ml.ingest.values import json_values_to_table
-        from beam_ml.records import RowRef
 
         if self._value_format != "json":
             return None
@@ -404,10 +399,6 @@ class CleanEventBatchesFn(beam.DoFn):
         return table.select(self._schema.names), refs
 
     def process(self, records):
-        from beam_ml.inference.batches import RowBatch
-        from beam_ml.inference.events import event_row
-        from beam_ml.ingest.values import records_to_table
-
         self._in.inc(len(records))
         refs, rows = [], []
         by_partition: dict[tuple, list] = {}

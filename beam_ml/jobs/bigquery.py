@@ -34,6 +34,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.inference import CountDeadLetters
+from beam_ml.ingest.sink import InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery
 from beam_ml.io.bigquery import (FILE_LOADS, BigQueryEndpoint, ReadFromBigQueryBatches, WriteDeadLettersToBigQuery,
                                  WriteRowsToBigQuery, check_columns, endpoint_client, infer_spec_from_table,
                                  use_endpoint,
@@ -311,8 +313,6 @@ class _ToInsertBatchesFn(beam.DoFn):
         self._fields = schema_fields(self._schema)
 
     def process(self, messages):
-        from beam_ml.ingest.sink import InsertBatch  # pylint: disable=import-outside-toplevel
-
         by_source: dict[str, tuple[list, list, list]] = {}
         for _, value in messages:
             row = json.loads(value)
@@ -347,10 +347,6 @@ class StreamPredictionsToBigQuery(beam.PTransform):
         self._count_dead = count_dead
 
     def expand(self, pcolls):
-        from beam_ml.inference import CountDeadLetters  # pylint: disable=import-outside-toplevel
-        from beam_ml.ingest.sink import (InsertDeadLettersToBigQuery,  # pylint: disable=import-outside-toplevel
-                                         InsertRowsToBigQuery)
-
         messages, dead_parts = pcolls
         out = self._out
         checked = messages | "ToInsertBatches" >> beam.ParDo(

@@ -49,6 +49,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from beam_ml import metrics
+from beam_ml.clean import ApplySqlFn, prepare_cleaning
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.ingest.sink import (InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, bigquery_client,
                                  ensure_table, table_differences)
@@ -56,10 +57,16 @@ from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, 
                                    infer_schema, json_values_to_table, load_avro_schema, records_to_table, spec_schema,
                                    table_to_rows, value_text)
 from beam_ml.io.batches import LINE_COLUMN
-from beam_ml.io.bigquery import DEAD_LETTER_SCHEMA, BigQueryEndpoint, parse_table
+from beam_ml.io.bigquery import (BigQueryEndpoint, DEAD_LETTER_SCHEMA, FILE_LOADS, WriteDeadLettersToBigQuery,
+                                 WriteRowsToBigQuery, parse_table)
+from beam_ml.io.kafka import ReadFromKafka
+from beam_ml.io.kafka.topic_batches import sample_topic
 from beam_ml.jobs.settings import bigquery_endpoint, kafka_client_config
+from beam_ml.model_store import load_model_metadata
 from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions
 from beam_ml.records import raw_text
+from beam_ml.spec import DatasetSpec
+from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely
 
 __all__ = ["IngestPlan", "IngestOutputs", "IngestRun", "plan_kafka_to_bigquery", "build_kafka_to_bigquery",
            "write_kafka_to_bigquery", "ingest_counts", "snapshot_offsets", "commit_offsets", "kafka_to_bigquery"]
@@ -131,8 +138,6 @@ class IngestOutputs(NamedTuple):
 def _sample(kafka, topics: Sequence[str], n: int) -> list[dict]:
     from kafka.errors import KafkaError  # pylint: disable=import-outside-toplevel
 
-    from beam_ml.io.kafka.topic_batches import sample_topic  # pylint: disable=import-outside-toplevel
-
     out: list[dict] = []
     for topic in topics:
         try:
@@ -151,11 +156,9 @@ def _columns(opts: KafkaToBigQueryOptions, kafka) -> tuple[IngestSchema, ValueDe
         return avro_ingest_schema(avsc, f"--avro_schema {opts.avro_schema}"), ValueDecoder("avro", avro_schema=avsc)
     if opts.spec or opts.model_dir:
         if opts.spec:
-            from beam_ml.spec import DatasetSpec  # pylint: disable=import-outside-toplevel
 
             spec, origin = DatasetSpec.load(opts.spec), f"--spec {opts.spec}"
         else:
-            from beam_ml.model_store import load_model_metadata  # pylint: disable=import-outside-toplevel
 
             version_dir, _, spec = load_model_metadata(opts.model_dir)
             origin = f"the spec of model {version_dir}"
@@ -193,8 +196,6 @@ def plan_kafka_to_bigquery(options: PipelineOptions, local: bool = False) -> Ing
     Raises:
       UserError: a bad flag, file, schema or statement, naming the flag.
     """
-    from beam_ml.clean import prepare_cleaning  # pylint: disable=import-outside-toplevel
-    from beam_ml.runner import runs_remotely  # pylint: disable=import-outside-toplevel
 
     opts = options.view_as(KafkaToBigQueryOptions).validated()
     bq = options.view_as(BigQueryOptions)
@@ -259,7 +260,6 @@ class _ToTableRowsFn(beam.DoFn):
         self._sql = None
         self._sql_schema = None
         if plan.cleaning is not None:
-            from beam_ml.clean import ApplySqlFn  # pylint: disable=import-outside-toplevel
 
             c = plan.cleaning
             self._sql = ApplySqlFn(c.statement, c.lookups, source="", source_column=_SOURCE_COLUMN,
@@ -359,7 +359,6 @@ class _ToTableRowsFn(beam.DoFn):
 
 def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> IngestOutputs:
     """Adds ReadFromKafka -> BatchRecords -> ToTableRows to `pipeline` (nothing is written yet)."""
-    from beam_ml.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
 
     opts = plan.opts
     records = pipeline | "ReadFromKafka" >> ReadFromKafka(
@@ -401,8 +400,6 @@ def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
         _ = rejected | "WriteRejectedRows" >> InsertDeadLettersToBigQuery(
             plan.dead_letter_table, endpoint=endpoint, project=project)
         return
-    from beam_ml.io.bigquery import (FILE_LOADS, WriteDeadLettersToBigQuery,  # pylint: disable=import-outside-toplevel
-                                     WriteRowsToBigQuery)
 
     rows = outputs.batches | "BatchesToRows" >> beam.FlatMap(lambda batch: batch.rows)
     # Rows were typed and checked by ToTableRows (vectorized), so the writer does not check them again.
@@ -504,7 +501,6 @@ def kafka_to_bigquery(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file, schema or statement.
       RuntimeError: records in != rows written + dead letters + filtered (a bug).
     """
-    from beam_ml.runner import new_pipeline, run_pipeline  # pylint: disable=import-outside-toplevel
 
     plan = plan_kafka_to_bigquery(options, local=test_pipeline is not None)
     if not plan.bounded:

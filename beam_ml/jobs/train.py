@@ -43,11 +43,19 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_ml import fs, metrics
+from beam_ml import datasets, fs, metrics, tuning
+from beam_ml.clean.layout import CleanCsvSource
+from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.errors import UserError
+from beam_ml.io.csv import expand_input
+from beam_ml.jobs.bigquery import bigquery_input
+from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic, write_sample_csv
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
-from beam_ml.options import TrainOptions
-from beam_ml.spec import DatasetSpec
+from beam_ml.options import CleanOptions, TrainOptions
+from beam_ml.runner import new_pipeline
+from beam_ml.spec import DatasetSpec, infer_spec
+from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
+from beam_ml.training.report import write_outputs
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
            "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
@@ -107,8 +115,6 @@ class TrainPlan:
                                 split_seed=self.opts.split_seed)
 
     def trial_context(self):
-        from beam_ml.training.trial import TrialContext
-
         return TrialContext(output_dir=self.output_dir, spec=self.spec.to_dict(), cv_folds=self.opts.cv_folds,
                             metric=self.metric, target_precision=self.opts.target_precision,
                             patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
@@ -121,12 +127,10 @@ class TrainPlan:
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
         if self.cleaning is not None:
-            from beam_ml.clean.layout import CleanCsvSource
 
             return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
         if self.kafka is None:
             return None
-        from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot
 
         return ReadTopicSnapshot(self.kafka, self.opts.input_topic, self.spec)
 
@@ -148,7 +152,6 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str
     Returns:
       (the sample CSV's path, the TOPIC_ENVELOPE_FIELDS present in the events).
     """
-    from beam_ml.io.kafka.topic_batches import sample_topic, write_sample_csv
 
     records = sample_topic(kafka.client_kwargs(), topic)
     if not records:
@@ -172,7 +175,6 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     label, positive, task, key = opts.label, opts.positive_label, opts.task, opts.key_column
     drop = opts.drop_column_list
     kafka = None
-    from beam_ml.jobs.bigquery import bigquery_input
 
     bigquery = bigquery_input(options, opts.input_table, opts.input_query)
     if bigquery is not None:
@@ -183,7 +185,6 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         path = opts.input
         name = os.path.splitext(os.path.basename(path.rstrip("/")))[0].replace("*", "all")
     else:
-        from beam_ml import datasets
 
         name = opts.dataset or "retention"
         info = datasets.resolve(name)
@@ -202,17 +203,13 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
             infer_from, envelope = _sample_topic_csv(kafka, opts.input_topic, output_dir)
             drop += [f for f in envelope if f not in drop]
     else:
-        from beam_ml.io.csv import expand_input
 
         infer_from = expand_input(path)[0]
 
-
     csv_flags = csv_dialect_flags(options)  # --delimiter/--encoding/--compression, when given
-    from beam_ml.clean.layout import plan_training_sql
 
     sql = None
     if opts.input_topic or bigquery is not None:
-        from beam_ml.options import CleanOptions
 
         if options.view_as(CleanOptions).sql:
             given = "--input_topic" if opts.input_topic else ("--input_table" if opts.input_table else "--input_query")
@@ -231,10 +228,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     elif bigquery is not None:
         spec = bigquery.infer_spec(label, positive_label=positive, task=task, key=key, drop=drop)
     else:
-        from beam_ml.spec import infer_spec
 
         spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop, **csv_flags)
-    from beam_ml import tuning
 
     metric = opts.tune_metric or tuning.default_tune_metric(spec.task)
     if spec.task == "multiclass" and metric in ("pr_auc", "f1", "recall_at_precision"):
@@ -340,8 +335,6 @@ def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
 
     from beam_ml import evaluation, tuning
     from beam_ml.preprocess import build_preprocess
-    from beam_ml.training.report import write_outputs
-    from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn
 
     opts, spec = plan.opts, plan.spec
     pre = build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
@@ -453,7 +446,6 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         what = (f"{len(plan.parameter_sets)} parameter sets x {plan.opts.cv_folds} folds" if plan.opts.tune else
                 f"{len(plan.parameter_sets)} candidates (the flags' model and the linear model) on fold 0")
         log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
-    from beam_ml.runner import new_pipeline  # Beam, after the flags, files and spec are checked: mistakes fail fast
 
     # TensorFlow and tf.Transform take seconds to import: done before the clock starts, so
     # counts.json's pipeline_seconds is the pipeline's own time (construction, run, wait).
