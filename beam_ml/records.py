@@ -15,8 +15,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from beam_ml.errors import UserError
 from beam_ml import fs
+from beam_ml.errors import UserError
 from beam_ml.spec import DatasetSpec, mask_value
 
 __all__ = ["RowRef", "validate_record", "records_to_columns", "raw_text", "read_csv_records"]

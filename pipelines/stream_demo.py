@@ -38,14 +38,14 @@ import time
 from typing import Any, Optional, Sequence
 
 from beam_ml import cli, datasets
+from beam_ml.errors import UserError
 from beam_ml.io.kafka import KafkaClientConfig
 from beam_ml.jobs.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
-from beam_ml.errors import UserError
-from beam_ml.testing import TansuBroker, read_topic
 from beam_ml.jobs.stream_predict import stream_predict
-from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
 from beam_ml.model_store import load_model_metadata
+from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
 from beam_ml.producer import csv_events, json_value, open_producer, send_events
+from beam_ml.testing import TansuBroker, read_topic
 
 __all__ = ["run", "main"]
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
 from beam_ml.jobs.train import TrainRun, train
+from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
 from beam_ml.training.report import summary_text
 
 __all__ = ["run", "main"]

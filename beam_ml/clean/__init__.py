@@ -24,10 +24,10 @@ connection; a batch -> CleanResult with bisecting retry of failing rows),
 --lookup_refresh and `prepare_cleaning`, which checks them all at launch),
 `windows` (ksqlDB's WINDOW TUMBLING/HOPPING/SESSION aggregations on Beam windows).
 """
+from beam_ml.clean.cleaning import Cleaning, prepare_cleaning, read_statement
 from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
                                    parse_lookup_flag, register_scheme)
-from beam_ml.clean.cleaning import Cleaning, prepare_cleaning, read_statement
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
 from beam_ml.clean.transform import ApplySql, ApplySqlFn
 from beam_ml.clean.windows import WindowedAggregate, WindowedAggregation

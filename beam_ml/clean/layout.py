@@ -32,8 +32,8 @@ from beam_ml import metrics
 from beam_ml.clean.cleaning import Cleaning
 from beam_ml.clean.transform import ApplySqlFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.inference.events import event_row
 from beam_ml.inference.batches import RowBatch
+from beam_ml.inference.events import event_row
 from beam_ml.ingest.values import IngestSchema, json_values_to_table, records_to_table
 from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array, input_read_spec
 from beam_ml.io.csv import ReadCsvBatches

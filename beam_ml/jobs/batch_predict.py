@@ -33,15 +33,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
 from beam_ml.clean.layout import CleanToLayoutFn, events_schema_for_csv, raw_read_spec
-from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters, ServingModelHandler,
                                prediction_record)
 from beam_ml.io.batches import LINE_COLUMN, input_read_spec
-from beam_ml.jobs.bigquery import WritePredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.io.csv import ReadCsvBatches, expand_input
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
+from beam_ml.jobs.bigquery import WritePredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
+from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata
 from beam_ml.options import BatchPredictOptions, CleanOptions
 from beam_ml.records import RowRef

@@ -5,18 +5,16 @@
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
 from typing import Any
 
 from beam_ml import datasets
-
 from beam_ml.jobs.train import train
-
-from beam_ml.options import CleanOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-
 from beam_ml.model_store import list_versions, model_root_of
+from beam_ml.options import CleanOptions, KafkaOptions, TrainOptions, parse_pipeline_options
 
 __all__ = ["ensure_fraud_model", "malformed_event", "MALFORMED_KINDS", "FRAUD_SQL", "USERS_CSV", "users_rows",
            "fraud_with_users", "ensure_fraud_sql_model"]
@@ -108,7 +106,6 @@ def fraud_with_users(csv_path: str, out_path: str, unlabelled_every: int = 200) 
     benchmarks parse it by position), so the columns the cleaning statement
     needs are added here, for the demo and its tests.
     """
-    import csv
 
     if os.path.exists(out_path) and os.path.getmtime(out_path) >= os.path.getmtime(csv_path):
         return out_path

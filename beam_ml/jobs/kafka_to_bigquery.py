@@ -46,7 +46,11 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from beam_ml import metrics
 from beam_ml.clean import ApplySqlFn, prepare_cleaning
@@ -65,8 +69,8 @@ from beam_ml.jobs.settings import bigquery_endpoint, kafka_client_config
 from beam_ml.model_store import load_model_metadata
 from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions
 from beam_ml.records import raw_text
-from beam_ml.spec import DatasetSpec
 from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely
+from beam_ml.spec import DatasetSpec
 
 __all__ = ["IngestPlan", "IngestOutputs", "IngestRun", "plan_kafka_to_bigquery", "build_kafka_to_bigquery",
            "write_kafka_to_bigquery", "ingest_counts", "snapshot_offsets", "commit_offsets", "kafka_to_bigquery"]
@@ -136,8 +140,6 @@ class IngestOutputs(NamedTuple):
 
 
 def _sample(kafka, topics: Sequence[str], n: int) -> list[dict]:
-    from kafka.errors import KafkaError  # pylint: disable=import-outside-toplevel
-
     out: list[dict] = []
     for topic in topics:
         try:
@@ -430,7 +432,6 @@ def ingest_counts(result, bounded: bool) -> dict[str, int]:
 
 def snapshot_offsets(result) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the offset after the last record a finished run read (what to commit)."""
-    from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
 
     found = result.metrics().query(MetricsFilter().with_namespace(metrics.INGEST))["distributions"]
     out: dict[tuple[str, int], int] = {}
@@ -449,8 +450,6 @@ def snapshot_offsets(result) -> dict[tuple[str, int], int]:
 
 def commit_offsets(kafka, group_id: str, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """Commits each partition's offset to `group_id`, never moving one backwards; returns what was committed."""
-    from kafka import KafkaConsumer, TopicPartition  # pylint: disable=import-outside-toplevel
-    from kafka.structs import OffsetAndMetadata  # pylint: disable=import-outside-toplevel
 
     if not offsets:
         return {}

@@ -48,14 +48,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
 from beam_ml.clean.layout import CleanEventBatchesFn
-from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.io.kafka.formats import dumps_event
-from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
-from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
 from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchModelHandler, ScoreRowBatches,
                                WatchModelVersions, prediction_fields, scored_rows)
+from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
+from beam_ml.io.kafka.formats import dumps_event
+from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata, model_root_of
 from beam_ml.options import StreamPredictOptions
 from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely

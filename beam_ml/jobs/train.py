@@ -41,21 +41,24 @@ import time
 import uuid
 from typing import Any, Callable, NamedTuple, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.runners.runner import PipelineState
 
 from beam_ml import datasets, fs, metrics, tuning
 from beam_ml.clean.layout import CleanCsvSource
-from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.errors import UserError
 from beam_ml.io.csv import expand_input
-from beam_ml.jobs.bigquery import bigquery_input
 from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic, write_sample_csv
+from beam_ml.jobs.bigquery import bigquery_input
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
+from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec
-from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
 from beam_ml.training.report import write_outputs
+from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
            "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
@@ -108,7 +111,7 @@ class TrainPlan:
 
     @property
     def preprocess_config(self):
-        from beam_ml.preprocess import PreprocessConfig
+        from beam_ml.preprocess import PreprocessConfig  # deferred: tf.Transform, kept out of --help and flag checks
 
         return PreprocessConfig(input_pattern=self.input_pattern, output_dir=self.output_dir,
                                 test_fraction=self.opts.test_fraction, cv_folds=self.opts.cv_folds,
@@ -266,7 +269,6 @@ def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
         return opts.trial_threads
     if "Dataflow" in _runner_name(options):
         return 1
-    from apache_beam.options.pipeline_options import DirectOptions
 
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
@@ -275,8 +277,6 @@ def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
 
 
 def _runner_name(options: PipelineOptions) -> str:
-    from apache_beam.options.pipeline_options import StandardOptions
-
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     return runner if isinstance(runner, str) else type(runner).__name__
 
@@ -288,7 +288,7 @@ def _check_rows(_, splits: dict, dead: int, dead_files, output_dir: str, max_bad
     Runs after the dead letters are written (its `dead_files` side input), so a
     failed run still leaves them for the user.
     """
-    from beam_ml.preprocess import TEST_SPLIT, fold_split
+    from beam_ml.preprocess import TEST_SPLIT, fold_split  # deferred: tf.Transform, kept out of --help and flag checks
 
     good = {name: sum(by_class.values()) for name, by_class in splits.items()}
     folds = [fold_split(j) for j in range(cv_folds)]
@@ -330,10 +330,9 @@ class TrainOutputs(NamedTuple):
 
 def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
-    import apache_beam as beam
-    from apache_beam.pvalue import AsList, AsSingleton
 
-    from beam_ml import evaluation, tuning
+    # deferred: TensorFlow, tf.Transform and scikit-learn take seconds to import; plan_training fails fast before
+    from beam_ml import evaluation
     from beam_ml.preprocess import build_preprocess
 
     opts, spec = plan.opts, plan.spec
@@ -391,7 +390,6 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
     Raises:
       RuntimeError: the reader's counters disagree with the rows the pipeline counted (a bug).
     """
-    from apache_beam.runners.runner import PipelineState
 
     out = plan.output_dir
     run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)

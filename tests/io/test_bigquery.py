@@ -4,6 +4,9 @@ import base64
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -286,25 +289,24 @@ def test_without_an_endpoint_beams_io_is_left_as_is():
 
 
 def test_importing_the_io_patches_nothing_and_a_read_at_an_endpoint_asks_for_the_redirect(tmp_path):
-    import subprocess
-    import sys
-
     code = ("import os; os.environ['%s'] = '{\"rest\": \"http://127.0.0.1:1\"}'\n"
             "from apache_beam.io.gcp import bigquery_tools\n"
             "factory = bigquery_tools.BigQueryWrapper.__dict__['_bigquery_client']\n"
             "import beam_ml.io.bigquery, beam_ml.jobs.bigquery, beam_ml.jobs.train\n"
             "assert bigquery_tools.BigQueryWrapper.__dict__['_bigquery_client'] is factory\n" % bq.ENDPOINT_ENV)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    endpoint = bq.BigQueryEndpoint("http://127.0.0.1:1", "127.0.0.1:2")
-    with pytest.raises(ValueError, match="call beam_ml.io.bigquery.use_endpoint"):
-        _ = beam.Pipeline() | bq.ReadFromBigQueryBatches(_spec(), table="p:d.t", endpoint=endpoint)
-    p = beam.Pipeline()
-    bq.use_endpoint(endpoint, options=p.options)
-    try:
-        _ = p | bq.ReadFromBigQueryBatches(_spec(), table="p:d.t", endpoint=endpoint)
-        assert bq.ENDPOINT_PLUGIN in p.options.view_as(beam.options.pipeline_options.SetupOptions).beam_plugins
-    finally:
-        bq.clear_endpoint()
+    with socket.create_server(("127.0.0.1", 0)) as rest, socket.create_server(("127.0.0.1", 0)) as storage:
+        endpoint = bq.BigQueryEndpoint(f"http://127.0.0.1:{rest.getsockname()[1]}",
+                                       f"127.0.0.1:{storage.getsockname()[1]}")
+        with pytest.raises(ValueError, match="call beam_ml.io.bigquery.use_endpoint"):
+            _ = beam.Pipeline() | bq.ReadFromBigQueryBatches(_spec(), table="proj:ds.tx", endpoint=endpoint)
+        p = beam.Pipeline()
+        bq.use_endpoint(endpoint, options=p.options)
+        try:
+            _ = p | bq.ReadFromBigQueryBatches(_spec(), table="proj:ds.tx", endpoint=endpoint)
+            assert bq.ENDPOINT_PLUGIN in p.options.view_as(beam.options.pipeline_options.SetupOptions).beam_plugins
+        finally:
+            bq.clear_endpoint()
 
 
 def test_use_endpoint_redirects_beams_read_clients_and_clear_restores_them():

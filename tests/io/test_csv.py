@@ -262,7 +262,7 @@ def test_encoding_flag_reads_a_cp1252_file(tmp_path):
 def test_csv_flags_parse_and_fail_naming_the_flag():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_ml.io.csv import csv_dialect_flags
+    from beam_ml.jobs.settings import csv_dialect_flags
     from beam_ml.options import CsvReadOptions
 
     opts = PipelineOptions(["--delimiter=tab", "--encoding=latin-1", "--compression=gzip"])

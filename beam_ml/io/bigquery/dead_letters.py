@@ -12,7 +12,6 @@ import datetime
 import re
 from typing import Any, Callable, Mapping, Optional, Union
 
-
 from beam_ml.errors import DeadLetter
 from beam_ml.records import raw_text
 

@@ -271,11 +271,11 @@ class ReadFromBigQueryBatches(beam.PTransform):
         read_kwargs: dict[str, Any] = {"method": ReadFromBigQuery.Method.DIRECT_READ}
         scratch = None
         if self._endpoint is not None:
-            self._endpoint.announce("reads")
             if not endpoint_in_use(self._endpoint):
                 # Beam's read clients take no endpoint: the job redirects them, on purpose, before building.
                 raise ValueError(f"Beam's BigQuery read clients are not redirected to {self._endpoint.rest}: call "
                                  "beam_ml.io.bigquery.use_endpoint(endpoint, options=pipeline.options) first")
+            self._endpoint.announce("reads")
         if self._table is not None:
             read_kwargs["table"] = self._table
             read_kwargs["selected_fields"] = _wanted_columns(self._spec, self._with_label)

@@ -20,7 +20,6 @@ import re
 import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-
 from beam_ml.errors import UserError
 from beam_ml.spec import DatasetSpec, infer_spec
 

@@ -12,6 +12,7 @@ With an endpoint, the write's client is built for it (`WriteToBigQuery`'s
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from typing import Any, Callable, Mapping, Optional
@@ -129,8 +130,6 @@ class _RemoveDirDoFn(beam.DoFn):
         self._path = path
 
     def process(self, unused_count):
-        import shutil
-
         shutil.rmtree(self._path, ignore_errors=True)
         return []
 

@@ -27,8 +27,8 @@ from beam_ml.errors import DEAD_TAG
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
 from beam_ml.io.csv import parse_csv_chunk
 from beam_ml.io.kafka.formats import parse_json_object
-from beam_ml.io.kafka.read import ReadFromKafka
 from beam_ml.io.kafka.offsets import list_partitions
+from beam_ml.io.kafka.read import ReadFromKafka
 from beam_ml.records import validate_record
 from beam_ml.spec import DatasetSpec
 
