@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 import fastavro
@@ -30,6 +31,9 @@ from beam_ml.formats.registry import RegistryUnavailable, SchemaRegistry, Unknow
 __all__ = ["ConfluentAvroFormat", "ConfluentAvroWriter", "MAGIC_BYTE", "wire_header"]
 
 MAGIC_BYTE = 0
+# A schema id the registry did not know is asked again after this long (it may be registered since),
+# not for every record that names it.
+UNKNOWN_ID_SECONDS = 60.0
 
 
 def wire_header(schema_id: int) -> bytes:
@@ -56,6 +60,7 @@ class ConfluentAvroFormat(RecordFormat):
         self.reader_schema = reader_schema
         self.reader_id: Optional[int] = None
         self._plans: dict[int, tuple[dict, Optional[dict]]] = {}  # schema id -> (writer, reader or None)
+        self._unknown: dict[int, float] = {}  # schema id -> when the registry said it does not know it
 
     def start(self, flag: str = "--schema_registry_url") -> "ConfluentAvroFormat":
         """Checks the registry answers (one-line UserError if not) and fixes the reader schema."""
@@ -75,9 +80,15 @@ class ConfluentAvroFormat(RecordFormat):
     def _plan(self, schema_id: int) -> tuple[dict, Optional[dict]]:
         plan = self._plans.get(schema_id)
         if plan is None:
+            asked = self._unknown.get(schema_id)
+            if asked is not None and time.monotonic() - asked < UNKNOWN_ID_SECONDS:
+                raise ValueError(f"unknown schema id {schema_id}: the schema registry does not know it")
             try:
                 writer = self.registry.schema_by_id(schema_id)
             except UnknownSchema as e:
+                if len(self._unknown) > 10000:
+                    self._unknown.clear()
+                self._unknown[schema_id] = time.monotonic()
                 raise ValueError(f"unknown schema id {schema_id}: the schema registry does not know it "
                                  f"({e})") from None
             reader = self.reader_schema

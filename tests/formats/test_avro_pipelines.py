@@ -175,3 +175,30 @@ def test_kafka_to_bigquery_with_google_template_names(kafka_broker, new_topic, b
     dead = _dead_rows(bq_dataset)
     reasons = [dead[(topic, 0, offset)]["errorMessage"] for offset in (10, 11, 12)]
     assert "magic byte 7" in reasons[0] and "unknown schema id 65535" in reasons[1] and "invalid Avro" in reasons[2]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_batch_predict_scores_a_confluent_avro_topic(kafka_broker, new_topic, model_root, fraud, registry, tmp_path):
+    from pipelines import batch_predict
+
+    topic = new_topic(prefix="avbatch")
+    client = SchemaRegistryClient({"url": registry.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    rows = _rows(fraud[1], 30)
+    events = {f"e{i}": _event(i, row, V1) for i, row in enumerate(rows)}
+    serialize = AvroSerializer(client, json.dumps(V1))
+    _send(kafka_broker, topic, [(None, serialize(e, ctx)) for e in events.values()] + [(None, b"\x00\x00")])
+    out = tmp_path / "predictions.jsonl"
+    result = batch_predict.run([f"--model_dir={model_root}", f"--input_topic={topic}", f"--output={out}",
+                                f"--bootstrap_servers={kafka_broker}", "--value_format=avro_confluent",
+                                f"--schema_registry_url={registry.url}", "--runner=DirectRunner"])
+    assert (result.counts["rows_in"], result.counts["predictions"], result.counts["dead_letters"]) == (31, 30, 1)
+    predictions = [json.loads(line) for line in open(out)]
+    model = ServingModel.load(model_root)
+    ids = sorted(events)
+    offline = dict(zip(ids, model.predict_records([{k: events[i][k] for k in FEATURES} for i in ids])))
+    assert sorted(p["event_id"] for p in predictions) == ids
+    assert all(p["score"] == pytest.approx(offline[p["event_id"]]["score"], abs=1e-5) for p in predictions)
+    dead = [json.loads(line) for line in open(tmp_path / "predictions.dead_letter.jsonl")]
+    assert len(dead) == 1 and "fewer than the 5-byte header" in dead[0]["reason"]

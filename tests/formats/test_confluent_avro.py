@@ -97,6 +97,9 @@ def test_bad_records_have_reasons(registry):
     for value, reason in cases.items():
         with pytest.raises(ValueError, match=reason):
             fmt.decode(value)
+    with pytest.raises(ValueError, match="unknown schema id 32767"):  # asked once, not per record
+        fmt.decode(b"\x00\x00\x00\x7f\xff" + good[5:])
+    assert registry.requests.count(("GET", "/schemas/ids/32767")) == 1
 
 
 @pytest.fixture(scope="module")
