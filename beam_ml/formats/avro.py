@@ -228,18 +228,29 @@ def _widen(a: Optional[str], b: Optional[str]) -> Optional[str]:
 
 
 def record_schema_of(records: Iterable[Mapping[str, Any]], name: str, namespace: str = "beam_ml") -> dict:
-    """An Avro record schema (JSON-ready, not parsed) that every one of `records` fits: each field nullable with default null.
+    """An Avro record schema (JSON-ready, not parsed) that every one of `records` fits.
 
     Types come from the values: booleans boolean, integers long, numbers with a
     fraction among them double, lists of numbers array<double>, anything else
-    string (`ConfluentAvroWriter` writes such values as text).
+    string (`ConfluentAvroWriter` writes such values as text). A field that is
+    null or missing in some record is a union with null and defaults to null;
+    the others are plain types (which decode faster than unions).
     """
     kinds: dict[str, Optional[str]] = {}
+    nullable: set = set()
+    count = 0
     for r in records:
+        if count:
+            nullable.update(k for k in kinds if k not in r)
+        count += 1
         for k, v in r.items():
+            if k not in kinds and count > 1:
+                nullable.add(k)  # missing from the records before
             kinds[k] = _widen(kinds.get(k), _kind(v))
+            if v is None:
+                nullable.add(k)
     fields = []
     for k, kind in kinds.items():
         t: Any = {"type": "array", "items": "double"} if kind == "array" else (kind or "string")
-        fields.append({"name": k, "type": ["null", t], "default": None})
+        fields.append({"name": k, "type": ["null", t], "default": None} if k in nullable else {"name": k, "type": t})
     return {"type": "record", "name": name, "namespace": namespace, "fields": fields}

@@ -128,14 +128,18 @@ def _canonical(schema: dict) -> str:
     return json.dumps({k: v for k, v in schema.items() if not k.startswith("__")}, sort_keys=True)
 
 
+def _base(t: Any) -> Any:
+    """A field type without its null branch."""
+    return t[1] if isinstance(t, list) else t
+
+
 class ConfluentAvroWriter:
     """Encodes records without a schema of their own (predictions, replayed CSV rows) as Confluent Avro.
 
-    The writer schema is derived from the records (`record_schema_of`: every
-    field nullable with a null default) and registered under `subject`; a record
-    with a field the schema lacks, or a value of another type, widens the
-    schema and registers the new version (compatible: fields are only added,
-    and every field has a default).
+    The writer schema is derived from the records (`record_schema_of`; fields
+    seen null or missing are nullable with a null default) and registered under
+    `subject`; a record with a field the schema lacks, a null where none was, or
+    a value of another type widens the schema and registers the new version.
     """
 
     def __init__(self, registry: SchemaRegistry, subject: str, name: str = "Record",
@@ -143,7 +147,7 @@ class ConfluentAvroWriter:
         self.registry = registry
         self.subject = subject
         self.name = name
-        self._examples = list(examples)  # the first schema fits all of them (fewer versions later)
+        self._seed = list(examples)  # the first schema fits all of them (fewer versions later)
         self._raw: Optional[dict] = None        # as registered
         self._schema: Optional[dict] = None     # parsed
         self._fields: frozenset = frozenset()
@@ -162,18 +166,19 @@ class ConfluentAvroWriter:
 
     def _widen(self, record: Mapping[str, Any]) -> None:
         with self._lock:
-            before = [self._example(self._raw["fields"])] if self._raw else self._examples
+            before = self._examples(self._raw["fields"]) if self._raw else self._seed
             raw = record_schema_of(before + [record], self.name)  # the old types, widened by the record's
             self._id = self.registry.register(self.subject, raw)
             self._raw, self._schema = raw, fastavro.parse_schema(raw)
             self._fields = frozenset(f["name"] for f in raw["fields"])
-            self._text = frozenset(f["name"] for f in raw["fields"] if f["type"][1] == "string")
+            self._text = frozenset(f["name"] for f in raw["fields"] if _base(f["type"]) == "string")
 
     @staticmethod
-    def _example(fields: list) -> dict:
-        """A record whose values have the given fields' types (to re-derive them)."""
-        sample = {"boolean": True, "long": 0, "double": 0.5, "string": "", "array": [0.5]}
-        return {f["name"]: sample["array" if isinstance(f["type"][1], dict) else f["type"][1]] for f in fields}
+    def _examples(fields: list) -> list[dict]:
+        """Records whose values have the given fields' types, nulls where they are nullable (to re-derive them)."""
+        sample = {"boolean": True, "long": 0, "double": 0.5, "string": ""}
+        typed = {f["name"]: [0.5] if isinstance(_base(f["type"]), dict) else sample[_base(f["type"])] for f in fields}
+        return [typed, {**typed, **{f["name"]: None for f in fields if isinstance(f["type"], list)}}]
 
     def _as_text(self, record: Mapping[str, Any]) -> dict:
         out = dict(record)
