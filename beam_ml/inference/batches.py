@@ -21,7 +21,6 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.formats import RecordFormat, kafka_dead_letter
 from beam_ml.inference.events import EventParserFn, event_format, event_row, invalid_row
