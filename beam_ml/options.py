@@ -86,7 +86,7 @@ def declared_flags() -> dict[str, dict[str, Any]]:
 
 # ----------------------------------------------------------------- inputs
 flag("input", help="CSV file(s): a path or glob (local or gs://), with a header row")
-flag("input_topic", help="Kafka topic to read (JSON events, or CSV lines with --value_format=csv)")
+flag("input_topic", help="Kafka topic to read (JSON events; CSV lines or Avro with --value_format)")
 flag("dataset", help="a bundled dataset: retention (the default for train), absenteeism, fraud, digits")
 flag("data_dir", default="data", help="where bundled datasets are written")
 flag("dataset_rows", type=int, help="rows to generate for a bundled dataset (default: its own size)")
