@@ -1,0 +1,32 @@
+"""The online model server: TF Serving's REST API and Vertex AI's container contract over an exported model.
+
+    python -m pipelines.serve --model_dir=out/fraud --port=8501
+    curl -s -H 'Content-Type: application/json' -d '{"instances": [{"V1": -1.2, "Amount": 12.5}]}' \\
+        http://127.0.0.1:8501/v1/models/model:predict
+
+Modules: `requests` (body parsing and error texts: pure), `models` (loaded
+versions, hot reload, instance checks and the stored cleaning statement),
+`batching` (merging concurrent requests into one model call in one scoring
+thread), `metrics` (Prometheus), `app` (aiohttp routes, lifecycle, SIGTERM drain).
+See docs/SERVING.md.
+"""
+from beam_ml.server.app import ModelServer
+from beam_ml.server.batching import Batcher, BatchListener
+from beam_ml.server.models import LoadedModel, ModelRegistry
+from beam_ml.server.requests import PredictRequest, RequestError, parse_predict_body
+
+__all__ = ["ModelServer", "Batcher", "BatchListener", "LoadedModel", "ModelRegistry", "PredictRequest",
+           "RequestError", "parse_predict_body", "serve"]
+
+
+def serve(options, ready=None) -> int:
+    """Runs a ModelServer until SIGTERM/SIGINT; returns the exit status (0 after a drain).
+
+    Raises:
+      UserError: a bad flag or model directory, before anything listens.
+    """
+    import asyncio  # pylint: disable=import-outside-toplevel
+
+    server = ModelServer(options)
+    server.check_model()
+    return asyncio.run(server.serve(ready))
