@@ -352,3 +352,15 @@ def test_the_models_cleaning_statement_applies(sql_model):
         assert status == 400 and body["error"].startswith("instance 1:") and "V2" in body["error"]
     finally:
         assert s.stop() == 0
+
+
+def test_predict_cli_calls_a_running_server(server, model, capsys):
+    from pipelines import predict
+
+    rows = feature_rows(model[1], 2)
+    results = predict.run([f"--server={server.url}", f"--json={json.dumps(rows)}"])
+    assert len(results) == 2 and all("score" in r and "model_version" in r for r in results)
+    from beam_ml.errors import UserError
+
+    with pytest.raises(UserError, match="instance 0: field 'V1'"):
+        predict.run([f"--server={server.url}", '--json={"V1": "abc"}'])
