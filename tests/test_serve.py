@@ -13,16 +13,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from beam_ml.server.process import ServerProcess, free_port
 from tests.model_fixture import export_copy, feature_rows, trained_fraud_model
 
 pytestmark = pytest.mark.integration
@@ -30,70 +28,13 @@ pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `python -m pipelines.serve` subprocess on 127.0.0.1 and a tiny JSON client for it."""
-
-    def __init__(self, model_dir: str, *flags: str, env: dict | None = None, port: int | None = None):
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        args = [sys.executable, "-m", "pipelines.serve", f"--model_dir={model_dir}", "--host=127.0.0.1",
-                *flags]
-        if not any(f.startswith("--port") for f in flags) and "AIP_HTTP_PORT" not in (env or {}):
-            args.append(f"--port={self.port}")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, path: str = "/v1/models/model", timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stdout.read().decode()}")
-            try:
-                status, body = self.get(path)
-                if status == 200 and "LOADING" not in json.dumps(body):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server not ready in time")
-
-    def request(self, method: str, path: str, body=None, content_type: str | None = "application/json",
-                raw: bytes | None = None, timeout: float = 60):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if content_type and data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                status, text, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            status, text, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
-        return status, (json.loads(text) if "json" in ctype else text.decode())
-
-    def get(self, path: str):
-        return self.request("GET", path)
-
-    def predict(self, instances, path: str = "/v1/models/model:predict"):
-        return self.request("POST", path, {"instances": instances})
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise
-
-    def output(self) -> str:
-        return self.proc.stdout.read().decode("utf-8", "replace") if self.proc.poll() is not None else ""
+def Server(model_dir: str, *flags: str, env: dict | None = None, port: int | None = None) -> ServerProcess:
+    """`python -m pipelines.serve --model_dir=... FLAGS` on 127.0.0.1 (the port from AIP_HTTP_PORT when given)."""
+    vertex = "AIP_HTTP_PORT" in (env or {})
+    args = ["-m", "pipelines.serve", *([f"--model_dir={model_dir}"] if model_dir else []), *flags]
+    if vertex:
+        args.append("--host=127.0.0.1")
+    return ServerProcess(args, env=dict(env or {}, PYTHONPATH=ROOT), port=port, cwd=ROOT, add_port=not vertex)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +210,7 @@ def test_hot_reload_under_concurrent_clients(server, model):
 
 # ------------------------------------------------------------------ Vertex AI, drain, cleaning
 def test_vertex_ai_variables(model, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": "/health/check",
            "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_STORAGE_URI": model[0]}
     s = Server("", env=env, port=port)
