@@ -46,6 +46,16 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence
 
+import aiohttp
+from aiohttp import web
+
+from beam_ml import datasets
+from beam_ml.jobs.demo import ensure_fraud_model
+from beam_ml.model_store import latest_version_dir, list_versions, load_model_metadata, model_root_of
+from beam_ml.records import records_to_columns, validate_record
+from beam_ml.server.process import ServerProcess
+from tests.model_fixture import export_copy, feature_rows
+
 __all__ = ["run", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,8 +69,6 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 async def _load(url: str, body: bytes, clients: int, requests: int, seconds: float) -> dict[str, Any]:
-    import aiohttp  # deferred: only the load generator process needs the client
-
     latencies: list[float] = []
     errors: list[str] = []
     versions: dict[str, int] = {}
@@ -142,10 +150,7 @@ def _load_result(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
 def _baseline_main(argv: Sequence[str]) -> None:
     """aiohttp; serve_dict loaded once; one signature call per request, in the handler, no batching."""
     import tensorflow as tf
-    from aiohttp import web
 
-    from beam_ml.model_store import load_model_metadata
-    from beam_ml.records import records_to_columns, validate_record
 
     p = argparse.ArgumentParser()
     p.add_argument("--model_dir", required=True)
@@ -205,10 +210,6 @@ def _phase(url: str, body_file: str, clients: int, requests: int, seconds: float
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Runs every phase; prints the table; returns the report (also written to --json_out)."""
-    from beam_ml.demo import ensure_fraud_model
-    from beam_ml.model_store import latest_version_dir, list_versions
-    from beam_ml.server.process import ServerProcess
-    from tests.model_fixture import export_copy, feature_rows
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_serve")
     p.add_argument("--quick", action="store_true", help="short phases: checks the machinery, not the figures")
@@ -222,8 +223,6 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     os.makedirs(a.work_dir, exist_ok=True)
     source = a.model_dir or ensure_fraud_model(os.path.join(a.work_dir, "fraud_model"),
                                                os.path.join(a.work_dir, "data"), rows=3000, epochs=1)
-    from beam_ml.model_store import model_root_of
-
     source = model_root_of(source) or source
     tmp = tempfile.mkdtemp(prefix="bench_serve_", dir=a.work_dir)
     root = os.path.join(tmp, "model")
@@ -231,8 +230,6 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     shutil.copytree(os.path.join(source, str(latest)), os.path.join(root, str(latest)))
     with open(os.path.join(root, str(latest), "assets.extra", "beam_ml.json")) as f:
         meta = json.load(f)
-    from beam_ml import datasets
-
     csv_path = datasets.materialize("fraud", os.path.join(a.work_dir, "data"), rows=3000)
     row = {k: float(v) for k, v in feature_rows(csv_path, 1, drop=(meta["spec"]["label"],))[0].items()}
     body_file = os.path.join(tmp, "one_row.json")

@@ -17,6 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.jobs.serve import serve
 from beam_ml.options import CleanOptions, KafkaOptions, ServeOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
@@ -32,10 +33,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                                      prog="python -m pipelines.serve",
                                      description="Serve an exported model over HTTP (TF Serving REST API, "
                                                  "Vertex AI custom container).")
-    options.view_as(ServeOptions).validated()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from beam_ml.server import serve
-
     return serve(options)
 
 

@@ -20,7 +20,11 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from beam_ml.errors import UserError
+from beam_ml.jobs.demo import ensure_fraud_sql_model, users_rows
 from beam_ml.server.process import ServerProcess, free_port
+from beam_ml.serving import ServingModel, score_records
+from pipelines import predict
 from tests.model_fixture import export_copy, feature_rows, trained_fraud_model
 
 pytestmark = pytest.mark.integration
@@ -86,8 +90,6 @@ def test_metadata_has_signatures_and_every_feature(server, model):
 
 
 def test_predict_rows_match_the_offline_scorer(server, model):
-    from beam_ml.serving import ServingModel, score_records
-
     rows = _rows(model)
     status, body = server.predict(rows)
     assert status == 200
@@ -263,8 +265,6 @@ def test_bad_model_dir_fails_fast_with_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def sql_model(tmp_path_factory):
-    from beam_ml.demo import ensure_fraud_sql_model
-
     base = os.environ.get("BEAM_ML_TEST_MODEL_CACHE") or str(tmp_path_factory.getbasetemp())
     root = ensure_fraud_sql_model(os.path.join(base, "fraud_sql_model"), os.path.join(base, "fraud_sql_data"),
                                   rows=3000, epochs=1, log=lambda m: None)
@@ -272,8 +272,6 @@ def sql_model(tmp_path_factory):
 
 
 def test_the_models_cleaning_statement_applies(sql_model):
-    from beam_ml.demo import users_rows
-
     s = Server(sql_model)
     try:
         s.wait_ready()
@@ -296,12 +294,8 @@ def test_the_models_cleaning_statement_applies(sql_model):
 
 
 def test_predict_cli_calls_a_running_server(server, model, capsys):
-    from pipelines import predict
-
     rows = feature_rows(model[1], 2)
     results = predict.run([f"--server={server.url}", f"--json={json.dumps(rows)}"])
     assert len(results) == 2 and all("score" in r and "model_version" in r for r in results)
-    from beam_ml.errors import UserError
-
     with pytest.raises(UserError, match="instance 0: field 'V1'"):
         predict.run([f"--server={server.url}", '--json={"V1": "abc"}'])

@@ -10,23 +10,29 @@ versions, hot reload, instance checks and the stored cleaning statement),
 thread), `metrics` (Prometheus), `app` (aiohttp routes, lifecycle, SIGTERM drain).
 See docs/SERVING.md.
 """
-from beam_ml.server.app import ModelServer
+import asyncio
+
+from beam_ml.server.app import ModelServer, ServerConfig
 from beam_ml.server.batching import Batcher, BatchListener
 from beam_ml.server.models import LoadedModel, ModelRegistry
 from beam_ml.server.requests import PredictRequest, RequestError, parse_predict_body
 
-__all__ = ["ModelServer", "Batcher", "BatchListener", "LoadedModel", "ModelRegistry", "PredictRequest",
+__all__ = ["ModelServer", "ServerConfig", "Batcher", "BatchListener", "LoadedModel", "ModelRegistry", "PredictRequest",
            "RequestError", "parse_predict_body", "serve"]
 
 
-def serve(options, ready=None) -> int:
+def serve(config: ServerConfig, cleaning_for=None, ready=None) -> int:
     """Runs a ModelServer until SIGTERM/SIGINT; returns the exit status (0 after a drain).
 
-    Raises:
-      UserError: a bad flag or model directory, before anything listens.
-    """
-    import asyncio  # pylint: disable=import-outside-toplevel
+    Args:
+      config: what to serve and how.
+      cleaning_for: spec -> the Cleaning applied to instances, or None (see ModelServer).
+      ready: called with the bound port once listening.
 
-    server = ModelServer(options)
+    Raises:
+      UserError: no model version under config.model_dir, or a cleaning statement that does not fit,
+        before anything listens.
+    """
+    server = ModelServer(config, cleaning_for)
     server.check_model()
     return asyncio.run(server.serve(ready))

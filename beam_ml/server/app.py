@@ -1,8 +1,10 @@
 """The model server's HTTP side (aiohttp): TF Serving's REST API, Vertex AI's routes, /metrics, SIGTERM drain.
 
-    server = ModelServer(options)        # parsed ServeOptions (+ CleanOptions, KafkaOptions)
+    server = ModelServer(ServerConfig(model_dir="out/fraud"), cleaning_for=None)
     server.batcher.add_listener(fn)      # fn(version, instances, results) per scored batch (monitoring)
     asyncio.run(server.serve())          # until SIGTERM/SIGINT: drains requests in flight, returns 0
+
+The flags become a ServerConfig in `beam_ml.jobs.serve` (the library reads no options).
 
 Routes (NAME is --model_name):
   GET  /v1/models/NAME[/versions/V]            status (TF Serving's model_version_status)
@@ -18,21 +20,23 @@ that carries none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from aiohttp import web
 
+from beam_ml.inference.handler import settle_heap
+from beam_ml.model_store import load_model_metadata
 from beam_ml.server.batching import Batcher
 from beam_ml.server.metrics import ServerMetrics
 from beam_ml.server.models import LoadedModel, ModelRegistry, NotFound, spec_description
 from beam_ml.server.requests import DEFAULT_SIGNATURE, RequestError, columnar_outputs, error_text, json_bytes, \
     parse_predict_body
 
-__all__ = ["ModelServer"]
+__all__ = ["ModelServer", "ServerConfig"]
 
 _LOGGER = logging.getLogger(__name__)
 _JSON = "application/json"
@@ -49,42 +53,63 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> web.Res
                         headers=headers)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """What a ModelServer serves and how (the flags of `python -m pipelines.serve`).
+
+    Attributes:
+      model_dir: a model root (newest version served, newer ones picked up), a train output dir, or one
+        version dir (pinned); local or gs://.
+      model_name: the NAME in /v1/models/NAME.
+      host, port: where to listen (port 0: any free port).
+      max_batch_size: the most instances merged into one model call.
+      batch_timeout: seconds to wait for a batch to fill after a busy spell (0: never).
+      max_request_bytes: larger bodies get a 413.
+      reload_interval: seconds between checks for a newer version.
+      drain_timeout: on SIGTERM, seconds to wait for requests in flight.
+      health_route, predict_route: Vertex AI's AIP_HEALTH_ROUTE / AIP_PREDICT_ROUTE (None: not served).
+    """
+
+    model_dir: str
+    model_name: str = "model"
+    host: str = "127.0.0.1"
+    port: int = 8501
+    max_batch_size: int = 256
+    batch_timeout: float = 0.0
+    max_request_bytes: int = 8 * 1024 * 1024
+    reload_interval: float = 10.0
+    drain_timeout: float = 30.0
+    health_route: Optional[str] = None
+    predict_route: Optional[str] = None
+
+
 class ModelServer:
     """One model root served over HTTP: the registry of versions, the batcher, the routes, the metrics."""
 
-    def __init__(self, options, environ: Optional[dict] = None):
+    def __init__(self, config: ServerConfig, cleaning_for: Optional[Callable[[Any], Any]] = None):
         """Args:
-          options: PipelineOptions with ServeOptions validated (and CleanOptions, KafkaOptions for the cleaning).
-          environ: Vertex AI's AIP_* variables (default os.environ).
+          config: what to serve and how.
+          cleaning_for: spec -> the `beam_ml.clean.Cleaning` applied to instances (the model's stored
+            statement with its lookups, as stream_predict applies it), or None; None: no cleaning.
         """
-        from beam_ml.options import ServeOptions
-
-        env = os.environ if environ is None else environ
-        self.options = options
-        self.opts = options.view_as(ServeOptions)
-        self.name = self.opts.model_name
+        self.config = config
+        self.name = config.model_name
         self.metrics = ServerMetrics(self.name)
-        self.registry = ModelRegistry(self.opts.model_dir, self._load, self.opts.reload_interval)
+        self.registry = ModelRegistry(config.model_dir, self._load, config.reload_interval)
         self.registry.on_swap(lambda loaded: self.metrics.served_version(loaded.version))
-        self.batcher = Batcher(self.registry, self.opts.max_batch_size, self.opts.batch_timeout_micros / 1e6,
+        self.batcher = Batcher(self.registry, config.max_batch_size, config.batch_timeout,
                                on_batch_size=self.metrics.batch_size.observe)
-        self.health_route = env.get("AIP_HEALTH_ROUTE")
-        self.predict_route = env.get("AIP_PREDICT_ROUTE")
         self.port: Optional[int] = None  # the bound port, once listening
         self._stopping = False
-        self._cleaning_for = self._cleaning_factory()
+        self._cleaning_for = cleaning_for
 
     # ------------------------------------------------------------------ models
-    def _cleaning_factory(self):
-        """spec -> the Cleaning serving applies (the model's stored statement, or --sql), as stream_predict does."""
-        from beam_ml.clean.pipeline import serving_cleaning
-        from beam_ml.options import kafka_client_config
-
-        kafka = kafka_client_config(self.options)
-        return lambda spec: serving_cleaning(self.options, spec, kafka_config=kafka, log=_LOGGER.warning)
-
     def _load(self, version_dir: str) -> LoadedModel:
-        return LoadedModel.open(version_dir, self._cleaning_for)
+        loaded = LoadedModel.open(version_dir, self._cleaning_for)
+        # TensorFlow and the model are millions of objects: frozen out of the cyclic collector, whose
+        # full passes would otherwise stop every request now and then (as in stream_predict).
+        settle_heap()
+        return loaded
 
     def check_model(self) -> None:
         """Fails fast, before listening, on what needs no TensorFlow: no version, a statement that no longer fits.
@@ -92,17 +117,13 @@ class ModelServer:
         Raises:
           UserError: naming --model_dir, --sql or --lookup.
         """
-        from beam_ml.model_store import load_model_metadata
-
-        _, _, spec = load_model_metadata(self.opts.model_dir)
-        cleaning = self._cleaning_for(spec)
-        if cleaning is not None:
-            for lookup in cleaning.lookups:
-                lookup.schema()
+        _, _, spec = load_model_metadata(self.config.model_dir)
+        if self._cleaning_for is not None:
+            self._cleaning_for(spec)
 
     # ------------------------------------------------------------------ app
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.opts.max_request_bytes, middlewares=[self._middleware])
+        app = web.Application(client_max_size=self.config.max_request_bytes, middlewares=[self._middleware])
         base = f"/v1/models/{_NAME}"
         pinned = f"{base}/versions/{_VERSION}"
         for prefix in (base, pinned):
@@ -110,10 +131,10 @@ class ModelServer:
             app.router.add_get(f"{prefix}/metadata", self._metadata)
             app.router.add_post(prefix + ":predict", self._predict)
         app.router.add_get("/metrics", self._metrics)
-        if self.health_route:
-            app.router.add_get(self.health_route, self._health)
-        if self.predict_route:
-            app.router.add_post(self.predict_route, self._vertex_predict)
+        if self.config.health_route:
+            app.router.add_get(self.config.health_route, self._health)
+        if self.config.predict_route:
+            app.router.add_post(self.config.predict_route, self._vertex_predict)
         return app
 
     @web.middleware
@@ -127,7 +148,7 @@ class ModelServer:
         except web.HTTPException as e:  # the router's 404/405, aiohttp's 413: as JSON, one line
             headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
             if e.status == 413:
-                message = f"request body larger than {self.opts.max_request_bytes} bytes"
+                message = f"request body larger than {self.config.max_request_bytes} bytes"
             elif e.status == 405:
                 message = f"method {request.method} not allowed on {request.path}; allowed: {e.headers.get('Allow')}"
             elif e.status == 404:
@@ -190,8 +211,8 @@ class ModelServer:
             self.registry.release(loaded)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.opts.max_request_bytes:
-            raise RequestError(413, f"request body larger than {self.opts.max_request_bytes} bytes")
+        if request.content_length is not None and request.content_length > self.config.max_request_bytes:
+            raise RequestError(413, f"request body larger than {self.config.max_request_bytes} bytes")
         return await request.read()
 
     async def _score(self, request: web.Request, version: Optional[int]) -> tuple[Any, int, list]:
@@ -243,12 +264,12 @@ class ModelServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(self.make_app(), handle_signals=False, access_log=None,
-                               shutdown_timeout=self.opts.drain_timeout)
+                               shutdown_timeout=self.config.drain_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.opts.host, self.opts.port, reuse_address=True)
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()
         self.port = runner.addresses[0][1]
-        _LOGGER.warning("model server listening on http://%s:%d/v1/models/%s", self.opts.host, self.port, self.name)
+        _LOGGER.warning("model server listening on http://%s:%d/v1/models/%s", self.config.host, self.port, self.name)
         if ready is not None:
             ready(self.port)
         batcher_task = asyncio.ensure_future(self.batcher.run())
@@ -258,13 +279,13 @@ class ModelServer:
                                      return_when=asyncio.FIRST_COMPLETED)
         watch = None
         if load in done and load.exception() is not None:
-            _LOGGER.error("cannot load the model under %s: %s", self.opts.model_dir, load.exception())
+            _LOGGER.error("cannot load the model under %s: %s", self.config.model_dir, load.exception())
             status = 1
         elif load in done:
             watch = asyncio.ensure_future(self.registry.watch())
             await stop.wait()
         self._stopping = True
-        _LOGGER.warning("shutting down: draining requests in flight (at most %.0f s)", self.opts.drain_timeout)
+        _LOGGER.warning("shutting down: draining requests in flight (at most %.0f s)", self.config.drain_timeout)
         await runner.cleanup()  # stops listening, waits for the handlers in flight
         for task in (watch, load):
             if task is not None and not task.done():

@@ -18,8 +18,14 @@ import concurrent.futures
 import logging
 from typing import Any, Callable, Optional, Sequence
 
+import apache_beam as beam
+
+from beam_ml import fs
+from beam_ml.clean.layout import CleanEventBatchesFn
+from beam_ml.inference.batches import RowBatch
 from beam_ml.io.kafka.records import KafkaRecord
 from beam_ml.model_store import list_versions, model_root_of, resolve_version_dir
+from beam_ml.server.requests import json_bytes
 from beam_ml.serving import ServingModel, score_records
 
 __all__ = ["LoadedModel", "ModelRegistry", "NotFound", "spec_description"]
@@ -65,8 +71,6 @@ class LoadedModel:
         self._clean_fn = None
         if cleaning is not None:
             # The streaming path's own step: parse, type as events, the statement with its lookups, the spec's checks.
-            from beam_ml.clean.pipeline import CleanEventBatchesFn
-
             self._clean_fn = CleanEventBatchesFn(model.spec, cleaning)
             self._clean_fn.setup()
 
@@ -93,11 +97,6 @@ class LoadedModel:
         return self._score_cleaned(instances)
 
     def _score_cleaned(self, instances: Sequence[dict]) -> list[dict]:
-        import apache_beam as beam  # the cleaning step's outputs are Beam TaggedOutputs
-
-        from beam_ml.inference.batches import RowBatch
-        from beam_ml.server.requests import json_bytes
-
         records = [KafkaRecord(None, json_bytes(inst), _REQUEST_TOPIC, 0, i, 0) for i, inst in enumerate(instances)]
         errors: dict[int, str] = {}
         positions, rows = [], []
@@ -215,8 +214,6 @@ class ModelRegistry:
                 versions = await loop.run_in_executor(self._loader, list_versions, self.root)
                 current = self.latest.version if self.latest is not None else 0
                 if versions and versions[-1] > current:
-                    from beam_ml import fs
-
                     path = fs.join(self.root, str(versions[-1]))
                     self._swap(await self._load_async(path))
                 self.last_error = None
@@ -259,8 +256,6 @@ class ModelRegistry:
                 raise NotFound(f"version {version} not found under the model root")
             pending = self._loading.get(version)
         if pending is None:
-            from beam_ml import fs
-
             pending = asyncio.ensure_future(self._load_async(fs.join(self.root, str(version))))
             self._loading[version] = pending
             try:
