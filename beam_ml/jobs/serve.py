@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -19,7 +19,7 @@ from beam_ml import server
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.options import ServeOptions
-from beam_ml.server import ServerConfig
+from beam_ml.server import BatchListener, ServerConfig
 
 __all__ = ["server_config", "serve"]
 
@@ -41,8 +41,13 @@ def server_config(options: PipelineOptions, environ: Optional[Mapping[str, str]]
                         predict_route=env.get("AIP_PREDICT_ROUTE") or None)
 
 
-def serve(options: PipelineOptions, ready=None) -> int:
+def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchListener] = ()) -> int:
     """Serves until SIGTERM/SIGINT; returns the exit status.
+
+    Args:
+      options: the parsed flags (ServeOptions, CleanOptions, KafkaOptions).
+      ready: called with the bound port once listening.
+      batch_listeners: `fn(version, instances, results)` per scored batch (e.g. a --monitor's).
 
     Raises:
       UserError: a bad flag, model directory or cleaning statement, before anything listens.
@@ -53,4 +58,4 @@ def serve(options: PipelineOptions, ready=None) -> int:
     def cleaning_for(spec) -> Any:
         return serving_cleaning(options, spec, kafka_config=kafka, log=_LOGGER.warning)
 
-    return server.serve(config, cleaning_for, ready)
+    return server.serve(config, cleaning_for, ready, batch_listeners)

@@ -21,18 +21,22 @@ __all__ = ["ModelServer", "ServerConfig", "Batcher", "BatchListener", "LoadedMod
            "RequestError", "parse_predict_body", "serve"]
 
 
-def serve(config: ServerConfig, cleaning_for=None, ready=None) -> int:
+def serve(config: ServerConfig, cleaning_for=None, ready=None, batch_listeners=()) -> int:
     """Runs a ModelServer until SIGTERM/SIGINT; returns the exit status (0 after a drain).
 
     Args:
       config: what to serve and how.
       cleaning_for: spec -> the Cleaning applied to instances, or None (see ModelServer).
       ready: called with the bound port once listening.
+      batch_listeners: each called as `fn(version, instances, results)` after every scored batch, in
+        the scoring thread (the hook prediction monitoring uses; see Batcher.add_listener).
 
     Raises:
       UserError: no model version under config.model_dir, or a cleaning statement that does not fit,
         before anything listens.
     """
     server = ModelServer(config, cleaning_for)
+    for listener in batch_listeners:
+        server.batcher.add_listener(listener)
     server.check_model()
     return asyncio.run(server.serve(ready))
