@@ -59,6 +59,7 @@ from tests.model_fixture import export_copy, feature_rows
 __all__ = ["run", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PATH = "/v1/models/model:predict"
 
 
 # ------------------------------------------------------------------ load generator (its own process)
@@ -212,8 +213,22 @@ def _cli_per_row(version_dir: str, row: dict, times: int) -> dict[str, Any]:
             "requests_per_s": times / sum(walls)}
 
 
-def _phase(url: str, body_file: str, clients: int, requests: int, seconds: float, warmup: int = 20):
-    return _load_result(_generate_load(url, body_file, clients, requests, seconds, warmup), seconds + 300)
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _phase(server: ServerProcess, body_file: str, clients: int, requests: int, seconds: float,
+           warmup: int = 20) -> dict[str, Any]:
+    """One load phase; adds the server's CPU ms per request (what it costs whatever else runs here)."""
+    cpu = _cpu_seconds(server.proc.pid)
+    result = _load_result(_generate_load(server.url + _PATH, body_file, clients, requests, seconds, warmup),
+                          seconds + 300)
+    result["server_cpu_ms_per_request"] = 1e3 * (_cpu_seconds(server.proc.pid) - cpu) / max(
+        1, result["requests"] + warmup)
+    return result
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -245,17 +260,16 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         json.dump({"instances": [row]}, f)
     report: dict[str, Any] = {"quick": quick, "model": root, "clients": a.clients, "cpus": os.cpu_count(),
                               "loadavg_before": os.getloadavg()}
-    path = "/v1/models/model:predict"
     try:
         with ServerProcess(["-m", "pipelines.serve", f"--model_dir={root}", "--reload_interval=1"],
                            env={"PYTHONPATH": ROOT}, cwd=ROOT) as ours:
             ours.wait_ready()
-            report["ours_one"] = _phase(ours.url + path, body_file, 1, one_n, 60)
-            report["ours_many"] = _phase(ours.url + path, body_file, a.clients, many_n, many_s)
+            report["ours_one"] = _phase(ours, body_file, 1, one_n, 60)
+            report["ours_many"] = _phase(ours, body_file, a.clients, many_n, many_s)
             # Bounded by time, not count: the export (2 s after the first response), the watcher's poll
             # (1 s) and the load of the new version all fall inside it.
             reload_s = 10.0 if quick else 20.0
-            gen = _generate_load(ours.url + path, body_file, a.clients, 10 ** 7, reload_s, warmup=0, announce=True)
+            gen = _generate_load(ours.url + _PATH, body_file, a.clients, 10 ** 7, reload_s, warmup=0, announce=True)
             if gen.stdout.readline().strip() != "started":
                 raise RuntimeError("the load generator did not start")
             time.sleep(2.0)
@@ -268,8 +282,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         with ServerProcess(["-m", "benchmarks.bench_serve", "--baseline_server", f"--model_dir={version_dir}"],
                            env={"PYTHONPATH": ROOT}, cwd=ROOT) as base:
             base.wait_ready()
-            report["a_one"] = _phase(base.url + path, body_file, 1, one_n, 60)
-            report["a_many"] = _phase(base.url + path, body_file, a.clients, many_n, many_s)
+            report["a_one"] = _phase(base, body_file, 1, one_n, 60)
+            report["a_many"] = _phase(base, body_file, a.clients, many_n, many_s)
         report["b_cli"] = _cli_per_row(version_dir, row, cli_n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -302,19 +316,22 @@ def _goals(r: dict[str, Any]) -> dict[str, Any]:
             "met": rel["errors"] == 0 and rel["unnamed"] == 0 and versions == {new - 1, new}
             and new_thresholds == {"0.4242"}},
         "ours one client vs (b) CLI per row": {"ratio": r["b_cli"]["p50_ms"] / one["p50_ms"]},
+        "server CPU per request, (a) / ours, 64 clients": {
+            "ratio": a_many["server_cpu_ms_per_request"] / many["server_cpu_ms_per_request"]},
     }
 
 
 def _print(r: dict[str, Any]) -> None:
     print(f"bench_serve{' --quick' if r['quick'] else ''}: {r['cpus']} CPUs, load average before "
           f"{r['loadavg_before'][0]:.1f}, after {r['loadavg_after'][0]:.1f} (shared machine)")
-    print(f"{'phase':<34}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'phase':<34}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}")
     rows = [("ours, 1 client", r["ours_one"]), (f"ours, {r['clients']} clients", r["ours_many"]),
             (f"ours, {r['clients']} clients + new version", r["ours_reload"]), ("(a) per-request, 1 client", r["a_one"]),
             (f"(a) per-request, {r['clients']} clients", r["a_many"])]
     for name, m in rows:
+        cpu = m.get("server_cpu_ms_per_request")
         print(f"{name:<34}{m['requests']:>10}{m['errors']:>8}{m['requests_per_s']:>10.0f}{m['p50_ms']:>9.1f}"
-              f"{m['p99_ms']:>9.1f}")
+              f"{m['p99_ms']:>9.1f}" + (f"{cpu:>12.2f}" if cpu is not None else ""))
     b = r["b_cli"]
     print(f"{'(b) predict CLI per row':<34}{b['calls']:>10}{0:>8}{b['requests_per_s']:>10.2f}{b['p50_ms']:>9.0f}"
           f"{b['max_ms']:>9.0f}")
