@@ -287,6 +287,8 @@ def test_the_models_cleaning_statement_applies(sql_model):
         scored, filtered = body["predictions"]
         assert 0 <= scored["score"] <= 1 and scored["model_version"] >= 1
         assert filtered == {"filtered": True, "model_version": scored["model_version"]}
+        status, body = s.predict([dict(event, User="Zzyzx-unseen")])  # an unknown category: the OOV bucket
+        assert status == 200 and 0 <= body["predictions"][0]["score"] <= 1
         status, body = s.predict([event, dict(event, V2="abc")])
         assert status == 400 and body["error"].startswith("instance 1:") and "V2" in body["error"]
     finally:
