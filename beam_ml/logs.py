@@ -99,6 +99,8 @@ def configure_logging(level: int) -> None:
     """Python logging for a command: library warnings off when quiet; with --verbose, INFO and up (Beam's too)."""
     os.environ[VERBOSE_ENV] = str(level)
     if level:
+        root = logging.getLogger()
+        root.filters = [f for f in root.filters if not isinstance(f, _LibraryRecords)]
         logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
         logging.getLogger().setLevel(logging.INFO)
         for name in _LIBRARY_LOGGERS:
@@ -106,6 +108,19 @@ def configure_logging(level: int) -> None:
         return
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    root = logging.getLogger()
+    if not any(isinstance(f, _LibraryRecords) for f in root.filters):
+        root.filters.append(_LibraryRecords())
+
+
+class _LibraryRecords(logging.Filter):
+    """Drops what the libraries log below ERROR straight to the root logger (Beam's RunInference:
+    `WARNING:root:Resource module is not available...`), which no logger name can silence."""
+
+    _PACKAGES = tuple(f"{os.sep}{name}{os.sep}" for name in _LIBRARY_LOGGERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not any(p in record.pathname for p in self._PACKAGES)
 
 
 @contextlib.contextmanager
