@@ -15,9 +15,7 @@ from typing import Optional, Sequence
 
 import tf_keras as keras
 
-__all__ = ["KERAS_OPTIMIZERS", "make_optimizer", "classifier", "autoencoder"]
-
-KERAS_OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
+__all__ = ["make_optimizer", "classifier", "autoencoder"]
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -52,7 +50,7 @@ def classifier(task: str, input_dim: int, num_classes: int, hidden_units: Sequen
       num_classes: number of label classes (multiclass outputs).
       hidden_units: ReLU layer sizes before the output layer ([]: the output layer alone, a linear model).
       dropout: dropout rate after each hidden layer.
-      optimizer, learning_rate: a KERAS_OPTIMIZERS name and its initial step.
+      optimizer, learning_rate: a make_optimizer name and its initial step.
       l2: L2 penalty on every kernel (0: none).
       name: the Keras model's name.
     """

@@ -40,6 +40,8 @@ import numpy as np
 
 from beam_ml import fs
 from beam_ml.spec import DatasetSpec
+from beam_ml.training import families
+from beam_ml.tuning import describe, selected
 
 __all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "run_trial", "train_final"]
 
@@ -98,9 +100,7 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     """Trains one (parameter set, validation fold) and returns its result (plain data)."""
     from beam_ml.evaluation import bootstrap_se, validation_metrics
     from beam_ml.preprocess import fold_split
-    from beam_ml.training.families import fit_model
     from beam_ml.training.trainer import load_splits, predict_outputs
-    from beam_ml.tuning import describe
 
     start = time.time()
     spec = ctx.dataset_spec
@@ -117,7 +117,7 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(fs.join(ctx.output_dir, "logs", trial["trial_id"])))
     # Only the model of the flags talks while it trains (no --tune): the user is waiting on it.
     verbose = ctx.verbose if select and trial["set_index"] == 0 else 0
-    fitted = fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
+    fitted = families.fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
                        class_counts=_class_counts(counts, train_splits, spec.label_classes), seed=trial["seed"],
                        patience=ctx.patience, verbose=verbose,
                        backup_dir=fs.join(trial_dir, "backup") if select else None, extra_callbacks=callbacks)
@@ -185,9 +185,7 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
     import tf_keras as keras
 
     from beam_ml.export import export_model
-    from beam_ml.training import families
     from beam_ml.training.trainer import load_splits
-    from beam_ml.tuning import describe, selected
 
     start = time.time()
     spec = ctx.dataset_spec

@@ -14,17 +14,18 @@ FAMILIES.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
-import tf_keras as keras
 
 from beam_ml.errors import UserError
 from beam_ml.training.families.autoencoder import AUTOENCODER
 from beam_ml.training.families.base import Family
 from beam_ml.training.families.linear import LINEAR
 from beam_ml.training.families.mlp import MLP
-from beam_ml.training.trainer import FitResult, auto_batch_size, class_weights_from_counts
+
+if TYPE_CHECKING:
+    from beam_ml.training.trainer import FitResult
 
 __all__ = ["Family", "FAMILIES", "BASELINE", "OPTIMIZERS", "get", "of", "family_name", "resolve", "check_optimizer",
            "build_model", "fit_model"]
@@ -89,7 +90,7 @@ def build_model(params: Mapping[str, Any], task: str, input_dim: int, num_classe
 def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray,
               validation: Optional[tuple[np.ndarray, np.ndarray]], class_counts: Sequence[int], seed: int,
               patience: int = 5, verbose: int = 0, backup_dir: Optional[str] = None,
-              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> FitResult:
+              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> "FitResult":
     """Builds the model of `params` and fits it, as its family does.
 
     Args:
@@ -106,6 +107,10 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
       lr_schedule: the learning rate of each epoch (without validation).
       extra_callbacks: more Keras callbacks (logs, CSV history).
     """
+    import tf_keras as keras  # Keras + TensorFlow: deferred, see families.base
+
+    from beam_ml.training.trainer import auto_batch_size, class_weights_from_counts
+
     keras.utils.set_random_seed(seed)
     family = of(params, task)
     if task == "anomaly":  # the model learns what normal rows look like

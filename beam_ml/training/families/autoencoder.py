@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from beam_ml.training import models
 from beam_ml.training.families.base import Family
 
 __all__ = ["AUTOENCODER", "Autoencoder"]
@@ -19,6 +18,8 @@ class Autoencoder(Family):
     tasks = ("anomaly",)
 
     def build(self, params: Mapping[str, Any], task: str, input_dim: int, num_classes: int):
+        from beam_ml.training import models  # Keras (see families.base)
+
         units = list(params["hidden_units"])
         # Half the last hidden layer, at most half the input: the code cannot copy its input through.
         bottleneck = max(2, min(units[-1] // 2, input_dim // 2 or 1))

@@ -3,20 +3,27 @@
 A family subclasses `Family`, overrides what differs, and is listed once in
 beam_ml.training.families.FAMILIES. Callers never look at a parameter set's
 layers or optimizer to know what kind of model it is: they ask its family.
+
+Describing and checking a set is pure; building and fitting import Keras and
+TensorFlow when first called (beam_ml.training.models and .trainer are
+deferred: planning a run, --help and the search space stay light).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from beam_ml.errors import UserError
-from beam_ml.training.models import KERAS_OPTIMIZERS
-from beam_ml.training.trainer import FitResult, fit_epochs
 
-__all__ = ["Family", "TASKS"]
+if TYPE_CHECKING:
+    from beam_ml.training.trainer import FitResult
+
+__all__ = ["Family", "TASKS", "KERAS_OPTIMIZERS"]
 
 TASKS = ("binary", "multiclass", "anomaly")
+# The optimizers of beam_ml.training.models.make_optimizer.
+KERAS_OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 
 
 class Family:
@@ -55,7 +62,7 @@ class Family:
 
     def fit(self, model, params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray, target: np.ndarray,
             validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
-            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> FitResult:
+            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> "FitResult":
         """Fits the built `model`: by default epochs of minibatches (trainer.fit_epochs).
 
         Args:
@@ -66,6 +73,8 @@ class Family:
           num_classes: label classes.
           **epoch_args: fit_epochs' patience, verbose, backup_dir, lr_schedule, extra_callbacks.
         """
+        from beam_ml.training.trainer import FitResult, fit_epochs  # Keras + TensorFlow (see the module's doc)
+
         hist, best_epoch = fit_epochs(model, x, target, int(params["epochs"]), batch_size, weights, seed, validation,
                                       **epoch_args)
         return FitResult(model=model, history=hist, best_epoch=best_epoch, batch_size=batch_size,

@@ -11,13 +11,14 @@ is trained by epochs like the other families.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from beam_ml.training import models
-from beam_ml.training.families.base import TASKS, Family
-from beam_ml.training.trainer import FitResult, evaluate
+from beam_ml.training.families.base import KERAS_OPTIMIZERS, TASKS, Family
+
+if TYPE_CHECKING:
+    from beam_ml.training.trainer import FitResult
 
 __all__ = ["Linear", "LINEAR", "EXACT_OPTIMIZER", "EXACT_TASKS"]
 
@@ -35,7 +36,7 @@ class Linear(Family):
 
     def optimizers(self, task: Optional[str]) -> Sequence[str]:
         exact = task is None or task in EXACT_TASKS
-        return (*models.KERAS_OPTIMIZERS, EXACT_OPTIMIZER) if exact else models.KERAS_OPTIMIZERS
+        return (*KERAS_OPTIMIZERS, EXACT_OPTIMIZER) if exact else KERAS_OPTIMIZERS
 
     def canonical(self, params: Mapping[str, Any]) -> dict[str, Any]:
         # No hidden layers; dropout on the inputs of a linear model only adds noise.
@@ -59,6 +60,8 @@ class Linear(Family):
         return "L-BFGS" if params.get("optimizer") == EXACT_OPTIMIZER else None
 
     def build(self, params: Mapping[str, Any], task: str, input_dim: int, num_classes: int):
+        from beam_ml.training import models  # Keras (see families.base)
+
         # The exact fit sets the weights itself; Keras only needs an optimizer to compile the model it
         # scores and exports.
         optimizer = "sgd" if self.exact_solver(params) else params["optimizer"]
@@ -71,7 +74,9 @@ class Linear(Family):
 
     def fit(self, model, params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray, target: np.ndarray,
             validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
-            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> FitResult:
+            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> "FitResult":
+        from beam_ml.training.trainer import FitResult  # Keras + TensorFlow (see families.base)
+
         if not self.exact_solver(params):
             return super().fit(model, params, task, x, y, target, validation, weights, batch_size, seed, num_classes,
                                **epoch_args)
@@ -111,6 +116,8 @@ def _fit_exact(model, task: str, x: np.ndarray, y: np.ndarray, validation: Optio
     # Deferred: scikit-learn costs ~1 s to import, and only this fit needs it (not planning, not the other families).
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+
+    from beam_ml.training.trainer import evaluate  # Keras + TensorFlow (see families.base)
 
     dense = model.layers[-1]
     dim = x.shape[1]
