@@ -37,6 +37,8 @@ import time
 
 import numpy as np
 
+from beam_ml.training import families
+
 GRID16 = {"hidden_units": ["64,32", "128"], "dropout": [0.0, 0.2], "optimizer": ["adam", "rmsprop"],
           "learning_rate": [1e-3, 3e-3]}
 QUICK_GRID = {"hidden_units": ["16"], "dropout": [0.0], "learning_rate": [3e-3]}
@@ -92,7 +94,6 @@ class KerasTabularClassifier:
     def fit(self, x, y):
         import tf_keras as keras
 
-        from beam_ml.training import families
         from beam_ml.training.trainer import auto_batch_size, class_weights_from_counts, training_dataset
 
         keras.utils.set_random_seed(self.seed)
@@ -200,7 +201,7 @@ def main(argv=None) -> dict:
         w1, m1 = run_ours(csv_path, os.path.join(work, "ours1"), grid, folds, epochs, workers=1)
         results["load_after_ours1"] = os.getloadavg()[0]
         print(f"ours, 1 worker:  {w1:.1f} s", flush=True)
-    linear = next(r["params"] for r in m2["leaderboard"] if not r["params"]["hidden_units"])
+    linear = next(r["params"] for r in m2["leaderboard"] if families.of(r["params"]) is families.BASELINE)
     ws, sk = run_gridsearch(os.path.join(work, "ours2"), grid, folds, epochs, linear)
     results["load_after_gridsearch"] = os.getloadavg()[0]
     print(f"GridSearchCV(n_jobs=2): {ws:.1f} s, best {sk['best_params']} {sk['best_score']:.4f} ± "
