@@ -27,7 +27,7 @@ def test_a_process_without_the_flag_takes_its_parents_level(monkeypatch):
     assert logs.verbose_level() == 0
 
 
-def test_quiet_logging_drops_library_records_below_error_only(caplog):
+def test_quiet_logging_drops_library_records_below_error_only():
     record = logging.LogRecord("root", logging.WARNING, os.path.join("x", "apache_beam", "ml", "base.py"), 1,
                                "Resource module is not available", None, None)
     assert not logs._LibraryRecords().filter(record)
