@@ -49,6 +49,7 @@ __all__ = [
     "parse_pipeline_options",
     "parse_int_list",
     "FLAG_ALIASES",
+    "OutputOptions",
 ]
 
 
@@ -154,7 +155,9 @@ flag("selection_rule", default="one_se", choices=["one_se", "best"],
           "standard error of the best; best = the highest validation score")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
-flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
+     help="print everything: TensorFlow's C++ logs, Keras' per-epoch lines (--verbose=1: progress bars), Beam's "
+          "INFO logs (default: quiet, progress lines and a summary)")
 
 # -------------------------------------------------------------- serving
 flag("model_dir", help="an exported model: a model root (its latest version is served), "
@@ -550,6 +553,14 @@ class ProduceOptions(PipelineOptions):
         return self
 
 
+class OutputOptions(PipelineOptions):
+    """What every command prints (see beam_ml.logs); parse_pipeline_options adds it to every pipeline's classes."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml output"
+    FLAGS = ("verbose",)
+
+
 class KafkaOptions(PipelineOptions):
     """Flags for reaching a Kafka cluster; every value can also come from --kafka_config (flags win)."""
 
@@ -730,6 +741,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       SystemExit: after printing the help.
     """
     argv = _apply_aliases(argv or [])
+    option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
         raise SystemExit(0)
