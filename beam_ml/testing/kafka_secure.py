@@ -197,11 +197,17 @@ def _recv_exact(sock: socket.socket, n: int) -> Optional[bytes]:
     return buf
 
 
+_MAX_FRAME = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
+
+
 def _read_frame(sock: socket.socket) -> Optional[bytes]:
     size = _recv_exact(sock, 4)
     if size is None:
         return None
-    return _recv_exact(sock, struct.unpack(">i", size)[0])
+    n = struct.unpack(">i", size)[0]
+    if not 0 < n <= _MAX_FRAME:
+        return None  # e.g. a TLS ClientHello sent to this plaintext port: Kafka closes, so do we
+    return _recv_exact(sock, n)
 
 
 def _uvarint(data: bytes, pos: int) -> tuple[int, int]:

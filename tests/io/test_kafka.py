@@ -321,10 +321,11 @@ class TestClientConfig:
         assert config(f"--kafka_config={props}").bootstrap_servers == "f:1"
         assert config(f"--kafka_config={props}", "--bootstrap_servers=h:2").bootstrap_servers == "h:2"
 
-    def test_unsupported_file_keys_are_errors(self, tmp_path):
+    def test_a_missing_truststore_is_named_by_its_key(self, tmp_path):
+        # JKS stores are converted (tests/test_kafka_secure.py); a missing one is named.
         props = tmp_path / "java.properties"
         props.write_text("ssl.truststore.location=/etc/ts.jks\n")
-        with pytest.raises(ValueError, match="truststores are not supported"):
+        with pytest.raises(ValueError, match="ssl.truststore.location: cannot read /etc/ts.jks"):
             KafkaClientConfig.from_file(str(props))
 
     def test_options_coexist_with_beams_own_flags(self):
