@@ -26,6 +26,7 @@ HEAVY_FIXTURES = {
     "bigquery_emulator": "integration",
     "bq_endpoint": "integration",
     "bq_dataset": "integration",
+    "secure_kafka": "integration",
     "fraud": "slow",        # trains a model (once per session)
     "model_root": "slow",
 }
@@ -58,6 +59,36 @@ def new_topic(kafka_broker):
         return name
 
     return make
+
+
+# The SASL users of the secured listeners; tests search every output for these passwords.
+SECURE_USERS = {"alice": "alice-pw-Q7zv9-never-shown", "bob": "bob-pw-K2xw4-never-shown"}
+
+
+@pytest.fixture(scope="session")
+def secure_certs(tmp_path_factory):
+    """A test PKI (beam_ml.testing.kafka_secure.Certificates): CA, server and client certs, keys."""
+    from beam_ml.testing.kafka_secure import make_certificates
+
+    return make_certificates(str(tmp_path_factory.mktemp("pki")), key_password="key-pw-M4pq-never-shown")
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(secure_certs):
+    """``secure_kafka(protocol) -> SecureKafka``: a Tansu broker behind stunnel and/or the SASL
+    front (SSL, MTLS, SASL_PLAINTEXT, SASL_SSL), started on first use, shared by the session."""
+    from beam_ml.testing.kafka_secure import SecureKafka
+
+    started: dict = {}
+
+    def get(protocol: str):
+        if protocol not in started:
+            started[protocol] = SecureKafka(protocol, secure_certs, users=SECURE_USERS).start()
+        return started[protocol]
+
+    yield get
+    for kafka in started.values():
+        kafka.stop()
 
 
 @pytest.fixture(scope="module")

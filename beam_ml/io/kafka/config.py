@@ -70,6 +70,8 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 _REDACTED = "***"
+# Every password a KafkaClientConfig of this process holds: log records showing one are blanked.
+_KNOWN_SECRETS: set = set()
 _SECRET_FIELDS = frozenset({"sasl_plain_password", "ssl_password"})
 
 # Config-file keys (after lower-casing and turning '.' and '-' into '_') that
@@ -289,6 +291,18 @@ class KafkaClientConfig:
         base = cls.from_file(path) if path else cls()
         return base.with_overrides(**explicit)
 
+    def __post_init__(self) -> None:
+        for field in _SECRET_FIELDS:
+            value = getattr(self, field)
+            if value:
+                _KNOWN_SECRETS.add(value)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled on a worker: the passwords become known there too.
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        self.__post_init__()
+
     def with_overrides(self, **overrides: Any) -> "KafkaClientConfig":
         """Returns a copy with the non-None `overrides` applied."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)} - {"labels"}
@@ -444,11 +458,33 @@ class _QuietThisThread(logging.Filter):
         return record.thread not in _QUIET_THREADS
 
 
+class _RedactSecrets(logging.Filter):
+    """Blanks kafka-python records that would print a known password.
+
+    At DEBUG level kafka-python logs every request it sends, and a SASL/PLAIN
+    SaslAuthenticate request holds the password in clear. Every password a
+    `KafkaClientConfig` holds is known here (in this process's memory only).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KNOWN_SECRETS:
+            try:
+                text = record.getMessage()
+            except Exception:  # pylint: disable=broad-except
+                return True
+            if any(secret in text for secret in list(_KNOWN_SECRETS)):
+                record.msg, record.args = "(a kafka-python message holding a password, not shown)", ()
+        return True
+
+
 _QUIET = _QuietThisThread()
+_REDACT = _RedactSecrets()
 _KAFKA_LOGGERS = ("kafka.net.manager", "kafka.net.connection", "kafka.net.transport", "kafka.net.selector",
-                  "kafka.net.inet", "kafka.cluster", "kafka.sasl")
+                  "kafka.net.inet", "kafka.cluster", "kafka.net.sasl.plain", "kafka.net.sasl.scram",
+                  "kafka.protocol.parser", "kafka.conn", "kafka.client_async")
 for _name in _KAFKA_LOGGERS:
     logging.getLogger(_name).addFilter(_QUIET)
+    logging.getLogger(_name).addFilter(_REDACT)
 
 
 # Failures that mean "nobody answered" rather than "refused this client".
