@@ -3,6 +3,7 @@
     python -m pytest tests -q            # everything
     python -m pytest tests -q -m "not slow"
 """
+import threading
 import uuid
 
 import pytest
@@ -38,6 +39,16 @@ def pytest_collection_modifyitems(config, items):
                 if fixture in item.fixturenames and item.get_closest_marker(mark) is None]
     if unmarked:
         raise pytest.UsageError("heavy tests must be marked:\n  " + "\n  ".join(unmarked))
+
+
+def own_messages(caplog, prefix: str = "beam_ml") -> list:
+    """The messages caplog caught from this test's thread and beam_ml's loggers.
+
+    caplog sees every thread's records: a Kafka client of another test (or a
+    runner's worker thread) logging meanwhile must not change what a test sees.
+    """
+    me = threading.get_ident()
+    return [r.getMessage() for r in caplog.records if r.thread == me and r.name.startswith(prefix)]
 
 
 @pytest.fixture(scope="session")

@@ -199,9 +199,9 @@ def test_a_kafka_lookup_over_sasl_plaintext(secure_kafka, fraud, tmp_path, watch
              "--sasl_mechanism=SCRAM-SHA-256", "--sasl_username=bob", f"--sasl_password={SECURE_USERS['bob']}"]
     producer = KafkaProducer(**kafka.client_kwargs(user="bob", mechanism="SCRAM-SHA-256"))
     try:
-        for event_id, _ in events:
-            producer.send(users, key=event_id.encode(), value=json.dumps({"event_id": event_id,
-                                                                          "segment": "gold"}).encode())
+        for _, event in events:
+            producer.send(users, key=str(event["Time"]).encode(),
+                          value=json.dumps({"Time": event["Time"], "segment": "gold"}).encode())
         producer.flush(10)
     finally:
         producer.close()
@@ -209,7 +209,7 @@ def test_a_kafka_lookup_over_sasl_plaintext(secure_kafka, fraud, tmp_path, watch
     result = stream_predict.run([f"--model_dir={fraud[0]}", f"--input_topic={source}", f"--output_topic={out}",
                                  f"--dead_letter_topic={dlq}", "--runner=DirectRunner", "--streaming",
                                  "--max_records=20", "--max_read_time=120", f"--lookup=u=kafka:{users}",
-                                 "--sql=SELECT e.*, u.segment FROM events e LEFT JOIN u ON e.event_id = u.event_id",
+                                 "--sql=SELECT e.* FROM events e LEFT JOIN u ON e.Time = u.Time",
                                  *flags])
     assert result.counts["rows_in"] == 20 and result.counts["predictions"] == 20
     watch(SECURE_USERS["bob"])
