@@ -8,7 +8,8 @@ listener is built from parts, all on 127.0.0.1:
 - SASL: `SaslFront`, a threaded TCP front written for the tests, relays ApiVersions to
   the broker, answers SaslHandshake v0/v1 and SaslAuthenticate v0-v2 itself (PLAIN,
   SCRAM-SHA-256, SCRAM-SHA-512 through ``scramp``), closes any other request sent
-  before authentication, then pipes bytes. A failed login is answered with error 58
+  before authentication, then pipes bytes (through a ``socat`` process per
+  authenticated connection when socat is installed, else Python threads). A failed login is answered with error 58
   and the connection closed ~100 ms later, as Kafka does.
 - Tansu listens on an internal port and advertises the outer port, so clients come
   back through the front after reading metadata.
@@ -29,6 +30,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
@@ -312,6 +314,8 @@ class SaslFront:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closing = False
+        self._socat = shutil.which("socat")  # None: authenticated bytes are piped by Python threads
+        self._pipes: list[subprocess.Popen] = []
         self.failed_logins = 0
         self.logins = 0
 
@@ -348,7 +352,17 @@ class SaslFront:
         upstream = None
         try:
             upstream = self._authenticate(client)
-            if upstream is not None:
+            if upstream is not None and self._socat:
+                # socat (C) pipes the authenticated connection: Python stays out of the data path.
+                self._close(upstream)
+                upstream = None
+                process = subprocess.Popen(
+                    [self._socat, f"FD:{client.fileno()}", f"TCP:{HOST}:{self.upstream_port},nodelay"],
+                    pass_fds=(client.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+                with self._lock:
+                    self._pipes = [p for p in self._pipes if p.poll() is None] + [process]
+            elif upstream is not None:
                 self._spawn(self._pipe, "sasl-front-pipe", upstream, client)
                 self._pipe(client, upstream)
         except OSError:
@@ -474,6 +488,16 @@ class SaslFront:
         deadline = time.monotonic() + 5
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            pipes, self._pipes = self._pipes, []
+        for process in pipes:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         self.port = None
 
     def __enter__(self) -> "SaslFront":

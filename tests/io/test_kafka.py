@@ -31,6 +31,7 @@ from beam_ml.io.kafka.formats import (encode_csv_line, encode_json_object,
                                       parse_csv_line, parse_json_object)
 from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
 from beam_ml.options import KafkaOptions, kafka_client_config
+from tests.test_kafka_leaks import kafka_threads, wait_for_no_new_kafka_threads
 from beam_ml.testing import TansuBroker, find_free_port
 
 
@@ -718,6 +719,7 @@ class TestWriteToKafka:
     @pytest.mark.slow
     def test_unacknowledged_sends_fail_the_bundle(self):
         """The broker dies before the bundle's records are acknowledged."""
+        threads = kafka_threads()
         with TansuBroker() as broker:
             bootstrap, pid = broker.bootstrap_servers, broker.pid
             broker.create_topic("doomed", 1)
@@ -741,3 +743,5 @@ class TestWriteToKafka:
                              "delivery_timeout_ms": 4000,
                              "reconnect_backoff_max_ms": 200}))
             assert time.monotonic() - started < 40
+        # Its producer is closed for certain, not left retrying the dead broker (issue 20).
+        assert wait_for_no_new_kafka_threads(threads) == set()
