@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from typing import Any, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 
 __all__ = [
@@ -44,7 +46,6 @@ __all__ = [
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
-    "kafka_client_config",
     "secret_flag_value",
     "FLAG_ALIASES",
 ]
@@ -419,7 +420,6 @@ def _check_batch_sizes(opts) -> None:
 def _check_model_dir(opts) -> None:
     if not opts.model_dir:
         raise UserError("--model_dir: required (e.g. out/fraud/model)")
-    from beam_ml import fs  # local paths and gs:// alike (a gs:// "directory" is a prefix)
 
     if not fs.exists(opts.model_dir):
         raise UserError(f"--model_dir: not found: {opts.model_dir}")
@@ -618,24 +618,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
 
 
-def kafka_client_config(options: PipelineOptions):
-    """The validated `KafkaClientConfig` of the Kafka flags, --kafka_config file and template parameters.
-
-    See `beam_ml.io.kafka.config.config_from_flags`; when Kafka settings were given it
-    also runs the pre-flight connection check (a refused login fails here, in one line).
-
-    Raises:
-      UserError: naming the flag (or the file key) that is wrong, or the broker's refusal.
-    """
-    from beam_ml.io.kafka.config import config_from_flags
-
-    values = {name: secret_flag_value(value) for name, value in options.get_all_options().items()}
-    try:
-        return config_from_flags(values, options.get_all_options(drop_default=True))
-    except ValueError as e:
-        raise UserError(str(e))
-
-
 # Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
 # Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
 # options and display data) never hold it; this process keeps it for kafka_client_config.
@@ -649,8 +631,6 @@ def secret_flag_value(value: Any) -> Any:
 
 
 def _hide_secrets(argv: list[str]) -> list[str]:
-    import uuid
-
     out: list[str] = []
     args = iter(argv)
     for arg in args:

@@ -21,7 +21,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from beam_ml.errors import UserError
 from beam_ml.io.kafka.config import KafkaClientConfig, config_from_flags, read_secret_id
 from beam_ml.io.kafka.stores import pem_files_from_java_stores
-from beam_ml.options import KafkaOptions, kafka_client_config, parse_pipeline_options
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.options import KafkaOptions, parse_pipeline_options
 from beam_ml.testing.kafka_secure import make_certificates
 from tests.conftest import SECURE_USERS
 

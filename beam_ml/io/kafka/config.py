@@ -50,6 +50,11 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from kafka import errors as kafka_errors
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
+from kafka.protocol.metadata.metadata import MetadataRequest
+
 from beam_ml.errors import UserError
 from beam_ml.io.kafka import stores
 
@@ -494,8 +499,6 @@ _UNREACHABLE = ("Connection refused", "ECONNREFUSED", "DNS Resolution failure", 
 
 def _classify(config: KafkaClientConfig, server: str, error: BaseException) -> Optional[str]:
     """One line naming the setting at fault and the broker's reason; None: not a refusal (unreachable)."""
-    from kafka import errors as kafka_errors  # pylint: disable=import-outside-toplevel
-
     text = str(error)
     for prefix in ("KafkaConnectionError: ", "Handshake failed: ", "[Error 58] SaslAuthenticationFailedError: ",
                    "SaslAuthenticationFailedError: "):
@@ -540,11 +543,7 @@ def _classify(config: KafkaClientConfig, server: str, error: BaseException) -> O
 def _probe(config: KafkaClientConfig, server: str, timeout: float) -> Optional[BaseException]:
     """Connects to one server (TLS, SASL, ApiVersions) and asks for metadata; returns the failure."""
     # kafka-python's connection manager is the one its clients use, so the probe
-    # fails exactly as they would; deferred: only a pre-flight needs it.
-    from kafka.net.manager import KafkaConnectionManager  # pylint: disable=import-outside-toplevel
-    from kafka.net.selector import NetworkSelector  # pylint: disable=import-outside-toplevel
-    from kafka.protocol.metadata.metadata import MetadataRequest  # pylint: disable=import-outside-toplevel
-
+    # fails exactly as they would.
     kwargs = config.client_kwargs()
     kwargs["bootstrap_servers"] = [server]
     timeout_ms = int(timeout * 1000)
