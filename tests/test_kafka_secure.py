@@ -257,3 +257,29 @@ def test_template_parameter_names_are_flag_aliases():
     values = options.get_all_options()
     assert values["kafka_read_authentication_mode"] == "SASL_SCRAM_512"
     assert values["kafka_read_sasl_scram_username_secret_id"] == "/x"
+
+
+@pytest.mark.integration
+def test_the_command_line_ends_with_one_line_and_status_2(secure_kafka, secure_certs, tmp_path):
+    """`python -m pipelines.produce` with a wrong password: stderr is the one line, within 15 s of launch."""
+    import subprocess
+    import sys
+
+    kafka = secure_kafka("SASL_SSL")
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("a,b\n1,2\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.produce", f"--input={csv_path}", "--topic=t",
+         f"--bootstrap_servers={kafka.bootstrap_servers}", "--security_protocol=SASL_SSL",
+         "--sasl_mechanism=SCRAM-SHA-512", "--sasl_username=alice", "--sasl_password=not-alices",
+         f"--ssl_cafile={secure_certs.ca}"],
+        cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: SASL authentication failed for user 'alice' (SCRAM-SHA-512)"), done.stderr
+    assert "--sasl_password" in lines[0] and "not-alices" not in done.stderr + done.stdout
+    assert elapsed < 15, f"took {elapsed:.1f}s"

@@ -32,8 +32,8 @@ from beam_ml.io.kafka.formats import (encode_csv_line, encode_json_object,
 from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.options import KafkaOptions
-from tests.test_kafka_leaks import kafka_threads, wait_for_no_new_kafka_threads
 from beam_ml.testing import TansuBroker, find_free_port
+from tests.test_kafka_leaks import kafka_threads, wait_for_no_new_kafka_threads
 
 
 def _pipeline():
