@@ -119,7 +119,7 @@ REFUSALS = [
                   f"--sasl_password={PASSWORD}", "--ssl_cafile={ca}"],
      "SASL authentication failed for user 'nobody' (SCRAM-SHA-256)", "invalid credentials"),
     ("SSL", ["--security_protocol=SSL", "--ssl_cafile={other_ca}"], "--ssl_cafile: TLS to", "not signed by this CA"),
-    ("MTLS", ["--security_protocol=SSL", "--ssl_cafile={ca}"], "--security_protocol=SSL", "--ssl_certfile"),
+    ("MTLS", ["--security_protocol=SSL", "--ssl_cafile={ca}"], "--ssl_certfile: ", "mutual TLS"),
     ("SSL", [], "--security_protocol=PLAINTEXT", "expects TLS"),
     ("MTLS", ["--security_protocol=SSL", "--ssl_cafile={ca}", "--ssl_certfile={cert}", "--ssl_keyfile={enc_key}",
               "--ssl_password=not-the-key-password"], "--ssl_keyfile: cannot load", "--ssl_password"),

@@ -517,15 +517,20 @@ def _classify(config: KafkaClientConfig, server: str, error: BaseException) -> O
                 "IP address mismatch" in text else "the broker's certificate is not signed by this CA")
         return f"{label('ssl_cafile')}: TLS to {server} refused: {what} ({text})"
     if "CERTIFICATE_REQUIRED" in text or "ALERT_UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text:
-        given = "was refused" if config.ssl_certfile else "is required and none was given"
-        return (f"{label('ssl_certfile')}: the broker at {server} requires mutual TLS and the client "
-                f"certificate {given} ({text})")
+        given = "it refused this one" if config.ssl_certfile else "none was given"
+        return (f"{label('ssl_certfile')}: the broker at {server} requires mutual TLS (a client certificate "
+                f"its CA signed), and {given} ({text})")
     if isinstance(error, ssl.SSLError) or "PEM lib" in text or "bad decrypt" in text:
         return (f"{label('ssl_keyfile')}: cannot load the client certificate/key {config.ssl_keyfile} "
                 f"(wrong {label('ssl_password')}, or not PEM): {text}")
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or (tls and "Timed out" in text):
         return (f"{label('security_protocol')}={protocol}: {server} does not answer TLS; is it a plaintext "
                 f"listener? ({text})")
+    if tls and not config.ssl_certfile and ("EOF occurred" in text or "socket disconnected" in text):
+        # TLS 1.3: the server's "certificate required" alert may arrive only after the
+        # client's handshake has completed, as a closed connection.
+        return (f"{label('ssl_certfile')}: {server} closed the TLS connection right after the handshake: it "
+                f"probably requires mutual TLS (a client certificate), and none was given ({text})")
     if any(m in text for m in _UNREACHABLE):
         return None  # unreachable: the pipeline's own connection handling reports it
     if isinstance(error, kafka_errors.KafkaError) or isinstance(error, OSError):
