@@ -283,3 +283,14 @@ def test_the_command_line_ends_with_one_line_and_status_2(secure_kafka, secure_c
         "error: SASL authentication failed for user 'alice' (SCRAM-SHA-512)"), done.stderr
     assert "--sasl_password" in lines[0] and "not-alices" not in done.stderr + done.stdout
     assert elapsed < 15, f"took {elapsed:.1f}s"
+
+
+def test_the_flex_template_shows_the_authentication_parameters_and_no_password():
+    from templates import flex
+
+    params = {p["name"]: p for p in flex.metadata_for("kafka_to_bigquery")["parameters"]}
+    assert params["kafkaReadAuthenticationMode"]["regexes"] == ["^(NONE|TLS|SASL_PLAIN|SASL_SCRAM_512)$"]
+    assert {"kafkaReadUsernameSecretId", "kafkaReadPasswordSecretId", "kafkaReadTruststoreLocation",
+            "kafkaReadKeystoreLocation", "kafkaReadSaslScramPasswordSecretId", "ssl_certfile",
+            "sasl_password_file"} <= set(params)
+    assert not {"sasl_password", "ssl_password"} & set(params)
