@@ -368,7 +368,7 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_ml.jobs.batch_predict import plan_batch_predict
-    from beam_ml.io import bigquery as bq
+    from beam_ml.io.bigquery import endpoint as bq
     from beam_ml.jobs.bigquery import bigquery_input
     from beam_ml.jobs.stream_predict import plan_stream_predict
 
