@@ -31,7 +31,8 @@ from typing import Optional
 from beam_ml.clean.masking import UDF_NAME
 from beam_ml.errors import UserError
 
-__all__ = ["MACROS_SQL", "FUNCTIONS", "java_pattern_parts", "json_pointer"]
+__all__ = ["MACROS_SQL", "FUNCTIONS", "SUPPORTED_FUNCTIONS", "SAME_NAME", "OPERATORS", "URL_PARTS", "TIME_UNITS",
+           "java_parse_format", "java_pattern_parts", "json_pointer"]
 
 
 def _mask_macros() -> list[str]:
@@ -100,12 +101,76 @@ _OTHER_MACROS = [
     "CREATE OR REPLACE TEMP MACRO bm_ts_guard(ts, tz, v) AS CASE WHEN ts IS NULL OR tz IS NULL THEN NULL ELSE v END",
 ]
 
-MACROS_SQL = ";\n".join(_mask_macros() + _OTHER_MACROS) + ";"
+# INSTR(s, sub, pos, n): the n-th occurrence from 1-based pos (a negative pos
+# searches backwards from length + pos, Java's lastIndexOf); 0 when none or a
+# NULL string. Occurrences may overlap, as with String.indexOf.
+_INSTR_ALL = ("list_filter(range(0, length(s) + 1), lambda i: substr(s, i + 1, length(sub)) = sub "
+              "AND i + length(sub) <= length(s))")
+_INSTR = ("CASE WHEN s IS NULL OR sub IS NULL THEN 0 WHEN p IS NULL OR n IS NULL THEN NULL "
+          "ELSE CAST(coalesce(CASE WHEN p >= 0 "
+          f"THEN list_filter({_INSTR_ALL}, lambda i: i >= p - 1)[n] "
+          f"ELSE list_reverse(list_filter({_INSTR_ALL}, lambda i: i <= length(s) + p))[n] END + 1, 0) AS INTEGER) END")
 
-# ksqlDB name -> {arity: the DuckDB function the call becomes}. Calls of other
-# names go to DuckDB unchanged (IFNULL, COALESCE, UCASE, LCASE, CONCAT,
-# NULLIF... have ksqlDB's semantics there already).
-FUNCTIONS: dict[str, dict[int, str]] = {
+# Java's Math.log(x) / Math.log(base), IEEE division by zero included.
+_LOG_BASE = ("CASE WHEN b IS NULL OR x IS NULL THEN NULL WHEN ln(CAST(b AS DOUBLE)) = 0 THEN "
+             "CASE WHEN isnan(ln(CAST(x AS DOUBLE))) THEN CAST('nan' AS DOUBLE) "
+             "WHEN ln(CAST(x AS DOUBLE)) > 0 THEN CAST('inf' AS DOUBLE) "
+             "WHEN ln(CAST(x AS DOUBLE)) < 0 THEN CAST('-inf' AS DOUBLE) ELSE CAST('nan' AS DOUBLE) END "
+             "ELSE ln(CAST(x AS DOUBLE)) / ln(CAST(b AS DOUBLE)) END")
+
+# RFC 3986's regular expression for a URI's parts (groups: 1 scheme, 3 host, 4 port, 5 path, 6 query, 7 fragment).
+_URL_RE = (r"^(?:([a-zA-Z][a-zA-Z0-9+.-]*):)?(?://(?:([^@/?#]*)@)?([^:/?#]*)(?::([0-9]*))?)?"
+           r"([^?#]*)(?:\?([^#]*))?(?:#(.*))?$")
+
+_KSQL_MACROS = [
+    "CREATE OR REPLACE TEMP MACRO bm_instr(s, sub) AS CASE WHEN s IS NULL OR sub IS NULL THEN 0 "
+    "ELSE CAST(instr(s, sub) AS INTEGER) END, "
+    f"(s, sub, p) AS {_INSTR.replace('[n]', '[1]').replace(' OR n IS NULL', '')}, (s, sub, p, n) AS {_INSTR}",
+    f"CREATE OR REPLACE TEMP MACRO bm_log(x) AS ln(CAST(x AS DOUBLE)), (b, x) AS {_LOG_BASE}",
+    "CREATE OR REPLACE TEMP MACRO bm_ln(x) AS ln(CAST(x AS DOUBLE))",
+    # Java's String.replace: an empty target matches before every character and at the end.
+    "CREATE OR REPLACE TEMP MACRO bm_replace(s, a, b) AS CASE WHEN s IS NULL OR a IS NULL OR b IS NULL THEN NULL "
+    "WHEN a = '' THEN b || array_to_string(list_transform(string_split(s, ''), lambda c: c || b), '') "
+    "ELSE replace(s, a, b) END",
+    "CREATE OR REPLACE TEMP MACRO bm_regexp_replace(s, p, r) AS regexp_replace(s, p, r, 'g')",
+    # ksqlDB splits keeping trailing empty strings; '' split by '' is [''].
+    "CREATE OR REPLACE TEMP MACRO bm_split(s, d) AS CASE WHEN s IS NULL OR d IS NULL THEN NULL "
+    "WHEN d = '' AND s = '' THEN [''] ELSE string_split(s, d) END",
+    "CREATE OR REPLACE TEMP MACRO bm_regexp_split_to_array(s, d) AS CASE WHEN s IS NULL OR d IS NULL THEN NULL "
+    "WHEN d = '' AND s = '' THEN [''] ELSE regexp_split_to_array(s, d) END",
+    "CREATE OR REPLACE TEMP MACRO bm_chr_code(c) AS CASE WHEN c IS NULL OR c < 0 OR c > 1114111 THEN NULL "
+    "ELSE chr(CAST(c AS INTEGER)) END",
+    r"CREATE OR REPLACE TEMP MACRO bm_chr_text(c) AS CASE WHEN regexp_full_match(c, '\\?u[0-9a-fA-F]{4}') "
+    "THEN chr(CAST(('0x' || right(c, 4)) AS INTEGER)) ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO bm_unix_timestamp() AS epoch_ms(current_timestamp), (ts) AS epoch_ms(ts)",
+    "CREATE OR REPLACE TEMP MACRO bm_unix_date() AS CAST(current_date - DATE '1970-01-01' AS INTEGER), "
+    "(d) AS CAST(d - DATE '1970-01-01' AS INTEGER)",
+    # ksqlDB's TIMESTAMP is epoch milliseconds shown in UTC: DuckDB's naive TIMESTAMP in UTC.
+    "CREATE OR REPLACE TEMP MACRO bm_as_date(t) AS CAST(t AS DATE)",
+    "CREATE OR REPLACE TEMP MACRO bm_date_ts(d) AS CAST(d AS TIMESTAMP)",
+    "CREATE OR REPLACE TEMP MACRO bm_ms_to_ts(ms) AS make_timestamp(CAST(ms AS BIGINT) * 1000)",
+    "CREATE OR REPLACE TEMP MACRO bm_convert_tz(ts, a, b) AS "
+    "CAST(timezone(b, timezone(a, CAST(ts AS TIMESTAMP))) AS TIMESTAMP)",
+    "CREATE OR REPLACE TEMP MACRO bm_parse_guard(s, f, v) AS CASE WHEN s IS NULL OR f IS NULL THEN NULL "
+    "ELSE coalesce(v, error('Failed to parse ' || s || ' with the pattern given')) END",
+    "CREATE OR REPLACE TEMP MACRO bm_elt(n, l) AS CASE WHEN n IS NULL OR n < 1 OR n > len(l) THEN NULL "
+    "ELSE l[n] END",
+    "CREATE OR REPLACE TEMP MACRO bm_url_encode_param(s) AS "
+    "replace(replace(url_encode(s), '%20', '+'), '*', '%2A')",
+    "CREATE OR REPLACE TEMP MACRO bm_url_decode_param(s) AS url_decode(replace(s, '+', ' '))",
+    f"CREATE OR REPLACE TEMP MACRO bm_url_part(u, part) AS CASE WHEN u IS NULL THEN NULL ELSE "
+    f"nullif(regexp_extract(u, '{_URL_RE}', part), '') END",
+    "CREATE OR REPLACE TEMP MACRO bm_url_extract_port(u) AS TRY_CAST(bm_url_part(u, 4) AS INTEGER)",
+    "CREATE OR REPLACE TEMP MACRO bm_url_extract_parameter(u, name) AS CASE WHEN u IS NULL OR name IS NULL "
+    "THEN NULL ELSE list_extract(list_transform(list_filter(list_transform(string_split("
+    "coalesce(bm_url_part(u, 6), ''), '&'), lambda x: string_split(x, '=')), "
+    "lambda p: bm_url_decode_param(p[1]) = name), lambda p: bm_url_decode_param(coalesce(p[2], ''))), 1) END",
+]
+
+MACROS_SQL = ";\n".join(_mask_macros() + _OTHER_MACROS + _KSQL_MACROS) + ";"
+
+# ksqlDB name -> {arity: the DuckDB function the call becomes}; arity None: any.
+FUNCTIONS: dict[str, dict[Optional[int], str]] = {
     "mask": {1: "bm_mask", 5: "bm_mask"},
     "mask_left": {2: "bm_mask_left", 6: "bm_mask_left"},
     "mask_right": {2: "bm_mask_right", 6: "bm_mask_right"},
@@ -116,10 +181,54 @@ FUNCTIONS: dict[str, dict[int, str]] = {
     "trim": {1: "bm_trim"},
     "len": {1: "bm_len"},
     "extractjsonfield": {2: "bm_extractjsonfield"},
-    "timestamptostring": {2: "bm_ts_guard", 3: "bm_ts_guard"},  # rewritten, see java_pattern_parts
+    # Rewritten at preparation (Rewriter.function): Java patterns, units, variadic lists.
+    "timestamptostring": {2: "bm_ts_guard", 3: "bm_ts_guard"},
+    "format_timestamp": {2: "bm_ts_guard", 3: "bm_ts_guard"},
+    "format_date": {2: "bm_ts_guard"},
+    "stringtotimestamp": {2: "bm_parse_guard", 3: "bm_parse_guard"},
+    "parse_timestamp": {2: "bm_parse_guard", 3: "bm_parse_guard"},
+    "parse_date": {2: "bm_parse_guard"},
+    "dateadd": {3: "+"}, "datesub": {3: "-"}, "timestampadd": {3: "+"}, "timestampsub": {3: "-"},
+    "elt": {None: "bm_elt"},
+    "chr": {1: "bm_chr_code"},
+    "url_extract_protocol": {1: "bm_url_part"}, "url_extract_host": {1: "bm_url_part"},
+    "url_extract_path": {1: "bm_url_part"}, "url_extract_query": {1: "bm_url_part"},
+    "url_extract_fragment": {1: "bm_url_part"},
+    "to_json_string": {1: "to_json"},
+    # Macros.
+    "instr": {2: "bm_instr", 3: "bm_instr", 4: "bm_instr"},
+    "log": {1: "bm_log", 2: "bm_log"},
+    "ln": {1: "bm_ln"},
+    "replace": {3: "bm_replace"},
+    "regexp_replace": {3: "bm_regexp_replace"},
+    "split": {2: "bm_split"},
+    "regexp_split_to_array": {2: "bm_regexp_split_to_array"},
+    "unix_timestamp": {0: "bm_unix_timestamp", 1: "bm_unix_timestamp"},
+    "unix_date": {0: "bm_unix_date", 1: "bm_unix_date"},
+    "convert_tz": {3: "bm_convert_tz"},
+    "url_encode_param": {1: "bm_url_encode_param"},
+    "url_decode_param": {1: "bm_url_decode_param"},
+    "url_extract_port": {1: "bm_url_extract_port"},
+    "url_extract_parameter": {2: "bm_url_extract_parameter"},
 }
+# URL_EXTRACT_* -> the group of _URL_RE holding that part.
+URL_PARTS = {"url_extract_protocol": 1, "url_extract_host": 3, "url_extract_path": 5, "url_extract_query": 6,
+             "url_extract_fragment": 7}
+# Time units of DATEADD/TIMESTAMPADD (java.util.concurrent.TimeUnit) -> DuckDB interval units.
+TIME_UNITS = {"milliseconds": "millisecond", "seconds": "second", "minutes": "minute", "hours": "hour",
+              "days": "day"}
 
+# ksqlDB functions DuckDB runs under the same name with ksqlDB's semantics
+# (checked by beam_ml.clean.conformance against ksqlDB's tests).
+SAME_NAME = frozenset({
+    "ifnull", "coalesce", "ucase", "lcase", "concat", "nullif", "abs", "ceil", "floor", "exp", "sqrt", "sign",
+    "greatest", "least", "lpad", "rpad", "initcap", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "cot",
+    "sinh", "cosh", "tanh", "degrees", "radians", "pi", "cbrt", "random",
+})
+# Operators (DuckDB's names for them) that mean in DuckDB what they mean in ksqlDB.
+OPERATORS = frozenset({"+", "-", "*", "/", "%", "||", "~~", "!~~", "//"})
 
+SUPPORTED_FUNCTIONS = frozenset(FUNCTIONS) | SAME_NAME
 # --------------------------------------------------------------------------
 # TIMESTAMPTOSTRING: java.time.format.DateTimeFormatter pattern -> strftime.
 
@@ -289,3 +398,31 @@ def literal_string(node: dict) -> Optional[str]:
     if node.get("class") == "CONSTANT" and node.get("literal", {}).get("kind") in ("STRING", "VARCHAR"):
         return node["literal"].get("text")
     return None
+
+
+
+def java_parse_format(pattern: str, where: str = "PARSE_TIMESTAMP") -> tuple[str, bool, bool]:
+    """A Java DateTimeFormatter pattern as a DuckDB strptime format, for parsing.
+
+    Returns:
+      (format, has_offset, has_date): has_offset when the text carries its zone
+      offset (then the zone argument is ignored, as in Java); has_date when the
+      pattern reads a year, month or day (else ksqlDB's default date, 1970-01-01,
+      is prepended).
+
+    Raises:
+      UserError: a letter the translation does not support (see java_pattern_parts).
+    """
+    fmt, has_offset = [], False
+    for kind, text in java_pattern_parts(pattern, where):
+        if kind == "offset":
+            fmt.append("%z")
+            has_offset = True
+        else:
+            fmt.append(text.replace("%-", "%"))
+    has_date = any(c in _strip_quoted(pattern) for c in "yuMLdD")
+    return "".join(fmt), has_offset, has_date
+
+
+def _strip_quoted(pattern: str) -> str:
+    return re.sub(r"'[^']*'", "", pattern)
