@@ -18,7 +18,9 @@ case runs through `Statement.prepare` and `Engine.run` exactly as a pipeline
 would (input values deserialised as ksqlDB's JSON format does); it *agrees*
 when the output records (key and value) are the expected ones, in order, or
 when ksqlDB expects an error and the step refuses the statement or
-dead-letters the rows.
+dead-letters the rows. Tombstones (NULL values) are not rows here: ksqlDB
+passes them through a stream without evaluating the query, so they are left
+out on both sides.
 
 A UDF check becomes ``SELECT f(args) AS R FROM events`` over one row; Java
 literals are translated (``1L`` BIGINT, ``1.5d`` DOUBLE, ``new
@@ -283,6 +285,8 @@ def express(case: QttCase) -> _Plan:
         raise _Skip(f"key format {key_format}")
     if "wrap_single_value" in props:
         raise _Skip("WRAP_SINGLE_VALUE")
+    if "timestamp" in props:
+        raise _Skip("event time from a column (WITH TIMESTAMP=)")
     if m.group(3) is None:
         raise _Skip("schema from a registry (no column list)")
     fields, keys = [], []
@@ -306,6 +310,10 @@ def express(case: QttCase) -> _Plan:
     if q.group(1).upper() == "TABLE":
         raise _Skip("tables (CREATE TABLE AS)")
     sink_props = _with_props(q.group(3) or "")
+    if "wrap_single_value" in sink_props:
+        raise _Skip("WRAP_SINGLE_VALUE")
+    if "timestamp" in sink_props:
+        raise _Skip("event time from a column (WITH TIMESTAMP=)")
     if sink_props.get("value_format", sink_props.get("format", "JSON")).upper() != "JSON":
         raise _Skip("output in another value format")
     if sink_props.get("key_format", "KAFKA").upper() not in ("KAFKA", "JSON", "NONE"):
@@ -389,7 +397,7 @@ def _coerce(v: Any, t: pa.DataType) -> Any:
             d = decimal.Decimal(str(v))
             if d.as_tuple().exponent < -t.scale:
                 raise _BadRecord(f"{v!r} has more than {t.scale} decimal places")
-            return d.quantize(decimal.Decimal(1).scaleb(-t.scale))
+            return d.quantize(decimal.Decimal(1).scaleb(-t.scale), context=decimal.Context(prec=80))
         if pa.types.is_string(t):
             if isinstance(v, str):
                 return v
@@ -525,6 +533,10 @@ def run_qtt(case: QttCase) -> Outcome:
     key_cols = [item for item in _key_items(plan) if item]
     expected = [r for r in t.get("outputs", []) if str(r.get("topic", "")).upper() == plan.sink.upper()
                 or r.get("topic") == plan.sink]
+    # A stream passes a tombstone (NULL value) through without evaluating the query; in
+    # beam_ml a tombstone never becomes a row, so those outputs are the transport's, not the statement's.
+    if any(rec.get("value") is None for rec in t.get("inputs", [])):
+        expected = [r for r in expected if r.get("value") is not None]
     del key_names
     if dead and len(produced) + len(dead) != len(expected) or (dead and not produced):
         out.agree, out.reason = False, f"{len(dead)} dead letter(s), e.g. {dead[0][:160]}"

@@ -111,11 +111,8 @@ _INSTR = ("CASE WHEN s IS NULL OR sub IS NULL THEN 0 WHEN p IS NULL OR n IS NULL
           f"THEN list_filter({_INSTR_ALL}, lambda i: i >= p - 1)[n] "
           f"ELSE list_reverse(list_filter({_INSTR_ALL}, lambda i: i <= length(s) + p))[n] END + 1, 0) AS INTEGER) END")
 
-# Java's Math.log(x) / Math.log(base), IEEE division by zero included.
-_LOG_BASE = ("CASE WHEN b IS NULL OR x IS NULL THEN NULL WHEN ln(CAST(b AS DOUBLE)) = 0 THEN "
-             "CASE WHEN isnan(ln(CAST(x AS DOUBLE))) THEN CAST('nan' AS DOUBLE) "
-             "WHEN ln(CAST(x AS DOUBLE)) > 0 THEN CAST('inf' AS DOUBLE) "
-             "WHEN ln(CAST(x AS DOUBLE)) < 0 THEN CAST('-inf' AS DOUBLE) ELSE CAST('nan' AS DOUBLE) END "
+# ksqlDB's LOG(base, x): NaN for a base <= 0 or 1, else Math.log(x) / Math.log(base).
+_LOG_BASE = ("CASE WHEN b IS NULL OR x IS NULL THEN NULL WHEN b <= 0 OR b = 1 THEN CAST('nan' AS DOUBLE) "
              "ELSE ln(CAST(x AS DOUBLE)) / ln(CAST(b AS DOUBLE)) END")
 
 # RFC 3986's regular expression for a URI's parts (groups: 1 scheme, 3 host, 4 port, 5 path, 6 query, 7 fragment).
@@ -158,8 +155,18 @@ _KSQL_MACROS = [
     "CREATE OR REPLACE TEMP MACRO bm_url_encode_param(s) AS "
     "replace(replace(url_encode(s), '%20', '+'), '*', '%2A')",
     "CREATE OR REPLACE TEMP MACRO bm_url_decode_param(s) AS url_decode(replace(s, '+', ' '))",
-    f"CREATE OR REPLACE TEMP MACRO bm_url_part(u, part) AS CASE WHEN u IS NULL THEN NULL ELSE "
-    f"nullif(regexp_extract(u, '{_URL_RE}', part), '') END",
+    # java.net.URI: an absent part is NULL, but the path is '' when empty.
+    f"CREATE OR REPLACE TEMP MACRO bm_url_part(u, part) AS CASE WHEN u IS NULL THEN NULL WHEN part = 5 "
+    f"THEN regexp_extract(u, '{_URL_RE}', part) ELSE nullif(regexp_extract(u, '{_URL_RE}', part), '') END",
+    "CREATE OR REPLACE TEMP MACRO bm_as_value(x) AS x",
+    "CREATE OR REPLACE TEMP MACRO bm_to_json_string(x) AS CASE WHEN x IS NULL THEN 'null' "
+    "ELSE CAST(to_json(x) AS VARCHAR) END",
+    # ksqlDB's argument order is (pattern, string); no match is NULL.
+    "CREATE OR REPLACE TEMP MACRO bm_regexp_extract(p, s) AS CASE WHEN regexp_matches(s, p) "
+    "THEN regexp_extract(s, p) ELSE NULL END, (p, s, g) AS CASE WHEN regexp_matches(s, p) "
+    "THEN regexp_extract(s, p, g) ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO bm_regexp_extract_all(p, s) AS regexp_extract_all(s, p), "
+    "(p, s, g) AS regexp_extract_all(s, p, g)",
     "CREATE OR REPLACE TEMP MACRO bm_url_extract_port(u) AS TRY_CAST(bm_url_part(u, 4) AS INTEGER)",
     "CREATE OR REPLACE TEMP MACRO bm_url_extract_parameter(u, name) AS CASE WHEN u IS NULL OR name IS NULL "
     "THEN NULL ELSE list_extract(list_transform(list_filter(list_transform(string_split("
@@ -194,7 +201,10 @@ FUNCTIONS: dict[str, dict[Optional[int], str]] = {
     "url_extract_protocol": {1: "bm_url_part"}, "url_extract_host": {1: "bm_url_part"},
     "url_extract_path": {1: "bm_url_part"}, "url_extract_query": {1: "bm_url_part"},
     "url_extract_fragment": {1: "bm_url_part"},
-    "to_json_string": {1: "to_json"},
+    "to_json_string": {1: "bm_to_json_string"},
+    "as_value": {1: "bm_as_value"},
+    "regexp_extract": {2: "bm_regexp_extract", 3: "bm_regexp_extract"},
+    "regexp_extract_all": {2: "bm_regexp_extract_all", 3: "bm_regexp_extract_all"},
     # Macros.
     "instr": {2: "bm_instr", 3: "bm_instr", 4: "bm_instr"},
     "log": {1: "bm_log", 2: "bm_log"},
@@ -223,10 +233,10 @@ TIME_UNITS = {"milliseconds": "millisecond", "seconds": "second", "minutes": "mi
 SAME_NAME = frozenset({
     "ifnull", "coalesce", "ucase", "lcase", "concat", "nullif", "abs", "ceil", "floor", "exp", "sqrt", "sign",
     "greatest", "least", "lpad", "rpad", "initcap", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "cot",
-    "sinh", "cosh", "tanh", "degrees", "radians", "pi", "cbrt", "random",
+    "sinh", "cosh", "tanh", "degrees", "radians", "pi", "cbrt", "random", "power", "trunc",
 })
 # Operators (DuckDB's names for them) that mean in DuckDB what they mean in ksqlDB.
-OPERATORS = frozenset({"+", "-", "*", "/", "%", "||", "~~", "!~~", "//"})
+OPERATORS = frozenset({"+", "-", "*", "/", "%", "||", "~~", "!~~", "//", "like_escape", "not_like_escape"})
 
 SUPPORTED_FUNCTIONS = frozenset(FUNCTIONS) | SAME_NAME
 # --------------------------------------------------------------------------

@@ -813,6 +813,12 @@ def parse_cached_cast(t: _Templates, precision: int, scale: int) -> dict:
     return node
 
 
+def _power_of_ten(t: _Templates, k: int) -> dict:
+    """10^k as an exact DECIMAL literal."""
+    text = format(decimal.Decimal(1).scaleb(k), "f")
+    return _decimal_literal(t, text, k + 1, 0) if k >= 0 else _decimal_literal(t, text, -k + 1, -k)
+
+
 def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
     """ksqlDB's ROUND of a DECIMAL(p, s): exact, halves towards +inf, a DECIMAL.
 
@@ -843,8 +849,7 @@ def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
     wide = parse_cached_cast(t, 38, s)
     wide["child"] = x
     # floor(x * 10^d + 0.5) * 10^-d, exactly, in DECIMAL arithmetic.
-    up = _decimal_literal(t, str(decimal.Decimal(1).scaleb(d)), max(d, 0) + 1, max(-d, 0))
-    down = _decimal_literal(t, str(decimal.Decimal(1).scaleb(-d)), max(-d, 0) + 1, max(d, 0))
+    up, down = _power_of_ten(t, d), _power_of_ten(t, -d)
     half = _decimal_literal(t, "0.5", 1, 1)
     shifted = t.call("floor", t.call("+", t.call("*", wide, up), half))
     return dict(parse_cached_cast(t, precision, scale), child=t.call("*", shifted, down), alias=alias)
