@@ -3,7 +3,7 @@
 `Statement.prepare` (beam_ml.clean.statement) drives it: `parse` (DuckDB's
 json_serialize_sql), `Rewriter.select` (the rules, ksqlDB function renames,
 KSQL_COL naming, the plan of what DuckDB computes and what the engine
-assembles, lookup joins made in Arrow), `string_plus_to_concat`, and
+assembles, lookup joins made in Arrow), `typed_rewrites`, and
 `deserialize` back to SQL text.
 """
 from __future__ import annotations
@@ -855,17 +855,20 @@ def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
     return dict(parse_cached_cast(t, precision, scale), child=t.call("*", shifted, down), alias=alias)
 
 
-def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None) -> None:
+def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag: str = "--sql") -> None:
     """Rewrites that depend on operand types, bound against the (empty) registered tables.
 
     - `a + b` with a string operand is `a || b` (ksqlDB concatenates with `+`);
     - `a / b` of two integers is integer division, as in Java (DuckDB's `/` gives a DOUBLE);
     - ROUND of a DECIMAL stays DECIMAL, computed exactly (the macro goes through DOUBLE);
+    - comparing a string with a number or a boolean is refused, as ksqlDB does;
     - CHR of a string ('\\u0041') reads the UTF-16 code it spells.
     Innermost first, so 'a' + b + 'c' works.
     """
     t = templates or _Templates(con)
     for node in _post_order(root.get("select_list", []) + [root.get("where_clause")]):
+        if node.get("class") == "COMPARISON" and node.get("type") in _NULLABLE_COMPARISONS:
+            _check_comparable(con, root, node, flag)
         if node.get("class") != "FUNCTION":
             continue
         name, args = node.get("function_name"), _args(node)
@@ -890,6 +893,28 @@ def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None) -> N
             typ = _probe_type(con, root, args[0])
             if typ is not None and pa.types.is_string(typ):
                 _rename(node, "bm_chr_text")
+
+
+def _check_comparable(con, root: dict, node: dict, flag: str) -> None:
+    """ksqlDB refuses to compare a string with a number or a boolean; DuckDB would cast one side."""
+    types = [_probe_type(con, root, node[side]) for side in ("left", "right")]
+    if any(typ is None or pa.types.is_null(typ) for typ in types):
+        return
+    kinds = {"string" if pa.types.is_string(typ) or pa.types.is_large_string(typ) else
+             "boolean" if pa.types.is_boolean(typ) else
+             "number" if kind_of(typ) == "number" else "other" for typ in types}
+    if len(kinds) == 2 and "other" not in kinds:
+        a, b = (deserialize_expression(con, root, node[side]) for side in ("left", "right"))
+        raise UserError(f"{flag}: Cannot compare {a} ({types[0]}) to {b} ({types[1]})")
+
+
+def deserialize_expression(con, root: dict, expr: dict) -> str:
+    """An expression's SQL text (for messages)."""
+    probe = copy.deepcopy(root)
+    probe["select_list"] = [dict(copy.deepcopy(expr), alias="")]
+    probe["where_clause"] = None
+    text = deserialize(con, probe)
+    return text[len("SELECT "):text.upper().rfind(" FROM ")].strip()
 
 
 def null_comparisons_false(node: Any, t: _Templates, top: bool = False) -> Any:

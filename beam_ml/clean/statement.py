@@ -174,7 +174,7 @@ class Statement:
             root["select_list"] = null_comparisons_false(root["select_list"], rewriter.t)
             if root.get("where_clause"):
                 root["where_clause"] = null_comparisons_false(root["where_clause"], rewriter.t, top=True)
-            typed_rewrites(con, root, rewriter.t)
+            typed_rewrites(con, root, rewriter.t, flag)
             query = deserialize(con, root)
             try:
                 result = con.sql(query).to_arrow_table()
