@@ -566,12 +566,15 @@ def run_qtt(case: QttCase) -> Outcome:
         if exp_upper is None:
             out.agree, out.reason = False, f"ksqlDB's value is not an object: {exp_value!r}"
             return out
-        if set(ours_upper) != set(exp_upper):
+        # ksqlDB's harness reads a missing field as NULL (its JSON rows are maps); so do we.
+        if {k for k, v in ours_upper.items() if v is not None} - set(exp_upper) or \
+                {k for k, v in exp_upper.items() if v is not None} - set(ours_upper):
             out.agree = False
             out.reason = f"columns {sorted(ours_upper)}, ksqlDB {sorted(exp_upper)}"
             return out
-        for k, e in exp_upper.items():
-            if not same(ours_upper[k], e):
+        for k in set(exp_upper) | set(ours_upper):
+            e = exp_upper.get(k)
+            if not same(ours_upper.get(k), e):
                 out.agree = False
                 out.reason = f"{k}: {_show(ours_upper[k])}, ksqlDB {json.dumps(e, default=str)}"
                 return out

@@ -148,8 +148,8 @@ _KSQL_MACROS = [
     "CREATE OR REPLACE TEMP MACRO bm_ms_to_ts(ms) AS make_timestamp(CAST(ms AS BIGINT) * 1000)",
     "CREATE OR REPLACE TEMP MACRO bm_convert_tz(ts, a, b) AS "
     "CAST(timezone(b, timezone(a, CAST(ts AS TIMESTAMP))) AS TIMESTAMP)",
-    "CREATE OR REPLACE TEMP MACRO bm_parse_guard(s, f, v) AS CASE WHEN s IS NULL OR f IS NULL THEN NULL "
-    "ELSE coalesce(v, error('Failed to parse ' || s || ' with the pattern given')) END",
+    # ksqlDB: text the pattern does not read gives NULL (its UDF throws; the expression is NULL).
+    "CREATE OR REPLACE TEMP MACRO bm_parse_guard(s, f, v) AS CASE WHEN s IS NULL OR f IS NULL THEN NULL ELSE v END",
     "CREATE OR REPLACE TEMP MACRO bm_elt(n, l) AS CASE WHEN n IS NULL OR n < 1 OR n > len(l) THEN NULL "
     "ELSE l[n] END",
     "CREATE OR REPLACE TEMP MACRO bm_url_encode_param(s) AS "
@@ -159,6 +159,42 @@ _KSQL_MACROS = [
     f"CREATE OR REPLACE TEMP MACRO bm_url_part(u, part) AS CASE WHEN u IS NULL THEN NULL WHEN part = 5 "
     f"THEN regexp_extract(u, '{_URL_RE}', part) ELSE nullif(regexp_extract(u, '{_URL_RE}', part), '') END",
     "CREATE OR REPLACE TEMP MACRO bm_as_value(x) AS x",
+    # ENCODE(s, from, to) with ksqlDB's encodings hex, utf8, ascii, base64 (others: NULL).
+    r"CREATE OR REPLACE TEMP MACRO bm_to_blob(s, enc) AS CASE lower(enc) WHEN 'hex' THEN unhex(s) "
+    r"WHEN 'utf8' THEN encode(s) WHEN 'ascii' THEN encode(regexp_replace(s, '[^\x00-\x7F]', '?', 'g')) "
+    r"WHEN 'base64' THEN from_base64(s) ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO bm_blob_ascii(b) AS array_to_string(list_transform(range(0, octet_length(b)), "
+    "lambda i: CASE WHEN CAST(('0x' || substr(hex(b), 2 * i + 1, 2)) AS INTEGER) < 128 "
+    "THEN chr(CAST(('0x' || substr(hex(b), 2 * i + 1, 2)) AS INTEGER)) ELSE chr(65533) END), '')",
+    "CREATE OR REPLACE TEMP MACRO bm_from_blob(b, enc) AS CASE lower(enc) WHEN 'hex' THEN lower(hex(b)) "
+    "WHEN 'utf8' THEN decode(b) WHEN 'ascii' THEN bm_blob_ascii(b) WHEN 'base64' THEN to_base64(b) ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO bm_encode(s, a, b) AS CASE WHEN s IS NULL OR a IS NULL OR b IS NULL THEN NULL "
+    "ELSE bm_from_blob(bm_to_blob(s, a), b) END",
+    "CREATE OR REPLACE TEMP MACRO bm_time_ts(t) AS CAST(DATE '1970-01-01' + t AS TIMESTAMP)",
+    # ksqlDB counts down when end < start (step -1 by default).
+    "CREATE OR REPLACE TEMP MACRO bm_generate_series(a, b) AS CASE WHEN a <= b THEN generate_series(a, b) "
+    "ELSE generate_series(a, b, -1) END, (a, b, st) AS CASE WHEN st = 0 THEN error('GENERATE_SERIES step cannot "
+    "be zero') ELSE generate_series(a, b, st) END",
+    # ksqlDB's LPAD/RPAD: NULL for an empty padding or a negative length (DuckDB raises).
+    "CREATE OR REPLACE TEMP MACRO bm_lpad(s, n, p) AS CASE WHEN s IS NULL OR n IS NULL OR p IS NULL OR p = '' "
+    "OR n < 0 THEN NULL ELSE lpad(s, n, p) END",
+    "CREATE OR REPLACE TEMP MACRO bm_rpad(s, n, p) AS CASE WHEN s IS NULL OR n IS NULL OR p IS NULL OR p = '' "
+    "OR n < 0 THEN NULL ELSE rpad(s, n, p) END",
+    # Haversine on a sphere of radius 6371 km (3959 miles), as ksqlDB's GEO_DISTANCE.
+    "CREATE OR REPLACE TEMP MACRO bm_haversine(la1, lo1, la2, lo2, r) AS r * 2 * asin(sqrt("
+    "power(sin(radians(CAST(la2 AS DOUBLE) - la1) / 2), 2) + cos(radians(CAST(la1 AS DOUBLE))) * "
+    "cos(radians(CAST(la2 AS DOUBLE))) * power(sin(radians(CAST(lo2 AS DOUBLE) - lo1) / 2), 2)))",
+    "CREATE OR REPLACE TEMP MACRO bm_geo_distance(la1, lo1, la2, lo2) AS bm_haversine(la1, lo1, la2, lo2, 6371.0), "
+    "(la1, lo1, la2, lo2, u) AS bm_haversine(la1, lo1, la2, lo2, CASE WHEN lower(u) IN ('mi', 'miles', 'mile') "
+    "THEN 3959.0 WHEN lower(u) IN ('km', 'kilometers', 'kilometer', 'kms') THEN 6371.0 "
+    "ELSE error('GEO_DISTANCE: unit must be KM or MI, got ' || u) END)",
+    "CREATE OR REPLACE TEMP MACRO bm_field(s, l) AS CASE WHEN s IS NULL THEN 0 "
+    "ELSE coalesce(CAST(list_position(l, s) AS INTEGER), 0) END",
+    "CREATE OR REPLACE TEMP MACRO bm_is_json_string(s) AS coalesce(json_valid(s) AND trim(s) <> '', false)",
+    "CREATE OR REPLACE TEMP MACRO bm_json_array_length(s) AS CASE WHEN json_valid(s) AND json_type(s) = 'ARRAY' "
+    "THEN CAST(json_array_length(s) AS INTEGER) ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO bm_json_keys(s) AS CASE WHEN json_valid(s) AND json_type(s) = 'OBJECT' "
+    "THEN json_keys(s) ELSE NULL END",
     "CREATE OR REPLACE TEMP MACRO bm_to_json_string(x) AS CASE WHEN x IS NULL THEN 'null' "
     "ELSE CAST(to_json(x) AS VARCHAR) END",
     # ksqlDB's argument order is (pattern, string); no match is NULL.
@@ -203,6 +239,16 @@ FUNCTIONS: dict[str, dict[Optional[int], str]] = {
     "url_extract_fragment": {1: "bm_url_part"},
     "to_json_string": {1: "bm_to_json_string"},
     "as_value": {1: "bm_as_value"},
+    "encode": {3: "bm_encode"},
+    "datetostring": {2: "bm_ts_guard"},   # rewritten like TIMESTAMPTOSTRING (days since 1970-01-01)
+    "format_time": {2: "bm_ts_guard"},    # rewritten likewise
+    "generate_series": {2: "bm_generate_series", 3: "bm_generate_series"},
+    "lpad": {3: "bm_lpad"}, "rpad": {3: "bm_rpad"},
+    "geo_distance": {4: "bm_geo_distance", 5: "bm_geo_distance"},
+    "field": {None: "bm_field"},  # rewritten: FIELD(s, a, b, ...) -> bm_field(s, [a, b, ...])
+    "is_json_string": {1: "bm_is_json_string"},
+    "json_array_length": {1: "bm_json_array_length"},
+    "json_keys": {1: "bm_json_keys"},
     "regexp_extract": {2: "bm_regexp_extract", 3: "bm_regexp_extract"},
     "regexp_extract_all": {2: "bm_regexp_extract_all", 3: "bm_regexp_extract_all"},
     # Macros.
@@ -232,7 +278,7 @@ TIME_UNITS = {"milliseconds": "millisecond", "seconds": "second", "minutes": "mi
 # (checked by beam_ml.clean.conformance against ksqlDB's tests).
 SAME_NAME = frozenset({
     "ifnull", "coalesce", "ucase", "lcase", "concat", "nullif", "abs", "ceil", "floor", "exp", "sqrt", "sign",
-    "greatest", "least", "lpad", "rpad", "initcap", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "cot",
+    "greatest", "least", "initcap", "concat_ws", "md5", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "cot",
     "sinh", "cosh", "tanh", "degrees", "radians", "pi", "cbrt", "random", "power", "trunc",
 })
 # Operators (DuckDB's names for them) that mean in DuckDB what they mean in ksqlDB.

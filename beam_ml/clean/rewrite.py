@@ -22,7 +22,7 @@ from beam_ml.clean.functions import (FUNCTIONS, OPERATORS, SAME_NAME, TIME_UNITS
                                      java_pattern_parts, json_pointer, literal_string)
 from beam_ml.errors import UserError
 
-__all__ = ["parse", "Rewriter", "deserialize", "check_join_types", "typed_rewrites", "query_input_schema",
+__all__ = ["parse", "Rewriter", "deserialize", "check_join_types", "check_types", "typed_rewrites", "query_input_schema",
            "kind_of"]
 
 _JOINS = {"INNER", "LEFT"}
@@ -327,7 +327,7 @@ class Rewriter:
         if target is None:
             counts = " or ".join(str(k) for k in sorted(FUNCTIONS[name]))
             raise self.fail(f"{name.upper()} takes {counts} arguments, got {len(args)}")
-        if name in ("timestamptostring", "format_timestamp", "format_date"):
+        if name in ("timestamptostring", "format_timestamp", "format_date", "datetostring", "format_time"):
             return self._timestamp_to_string(node, args, name)
         if name in ("stringtotimestamp", "parse_timestamp", "parse_date"):
             return self._parse_time(node, args, name)
@@ -335,6 +335,10 @@ class Rewriter:
             if not args:
                 raise self.fail("ELT takes at least 1 argument")
             return self.t.call("bm_elt", args[0], self.t.call("list_value", *args[1:]), alias=node.get("alias", ""))
+        if name == "field":
+            if not args:
+                raise self.fail("FIELD takes at least 1 argument")
+            return self.t.call("bm_field", args[0], self.t.call("list_value", *args[1:]), alias=node.get("alias", ""))
         if name in URL_PARTS:
             return self.t.call("bm_url_part", args[0], self.t.number(URL_PARTS[name]), alias=node.get("alias", ""))
         if name.startswith("mask"):
@@ -422,6 +426,10 @@ class Rewriter:
             ts = self.t.call("epoch_ms", ts)
         elif name == "format_date":
             ts = self.t.call("epoch_ms", self.t.call("bm_date_ts", ts))
+        elif name == "format_time":
+            ts = self.t.call("epoch_ms", self.t.call("bm_time_ts", ts))
+        elif name == "datetostring":
+            ts = self.t.call("*", self.t.cast_to(ts, self._bigint()), self.t.number(86_400_000))
         tz = args[2] if len(args) == 3 else self.t.text("UTC")
         pieces = [self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
                               copy.deepcopy(ts), copy.deepcopy(tz), self.t.text(text))
@@ -869,6 +877,8 @@ def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag
     for node in _post_order(root.get("select_list", []) + [root.get("where_clause")]):
         if node.get("class") == "COMPARISON" and node.get("type") in _NULLABLE_COMPARISONS:
             _check_comparable(con, root, node, flag)
+        elif node.get("class") == "OPERATOR" and node.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN"):
+            _check_in_list(con, root, node, t, flag)
         if node.get("class") != "FUNCTION":
             continue
         name, args = node.get("function_name"), _args(node)
@@ -895,14 +905,68 @@ def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag
                 _rename(node, "bm_chr_text")
 
 
-def _check_comparable(con, root: dict, node: dict, flag: str) -> None:
-    """ksqlDB refuses to compare a string with a number or a boolean; DuckDB would cast one side."""
-    types = [_probe_type(con, root, node[side]) for side in ("left", "right")]
-    if any(typ is None or pa.types.is_null(typ) for typ in types):
+def _value_kind(typ: pa.DataType) -> str:
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "string"
+    if pa.types.is_boolean(typ):
+        return "boolean"
+    return "number" if kind_of(typ) == "number" else "other"
+
+
+# ksqlDB's SqlBooleans: any prefix of true/yes or false/no, ignoring case.
+def _ksql_boolean(text: str) -> Optional[bool]:
+    t = text.strip().lower()
+    if t and ("true".startswith(t) or "yes".startswith(t)):
+        return True
+    if t and ("false".startswith(t) or "no".startswith(t)):
+        return False
+    return None
+
+
+def _check_in_list(con, root: dict, node: dict, t: _Templates, flag: str) -> None:
+    """ksqlDB's IN: string literals must read as the value's type; other kinds must match it."""
+    value, *items = node["children"]
+    vt = _probe_type(con, root, value)
+    if vt is None or pa.types.is_null(vt):
         return
-    kinds = {"string" if pa.types.is_string(typ) or pa.types.is_large_string(typ) else
-             "boolean" if pa.types.is_boolean(typ) else
-             "number" if kind_of(typ) == "number" else "other" for typ in types}
+    kind = _value_kind(vt)
+    for i, item in enumerate(items, start=1):
+        text = literal_string(item)
+        if kind == "string" and item.get("class") == "CONSTANT":
+            lit = item.get("literal", {})
+            if text is None and lit.get("kind") != "NULL_LITERAL":  # ksqlDB compares the literal's text
+                node["children"][i] = t.text(str(lit.get("text", lit.get("value", ""))).lower()
+                                             if lit.get("kind") == "BOOLEAN" else str(lit.get("text", "")))
+            continue
+        if text is not None and kind in ("number", "boolean"):
+            if kind == "boolean":
+                b = _ksql_boolean(text)
+                if b is None:
+                    raise UserError(f'{flag}: Invalid Predicate: invalid input syntax for type BOOLEAN: "{text}"')
+                node["children"][i] = parse(con, f"SELECT {'true' if b else 'false'}", "internal")["select_list"][0]
+                continue
+            try:
+                number = decimal.Decimal(text.strip())
+                if pa.types.is_integer(vt) and number != number.to_integral_value():
+                    raise ValueError(text)
+            except (ValueError, decimal.InvalidOperation):
+                raise UserError(f'{flag}: Invalid Predicate: invalid input syntax for type {vt}: "{text}"') from None
+            continue
+        it = _probe_type(con, root, item)
+        if it is None or pa.types.is_null(it):
+            continue
+        if _value_kind(it) != kind and "other" not in (kind, _value_kind(it)):
+            raise UserError(f"{flag}: Invalid Predicate: operator does not exist: {vt} = {it}")
+
+
+def _check_comparable(con, root: dict, node: dict, flag: str) -> None:
+    """ksqlDB refuses to compare a string with a number or a boolean, or NULL with anything."""
+    types = [_probe_type(con, root, node[side]) for side in ("left", "right")]
+    if any(typ is None for typ in types):
+        return
+    if all(pa.types.is_null(typ) for typ in types):
+        raise UserError(f"{flag}: Comparison with NULL not supported")
+    kinds = {_value_kind(typ) for typ in types if not pa.types.is_null(typ)}
     if len(kinds) == 2 and "other" not in kinds:
         a, b = (deserialize_expression(con, root, node[side]) for side in ("left", "right"))
         raise UserError(f"{flag}: Cannot compare {a} ({types[0]}) to {b} ({types[1]})")
@@ -915,6 +979,20 @@ def deserialize_expression(con, root: dict, expr: dict) -> str:
     probe["where_clause"] = None
     text = deserialize(con, probe)
     return text[len("SELECT "):text.upper().rfind(" FROM ")].strip()
+
+
+def check_types(con, root: dict, output: pa.Schema, flag: str) -> None:
+    """ksqlDB's type rules DuckDB is lenient about: WHERE is a BOOLEAN; no column is an untyped NULL."""
+    del output
+    for item in root.get("select_list", []):
+        if item.get("class") == "CONSTANT" and item.get("literal", {}).get("kind") == "NULL_LITERAL":
+            raise UserError(f"{flag}: Can't infer a type of null for column {item.get('alias') or 'NULL'}. Please "
+                            "explicitly cast it to a required type, e.g. CAST(null AS VARCHAR)")
+    where = root.get("where_clause")
+    if where is not None:
+        typ = _probe_type(con, root, where)
+        if typ is not None and not pa.types.is_boolean(typ):
+            raise UserError(f"{flag}: Type error in WHERE expression: Should evaluate to boolean but is {typ} instead")
 
 
 def null_comparisons_false(node: Any, t: _Templates, top: bool = False) -> Any:

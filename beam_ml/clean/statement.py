@@ -44,8 +44,8 @@ import pyarrow as pa
 
 from beam_ml.clean.duck import EVENTS, ROW_COLUMN, connect, engine_message, hidden_column
 from beam_ml.clean.ksql_text import strip_ksql
-from beam_ml.clean.rewrite import (Rewriter, check_join_types, deserialize, kind_of, null_comparisons_false, parse,
-                                   query_input_schema, typed_rewrites)
+from beam_ml.clean.rewrite import (Rewriter, check_join_types, check_types, deserialize, kind_of,
+                                   null_comparisons_false, parse, query_input_schema, typed_rewrites)
 from beam_ml.errors import UserError
 
 __all__ = ["Statement", "EVENTS", "ROW_COLUMN", "connect", "engine_message", "hidden_column", "schema_to_json",
@@ -180,6 +180,7 @@ class Statement:
                 result = con.sql(query).to_arrow_table()
             except Exception as e:  # duckdb.Error: binder, catalog, conversion...
                 raise UserError(f"{flag}: {engine_message(e)}") from None
+            check_types(con, root, result.schema, flag)
             if joins is None:
                 check_join_types(con, root, rewriter, flag)
             else:
