@@ -81,7 +81,8 @@ _OTHER_MACROS = [
     f"CREATE OR REPLACE TEMP MACRO bm_trim(s) AS trim(s, {_JAVA_SPACE})",
     "CREATE OR REPLACE TEMP MACRO bm_len(s) AS CAST(length(s) AS INTEGER)",
     # Jackson prints a JSON null found at the path as "null"; a missing path is NULL.
-    "CREATE OR REPLACE TEMP MACRO bm_extractjsonfield(j, p) AS CASE WHEN j IS NULL OR p IS NULL THEN NULL "
+    "CREATE OR REPLACE TEMP MACRO bm_extractjsonfield(j, p) AS CASE WHEN j IS NULL OR p IS NULL "
+    "OR NOT json_valid(j) THEN NULL "
     "WHEN json_type(j, p) = 'NULL' THEN 'null' ELSE json_extract_string(j, p) END",
     # TIMESTAMPTOSTRING pieces (the statement splits a Java pattern into them).
     "CREATE OR REPLACE TEMP MACRO bm_ts_local(ts, tz) AS timezone(tz, epoch_ms(CAST(ts AS BIGINT))::TIMESTAMPTZ)",
@@ -160,7 +161,13 @@ _KSQL_MACROS = [
     f"THEN regexp_extract(u, '{_URL_RE}', part) ELSE nullif(regexp_extract(u, '{_URL_RE}', part), '') END",
     "CREATE OR REPLACE TEMP MACRO bm_as_value(x) AS x",
     # ENCODE(s, from, to) with ksqlDB's encodings hex, utf8, ascii, base64 (others: NULL).
-    r"CREATE OR REPLACE TEMP MACRO bm_to_blob(s, enc) AS CASE lower(enc) WHEN 'hex' THEN unhex(s) "
+    # ksqlDB's hex text: digits, 0x-prefixed (an odd count gets a leading 0) or X'...'; else NULL.
+    r"CREATE OR REPLACE TEMP MACRO bm_hex(s) AS CASE "
+    r"WHEN regexp_full_match(s, '0x[0-9a-fA-F]*') THEN CASE WHEN length(s) % 2 = 1 THEN '0' || substr(s, 3) "
+    r"ELSE substr(s, 3) END "
+    r"WHEN regexp_full_match(s, '[xX]''[0-9a-fA-F]*''') AND length(s) % 2 = 1 THEN substr(s, 3, length(s) - 3) "
+    r"WHEN regexp_full_match(s, '[0-9a-fA-F]*') AND length(s) % 2 = 0 THEN s ELSE NULL END",
+    r"CREATE OR REPLACE TEMP MACRO bm_to_blob(s, enc) AS CASE lower(enc) WHEN 'hex' THEN unhex(bm_hex(s)) "
     r"WHEN 'utf8' THEN encode(s) WHEN 'ascii' THEN encode(regexp_replace(s, '[^\x00-\x7F]', '?', 'g')) "
     r"WHEN 'base64' THEN from_base64(s) ELSE NULL END",
     "CREATE OR REPLACE TEMP MACRO bm_blob_ascii(b) AS array_to_string(list_transform(range(0, octet_length(b)), "
@@ -197,6 +204,8 @@ _KSQL_MACROS = [
     "THEN json_keys(s) ELSE NULL END",
     "CREATE OR REPLACE TEMP MACRO bm_to_json_string(x) AS CASE WHEN x IS NULL THEN 'null' "
     "ELSE CAST(to_json(x) AS VARCHAR) END",
+    "CREATE OR REPLACE TEMP MACRO bm_to_json_timestamp(x) AS CASE WHEN x IS NULL THEN 'null' "
+    "ELSE '\"' || strftime(x, '%Y-%m-%dT%H:%M:%S.%g') || '\"' END",
     # ksqlDB's argument order is (pattern, string); no match is NULL.
     "CREATE OR REPLACE TEMP MACRO bm_regexp_extract(p, s) AS CASE WHEN regexp_matches(s, p) "
     "THEN regexp_extract(s, p) ELSE NULL END, (p, s, g) AS CASE WHEN regexp_matches(s, p) "

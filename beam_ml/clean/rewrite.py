@@ -899,6 +899,24 @@ def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag
                 if new is not None:
                     node.clear()
                     node.update(new)
+        elif name in ("greatest", "least"):
+            types = [_probe_type(con, root, a) for a in args]
+            known = [typ for typ in types if typ is not None]
+            if known and all(pa.types.is_null(typ) for typ in known):
+                raise UserError(f"{flag}: Function '{name}' cannot be resolved: all its arguments are NULL")
+            widths = {typ for typ in known if pa.types.is_integer(typ)}
+            if len(widths) > 1:
+                raise UserError(f"{flag}: Function '{name}' cannot be resolved due to ambiguous method parameters "
+                                f"({', '.join(str(typ) for typ in known)}); CAST them to one type")
+        elif name == "bm_geo_distance":
+            types = [_probe_type(con, root, a) for a in args[:4]]
+            if any(typ is not None and (pa.types.is_string(typ) or pa.types.is_large_string(typ)) for typ in types):
+                raise UserError(f"{flag}: Function 'geo_distance' does not accept parameters "
+                                f"({', '.join(str(typ) for typ in types)})")
+        elif name == "bm_to_json_string":
+            typ = _probe_type(con, root, args[0])
+            if typ is not None and pa.types.is_timestamp(typ):  # Jackson writes ksqlDB's ISO form
+                _rename(node, "bm_to_json_timestamp")
         elif name == "bm_chr_code":
             typ = _probe_type(con, root, args[0])
             if typ is not None and pa.types.is_string(typ):
