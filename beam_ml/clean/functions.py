@@ -120,6 +120,17 @@ _LOG_BASE = ("CASE WHEN b IS NULL OR x IS NULL THEN NULL WHEN b <= 0 OR b = 1 TH
 _URL_RE = (r"^(?:([a-zA-Z][a-zA-Z0-9+.-]*):)?(?://(?:([^@/?#]*)@)?([^:/?#]*)(?::([0-9]*))?)?"
            r"([^?#]*)(?:\?([^#]*))?(?:#(.*))?$")
 
+# A Java pattern that comes from a column is translated per row: each letter run becomes a
+# private-use placeholder, then the placeholder the timestamp's field (strftime needs a constant format).
+_JAVA_RUNTIME_RULES = [("yyyy", "%Y"), ("yy", "%y"), ("MMMM", "%B"), ("MMM", "%b"), ("MM", "%m"), ("dd", "%d"),
+                       ("HH", "%H"), ("hh", "%I"), ("mm", "%M"), ("ss", "%S"), ("SSS", "%g"), ("EEEE", "%A"),
+                       ("EEE", "%a"), ("a", "%p")]
+_TOKENS = "p"
+_FILL = "q"
+for _i, (_java, _code) in enumerate(_JAVA_RUNTIME_RULES):
+    _TOKENS = f"replace({_TOKENS}, '{_java}', '{chr(0xE000 + _i)}')"
+    _FILL = f"replace({_FILL}, '{chr(0xE000 + _i)}', strftime(t, '{_code}'))"
+
 _KSQL_MACROS = [
     "CREATE OR REPLACE TEMP MACRO bm_instr(s, sub) AS CASE WHEN s IS NULL OR sub IS NULL THEN 0 "
     "ELSE CAST(instr(s, sub) AS INTEGER) END, "
@@ -138,7 +149,11 @@ _KSQL_MACROS = [
     "WHEN d = '' AND s = '' THEN [''] ELSE regexp_split_to_array(s, d) END",
     "CREATE OR REPLACE TEMP MACRO bm_chr_code(c) AS CASE WHEN c IS NULL OR c < 0 OR c > 1114111 THEN NULL "
     "ELSE chr(CAST(c AS INTEGER)) END",
-    r"CREATE OR REPLACE TEMP MACRO bm_chr_text(c) AS CASE WHEN regexp_full_match(c, '\\?u[0-9a-fA-F]{4}') "
+    # A UTF-16 surrogate pair spelled \\uD8xx\\uDCxx is one code point.
+    r"CREATE OR REPLACE TEMP MACRO bm_chr_text(c) AS CASE WHEN regexp_full_match(c, "
+    r"'\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}') THEN chr(65536 + "
+    r"(CAST(('0x' || substr(c, 3, 4)) AS INTEGER) - 55296) * 1024 + CAST(('0x' || substr(c, 9, 4)) AS INTEGER) "
+    r"- 56320) WHEN regexp_full_match(c, '\\?u[0-9a-fA-F]{4}') "
     "THEN chr(CAST(('0x' || right(c, 4)) AS INTEGER)) ELSE NULL END",
     "CREATE OR REPLACE TEMP MACRO bm_unix_timestamp() AS epoch_ms(current_timestamp), (ts) AS epoch_ms(ts)",
     "CREATE OR REPLACE TEMP MACRO bm_unix_date() AS CAST(current_date - DATE '1970-01-01' AS INTEGER), "
@@ -177,6 +192,12 @@ _KSQL_MACROS = [
     "WHEN 'utf8' THEN decode(b) WHEN 'ascii' THEN bm_blob_ascii(b) WHEN 'base64' THEN to_base64(b) ELSE NULL END",
     "CREATE OR REPLACE TEMP MACRO bm_encode(s, a, b) AS CASE WHEN s IS NULL OR a IS NULL OR b IS NULL THEN NULL "
     "ELSE bm_from_blob(bm_to_blob(s, a), b) END",
+    f"CREATE OR REPLACE TEMP MACRO bm_java_tokens(p) AS {_TOKENS}",
+    "CREATE OR REPLACE TEMP MACRO bm_java_fill(t, q, p) AS CASE WHEN q IS NULL THEN NULL "
+    "WHEN regexp_matches(q, '[A-Za-z'']') THEN error('pattern ' || p || ': from a column, only the letters "
+    "yyyy yy MMMM MMM MM dd HH hh mm ss SSS EEEE EEE a are translated (use a literal pattern)') "
+    f"ELSE {_FILL} END",
+    "CREATE OR REPLACE TEMP MACRO bm_ts_runtime(ts, tz, p) AS bm_java_fill(bm_ts_local(ts, tz), bm_java_tokens(p), p)",
     "CREATE OR REPLACE TEMP MACRO bm_time_ts(t) AS CAST(DATE '1970-01-01' + t AS TIMESTAMP)",
     # ksqlDB counts down when end < start (step -1 by default).
     "CREATE OR REPLACE TEMP MACRO bm_generate_series(a, b) AS CASE WHEN a <= b THEN generate_series(a, b) "

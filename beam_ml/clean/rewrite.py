@@ -416,11 +416,15 @@ class Rewriter:
         shown = name.upper()
         pattern = literal_string(args[1])
         if pattern is None:
-            raise self.fail(f"{shown}: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
-        try:
-            parts = java_pattern_parts(pattern, shown)
-        except UserError as e:
-            raise self.fail(str(e)) from None
+            # A pattern from a column: translated per row (the common letters only; others are an error).
+            if name not in ("format_date", "datetostring", "format_time", "timestamptostring", "format_timestamp"):
+                raise self.fail(f"{shown}: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
+            parts = [("runtime", "")]
+        else:
+            try:
+                parts = java_pattern_parts(pattern, shown)
+            except UserError as e:
+                raise self.fail(str(e)) from None
         ts = args[0]
         if name == "format_timestamp":
             ts = self.t.call("epoch_ms", ts)
@@ -431,7 +435,9 @@ class Rewriter:
         elif name == "datetostring":
             ts = self.t.call("*", self.t.cast_to(ts, self._bigint()), self.t.number(86_400_000))
         tz = args[2] if len(args) == 3 else self.t.text("UTC")
-        pieces = [self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
+        pieces = [self.t.call("bm_ts_runtime", copy.deepcopy(ts), copy.deepcopy(tz), copy.deepcopy(args[1]))
+                  if kind == "runtime" else
+                  self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
                               copy.deepcopy(ts), copy.deepcopy(tz), self.t.text(text))
                   for kind, text in parts]
         if not pieces:
@@ -905,7 +911,8 @@ def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag
             if known and all(pa.types.is_null(typ) for typ in known):
                 raise UserError(f"{flag}: Function '{name}' cannot be resolved: all its arguments are NULL")
             widths = {typ for typ in known if pa.types.is_integer(typ)}
-            if len(widths) > 1:
+            wider = any(pa.types.is_floating(typ) or pa.types.is_decimal(typ) for typ in known)
+            if len(widths) > 1 and not wider:  # INT with BIGINT is ambiguous in ksqlDB; a DOUBLE resolves it
                 raise UserError(f"{flag}: Function '{name}' cannot be resolved due to ambiguous method parameters "
                                 f"({', '.join(str(typ) for typ in known)}); CAST them to one type")
         elif name == "bm_geo_distance":
