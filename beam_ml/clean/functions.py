@@ -81,8 +81,7 @@ _OTHER_MACROS = [
     f"CREATE OR REPLACE TEMP MACRO bm_trim(s) AS trim(s, {_JAVA_SPACE})",
     "CREATE OR REPLACE TEMP MACRO bm_len(s) AS CAST(length(s) AS INTEGER)",
     # Jackson prints a JSON null found at the path as "null"; a missing path is NULL.
-    "CREATE OR REPLACE TEMP MACRO bm_extractjsonfield(j, p) AS CASE WHEN j IS NULL OR p IS NULL "
-    "OR NOT json_valid(j) THEN NULL "
+    "CREATE OR REPLACE TEMP MACRO bm_extractjsonfield(j, p) AS CASE WHEN j IS NULL OR p IS NULL THEN NULL "
     "WHEN json_type(j, p) = 'NULL' THEN 'null' ELSE json_extract_string(j, p) END",
     # TIMESTAMPTOSTRING pieces (the statement splits a Java pattern into them).
     "CREATE OR REPLACE TEMP MACRO bm_ts_local(ts, tz) AS timezone(tz, epoch_ms(CAST(ts AS BIGINT))::TIMESTAMPTZ)",
