@@ -196,7 +196,9 @@ _KSQL_MACROS = [
     "WHEN regexp_matches(q, '[A-Za-z'']') THEN error('pattern ' || p || ': from a column, only the letters "
     "yyyy yy MMMM MMM MM dd HH hh mm ss SSS EEEE EEE a are translated (use a literal pattern)') "
     f"ELSE {_FILL} END",
-    "CREATE OR REPLACE TEMP MACRO bm_ts_runtime(ts, tz, p) AS bm_java_fill(bm_ts_local(ts, tz), bm_java_tokens(p), p)",
+    # Quoted text ('...') is kept as it is: the odd pieces of the pattern split on quotes.
+    "CREATE OR REPLACE TEMP MACRO bm_ts_runtime(ts, tz, p) AS array_to_string(list_transform(string_split(p, ''''), "
+    "lambda x, i: CASE WHEN i % 2 = 1 THEN bm_java_fill(bm_ts_local(ts, tz), bm_java_tokens(x), p) ELSE x END), '')",
     "CREATE OR REPLACE TEMP MACRO bm_time_ts(t) AS CAST(DATE '1970-01-01' + t AS TIMESTAMP)",
     # ksqlDB counts down when end < start (step -1 by default).
     "CREATE OR REPLACE TEMP MACRO bm_generate_series(a, b) AS CASE WHEN a <= b THEN generate_series(a, b) "

@@ -977,6 +977,13 @@ def _check_in_list(con, root: dict, node: dict, t: _Templates, flag: str) -> Non
             except (ValueError, decimal.InvalidOperation):
                 raise UserError(f'{flag}: Invalid Predicate: invalid input syntax for type {vt}: "{text}"') from None
             continue
+        lit = item.get("literal", {}) if item.get("class") == "CONSTANT" else {}
+        if pa.types.is_integer(vt) and vt.bit_width < 64 and lit.get("kind") in ("INTEGER", "BIGINT", "HUGEINT") \
+                and not -(1 << (vt.bit_width - 1)) <= int(lit.get("text", 0)) < (1 << (vt.bit_width - 1)):
+            # A literal wider than the column: compare as BIGINT (DuckDB would cast the literal down and fail).
+            bigint = parse(con, "SELECT CAST(1 AS BIGINT)", "internal")["select_list"][0]
+            node["children"][0] = t.cast_to(node["children"][0], bigint)
+            vt = pa.int64()
         it = _probe_type(con, root, item)
         if it is None or pa.types.is_null(it):
             continue
