@@ -714,19 +714,37 @@ def _sql_of(v: _Java) -> str:
     return "NULL" if v.value is None else f"CAST(NULL AS {v.value})"
 
 
+_RESULT = re.compile(r"(?:final\s+)?\w+(?:<[^>]*>)?\s+(\w+)\s*=\s*(\w+\.\w+\(.*\));$")
+_ASSIGNMENT = re.compile(r"(?:final\s+)?\w+(?:<[^>]*>)?\s+\w+\s*=\s*\w+\.\w+\(")
+
+
 def _statements(java: str) -> Iterator[tuple[int, str]]:
-    """(line, text) of each assertThat/assertThrows statement, joined over lines."""
+    """(line, text) of each assertThat/assertThrows statement, joined over lines.
+
+    `final String result = udf.f(args);` followed by `assertThat(result, ...)` is
+    yielded as `assertThat(udf.f(args), ...)`.
+    """
     lines = java.splitlines()
+    results: dict[str, str] = {}
     i = 0
     while i < len(lines):
         s = lines[i].strip()
+        start, text = i + 1, s
         if s.startswith(("assertThat(", "assertThrows(", "final Exception e = assertThrows(",
-                         "Exception e = assertThrows(")):
-            start, text = i + 1, s
+                         "Exception e = assertThrows(")) or _ASSIGNMENT.match(s):
             while not text.rstrip().endswith(";") and i + 1 < len(lines):
                 i += 1
                 text += " " + lines[i].strip()
-            yield start, text
+            m = _RESULT.match(text)
+            if m and not text.startswith("assert"):
+                results[m.group(1)] = m.group(2)
+            elif text.startswith("assertThat("):
+                m = re.match(r"assertThat\(\s*(\w+)\s*,", text)
+                if m and m.group(1) in results:
+                    text = f"assertThat({results[m.group(1)]}, {text[m.end():].lstrip()}"
+                yield start, text
+            else:
+                yield start, text
         i += 1
 
 
