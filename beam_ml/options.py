@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
-    "kafka_client_config",
     "FLAG_ALIASES",
 ]
 
@@ -385,7 +385,6 @@ def _check_batch_sizes(opts) -> None:
 def _check_model_dir(opts) -> None:
     if not opts.model_dir:
         raise UserError("--model_dir: required (e.g. out/fraud/model)")
-    from beam_ml import fs  # local paths and gs:// alike (a gs:// "directory" is a prefix)
 
     if not fs.exists(opts.model_dir):
         raise UserError(f"--model_dir: not found: {opts.model_dir}")
@@ -581,55 +580,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
     def topics(self) -> list[str]:
         """The --input_topic value split at commas."""
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
-
-
-# KafkaClientConfig field -> the flag that sets it, for error messages.
-_KAFKA_FLAG_FOR_FIELD = {
-    "bootstrap_servers": "--bootstrap_servers",
-    "security_protocol": "--security_protocol",
-    "sasl_mechanism": "--sasl_mechanism",
-    "sasl_plain_username": "--sasl_username",
-    "sasl_plain_password": "--sasl_password",
-    "ssl_cafile": "--ssl_cafile",
-}
-
-
-def kafka_client_config(options: PipelineOptions):
-    """The validated `KafkaClientConfig` of the Kafka flags and --kafka_config file.
-
-    A flag given on the command line wins over the file; --bootstrap_servers'
-    default (localhost:9092) applies only when neither sets it.
-
-    Raises:
-      UserError: naming the flag (or the file key) that is wrong.
-    """
-    from beam_ml.io.kafka.config import KafkaClientConfig
-
-    opts = options.view_as(KafkaOptions)
-    given = options.get_all_options(drop_default=True)
-    try:
-        config = KafkaClientConfig.load(
-            opts.kafka_config,
-            bootstrap_servers=given.get("bootstrap_servers"),
-            security_protocol=opts.security_protocol,
-            sasl_mechanism=opts.sasl_mechanism,
-            sasl_plain_username=opts.sasl_username,
-            sasl_plain_password=opts.sasl_password,
-            ssl_cafile=opts.ssl_cafile,
-        )
-        if not config.bootstrap_servers:
-            config = config.with_overrides(bootstrap_servers=opts.bootstrap_servers)
-
-        def label(field: str) -> str:
-            name = _KAFKA_FLAG_FOR_FIELD.get(field)
-            if not opts.kafka_config:
-                return name or field
-            in_file = f"{field} in --kafka_config {opts.kafka_config}"
-            return f"{name} (or {in_file})" if name else in_file
-
-        return config.validate(label=label)
-    except ValueError as e:
-        raise UserError(str(e))
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
