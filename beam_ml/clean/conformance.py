@@ -767,22 +767,30 @@ def _balanced(text: str, start: int) -> int:
     raise _Skip("unbalanced parentheses")
 
 
-def _udf_call(text: str) -> tuple[str, list[str], int]:
+def _udf_call(text: str, cls: str = "") -> tuple[str, list[str], int]:
+    """(ksqlDB function, SQL arguments, end of the call) of the first `obj.method(...)` in `text`.
+
+    The function is the method's name, or the UDF class's (MaskLeft.mask is MASK_LEFT).
+    """
     m = re.search(r"\b\w+\.(\w+)\(", text)
     if m is None:
         raise _Skip("no udf call")
     end = _balanced(text, m.end() - 1)
     args = [_sql_of(v) for v in _java_values(text[m.end():end])] if text[m.end():end].strip() else []
-    return m.group(1).lower(), args, end
+    name = m.group(1).lower()
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower()
+    if snake != name and snake.startswith(name + "_"):
+        name = snake
+    return name, args, end
 
 
-def _parse_check(where: str, text: str) -> UdfCheck:
+def _parse_check(where: str, text: str, cls: str = "") -> UdfCheck:
     if text.startswith(("assertThrows(", "final Exception", "Exception")):
         body = text[text.index("->") + 2:] if "->" in text else ""
-        name, args, _ = _udf_call(body)
+        name, args, _ = _udf_call(body, cls)
         return UdfCheck(where, name, args, throws=True)
     inner = text[len("assertThat("):]
-    name, args, end = _udf_call(inner)
+    name, args, end = _udf_call(inner, cls)
     matcher = inner[end + 1:].strip().lstrip(",").strip()
     matcher = re.sub(r"\)\s*;\s*$", "", matcher).strip()
     if re.fullmatch(r"(is\()?\s*nullValue\(\)\s*\)?|is\(\s*\(\w+\)\s*null\s*\)|is\(\s*null\s*\)", matcher):
@@ -807,7 +815,7 @@ def udf_checks(directory: str) -> Iterator[tuple[str, Optional[UdfCheck], Option
         for line, text in _statements(java):
             where = f"{os.path.basename(path)}:{line}"
             try:
-                yield where, _parse_check(where, text), None
+                yield where, _parse_check(where, text, os.path.basename(path)[:-len("Test.java")]), None
             except _Skip as s:
                 yield where, None, str(s)
 
