@@ -6,6 +6,7 @@ in it); without it these tests skip. The goals are behaviour (rows agree), not t
 from __future__ import annotations
 
 import datetime
+import decimal
 import os
 
 import pyarrow as pa
@@ -102,7 +103,6 @@ def test_log_replace_regexp_replace_split():
 
 def test_decimal_cast_overflow_is_null_and_round_keeps_decimal():
     schema = pa.schema([("v", pa.decimal128(33, 16))])
-    import decimal  # pylint: disable=import-outside-toplevel
     v = decimal.Decimal("12345678987654321.2345678987654321")
     r = _run("SELECT CAST(10 AS DECIMAL(2,1)) AS c, ROUND(v) AS r0, ROUND(v, 2) AS r2 FROM events", schema, [{"v": v}])
     row = r.table.to_pylist()[0]

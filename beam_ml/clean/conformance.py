@@ -294,7 +294,7 @@ def express(case: QttCase) -> _Plan:
         parts = col.split(None, 1)
         if len(parts) != 2:
             raise _Skip("unreadable column list")
-        name, quoted = _unquote(parts[0])
+        name, _ = _unquote(parts[0])
         rest = parts[1].strip()
         if re.search(r"\bHEADERS?\b", rest, re.IGNORECASE):
             raise _Skip("header columns")
@@ -302,7 +302,6 @@ def express(case: QttCase) -> _Plan:
         if key:
             rest = rest[:key.start()]
             keys.append(name)
-        del quoted
         typ = _column_type(rest)
         if pa.types.is_binary(typ):
             raise _Skip("BYTES columns (beam_ml's record readers give text, never BYTES)")
@@ -531,7 +530,6 @@ def run_qtt(case: QttCase) -> Outcome:
             msg = expect_error.get("message", expect_error.get("type", "")) if isinstance(expect_error, dict) else ""
             out.agree, out.reason = False, f"ksqlDB fails ({str(msg)[:120]}); the step ran"
         return out
-    key_names = {k.upper() for k in plan.keys}
     # Output columns that are the source's key selected as it is (possibly renamed) form the output key.
     key_cols = [item for item in _key_items(plan) if item]
     expected = [r for r in t.get("outputs", []) if str(r.get("topic", "")).upper() == plan.sink.upper()
@@ -540,7 +538,6 @@ def run_qtt(case: QttCase) -> Outcome:
     # beam_ml a tombstone never becomes a row, so those outputs are the transport's, not the statement's.
     if any(rec.get("value") is None for rec in t.get("inputs", [])):
         expected = [r for r in expected if r.get("value") is not None]
-    del key_names
     if dead and len(produced) + len(dead) != len(expected) or (dead and not produced):
         out.agree, out.reason = False, f"{len(dead)} dead letter(s), e.g. {dead[0][:160]}"
         return out

@@ -815,12 +815,12 @@ def _rename(node: dict, name: str) -> None:
 
 
 def _decimal_literal(t: _Templates, text: str, precision: int, scale: int) -> dict:
-    node = parse_cached_cast(t, precision, scale)
+    node = _decimal_cast(t, precision, scale)
     node["child"] = t.text(text)
     return node
 
 
-def parse_cached_cast(t: _Templates, precision: int, scale: int) -> dict:
+def _decimal_cast(t: _Templates, precision: int, scale: int) -> dict:
     node = copy.deepcopy(t.decimal_cast)
     width, scale_node = node["type_expr"]["children"]
     width["literal"]["text"], scale_node["literal"]["text"] = str(precision), str(scale)
@@ -847,7 +847,7 @@ def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
         lit = args[1].get("literal", {}) if args[1].get("class") == "CONSTANT" else {}
         if lit.get("kind") == "NULL_LITERAL" or args[1].get("class") == "CAST" and \
                 args[1]["child"].get("literal", {}).get("kind") == "NULL_LITERAL":
-            return dict(parse_cached_cast(t, min(p + 1, 38), s), child=t.text(""), alias=alias) | {"try_cast": True}
+            return dict(_decimal_cast(t, min(p + 1, 38), s), child=t.text(""), alias=alias) | {"try_cast": True}
         if args[1].get("class") == "CAST":
             lit = args[1]["child"].get("literal", {}) if args[1]["child"].get("class") == "CONSTANT" else {}
         try:
@@ -859,14 +859,14 @@ def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
     else:
         precision, scale = min(p + 1, 38), s
     if d >= s:
-        return dict(parse_cached_cast(t, precision, scale), child=x, alias=alias)
-    wide = parse_cached_cast(t, 38, s)
+        return dict(_decimal_cast(t, precision, scale), child=x, alias=alias)
+    wide = _decimal_cast(t, 38, s)
     wide["child"] = x
     # floor(x * 10^d + 0.5) * 10^-d, exactly, in DECIMAL arithmetic.
     up, down = _power_of_ten(t, d), _power_of_ten(t, -d)
     half = _decimal_literal(t, "0.5", 1, 1)
     shifted = t.call("floor", t.call("+", t.call("*", wide, up), half))
-    return dict(parse_cached_cast(t, precision, scale), child=t.call("*", shifted, down), alias=alias)
+    return dict(_decimal_cast(t, precision, scale), child=t.call("*", shifted, down), alias=alias)
 
 
 def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag: str = "--sql") -> None:
