@@ -20,8 +20,11 @@ for the default count.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
-from typing import Any, Optional, Sequence, Type
+import uuid
+from typing import Any, Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -34,6 +37,7 @@ __all__ = [
     "declared_flags",
     "TrainOptions",
     "PredictOptions",
+    "ServeOptions",
     "BatchPredictOptions",
     "StreamPredictOptions",
     "ProduceOptions",
@@ -45,7 +49,9 @@ __all__ = [
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
+    "secret_flag_value",
     "FLAG_ALIASES",
+    "OutputOptions",
 ]
 
 
@@ -151,7 +157,9 @@ flag("selection_rule", default="one_se", choices=["one_se", "best"],
           "standard error of the best; best = the highest validation score")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
-flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
+     help="print everything: TensorFlow's C++ logs, Keras' per-epoch lines (--verbose=1: progress bars), Beam's "
+          "INFO logs (default: quiet, progress lines and a summary)")
 
 # -------------------------------------------------------------- serving
 flag("model_dir", help="an exported model: a model root (its latest version is served), "
@@ -168,6 +176,17 @@ flag("model_reload", default="poll", choices=["poll", "side_input", "none"],
      help="hot reload of new model versions: poll the model root inside RunInference (every runner), "
           "side_input (runners with streaming side inputs, e.g. Dataflow), or none (pin the version found at start)")
 flag("reload_interval", type=float, default=10.0, help="seconds between checks for a new model version")
+flag("server", help="URL of a running `python -m pipelines.serve` (e.g. http://127.0.0.1:8501): score there "
+                    "instead of loading TensorFlow here")
+flag("model_name", default="model", help="the model's name in the server's URLs (/v1/models/NAME), as in TF Serving")
+flag("host", help="address the server binds (default 127.0.0.1; 0.0.0.0 when AIP_HTTP_PORT is set, on Vertex AI)")
+flag("port", type=int, help="port the server listens on (default $AIP_HTTP_PORT, else 8501)")
+flag("batch_timeout_micros", type=int, default=0,
+     help="server batching: once the model finishes a batch, how long to wait for the next one to fill up to "
+          "--max_batch_size (microseconds; a request arriving while the model is idle never waits)")
+flag("max_request_bytes", type=int, default=8 * 1024 * 1024, help="largest request body the server accepts (413)")
+flag("drain_timeout", type=float, default=30.0,
+     help="on SIGTERM, seconds the server waits for requests in flight before it exits")
 
 # ---------------------------------------------------------------- Kafka
 # Beam's KafkaStreamsRunnerOptions defines the same flag: same meaning, same default.
@@ -180,8 +199,15 @@ flag("security_protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_S
 flag("sasl_mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
      help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT")
 flag("sasl_username", help="SASL user name")
-flag("sasl_password", help="SASL password (prefer --kafka_config)")
-flag("ssl_cafile", help="PEM CA certificate to verify the brokers with")
+flag("sasl_password", help="SASL password (prefer --sasl_password_file, --sasl_password_env or --kafka_config; "
+                            "a flag value is kept out of the options Beam displays)")
+flag("sasl_password_file", help="a file whose first line is the SASL password")
+flag("sasl_password_env", help="an environment variable holding the SASL password")
+flag("ssl_cafile", help="PEM CA certificate to verify the brokers with (their host name is checked too)")
+flag("ssl_certfile", help="PEM client certificate, for mutual TLS")
+flag("ssl_keyfile", help="PEM client private key, for mutual TLS (may be encrypted: --ssl_password)")
+flag("ssl_password", help="password of an encrypted --ssl_keyfile (a flag value is kept out of the options "
+                          "Beam displays; ssl.key.password in --kafka_config works too)")
 flag("group_id", help="Kafka consumer group: start from its committed offsets and commit after each bundle's "
                       "outputs are written (none: nothing is committed)")
 flag("start", default="committed",
@@ -251,6 +277,30 @@ flag("schema_sample", type=int, default=1000,
      help="records read from the start of the topic(s) to infer the table's columns, when neither --spec, "
           "--model_dir nor --avro_schema gives them")
 
+# Google's template authentication parameters. Secret ids are read as local files or env:NAME
+# (Secret Manager is not reachable here); stores may be JKS or PKCS12 (converted with pyjks).
+flag("kafka_read_authentication_mode", choices=["NONE", "TLS", "SASL_PLAIN", "SASL_SCRAM_512"],
+     help="as Google's template: SASL_PLAIN = SASL_SSL + PLAIN, SASL_SCRAM_512 = SASL_SSL + SCRAM-SHA-512, "
+          "TLS = SSL (with a keystore: mutual TLS)")
+for _name, _help in (("username_secret_id", "SASL_PLAIN user"), ("password_secret_id", "SASL_PLAIN password"),
+                     ("sasl_scram_username_secret_id", "SASL_SCRAM_512 user"),
+                     ("sasl_scram_password_secret_id", "SASL_SCRAM_512 password"),
+                     ("truststore_password_secret_id", "truststore password"),
+                     ("keystore_password_secret_id", "keystore password"),
+                     ("key_password_secret_id", "client key password"),
+                     ("sasl_scram_truststore_password_secret_id", "SASL_SCRAM_512 truststore password")):
+    flag(f"kafka_read_{_name}", help=f"the {_help}: a local file holding it, or env:NAME")
+flag("kafka_read_truststore_location", help="JKS/PKCS12 (or PEM) truststore of the brokers' CA (TLS, SASL_PLAIN)")
+flag("kafka_read_keystore_location", help="JKS/PKCS12 keystore with the client key and certificate (TLS)")
+flag("kafka_read_sasl_scram_truststore_location", help="JKS/PKCS12 truststore for SASL_SCRAM_512")
+KAFKA_TEMPLATE_AUTH_FLAGS = ("kafka_read_authentication_mode", "kafka_read_username_secret_id",
+                             "kafka_read_password_secret_id", "kafka_read_sasl_scram_username_secret_id",
+                             "kafka_read_sasl_scram_password_secret_id", "kafka_read_truststore_location",
+                             "kafka_read_truststore_password_secret_id", "kafka_read_keystore_location",
+                             "kafka_read_keystore_password_secret_id", "kafka_read_key_password_secret_id",
+                             "kafka_read_sasl_scram_truststore_location",
+                             "kafka_read_sasl_scram_truststore_password_secret_id")
+
 # Google's Kafka-to-BigQuery Dataflow template names its parameters in camelCase; beam_ml
 # accepts them as aliases of its own flags, and the kafka_to_bigquery Flex Template
 # metadata shows them (templates/flex.py).
@@ -263,6 +313,8 @@ KAFKA_TO_BIGQUERY_TEMPLATE_NAMES = {
     "start": "kafkaReadOffset",
     "create_disposition": "createDisposition",
     "write_disposition": "writeDisposition",
+    **{name: "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
+       for name in KAFKA_TEMPLATE_AUTH_FLAGS},
 }
 
 # Flags whose natural name Beam already uses for something else, and other names a flag is known by.
@@ -366,13 +418,53 @@ class PredictOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml predict"
-    FLAGS = ("model_dir", "json", "input")
+    FLAGS = ("model_dir", "json", "input", "server", "model_name")
 
     def validated(self) -> "PredictOptions":
-        if not self.model_dir:
-            raise UserError("--model_dir: required")
+        if not self.model_dir and not self.server:
+            raise UserError("--model_dir: required (or --server=URL of a running model server)")
+        if self.model_dir and self.server:
+            raise UserError("--server: give either --model_dir (score here) or --server (score there), not both")
         if bool(self.json_records) == bool(self.input):
             raise UserError("give exactly one of --json or --input")
+        return self
+
+
+class ServeOptions(PipelineOptions):
+    """Flags of `python -m pipelines.serve` (Vertex AI's AIP_* variables fill in what is not given)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml model server"
+    FLAGS = ("model_dir", "model_name", "host", "port", "max_batch_size", "batch_timeout_micros",
+             "max_request_bytes", "reload_interval", "drain_timeout")
+
+    def validated(self, environ: Optional[Mapping[str, str]] = None) -> "ServeOptions":
+        """Checks the flags; fills --model_dir, --port and --host from Vertex AI's variables when not given."""
+        env = os.environ if environ is None else environ
+        if not self.model_dir:
+            self.model_dir = env.get("AIP_STORAGE_URI")
+        if not self.model_dir:
+            raise UserError("--model_dir: required (or set AIP_STORAGE_URI)")
+        if self.port is None:
+            aip_port = env.get("AIP_HTTP_PORT")
+            try:
+                self.port = int(aip_port) if aip_port else 8501
+            except ValueError:
+                raise UserError(f"AIP_HTTP_PORT: expected a port number, got {aip_port!r}")
+        if self.host is None:
+            self.host = "0.0.0.0" if env.get("AIP_HTTP_PORT") else "127.0.0.1"
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port: expected 0..65535, got {self.port}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.model_name or ""):
+            raise UserError(f"--model_name: expected letters, digits, '_', '.', '-', got {self.model_name!r}")
+        for name, low in (("max_batch_size", 1), ("batch_timeout_micros", 0), ("max_request_bytes", 1)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name}: expected >= {low}, got {getattr(self, name)}")
+        for name in ("reload_interval", "drain_timeout"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name}: expected seconds > 0, got {getattr(self, name)}")
+        _check_model_dir(self)
         return self
 
 
@@ -496,6 +588,14 @@ class ProduceOptions(PipelineOptions):
         return self
 
 
+class OutputOptions(PipelineOptions):
+    """What every command prints (see beam_ml.logs); parse_pipeline_options adds it to every pipeline's classes."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml output"
+    FLAGS = ("verbose",)
+
+
 class KafkaOptions(PipelineOptions):
     """Flags for reaching a Kafka cluster; every value can also come from --kafka_config (flags win)."""
 
@@ -503,7 +603,8 @@ class KafkaOptions(PipelineOptions):
 
     GROUP = "beam_ml Kafka connection"
     FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
-             "sasl_password", "ssl_cafile")
+             "sasl_password", "sasl_password_file", "sasl_password_env", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+             "ssl_password")
 
 
 class CsvReadOptions(PipelineOptions):
@@ -542,7 +643,7 @@ class KafkaToBigQueryOptions(PipelineOptions):
     GROUP = "beam_ml Kafka to BigQuery"
     FLAGS = ("input_topic", "output_table", "dead_letter_table", "value_format", "avro_schema", "spec", "model_dir",
              "schema_sample", "group_id", "start", "bounded", "max_records", "max_read_time", "checkpoint_interval",
-             "poll_timeout", "with_kafka_metadata", "insert_batch_size")
+             "poll_timeout", "with_kafka_metadata", "insert_batch_size") + KAFKA_TEMPLATE_AUTH_FLAGS
 
     def validated(self) -> "KafkaToBigQueryOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -580,6 +681,33 @@ class KafkaToBigQueryOptions(PipelineOptions):
     def topics(self) -> list[str]:
         """The --input_topic value split at commas."""
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
+
+
+# Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
+# Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
+# options and display data) never hold it; this process keeps it for kafka_client_config.
+SECRET_FLAGS = ("sasl_password", "ssl_password")
+_SECRET_VALUES: dict[str, str] = {}
+
+
+def secret_flag_value(value: Any) -> Any:
+    """The secret a placeholder stands for (other values unchanged)."""
+    return _SECRET_VALUES.get(value, value) if isinstance(value, str) else value
+
+
+def _hide_secrets(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name.lstrip("-") in SECRET_FLAGS and name.startswith("--"):
+            if not eq:
+                value = next(args, "")
+            token = f"<redacted-{uuid.uuid4().hex[:8]}>"
+            _SECRET_VALUES[token] = value
+            arg = f"{name}={token}"
+        out.append(arg)
+    return out
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -675,7 +803,8 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       UserError: naming the unknown or malformed flag.
       SystemExit: after printing the help.
     """
-    argv = _apply_aliases(argv or [])
+    argv = _hide_secrets(_apply_aliases(argv or []))
+    option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
         raise SystemExit(0)
