@@ -75,6 +75,7 @@ class StreamPredictPlan:
     kafka: Any
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -86,6 +87,7 @@ class StreamPredictOutputs(NamedTuple):
     records: beam.PCollection
     messages: beam.PCollection
     dead_letters: tuple
+    scored: Any = None  # PCollection[ScoredBatch], what --monitor watches
 
 
 def plan_stream_predict(options: PipelineOptions, local: bool = False) -> StreamPredictPlan:
@@ -119,8 +121,10 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     from beam_ml.clean.pipeline import serving_cleaning
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
+    from beam_ml.monitoring.beam import plan_monitor
+
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery, cleaning=cleaning)
+                             bigquery=bigquery, cleaning=cleaning, monitor=plan_monitor(options, opts.model_dir))
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -165,6 +169,7 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     opts, spec = plan.opts, plan.spec
     poll = opts.model_reload == "poll" and plan.model_root
     handler = RowBatchModelHandler(opts.model_dir, reload_interval=opts.reload_interval if poll else None)
+    handler.keep_rows = plan.monitor is not None
     model_metadata = None
     if opts.model_reload == "side_input" and plan.model_root:
         model_metadata = pipeline | "WatchModelVersions" >> WatchModelVersions(plan.model_root, opts.reload_interval)
@@ -188,7 +193,7 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     formatted = scored | "FormatPredictions" >> beam.ParDo(
         _FormatPredictionsFn(spec.mask_columns)).with_outputs(DEAD_TAG, main="messages")
     return StreamPredictOutputs(records=polls, messages=formatted.messages,
-                                dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead))
+                                dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead), scored=scored)
 
 
 def _dead_letter_message(dead: DeadLetter) -> tuple[bytes, bytes]:
@@ -232,6 +237,12 @@ def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan)
     if plan.opts.dead_letter_topic:
         _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic,
                                                                                  plan.kafka, producer)
+    if plan.monitor is not None:
+        from beam_ml.monitoring.beam import WatchPredictions
+
+        positive = plan.spec.label_classes[-1] if plan.spec.task != "multiclass" else None
+        _ = (outputs.scored, outputs.dead_letters) | "Monitor" >> WatchPredictions(
+            plan.monitor, plan.opts.model_dir, plan.opts.input_topic, plan.kafka, positive, producer)
     if plan.bigquery is not None:  # only with --output_table: the Kafka path above is unchanged
         from beam_ml.io.bigquery_jobs import StreamPredictionsToBigQuery
 

@@ -201,3 +201,62 @@ def test_gauges_expose_a_record():
     text = MonitorGauges(CollectorRegistry()).update(record).exposition()
     assert 'beam_ml_monitor_feature_drift{feature="x",metric="js"}' in text
     assert "beam_ml_monitor_model_version 3.0" in text and "beam_ml_monitor_predictions_total 100.0" in text
+
+
+def _marked_batches(columns: dict, split: list, chunk: int):
+    import pyarrow as pa
+
+    from beam_ml.io.batches import as_list_array
+    from beam_ml.preprocess import SPLIT_COLUMN
+
+    out = []
+    n = len(split)
+    for i in range(0, n, chunk):
+        arrays, names = [], []
+        for name, values in columns.items():
+            part = values[i:i + chunk]
+            if name == "dept":
+                arrays.append(pa.array([[v.encode()] if v is not None else [] for v in part], pa.list_(pa.binary())))
+            else:
+                arrays.append(pa.array([[v] if v is not None else None for v in part], pa.list_(pa.float32())))
+            names.append(name)
+        arrays.append(as_list_array(pa.array(split[i:i + chunk], pa.int8())))
+        names.append(SPLIT_COLUMN)
+        out.append(pa.RecordBatch.from_arrays(arrays, names=names))
+    return out
+
+
+def test_the_beam_statistics_match_the_exact_ones_on_the_train_rows():
+    """Two combines over one PCollection (quantile sketch -> edges; histograms) equal the in-memory reference."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from beam_ml.monitoring.beam import TrainingStatisticsTransform
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    x = np.round(rng.normal(size=n), 3).astype(np.float32).astype(float).tolist()
+    x[::97] = [None] * len(x[::97])
+    y = np.round(rng.uniform(0, 9, n), 2).astype(np.float32).astype(float).tolist()
+    dept = rng.choice(["sales", "it", "hr", ""], n, p=[.5, .3, .15, .05]).tolist()
+    dept[::50] = [None] * len(dept[::50])
+    split = (rng.random(n) < .2).astype(int).tolist()
+    train = [i for i in range(n) if split[i] == 0]
+    expected = training_statistics_from_columns(
+        _spec(), {"x": [x[i] for i in train], "y": [y[i] for i in train], "dept": [dept[i] for i in train]})
+
+    def check(got):
+        (stats,) = got
+        assert stats["rows"] == len(train)
+        for name in ("y", "dept"):
+            assert stats["features"][name] == expected.to_dict()["features"][name], name
+        gx, ex = stats["features"]["x"], expected.to_dict()["features"]["x"]
+        assert gx["missing"] == ex["missing"] and gx["min"] == ex["min"] and gx["max"] == ex["max"]
+        assert sum(gx["counts"]) == sum(ex["counts"])
+        assert max(abs(a - b) for a, b in zip(gx["edges"], ex["edges"])) < 0.05  # sketch vs exact quantiles
+
+    with TestPipeline() as p:
+        stats = (p | beam.Create(_marked_batches({"x": x, "y": y, "dept": dept}, split, 700), reshuffle=False)
+                 | TrainingStatisticsTransform(_spec()))
+        assert_that(stats, check)

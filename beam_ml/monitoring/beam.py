@@ -34,7 +34,7 @@ from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALU
                                       prune_counts)
 
 __all__ = ["TrainingStatisticsTransform", "HistogramCombineFn", "batch_histograms", "score_stats_from_evaluation",
-           "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
+           "write_model_statistics", "plan_monitor", "WatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
 
 # ----------------------------------------------------------------------------- training statistics
 
@@ -307,12 +307,12 @@ class MonitorBatchesFn(beam.DoFn):
       thresholds: the Thresholds.
       token: the TallyDeadLetters token of this pipeline's dead letters.
       source: what is monitored (the input topic or file), copied into every record.
-      label_topic / client_kwargs / positive_label: delayed ground truth on a topic (optional).
+      label_topic / kafka_config / positive_label: delayed ground truth on a topic (optional).
       metrics_port: serve /metrics (Prometheus) on 127.0.0.1:<port> from this process (0 = off).
     """
 
     def __init__(self, model_dir: str, window, thresholds, token: str, source: str = "",
-                 label_topic: Optional[str] = None, client_kwargs: Optional[dict] = None,
+                 label_topic: Optional[str] = None, kafka_config=None,
                  positive_label: Optional[str] = None, metrics_port: int = 0, metrics_host: str = "127.0.0.1"):
         self._model_dir = model_dir
         self._window = window
@@ -320,7 +320,7 @@ class MonitorBatchesFn(beam.DoFn):
         self._token = token
         self._source = source
         self._label_topic = label_topic
-        self._client_kwargs = client_kwargs or {}
+        self._kafka = kafka_config
         self._positive_label = positive_label
         self._metrics_port = metrics_port
         self._metrics_host = metrics_host
@@ -340,7 +340,8 @@ class MonitorBatchesFn(beam.DoFn):
                                "retrain it with this version of beam_ml")
         labels = LabelJoin(self._positive_label) if self._label_topic else None
         self.monitor = WindowMonitor(stats, self._window, self._thresholds, source=self._source, labels=labels)
-        self._labels = _LabelReader(self._client_kwargs, self._label_topic, "label") if self._label_topic else None
+        self._labels = (_LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
+                        if self._label_topic else None)
         self._gauges = None
         if self._metrics_port:
             from beam_ml.monitoring.prom import serve_metrics
@@ -385,9 +386,79 @@ class MonitorBatchesFn(beam.DoFn):
                 latencies.append(now_ms - float(event_ts))
         yield from self._emit(m.observe(good_rows, predictions, latencies, ids))
 
-    def finish_bundle(self):
-        pass
-
     def teardown(self):
         if getattr(self, "_labels", None) is not None:
             self._labels.stop()
+
+
+def write_model_statistics(_, stats: dict, test_accumulator: dict, final: dict, task: str) -> dict:
+    """Completes the training statistics with the test split's scores and writes them beside the exported model.
+
+    Returns the statistics dict (the training report shows them).
+    """
+    from beam_ml.monitoring.stats import write_training_statistics
+
+    stats = dict(stats)
+    stats["scores"] = score_stats_from_evaluation(test_accumulator, task, final["threshold"])
+    write_training_statistics(final["version_dir"], TrainingStatistics.from_dict(stats))
+    return stats
+
+
+def plan_monitor(options, model_dir: str):
+    """The --monitor settings (None without --monitor), checked before anything runs.
+
+    Raises:
+      UserError: a bad monitor flag, or a model without training statistics.
+    """
+    from beam_ml.errors import UserError
+    from beam_ml.model_store import resolve_version_dir
+    from beam_ml.monitoring.options import MonitorOptions
+    from beam_ml.monitoring.stats import read_training_statistics
+
+    settings = options.view_as(MonitorOptions).validated()
+    if settings is None:
+        return None
+    version_dir = resolve_version_dir(model_dir)
+    if read_training_statistics(version_dir) is None:
+        raise UserError(f"--monitor: {version_dir} has no training statistics (assets.extra/monitoring.json): "
+                        "train it again with this beam_ml to monitor it")
+    return settings
+
+
+class WatchPredictions(beam.PTransform):
+    """(scored batches, tuple of dead-letter PCollections) -> monitoring records to their topics.
+
+    Returns the DoOutputsTuple of MonitorBatchesFn ('records' and 'alerts': lists of (key, value) messages).
+    """
+
+    def __init__(self, settings, model_dir: str, source: str, kafka_config=None,
+                 positive_label: Optional[str] = None, producer_config: Optional[dict] = None):
+        super().__init__()
+        self._settings = settings
+        self._model_dir = model_dir
+        self._source = source
+        self._kafka = kafka_config
+        self._positive_label = positive_label
+        self._producer = producer_config or {}
+
+    def expand(self, inputs):
+        import uuid
+
+        from beam_ml.io.kafka import WriteToKafka
+
+        scored, dead_parts = inputs
+        s = self._settings
+        token = uuid.uuid4().hex
+        for i, part in enumerate(dead_parts):
+            _ = part | f"TallyDead{i}" >> beam.ParDo(TallyDeadLetters(token))
+        out = scored | "Watch" >> beam.ParDo(MonitorBatchesFn(
+            self._model_dir, s.window, s.thresholds, token, source=self._source, label_topic=s.label_topic,
+            kafka_config=self._kafka, positive_label=self._positive_label, metrics_port=s.metrics_port,
+            metrics_host=s.metrics_host)).with_outputs("alerts", main="records")
+        if s.topic:
+            _ = out.records | "WriteMonitorRecords" >> WriteToKafka(None, s.topic, client_config=self._kafka,
+                                                                    producer_config=self._producer)
+        if s.alert_topic:
+            _ = out.alerts | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka,
+                                                           producer_config=self._producer)
+        return out

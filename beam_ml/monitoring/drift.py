@@ -131,6 +131,10 @@ class _NumericWindow:
         if not len(values):
             return
         self.non_finite += int((~np.isfinite(values)).sum())
+        # Training read features as float32 (its bin edges are float32 values): round serving values the same
+        # way, or a value equal to an edge (0.14 vs float32's 0.14000000059...) lands in the bin below it.
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float32).astype(np.float64)
         lo = self.stats.min if self.stats.min is not None else np.inf
         hi = self.stats.max if self.stats.max is not None else -np.inf
         below, above = values < lo, values > hi  # +-inf included; no training range: all out of range
