@@ -37,10 +37,12 @@ SCORE_FEATURE = "__score__"
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
-    kind: str  # "count" | "duration"
+    kind: str  # "count" | "duration" | "all" (one window: a whole batch input)
     size: float  # events, or seconds
 
     def describe(self) -> str:
+        if self.kind == "all":
+            return "the whole input"
         return f"{int(self.size)} events" if self.kind == "count" else f"{self.size:g} s"
 
 

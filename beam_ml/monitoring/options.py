@@ -14,7 +14,7 @@ from beam_ml.errors import UserError
 from beam_ml.monitoring.config import Thresholds, WindowSpec, parse_thresholds, parse_window
 from beam_ml.options import _add_flags, flag
 
-__all__ = ["MonitorOptions", "MonitorSettings"]
+__all__ = ["MonitorOptions", "MonitorSettings", "MonitorReportOptions"]
 
 flag("monitor", action="store_true",
      help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
@@ -69,3 +69,11 @@ class MonitorOptions(PipelineOptions):
                                thresholds=parse_thresholds(self.monitor_thresholds), topic=self.monitor_topic,
                                table=self.monitor_table, alert_topic=self.alert_topic, label_topic=self.label_topic,
                                metrics_port=self.metrics_port, metrics_host=self.metrics_host)
+
+
+class MonitorReportOptions(PipelineOptions):
+    """The shared flags `python -m pipelines.monitor` reads: the model, and the CSV and HTML of a static report."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml monitor pages"
+    FLAGS = ("model_dir", "input", "output")

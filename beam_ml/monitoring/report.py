@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from beam_ml.monitoring.config import PRIMARY
 
-__all__ = ["dashboard_html", "statistics_section_html", "histogram_svg"]
+__all__ = ["dashboard_html", "statistics_section_html", "histogram_svg", "drift_report_payload"]
 
 
 def _e(value: Any) -> str:
@@ -108,7 +108,11 @@ function svg(id, w, h) {
   host.textContent = "";
   return el("svg", {width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img"}, host);
 }
-function fmt(v) { return v === null || v === undefined ? "n/a" : (typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3)) : String(v)); }
+function fmt(v) {
+  if (v === null || v === undefined) return "n/a";
+  if (typeof v !== "number") return String(v);
+  return Number.isInteger(v) || Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
+}
 function lineChart(id, series, yLabel) {
   const w = 540, h = 180, L = 46, B = 22, T = 8;
   const s = svg(id, w, h);
@@ -136,7 +140,7 @@ function scoreChart(id, training, live) {
   for (let i = 0; i < n; i++) {
     const x = 10 + i * bw;
     const hp = (p[i] || 0) / top * (h - T - B), hq = (q[i] || 0) / top * (h - T - B);
-    el("rect", {x: x, y: h - B - hp, width: bw / 2 - 1, height: hp, fill: "#9ecae9", "data-kind": "training"}, s).appendChild(
+    el("rect", {x: x, y: h - B - hp, width: bw / 2 - 1, height: hp, fill: "#4c78a8", "data-kind": "training"}, s).appendChild(
       el("title", {}, null, `training bin ${i}: ${(100 * (p[i] || 0)).toFixed(1)}%`));
     el("rect", {x: x + bw / 2, y: h - B - hq, width: bw / 2 - 1, height: hq, fill: "#e45756", "data-kind": "live"}, s).appendChild(
       el("title", {}, null, `last window bin ${i}: ${(100 * (q[i] || 0)).toFixed(1)}%`));
@@ -154,7 +158,7 @@ function heatMap(id, records, thresholds) {
   const feats = records.length ? Object.keys(records[records.length - 1].features).concat(["__score__"]) : [];
   const recs = records.slice(-60);
   const cw = 14, rh = 16, L = 150, T = 30;
-  const w = Math.max(L + recs.length * cw + 20, 300), h = T + feats.length * rh + 30;
+  const w = Math.max(L + recs.length * cw + 20, 640), h = T + feats.length * rh + 30;
   const s = svg(id, w, h);
   if (!recs.length) { el("text", {x: 10, y: 20}, s, "no windows yet"); return; }
   recs.forEach((r, j) => {
@@ -215,11 +219,31 @@ function render() {
   const vt = document.getElementById("versions");
   vt.textContent = recs.slice(-12).map(r => `w${r.window.id}: v${r.model_version}`).join("  ");
 }
+function summaryTable() {
+  const host = document.getElementById("summary");
+  if (!DATA.summary) { host.parentNode.style.display = "none"; return; }
+  const rows = [];
+  const alerted = new Set((DATA.summary_alerts || []).map(a => `${a.feature}:${a.metric}`));
+  for (const [f, fig] of Object.entries(DATA.summary.features).concat([["__score__", Object.assign({kind: "score"}, DATA.summary.scores)]])) {
+    const metric = fig.kind === "categorical" ? "linf" : "js";
+    const th = threshold(DATA.thresholds, f, fig.kind, metric);
+    rows.push([f, fig.kind, metric, fmt(fig[metric]), fmt(th), fmt(fig.psi), fmt(fig.missing_rate),
+               fmt(fig.kind === "categorical" ? fig.unseen_rate : fig.out_of_range_rate),
+               alerted.has(`${f}:${metric}`) ? "ALERT" : ""]);
+  }
+  host.textContent = "";
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const v of r) { const td = document.createElement("td"); td.textContent = v; if (v === "ALERT") td.className = "alert"; tr.appendChild(td); }
+    host.appendChild(tr);
+  }
+}
 async function poll() {
   try {
-    const r = await fetch(`${POLL}?since=${DATA.records.length ? DATA.records[DATA.records.length - 1].window.id : -1}`);
+    const r = await fetch(`${POLL}?since=${DATA.seen || 0}`);
     if (r.ok) {
       const d = await r.json();
+      DATA.seen = d.seen;
       DATA.records = DATA.records.concat(d.records).slice(-500);
       DATA.alerts = DATA.alerts.concat(d.alerts).slice(-500);
       if (d.training) DATA.training = d.training;
@@ -232,6 +256,7 @@ async function poll() {
   setTimeout(poll, 2000);
 }
 render();
+summaryTable();
 if (POLL) poll();
 """
 
@@ -249,7 +274,87 @@ def dashboard_html(payload: dict, poll_url: Optional[str] = None) -> str:
             "<div class=\"card\"><h2>Model version per window</h2><p id=\"versions\"></p>"
             "<h2>Alerts</h2><table><thead><tr><th>window</th><th>feature</th><th>metric</th><th>value</th>"
             "<th>threshold</th><th>model</th></tr></thead><tbody id=\"alerts\"></tbody></table></div>"
+            "<div class=\"card wide\"><h2>The whole input against training</h2><table><thead><tr><th>feature</th>"
+            "<th>kind</th><th>metric</th><th>value</th><th>threshold</th><th>PSI</th><th>missing rate</th>"
+            "<th>out of range / unseen</th><th></th></tr></thead><tbody id=\"summary\"></tbody></table></div>"
             "<div class=\"card wide\"><h2>Drift per feature and window (JS divergence numeric, L-infinity categorical)"
             "</h2><div id=\"heat\" style=\"overflow-x:auto\"></div></div></div>"
             f"<script>const DATA = {data};\nconst POLL = {json.dumps(poll_url)};\n"
             f"const PRIMARY = {json.dumps(PRIMARY)};\n{_SCRIPT}</script></body></html>")
+
+
+def drift_report_payload(model_dir: str, input_path: str, window, thresholds, chunk_rows: int = 5000,
+                         title: Optional[str] = None) -> dict:
+    """The static drift report's data: `input_path` (CSV, local or gs://) scored by the model, in windows.
+
+    Rows that fail validation are counted as dead letters ('validate'), never raised; a label column,
+    when the file has it, gives precision, recall and ROC-AUC per window. Besides the windows, the
+    whole input is one more record, `summary` (a window of kind 'all').
+
+    Raises:
+      UserError: a model without training statistics, or a missing input.
+    """
+    import csv
+    import io
+
+    from beam_ml import fs
+    from beam_ml.errors import UserError
+    from beam_ml.model_store import resolve_version_dir
+    from beam_ml.monitoring.config import WindowSpec
+    from beam_ml.monitoring.stats import read_training_statistics
+    from beam_ml.monitoring.window import LabelJoin, WindowMonitor
+    from beam_ml.records import validate_record
+    from beam_ml.serving import ServingModel
+
+    version_dir = resolve_version_dir(model_dir)
+    stats = read_training_statistics(version_dir)
+    if stats is None:
+        raise UserError(f"--model_dir: {version_dir} has no training statistics (assets.extra/monitoring.json)")
+    if not fs.exists(input_path):
+        raise UserError(f"--input: no such file {input_path}")
+    model = ServingModel.load(version_dir)
+    spec = model.spec
+    positive = spec.label_classes[-1] if spec.task != "multiclass" else None
+    monitors = [WindowMonitor(stats, window, thresholds, source=input_path, labels=LabelJoin(positive)),
+                WindowMonitor(stats, WindowSpec("all", 0), thresholds, source=input_path, labels=LabelJoin(positive))]
+    out: list[dict] = []
+    line = 1
+
+    version = model.version
+
+    def score(rows: list, labels: list, ids: list) -> None:
+        predictions = [dict(p, model_version=version) for p in model.predict_records(rows)] if rows else []
+        for m in monitors:
+            if labels:
+                m.labels(zip(ids, labels))
+            recs = m.observe(rows, predictions, (), ids)
+            if m is monitors[0]:
+                out.extend(recs)
+
+    with fs.open_read(input_path) as raw:
+        encoding = "utf-8-sig" if spec.dialect.encoding == "utf-8" else spec.dialect.encoding
+        reader = csv.DictReader(io.TextIOWrapper(raw, encoding=encoding, newline=""),
+                                delimiter=spec.dialect.delimiter)
+        has_label = spec.label in (reader.fieldnames or [])
+        rows, labels, ids = [], [], []
+        for record in reader:
+            line += 1
+            reason = validate_record(record, spec)
+            if reason is not None:
+                for m in monitors:
+                    m.dead("validate", 1)
+                continue
+            rows.append(record)
+            ids.append(str(line))
+            if has_label:
+                labels.append(record.get(spec.label))
+            if len(rows) >= chunk_rows:
+                score(rows, labels, ids)
+                rows, labels, ids = [], [], []
+        score(rows, labels, ids)
+    out.extend(monitors[0].flush())
+    summary = monitors[1].close()
+    return {"title": title or f"beam_ml drift report: {input_path} vs the training data of {version_dir}",
+            "training": stats.to_dict(), "records": [r for r in out if r["type"] == "monitoring"],
+            "alerts": [r for r in out if r["type"] == "alert"], "thresholds": thresholds.to_dict(),
+            "summary": summary[0], "summary_alerts": summary[1:], "seen": len(out)}
