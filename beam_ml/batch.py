@@ -69,6 +69,7 @@ class BatchPredictPlan:
     kafka: Any = None
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
 class BatchPredictOutputs(NamedTuple):
@@ -120,8 +121,16 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
 
         schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
+    from beam_ml.monitoring.beam import plan_monitor
+
+    monitor = plan_monitor(options, version_dir)
+    if monitor is not None and not (monitor.topic or opts.output):
+        raise UserError("--monitor_topic: required with --monitor when predictions go to a table or topic (with "
+                        "--output the records go to <output>.monitoring.jsonl)")
+    if monitor is not None and (monitor.topic or monitor.alert_topic) and kafka is None:
+        kafka = kafka_client_config(options)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
-                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning)
+                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning, monitor=monitor)
 
 
 def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
@@ -226,6 +235,12 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
     records_out = predictions | "FormatPredictions" >> beam.Map(to_record)
     dead = (dead_parts | "FlattenDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()))
+    if plan.monitor is not None:  # the whole input against the training statistics (beam_ml.monitoring)
+        from beam_ml.monitoring.beam import WatchBatchPredictions
+
+        monitor_file = f"{opts.output}.monitoring.jsonl" if opts.output and not plan.monitor.topic else None
+        _ = (predictions, dead) | "Monitor" >> WatchBatchPredictions(
+            plan.monitor, plan.version_dir, opts.input or opts.input_topic, plan.kafka, monitor_file)
     return BatchPredictOutputs(predictions=records_out, dead_letters=dead)
 
 

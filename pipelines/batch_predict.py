@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.monitoring.options import MonitorOptions
 from beam_ml.options import CleanOptions, BatchPredictOptions, CsvReadOptions, KafkaOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
@@ -27,7 +28,8 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     Raises:
       UserError: a bad flag, file or model directory.
     """
-    options = parse_pipeline_options(argv, BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions, prog="python -m pipelines.batch_predict",
+    options = parse_pipeline_options(argv, BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions,
+                                     MonitorOptions, prog="python -m pipelines.batch_predict",
                                      description="Score a CSV file or a Kafka topic snapshot with an exported model.")
     from beam_ml.batch import batch_predict
 

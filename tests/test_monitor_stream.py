@@ -181,3 +181,38 @@ def test_a_shift_alerts_on_exactly_the_shifted_features(kafka_broker, new_topic,
     labelled = [r["labels"] for r in records.values() if r["labels"]]
     assert sum(x["labelled"] for x in labelled) == 2 * window
     assert all(x["roc_auc"] is None or 0.5 < x["roc_auc"] <= 1 for x in labelled)
+
+
+def test_batch_predict_monitor_gives_the_static_reports_figures(tmp_path_factory, tmp_path):
+    """batch_predict --monitor (one Beam combine over the input) and the static drift report agree."""
+    from beam_ml.monitoring.config import parse_thresholds, parse_window
+    from beam_ml.monitoring.report import drift_report_payload
+    from pipelines import batch_predict
+
+    model_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
+    rows = list(csv.DictReader(open(csv_path, newline="")))
+    rng = np.random.default_rng(11)
+    new = tmp_path / "new.csv"
+    with open(new, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for i in range(3000):
+            r = dict(rows[rng.integers(len(rows))])
+            r["salary"] = "unheard-of" if i % 2 else r["salary"]
+            w.writerow(r)
+        w.writerow(dict(rows[0], number_project="twelve"))  # a dead letter
+    out = tmp_path / "preds.jsonl"
+    run = batch_predict.run([f"--model_dir={model_root}", f"--input={new}", f"--output={out}", "--monitor",
+                             "--monitor_thresholds=psi=0.25", "--runner=DirectRunner"])
+    assert run.counts["predictions"] == 3000 and run.counts["dead_letters"] == 1
+    lines = [json.loads(x) for x in open(f"{out}.monitoring.jsonl")]
+    record = next(r for r in lines if r["type"] == "monitoring")
+    assert record["events"]["in"] == 3001 and record["events"]["dead_letters"] == {"parse": 1}
+    assert {(a["feature"], a["metric"]) for a in lines if a["type"] == "alert"} == {("salary", "linf"),
+                                                                                    ("salary", "psi")}
+    static = drift_report_payload(model_root, str(new), parse_window("1000"), parse_thresholds("psi=0.25"))
+    summary = static["summary"]
+    for name, fig in record["features"].items():
+        for metric in ("js", "linf", "psi", "missing_rate", "unseen_rate", "out_of_range_rate"):
+            assert fig.get(metric) == pytest.approx(summary["features"][name].get(metric), abs=1e-9), (name, metric)
+    assert record["scores"]["js"] == pytest.approx(summary["scores"]["js"], abs=1e-6)

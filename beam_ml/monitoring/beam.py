@@ -34,7 +34,7 @@ from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALU
                                       prune_counts)
 
 __all__ = ["TrainingStatisticsTransform", "HistogramCombineFn", "batch_histograms", "score_stats_from_evaluation",
-           "write_model_statistics", "plan_monitor", "WatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
+           "write_model_statistics", "plan_monitor", "WatchPredictions", "WatchBatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
 
 # ----------------------------------------------------------------------------- training statistics
 
@@ -462,3 +462,82 @@ class WatchPredictions(beam.PTransform):
             _ = out.alerts | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka,
                                                            producer_config=self._producer)
         return out
+
+
+class _WindowCombineFn(beam.CombineFn):
+    """Batches of (row, prediction) -> one WindowAccumulator (mergeable: counts over the training buckets)."""
+
+    def __init__(self, stats: dict):
+        self._stats = stats
+
+    def create_accumulator(self):
+        from beam_ml.monitoring.drift import WindowAccumulator
+
+        return WindowAccumulator(TrainingStatistics.from_dict(self._stats))
+
+    def add_input(self, acc, batch):
+        acc.add_rows([row for row, _ in batch])
+        acc.add_predictions([p for _, p in batch])
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        first = next(accumulators)
+        for acc in accumulators:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _batch_records(acc, dead: dict, thresholds, source: str, start: float) -> list:
+    from beam_ml.monitoring.window import window_records
+
+    for stage, n in dead.items():
+        acc.add_dead(stage, n)
+    window = {"id": 0, "kind": "all", "size": None, "start_ts": int(start * 1000), "end_ts": int(time.time() * 1000)}
+    return [_clean(r) for r in window_records(acc, window, thresholds, source)]
+
+
+class WatchBatchPredictions(beam.PTransform):
+    """batch_predict --monitor: (PCollection[(RowRef, PredictionResult)], PCollection[DeadLetter]) -> the records.
+
+    The whole input is one window (kind 'all'): one monitoring record and its alerts, written to
+    --monitor_topic (and alerts to --alert_topic) or, without a topic, as JSON lines to `output_path`.
+    """
+
+    def __init__(self, settings, version_dir: str, source: str, kafka_config=None, output_path: Optional[str] = None):
+        super().__init__()
+        from beam_ml.monitoring.stats import read_training_statistics
+
+        self._settings = settings
+        self._stats = read_training_statistics(version_dir).to_dict()
+        self._source = source
+        self._kafka = kafka_config
+        self._output_path = output_path
+
+    def expand(self, inputs):
+        from beam_ml.io.kafka import WriteToKafka
+
+        predictions, dead = inputs
+        s = self._settings
+        dead_counts = (dead
+                       | "DeadStages" >> beam.Map(lambda d: getattr(d, "stage", "unknown") or "unknown")
+                       | "CountDeadStages" >> beam.combiners.Count.PerElement())
+        records = (predictions
+                   | "RowAndPrediction" >> beam.Map(lambda kv: (kv[1].example, kv[1].inference))
+                   | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=2000)
+                   | "Accumulate" >> beam.CombineGlobally(_WindowCombineFn(self._stats))
+                   | "Records" >> beam.Map(_batch_records, beam.pvalue.AsDict(dead_counts), s.thresholds,
+                                           self._source, time.time()))
+        if s.topic:
+            _ = (records | "EncodeRecords" >> beam.Map(lambda rs: [_encode(r) for r in rs])
+                 | "WriteMonitorRecords" >> WriteToKafka(None, s.topic, client_config=self._kafka))
+        if s.alert_topic:
+            _ = (records | "EncodeAlerts" >> beam.Map(lambda rs: [_encode(r) for r in rs if r["type"] == "alert"])
+                 | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka))
+        if self._output_path:
+            _ = (records | "RecordLines" >> beam.FlatMap(lambda rs: [json.dumps(r) for r in rs])
+                 | "WriteMonitorFile" >> beam.io.WriteToText(self._output_path, shard_name_template=""))
+        return records

@@ -212,7 +212,6 @@ class WindowAccumulator:
         self.score_counts = np.zeros(len(stats.scores.counts) if stats.scores else SCORE_BINS, dtype=np.int64)
         self.predictions = 0
         self.positives = 0
-        self.scored_rows = 0
         self.rows = 0
         self.bad_rows = 0  # rows that were not a mapping at all
         self.missing_features = 0  # feature fields absent from a row
@@ -272,6 +271,28 @@ class WindowAccumulator:
                 j = int(self._rng.integers(0, self._latency_seen))
                 if j < MAX_LATENCY_SAMPLES:
                     self.latencies[j] = float(x)
+
+    def merge(self, other: "WindowAccumulator") -> "WindowAccumulator":
+        """Adds another accumulator of the same statistics into this one (a Beam combiner's merge)."""
+        for name, w in self.features.items():
+            o = other.features[name]
+            for field in ("missing", "rows") + (("below", "above", "non_finite") if isinstance(w, _NumericWindow)
+                                                 else ("other", "unseen")):
+                setattr(w, field, getattr(w, field) + getattr(o, field))
+            if isinstance(w, _NumericWindow):
+                w.counts = w.counts + o.counts
+            else:
+                for k, v in o.counts.items():
+                    w.counts[k] += v
+        self.score_counts = self.score_counts + other.score_counts
+        for field in ("predictions", "positives", "rows", "bad_rows", "missing_features"):
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+        for stage, n in other.dead.items():
+            self.add_dead(stage, n)
+        for v, n in other.model_versions.items():
+            self.model_versions[v] = self.model_versions.get(v, 0) + n
+        self.add_latencies(other.latencies)
+        return self
 
     @property
     def events(self) -> int:

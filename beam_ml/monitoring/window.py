@@ -23,7 +23,7 @@ from beam_ml.monitoring.config import SCORE_FEATURE, Thresholds, WindowSpec
 from beam_ml.monitoring.drift import WindowAccumulator, binary_label_metrics
 from beam_ml.monitoring.stats import TrainingStatistics
 
-__all__ = ["WindowMonitor", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
+__all__ = ["WindowMonitor", "window_records", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
 
 FEATURE_METRICS = {"numeric": ("js", "psi", "missing_rate", "out_of_range_rate"),
                    "categorical": ("linf", "psi", "missing_rate", "unseen_rate")}
@@ -121,6 +121,25 @@ class LabelJoin:
         return out
 
 
+def window_records(acc: WindowAccumulator, window: dict, thresholds: Thresholds, source: str = "",
+                   labels: Optional[dict] = None) -> list[dict]:
+    """[the monitoring record of a window's accumulator, its alert records...]."""
+    figures = acc.figures()
+    versions = figures.pop("model_versions")
+    seconds = max((window["end_ts"] - window["start_ts"]) / 1000.0, 1e-9)
+    record = {
+        "type": "monitoring", "source": source, "window": window,
+        "model_version": int(max(versions, key=lambda v: versions[v])) if versions else None,
+        "model_versions": versions,
+        **figures,
+        "throughput_eps": figures["events"]["in"] / seconds,
+        "labels": labels,
+    }
+    alerts = alerts_for(record, thresholds)
+    record["alerts"] = [f"{a['feature']}:{a['metric']}" for a in alerts]
+    return [record, *alerts]
+
+
 class WindowMonitor:
     """Accumulates serving batches into windows and turns each closed window into records.
 
@@ -191,26 +210,15 @@ class WindowMonitor:
     def close(self) -> list[dict]:
         """Closes the current window (even an empty one): [monitoring record, alert records...]."""
         now = self.clock()
-        figures = self.acc.figures()
-        versions = figures.pop("model_versions")
-        seconds = max(now - self.start, 1e-9)
-        record = {
-            "type": "monitoring", "source": self.source,
-            "window": {"id": self.window_id, "kind": self.window.kind, "size": self.window.size,
-                       "start_ts": int(self.start * 1000), "end_ts": int(now * 1000)},
-            "model_version": int(max(versions, key=lambda v: versions[v])) if versions else None,
-            "model_versions": versions,
-            **figures,
-            "throughput_eps": figures["events"]["in"] / seconds,
-            "labels": self.label_join.take() if self.label_join is not None else None,
-        }
-        alerts = alerts_for(record, self.thresholds)
-        record["alerts"] = [f"{a['feature']}:{a['metric']}" for a in alerts]
+        window = {"id": self.window_id, "kind": self.window.kind, "size": self.window.size,
+                  "start_ts": int(self.start * 1000), "end_ts": int(now * 1000)}
+        labels = self.label_join.take() if self.label_join is not None else None
+        out = window_records(self.acc, window, self.thresholds, self.source, labels)
         self.window_id += 1
         self.windows_closed += 1
-        self.alerts_total += len(alerts)
+        self.alerts_total += len(out) - 1
         self._new_window()
-        return [record, *alerts]
+        return out
 
     def flush(self) -> list[dict]:
         """The last window's records when it holds anything (the end of a bounded run), else []."""
