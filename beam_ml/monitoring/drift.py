@@ -19,6 +19,7 @@ unseen), the scores SCORE_BINS equal bins of [0, 1].
 """
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -34,6 +35,7 @@ __all__ = ["js_divergence", "linf_distance", "psi", "distribution", "percentiles
 # PSI's smoothing of empty bins (the customary 1e-4 floor), so one empty bin does not make it infinite.
 _PSI_FLOOR = 1e-4
 MAX_LATENCY_SAMPLES = 20000
+_ABSENT = object()  # a feature missing from a row (not the same as a null value)
 
 
 def distribution(counts: Sequence[float]) -> Optional[np.ndarray]:
@@ -125,7 +127,13 @@ class _NumericWindow:
         self.below = self.above = self.missing = self.non_finite = self.rows = 0
 
     def add(self, raw: Sequence[Any]) -> None:
-        values, missing = numeric_values(raw)
+        try:  # numbers and None (-> NaN): numpy converts the whole column at once
+            values = np.array(raw, dtype=np.float64)
+            nan = np.isnan(values)
+            missing = int(nan.sum())
+            values = values[~nan]
+        except (TypeError, ValueError, OverflowError):  # text, lists, ...: value by value
+            values, missing = numeric_values(raw)
         self.rows += len(raw)
         self.missing += missing
         if not len(values):
@@ -165,14 +173,22 @@ class _CategoricalWindow:
         self.other = self.missing = self.unseen = self.rows = 0
 
     def add(self, raw: Sequence[Any]) -> None:
-        values, missing = category_values(raw)
         self.rows += len(raw)
-        self.missing += missing
-        for v in values:
-            if v in self.known:
-                self.counts[v] += 1
+        try:
+            distinct = collections.Counter(raw)  # one hash per value; the rules below run per distinct value
+        except TypeError:  # an unhashable value (a list, a dict): the slow path
+            distinct = collections.Counter()
+            values, missing = category_values(raw)
+            self.missing += missing
+            distinct.update(values)
+        for v, n in distinct.items():
+            text, missing = category_values([v])
+            if missing:
+                self.missing += n
+            elif text[0] in self.known:
+                self.counts[text[0]] += n
             else:
-                self.other += 1
+                self.other += n
         if self.stats.other == 0:  # training kept every value it saw: anything else is unseen
             self.unseen = self.other
 
@@ -228,13 +244,11 @@ class WindowAccumulator:
         self.bad_rows += len(rows) - len(good)
         self.rows += len(good)
         for name, window in self.features.items():
-            column = []
-            for r in good:
-                if name in r:
-                    column.append(r[name])
-                else:
-                    self.missing_features += 1
-                    column.append(None)
+            column = [r.get(name, _ABSENT) for r in good]
+            absent = sum(1 for v in column if v is _ABSENT)
+            if absent:
+                self.missing_features += absent
+                column = [None if v is _ABSENT else v for v in column]
             window.add(column)
 
     def add_predictions(self, predictions: Iterable[Mapping[str, Any]]) -> None:
