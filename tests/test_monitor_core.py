@@ -260,3 +260,31 @@ def test_the_beam_statistics_match_the_exact_ones_on_the_train_rows():
         stats = (p | beam.Create(_marked_batches({"x": x, "y": y, "dept": dept}, split, 700), reshuffle=False)
                  | TrainingStatisticsTransform(_spec()))
         assert_that(stats, check)
+
+
+def test_monitor_flags_fail_fast_naming_the_flag(tmp_path):
+    from beam_ml.monitoring.beam import plan_monitor
+    from beam_ml.monitoring.options import MonitorOptions
+    from beam_ml.options import parse_pipeline_options
+
+    def settings(*argv):
+        return parse_pipeline_options(list(argv), MonitorOptions).view_as(MonitorOptions).validated()
+
+    assert settings() is None
+    s = settings("--monitor", "--monitor_window=30s", "--monitor_thresholds=x=0.2", "--monitor_topic=m")
+    assert s.window.kind == "duration" and s.thresholds.get("x", "numeric", "js") == 0.2 and s.topic == "m"
+    for argv, flag in [(["--alert_topic=a"], "--alert_topic"), (["--monitor", "--monitor_window=soon"],
+                                                                  "--monitor_window"),
+                       (["--monitor", "--monitor_table=p:d.t"], "--monitor_table"),
+                       (["--monitor", "--metrics_port=70000"], "--metrics_port")]:
+        with pytest.raises(UserError, match=flag):
+            settings(*argv)
+    version = tmp_path / "1"
+    (version / "assets.extra").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    (version / "assets.extra" / "beam_ml.json").write_text("{}")
+    options = parse_pipeline_options(["--monitor"], MonitorOptions)
+    with pytest.raises(UserError, match="--monitor: .* no training statistics"):
+        plan_monitor(options, str(tmp_path))
+    write_training_statistics(str(version), _stats(100))
+    assert plan_monitor(options, str(tmp_path)).window.size == 1000

@@ -63,6 +63,9 @@ class MonitorOptions(PipelineOptions):
             if given:
                 raise UserError(f"--{given[0]}: only applies with --monitor")
             return None
+        if self.monitor_table:
+            raise UserError("--monitor_table: writing monitoring records to BigQuery is not supported yet; use "
+                            "--monitor_topic")
         if not 0 <= self.metrics_port <= 65535:
             raise UserError(f"--metrics_port: expected a port in 0..65535, got {self.metrics_port}")
         return MonitorSettings(window=parse_window(self.monitor_window),
