@@ -80,7 +80,7 @@ setuptools.setup(
     description="Apache Beam pipelines for ML on batch and streaming data",
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["beam_ml", "beam_ml.*", "pipelines", "transforms"]),
-    # The users table the fraud use case's cleaning statement joins (beam_ml.demo.USERS_CSV).
+    # The users table the fraud use case's cleaning statement joins (beam_ml.jobs.demo.USERS_CSV).
     package_data={"beam_ml": ["data/*.csv"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,

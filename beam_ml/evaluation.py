@@ -32,6 +32,8 @@ import apache_beam as beam
 import numpy as np
 from sklearn import metrics as skm
 
+from beam_ml.spec import DatasetSpec
+
 __all__ = ["BINS", "validation_metrics", "bootstrap_se", "best_f1_threshold", "recall_at_precision", "accumulate",
            "merge", "EvaluateCombineFn", "evaluation_report", "binary_from_hist", "OVERALL", "THRESHOLD_TABLE"]
 
@@ -418,8 +420,6 @@ class ScoreTestDoFn(beam.DoFn):
 
     def process(self, batch, final: dict):
         import tensorflow as tf
-
-        from beam_ml.spec import DatasetSpec
 
         spec = DatasetSpec.from_dict(self._spec)
         fn = _load_signature(final["version_dir"])

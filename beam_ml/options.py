@@ -25,7 +25,9 @@ from typing import Any, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
 __all__ = [
     "FlagConflict",
@@ -44,8 +46,9 @@ __all__ = [
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
-    "kafka_client_config",
     "FLAG_ALIASES",
+    "MonitorOptions",
+    "MonitorReportOptions",
 ]
 
 
@@ -385,7 +388,6 @@ def _check_batch_sizes(opts) -> None:
 def _check_model_dir(opts) -> None:
     if not opts.model_dir:
         raise UserError("--model_dir: required (e.g. out/fraud/model)")
-    from beam_ml import fs  # local paths and gs:// alike (a gs:// "directory" is a prefix)
 
     if not fs.exists(opts.model_dir):
         raise UserError(f"--model_dir: not found: {opts.model_dir}")
@@ -583,55 +585,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
 
 
-# KafkaClientConfig field -> the flag that sets it, for error messages.
-_KAFKA_FLAG_FOR_FIELD = {
-    "bootstrap_servers": "--bootstrap_servers",
-    "security_protocol": "--security_protocol",
-    "sasl_mechanism": "--sasl_mechanism",
-    "sasl_plain_username": "--sasl_username",
-    "sasl_plain_password": "--sasl_password",
-    "ssl_cafile": "--ssl_cafile",
-}
-
-
-def kafka_client_config(options: PipelineOptions):
-    """The validated `KafkaClientConfig` of the Kafka flags and --kafka_config file.
-
-    A flag given on the command line wins over the file; --bootstrap_servers'
-    default (localhost:9092) applies only when neither sets it.
-
-    Raises:
-      UserError: naming the flag (or the file key) that is wrong.
-    """
-    from beam_ml.io.kafka.config import KafkaClientConfig
-
-    opts = options.view_as(KafkaOptions)
-    given = options.get_all_options(drop_default=True)
-    try:
-        config = KafkaClientConfig.load(
-            opts.kafka_config,
-            bootstrap_servers=given.get("bootstrap_servers"),
-            security_protocol=opts.security_protocol,
-            sasl_mechanism=opts.sasl_mechanism,
-            sasl_plain_username=opts.sasl_username,
-            sasl_plain_password=opts.sasl_password,
-            ssl_cafile=opts.ssl_cafile,
-        )
-        if not config.bootstrap_servers:
-            config = config.with_overrides(bootstrap_servers=opts.bootstrap_servers)
-
-        def label(field: str) -> str:
-            name = _KAFKA_FLAG_FOR_FIELD.get(field)
-            if not opts.kafka_config:
-                return name or field
-            in_file = f"{field} in --kafka_config {opts.kafka_config}"
-            return f"{name} (or {in_file})" if name else in_file
-
-        return config.validate(label=label)
-    except ValueError as e:
-        raise UserError(str(e))
-
-
 def parse_int_list(text: str, name: str) -> list[int]:
     """Parses "64,32" into [64, 32]; raises UserError naming the flag."""
     try:
@@ -751,3 +704,58 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
         cls._add_argparse_args(p)
         p.parse_known_args(argv)
     return PipelineOptions(argv)
+
+
+# --monitor (beam_ml.monitoring): stream_predict, batch_predict; pipelines.monitor reads the same.
+flag("monitor", action="store_true",
+     help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
+flag("monitor_window", default="1000", help="a monitoring window: a count of events (1000) or a duration (30s, 5m)")
+flag("monitor_topic", help="Kafka topic for monitoring records (one per window) and alert records (JSON)")
+flag("monitor_table", help="BigQuery table (project:dataset.table) for monitoring and alert records")
+flag("alert_topic", help="Kafka topic that also receives every alert record")
+flag("monitor_thresholds",
+     help="alert thresholds: a .json/.yaml file or key=value pairs (numeric=0.3, categorical=0.3, score=0.3, "
+          "<metric>=x, <feature>=x, <feature>:<metric>=x); defaults: Vertex AI's 0.3 for JS and L-infinity")
+flag("label_topic", help="Kafka topic of delayed labels {\"event_id\": ..., \"label\": ...}, joined to predictions "
+                         "for live precision, recall and ROC-AUC")
+flag("metrics_port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+flag("metrics_host", default="127.0.0.1", help="the address /metrics listens on")
+
+
+class MonitorOptions(PipelineOptions):
+    """--monitor and its settings."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml monitoring"
+    FLAGS = ("monitor", "monitor_window", "monitor_topic", "monitor_table", "alert_topic", "monitor_thresholds",
+             "label_topic", "metrics_port", "metrics_host")
+
+    def validated(self) -> Optional[MonitorSettings]:
+        """The settings with --monitor, else None (and no other monitor flag may be given).
+
+        Raises:
+          UserError: one line naming the flag.
+        """
+        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host")
+                 and getattr(self, f)]
+        if not self.monitor:
+            if given:
+                raise UserError(f"--{given[0]}: only applies with --monitor")
+            return None
+        if self.monitor_table:
+            raise UserError("--monitor_table: writing monitoring records to BigQuery is not supported yet; use "
+                            "--monitor_topic")
+        if not 0 <= self.metrics_port <= 65535:
+            raise UserError(f"--metrics_port: expected a port in 0..65535, got {self.metrics_port}")
+        return MonitorSettings(window=parse_window(self.monitor_window),
+                               thresholds=parse_thresholds(self.monitor_thresholds), topic=self.monitor_topic,
+                               table=self.monitor_table, alert_topic=self.alert_topic, label_topic=self.label_topic,
+                               metrics_port=self.metrics_port, metrics_host=self.metrics_host)
+
+
+class MonitorReportOptions(PipelineOptions):
+    """The shared flags `python -m pipelines.monitor` reads: the model, and the CSV and HTML of a static report."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml monitor pages"
+    FLAGS = ("model_dir", "input", "output")

@@ -40,6 +40,7 @@ from beam_ml import fs, metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.io.batches import LINE_COLUMN, as_list_array
 from beam_ml.io.csv import ReadCsvBatches
+from beam_ml.io.files import match_files, resolve_compression
 from beam_ml.io.tfrecord import WriteSplitTFRecordBatches
 from beam_ml.spec import DatasetSpec
 from transforms.preprocessing import LABEL_KEY, make_preprocessing_fn, tensor_adapter_config, to_transform_batch
@@ -97,7 +98,6 @@ COMPRESSED_RATIO = 8
 
 def reads_once(pattern: str, read_once_bytes: int) -> bool:
     """Whether the files of `pattern` are small enough to read once (see PreprocessConfig.read_once_bytes)."""
-    from beam_ml.io.files import match_files, resolve_compression
 
     try:
         files = match_files(pattern)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from beam_ml import fs
 from beam_ml.errors import UserError
-from beam_ml.spec import NUMBER_RE
+from beam_ml.spec import NUMBER_RE, read_header
 
 __all__ = ["cell_value", "csv_events", "json_value", "open_producer", "send_events"]
 
@@ -55,7 +55,6 @@ def csv_events(path: str, key_column: Optional[str] = None) -> Iterator[tuple[st
     Raises:
       UserError: naming --input or --key_column.
     """
-    from beam_ml.spec import read_header
 
     header = read_header(path)
     if key_column and key_column not in header:

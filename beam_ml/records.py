@@ -15,6 +15,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from beam_ml import fs
+from beam_ml.errors import UserError
 from beam_ml.spec import DatasetSpec, mask_value
 
 __all__ = ["RowRef", "validate_record", "records_to_columns", "raw_text", "read_csv_records"]
@@ -126,9 +128,6 @@ def read_csv_records(path: str) -> list[dict[str, str]]:
     """
     import csv
     import io
-
-    from beam_ml import fs
-    from beam_ml.errors import UserError
 
     if not fs.is_file(path):
         raise UserError(f"--input: file not found: {path}")

@@ -28,8 +28,11 @@ from typing import Any, Iterable, Optional, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.io.csv_lines import CorruptData, parse_records, read_chunks, read_header_info
 from beam_ml.io.dialect import Dialect, detect_dialect
+from beam_ml.io.files import open_file
 
 __all__ = [
     "ColumnSpec",
@@ -102,7 +105,7 @@ class DatasetSpec:
         compression), detected when the spec was inferred; every read uses it.
         Specs written before it existed load with the default (comma, UTF-8).
       cleaning: the --sql statement training applied to the input before these
-        columns existed (`beam_ml.clean.pipeline.cleaning_record`: its text,
+        columns existed (`beam_ml.clean.layout.cleaning_record`: its text,
         the events schema, the lookups' names, keys, schemas and sources), or
         None. Serving applies the same statement by default. Absent in specs
         of runs without --sql (and in older specs).
@@ -232,7 +235,6 @@ class DatasetSpec:
 
     def save(self, path: str) -> str:
         """Writes the spec as JSON (atomically; local or gs://); returns `path`."""
-        from beam_ml import fs
 
         fs.write_text(path, self.to_json() + "\n")
         return path
@@ -240,7 +242,6 @@ class DatasetSpec:
     @classmethod
     def load(cls, path: str) -> "DatasetSpec":
         """Reads a spec written by `save` (or by hand); raises UserError naming --spec."""
-        from beam_ml import fs
 
         if not fs.is_file(path):
             raise UserError(f"--spec: file not found: {path}")
@@ -270,7 +271,6 @@ def read_header(path: str, dialect: Optional[Dialect] = None) -> list[str]:
     Raises:
       UserError: for missing, empty or unreadable files and malformed headers.
     """
-    from beam_ml.io.csv_lines import read_header_info
 
     return read_header_info(path, dialect or detect_dialect(path)).names
 
@@ -279,8 +279,6 @@ def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
                   max_rows: Optional[int], columns: Optional[Sequence[str]] = None,
                   dialect: Optional[Dialect] = None) -> pa.Table:
     """Reads (a sample of) a CSV as string columns, skipping malformed rows, through the reader's parser."""
-    from beam_ml.io.csv_lines import CorruptData, parse_records, read_chunks, read_header_info
-    from beam_ml.io.files import open_file
 
     dialect = dialect or Dialect()
     cols = list(columns) if columns else list(header)

@@ -20,6 +20,7 @@ import math
 import random
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from beam_ml import fs
 from beam_ml.errors import UserError
 
 __all__ = ["PARAM_KEYS", "DEFAULT_GRID", "parse_param_grid", "normalize_params", "base_params", "parameter_sets",
@@ -103,7 +104,6 @@ def _load_grid_text(text: str) -> str:
     stripped = text.strip()
     if stripped.startswith("{"):
         return stripped
-    from beam_ml import fs
 
     if not fs.is_file(stripped):
         raise UserError(f"--param_grid: neither a JSON object nor an existing file: {text!r}")

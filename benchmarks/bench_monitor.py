@@ -78,8 +78,8 @@ def ensure_retention_model(work_dir: str, model_dir: Optional[str]) -> tuple[str
         return model_dir, csv_path
     out = os.path.join(work_dir, "retention")
     if not list_versions(os.path.join(out, "model")):
+        from beam_ml.jobs.train import train  # deferred: TensorFlow, only when there is no model yet
         from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
-        from beam_ml.train import train
 
         _log("training the retention model (once)")
         train(parse_pipeline_options(["--dataset=retention", f"--data_dir={data_dir}", f"--output_dir={out}",

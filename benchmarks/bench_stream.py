@@ -131,7 +131,7 @@ def _env() -> dict:
 
 def ensure_model(work_dir: str, model_dir: Optional[str] = None, rows: int = 30000, epochs: int = 5) -> str:
     """The model to serve: `model_dir`, else a fraud model trained once under work_dir/fraud."""
-    from beam_ml.demo import ensure_fraud_model
+    from beam_ml.jobs.demo import ensure_fraud_model
 
     return model_dir or ensure_fraud_model(os.path.join(work_dir, "fraud"), os.path.join(work_dir, "data"),
                                            rows, epochs, log=_log)

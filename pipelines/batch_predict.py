@@ -8,7 +8,7 @@
     python -m pipelines.batch_predict --model_dir=out/fraud --input=new.csv --output_table=my-proj:ds.scores
         # BigQuery (file loads); dead letters -> --dead_letter_table (default <output_table>_error_records)
 
-The job is `beam_ml.batch`. The run prints `rows in = predictions + dead
+The job is `beam_ml.jobs.batch_predict`. The run prints `rows in = predictions + dead
 letters` and fails if those do not add up.
 """
 from __future__ import annotations
@@ -16,14 +16,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.monitoring.options import MonitorOptions
-from beam_ml.options import CleanOptions, BatchPredictOptions, CsvReadOptions, KafkaOptions, parse_pipeline_options
+from beam_ml.jobs.batch_predict import batch_predict
+from beam_ml.options import (BatchPredictOptions, CleanOptions, CsvReadOptions, KafkaOptions, MonitorOptions,
+                             parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
 
 def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
-    """Parses flags and runs `beam_ml.batch.batch_predict`; returns its BatchPredictRun.
+    """Parses flags and runs `beam_ml.jobs.batch_predict.batch_predict`; returns its BatchPredictRun.
 
     Raises:
       UserError: a bad flag, file or model directory.
@@ -31,7 +32,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     options = parse_pipeline_options(argv, BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions,
                                      MonitorOptions, prog="python -m pipelines.batch_predict",
                                      description="Score a CSV file or a Kafka topic snapshot with an exported model.")
-    from beam_ml.batch import batch_predict
 
     return batch_predict(options, test_pipeline=test_pipeline)
 

@@ -16,13 +16,14 @@ Google's template parameter names work too (--bootstrapServers, --inputTopic,
 --createDisposition, --writeDisposition). Values are JSON objects, CSV lines
 (--value_format=csv, with --spec or --model_dir) or Avro binary (--avro_schema).
 The job, its columns, its accounting and its delivery guarantee are described
-in `beam_ml.ingest.job`.
+in `beam_ml.jobs.kafka_to_bigquery`.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.jobs.kafka_to_bigquery import kafka_to_bigquery
 from beam_ml.options import (BigQueryOptions, CleanOptions, KafkaOptions, KafkaToBigQueryOptions,
                              parse_pipeline_options)
 
@@ -33,7 +34,7 @@ OPTIONS = (KafkaToBigQueryOptions, KafkaOptions, BigQueryOptions, CleanOptions)
 
 
 def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
-    """Parses flags and runs `beam_ml.ingest.kafka_to_bigquery`; returns its IngestRun.
+    """Parses flags and runs `beam_ml.jobs.kafka_to_bigquery.kafka_to_bigquery`; returns its IngestRun.
 
     Raises:
       UserError: a bad flag, file, schema or statement.
@@ -41,7 +42,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     options = parse_pipeline_options(argv, *OPTIONS, prog="python -m pipelines.kafka_to_bigquery",
                                      description="Ingest Kafka topics into a BigQuery table, with a dead-letter "
                                                  "table (Google's Kafka-to-BigQuery template).")
-    from beam_ml.ingest import kafka_to_bigquery
 
     return kafka_to_bigquery(options, test_pipeline=test_pipeline)
 

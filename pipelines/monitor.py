@@ -15,14 +15,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import time
 from typing import Optional, Sequence
 
-from beam_ml import cli
+from aiohttp import web
+
+from beam_ml import cli, fs
 from beam_ml.errors import UserError
-from beam_ml.monitoring.options import MonitorOptions, MonitorReportOptions
-from beam_ml.options import KafkaOptions, parse_pipeline_options
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.model_store import resolve_version_dir
+from beam_ml.monitoring.browser import screenshot
+from beam_ml.monitoring.config import parse_thresholds, parse_window
+from beam_ml.monitoring.dashboard import RecordStore, TopicRecordReader, dashboard_app
+from beam_ml.monitoring.report import dashboard_html, drift_report_payload
+from beam_ml.monitoring.stats import read_training_statistics
+from beam_ml.options import KafkaOptions, MonitorOptions, MonitorReportOptions, parse_pipeline_options
 
 __all__ = ["run", "main"]
 
@@ -44,10 +53,6 @@ def _own_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list]:
 
 
 def _static(opts, monitor, own, log) -> str:
-    from beam_ml import fs
-    from beam_ml.monitoring.config import parse_thresholds, parse_window
-    from beam_ml.monitoring.report import dashboard_html, drift_report_payload
-
     output = opts.output or "drift.html"
     payload = drift_report_payload(opts.model_dir, opts.input, parse_window(monitor.monitor_window),
                                    parse_thresholds(monitor.monitor_thresholds))
@@ -63,8 +68,6 @@ def _static(opts, monitor, own, log) -> str:
 
 
 def _screenshot(url: str, png: str, log) -> None:
-    from beam_ml.monitoring.browser import screenshot
-
     shot = screenshot(url, png)
     if shot.returncode != 0 or shot.console_errors:
         raise RuntimeError(f"chromium could not render {url}: {shot.console_errors or shot.stderr}")
@@ -72,16 +75,6 @@ def _screenshot(url: str, png: str, log) -> None:
 
 
 def _live(options, opts, monitor, own, log):
-    import asyncio
-
-    from aiohttp import web
-
-    from beam_ml.model_store import resolve_version_dir
-    from beam_ml.monitoring.config import parse_thresholds
-    from beam_ml.monitoring.dashboard import RecordStore, TopicRecordReader, dashboard_app
-    from beam_ml.monitoring.stats import read_training_statistics
-    from beam_ml.options import kafka_client_config
-
     if monitor.monitor_table:
         raise UserError("--monitor_table: the live dashboard reads --monitor_topic only (BigQuery is not supported "
                         "yet)")

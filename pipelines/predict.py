@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 from beam_ml import cli
 from beam_ml.errors import UserError
 from beam_ml.options import PredictOptions, parse_pipeline_options
+from beam_ml.records import read_csv_records
+from beam_ml.serving import ServingModel, score_records
 
 __all__ = ["run", "main"]
 
@@ -37,11 +39,8 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
             raise UserError(f"--json: not valid JSON: {e}")
         records = records if isinstance(records, list) else [records]
     else:
-        from beam_ml.records import read_csv_records
 
         records = read_csv_records(opts.input)
-
-    from beam_ml.serving import ServingModel, score_records
 
     return score_records(ServingModel.load(opts.model_dir), records)
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from beam_ml import cli
-from beam_ml.options import KafkaOptions, ProduceOptions, kafka_client_config, parse_pipeline_options
+from beam_ml import cli, datasets
+from beam_ml.io.csv import expand_input
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.options import KafkaOptions, ProduceOptions, parse_pipeline_options
+from beam_ml.producer import csv_events, open_producer, send_events
 
 __all__ = ["run", "main"]
 
@@ -30,12 +33,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     config = kafka_client_config(options)
     path, key_column = opts.input, opts.key_column
     if opts.dataset:
-        from beam_ml import datasets
 
         key_column = key_column or datasets.resolve(opts.dataset).key
         path = datasets.materialize(opts.dataset, opts.data_dir, rows=opts.dataset_rows)
-    from beam_ml.io.csv import expand_input
-    from beam_ml.producer import csv_events, open_producer, send_events
 
     path = expand_input(path)[0]
     events = csv_events(path, key_column)

@@ -19,7 +19,7 @@ What it does, all on 127.0.0.1 and bounded in time:
 4. Runs `pipelines.stream_predict` until it has read every event or
    `--seconds` have passed.
 With --clean (what `make stream-demo` runs) the model is trained with the
-fraud use case's ksqlDB statements (`beam_ml.demo.FRAUD_SQL`: drop columns,
+fraud use case's ksqlDB statements (`beam_ml.jobs.demo.FRAUD_SQL`: drop columns,
 `Class IS NOT NULL`, `MASK_LEFT` on the user's name, an INNER JOIN with the
 bundled users table `beam_ml/data/users.csv`), the events carry `userid` and
 `User`, and stream_predict applies the statement stored with the model (no
@@ -37,9 +37,15 @@ import json
 import time
 from typing import Any, Optional, Sequence
 
-from beam_ml import cli
-from beam_ml.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
+from beam_ml import cli, datasets
 from beam_ml.errors import UserError
+from beam_ml.io.kafka import KafkaClientConfig
+from beam_ml.jobs.demo import MALFORMED_KINDS, ensure_fraud_model, ensure_fraud_sql_model, fraud_with_users, malformed_event
+from beam_ml.jobs.stream_predict import stream_predict
+from beam_ml.model_store import load_model_metadata
+from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
+from beam_ml.producer import csv_events, json_value, open_producer, send_events
+from beam_ml.testing import TansuBroker, read_topic
 
 __all__ = ["run", "main"]
 
@@ -52,8 +58,6 @@ def _log(msg: str) -> None:
 
 def _produce(bootstrap: str, csv_path: str, events: int, malformed_fraction: float) -> dict[str, Any]:
     """Sends `events` events, every round(1/fraction)-th one malformed; returns the counts."""
-    from beam_ml.io.kafka import KafkaClientConfig
-    from beam_ml.producer import csv_events, json_value, open_producer, send_events
 
     every = round(1 / malformed_fraction) if malformed_fraction > 0 else 0
     malformed: collections.Counter = collections.Counter()
@@ -117,11 +121,6 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       UserError: a bad flag.
     """
     args = _parse_args(list(argv or []))
-    from beam_ml import datasets
-    from beam_ml.model_store import load_model_metadata
-    from beam_ml.options import KafkaOptions, StreamPredictOptions, parse_pipeline_options
-    from beam_ml.streaming import stream_predict
-    from beam_ml.testing import TansuBroker, read_topic
 
     if args.clean:
         model_dir = "out/fraud_clean" if args.model_dir == "out/fraud" else args.model_dir

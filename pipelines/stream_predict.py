@@ -12,7 +12,7 @@
     python -m pipelines.stream_predict ... --monitor --monitor_window=1000 --monitor_topic=fraud-monitor \\
         --alert_topic=fraud-alerts
 
-The job, its delivery guarantee and hot reload are described in `beam_ml.streaming`.
+The job, its delivery guarantee and hot reload are described in `beam_ml.jobs.stream_predict`.
 Without --group_id nothing is committed: a restart starts again from --start.
 """
 from __future__ import annotations
@@ -20,14 +20,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from beam_ml import cli
-from beam_ml.monitoring.options import MonitorOptions
-from beam_ml.options import CleanOptions, KafkaOptions, StreamPredictOptions, parse_pipeline_options
+from beam_ml.jobs.stream_predict import stream_predict
+from beam_ml.options import (CleanOptions, KafkaOptions, MonitorOptions, StreamPredictOptions,
+                             parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
 
 def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
-    """Parses flags and runs `beam_ml.streaming.stream_predict`; returns its StreamPredictRun.
+    """Parses flags and runs `beam_ml.jobs.stream_predict.stream_predict`; returns its StreamPredictRun.
 
     Raises:
       UserError: a bad flag or model directory.
@@ -36,7 +37,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
                                                  "dead letters to Kafka and/or BigQuery.")
-    from beam_ml.streaming import stream_predict
 
     return stream_predict(options, test_pipeline=test_pipeline)
 

@@ -15,15 +15,16 @@
         --project=my-proj                                  # a standard-SQL query (--bigquery_endpoint: an emulator)
 
 The job itself (spec, Beam preprocessing, Keras training, export, report) is
-`beam_ml.train`; see it for the artifacts written under --output_dir.
+`beam_ml.jobs.train`; see it for the artifacts written under --output_dir.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 from beam_ml import cli
+from beam_ml.jobs.train import TrainRun, train
 from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-from beam_ml.train import TrainRun, train
+from beam_ml.training.report import summary_text
 
 __all__ = ["run", "main"]
 
@@ -40,7 +41,6 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
                                                  "query, or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
-        from beam_ml.training.report import summary_text
 
         print(summary_text(result.metrics), flush=True)
     return result

@@ -28,7 +28,7 @@ def trained_fraud_model(base_dir: str) -> tuple[str, str]:
     pytest runs while iterating.
     """
     from beam_ml import datasets
-    from beam_ml.demo import ensure_fraud_model
+    from beam_ml.jobs.demo import ensure_fraud_model
 
     base_dir = os.environ.get("BEAM_ML_TEST_MODEL_CACHE") or base_dir
     data = os.path.join(base_dir, "fraud_data")

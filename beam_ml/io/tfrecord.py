@@ -21,6 +21,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.transforms.window import GlobalWindows
 
+from beam_ml import fs
+
 __all__ = ["WriteTFRecordBatches", "WriteSplitTFRecordBatches", "frame_records"]
 
 
@@ -72,8 +74,6 @@ class _WriteSplitBundlesFn(beam.DoFn):
         self._files = {}
 
     def process(self, element):
-        from beam_ml import fs  # pylint: disable=import-outside-toplevel
-
         split, records = element
         if split not in self._files:
             path = fs.join(self._temp_dir, f"{split}-{uuid.uuid4().hex}.tfrecord")
@@ -94,7 +94,6 @@ def _finalize_splits(_, temp_files, prefixes: dict, suffix: str, temp_dir: str) 
     stay in `temp_dir`, which is removed here). A split with no rows gets one
     empty file, as Beam's file sinks write.
     """
-    from beam_ml import fs  # pylint: disable=import-outside-toplevel
 
     by_split: dict = {split: [] for split in prefixes}
     for split, path in temp_files:

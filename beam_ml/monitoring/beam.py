@@ -22,16 +22,24 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Optional, Sequence
+import uuid
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from kafka import KafkaConsumer, TopicPartition
 
+from beam_ml.errors import UserError
+from beam_ml.io.kafka import WriteToKafka
+from beam_ml.model_store import load_model_metadata, resolve_version_dir
+from beam_ml.monitoring.drift import WindowAccumulator
+from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
-                                      prune_counts)
+                                      prune_counts, read_training_statistics, write_training_statistics)
+from beam_ml.monitoring.window import LabelJoin, WindowMonitor, window_records
 
 __all__ = ["TrainingStatisticsTransform", "HistogramCombineFn", "batch_histograms", "score_stats_from_evaluation",
            "write_model_statistics", "plan_monitor", "WatchPredictions", "WatchBatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
@@ -58,6 +66,7 @@ def _category_column(batch: pa.RecordBatch, name: str) -> tuple[list, int]:
 
 
 def _train_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
+    # deferred: beam_ml.preprocess imports tf.Transform; only training batches carry its split column
     from beam_ml.preprocess import SPLIT_COLUMN, TRAIN
 
     return batch.filter(pc.equal(pc.list_flatten(batch.column(SPLIT_COLUMN)), TRAIN))
@@ -186,6 +195,7 @@ def score_stats_from_evaluation(acc: dict, task: str, threshold: float, bins: in
     Binary/anomaly: its [negatives, positives] score histogram over [0, 1], summed and coarsened to `bins`;
     multiclass: the top-probability calibration counts. The positive rate is the share at or above the threshold.
     """
+    # deferred: beam_ml.evaluation imports scikit-learn and TensorFlow signatures; only training calls this
     from beam_ml.evaluation import OVERALL
 
     overall = acc.get(OVERALL) if acc else None
@@ -260,8 +270,6 @@ class _LabelReader:
         self._thread.start()
 
     def _run(self, client_kwargs, topic, label_field):
-        from kafka import KafkaConsumer, TopicPartition
-
         consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, auto_offset_reset="earliest")
         try:
             partitions = None
@@ -329,10 +337,6 @@ class MonitorBatchesFn(beam.DoFn):
         self._bad = beam.metrics.Metrics.counter("beam_ml.monitor", "bad_rows")
 
     def setup(self):
-        from beam_ml.model_store import load_model_metadata
-        from beam_ml.monitoring.stats import read_training_statistics
-        from beam_ml.monitoring.window import LabelJoin, WindowMonitor
-
         version_dir, _, _ = load_model_metadata(self._model_dir)
         stats = read_training_statistics(version_dir)
         if stats is None:
@@ -344,8 +348,6 @@ class MonitorBatchesFn(beam.DoFn):
                         if self._label_topic else None)
         self._gauges = None
         if self._metrics_port:
-            from beam_ml.monitoring.prom import serve_metrics
-
             self._gauges = serve_metrics(self._metrics_port, self._metrics_host)
 
     def _emit(self, records: list):
@@ -396,26 +398,18 @@ def write_model_statistics(_, stats: dict, test_accumulator: dict, final: dict, 
 
     Returns the statistics dict (the training report shows them).
     """
-    from beam_ml.monitoring.stats import write_training_statistics
-
     stats = dict(stats)
     stats["scores"] = score_stats_from_evaluation(test_accumulator, task, final["threshold"])
     write_training_statistics(final["version_dir"], TrainingStatistics.from_dict(stats))
     return stats
 
 
-def plan_monitor(options, model_dir: str):
-    """The --monitor settings (None without --monitor), checked before anything runs.
+def plan_monitor(settings, model_dir: str):
+    """`settings` (MonitorOptions.validated(): None without --monitor) once the model is known to have statistics.
 
     Raises:
-      UserError: a bad monitor flag, or a model without training statistics.
+      UserError: a model without training statistics.
     """
-    from beam_ml.errors import UserError
-    from beam_ml.model_store import resolve_version_dir
-    from beam_ml.monitoring.options import MonitorOptions
-    from beam_ml.monitoring.stats import read_training_statistics
-
-    settings = options.view_as(MonitorOptions).validated()
     if settings is None:
         return None
     version_dir = resolve_version_dir(model_dir)
@@ -442,10 +436,6 @@ class WatchPredictions(beam.PTransform):
         self._producer = producer_config or {}
 
     def expand(self, inputs):
-        import uuid
-
-        from beam_ml.io.kafka import WriteToKafka
-
         scored, dead_parts = inputs
         s = self._settings
         token = uuid.uuid4().hex
@@ -471,8 +461,6 @@ class _WindowCombineFn(beam.CombineFn):
         self._stats = stats
 
     def create_accumulator(self):
-        from beam_ml.monitoring.drift import WindowAccumulator
-
         return WindowAccumulator(TrainingStatistics.from_dict(self._stats))
 
     def add_input(self, acc, batch):
@@ -492,8 +480,6 @@ class _WindowCombineFn(beam.CombineFn):
 
 
 def _batch_records(acc, dead: dict, thresholds, source: str, start: float) -> list:
-    from beam_ml.monitoring.window import window_records
-
     for stage, n in dead.items():
         acc.add_dead(stage, n)
     window = {"id": 0, "kind": "all", "size": None, "start_ts": int(start * 1000), "end_ts": int(time.time() * 1000)}
@@ -509,8 +495,6 @@ class WatchBatchPredictions(beam.PTransform):
 
     def __init__(self, settings, version_dir: str, source: str, kafka_config=None, output_path: Optional[str] = None):
         super().__init__()
-        from beam_ml.monitoring.stats import read_training_statistics
-
         self._settings = settings
         self._stats = read_training_statistics(version_dir).to_dict()
         self._source = source
@@ -518,8 +502,6 @@ class WatchBatchPredictions(beam.PTransform):
         self._output_path = output_path
 
     def expand(self, inputs):
-        from beam_ml.io.kafka import WriteToKafka
-
         predictions, dead = inputs
         s = self._settings
         dead_counts = (dead

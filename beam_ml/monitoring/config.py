@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 from beam_ml import fs
 from beam_ml.errors import UserError
 
-__all__ = ["WindowSpec", "parse_window", "Thresholds", "parse_thresholds", "METRICS", "SCORE_FEATURE",
+__all__ = ["MonitorSettings", "WindowSpec", "parse_window", "Thresholds", "parse_thresholds", "METRICS", "SCORE_FEATURE",
            "DEFAULT_THRESHOLD"]
 
 DEFAULT_THRESHOLD = 0.3
@@ -174,3 +174,16 @@ def parse_thresholds(text: Optional[str]) -> Thresholds:
             d["features"].setdefault(key, {})["*"] = value
     return _from_mapping(d, "inline")
 
+
+@dataclasses.dataclass
+class MonitorSettings:
+    """--monitor's settings, checked (beam_ml.options.MonitorOptions.validated)."""
+
+    window: WindowSpec
+    thresholds: Thresholds
+    topic: Optional[str]
+    table: Optional[str]
+    alert_topic: Optional[str]
+    label_topic: Optional[str]
+    metrics_port: int
+    metrics_host: str

@@ -25,7 +25,6 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from beam_ml.evaluation import score_unit
 from beam_ml.monitoring.stats import (OTHER, SCORE_BINS, CategoricalStats, NumericStats, TrainingStatistics,
                                       category_values, numeric_counts, numeric_values, score_histogram)
 
@@ -252,6 +251,9 @@ class WindowAccumulator:
             window.add(column)
 
     def add_predictions(self, predictions: Iterable[Mapping[str, Any]]) -> None:
+        # deferred: beam_ml.evaluation imports scikit-learn; the dashboard and the flags import this module
+        from beam_ml.evaluation import score_unit
+
         scores, positives = [], 0
         task = self.stats.scores.task if self.stats.scores else "binary"
         threshold = self.stats.scores.threshold if self.stats.scores else 0.5

@@ -11,11 +11,20 @@ file: inline CSS, inline script drawing inline SVG, no CDN and no other request 
 """
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 from typing import Any, Optional
 
-from beam_ml.monitoring.config import PRIMARY
+from beam_ml import fs
+from beam_ml.errors import UserError
+from beam_ml.model_store import resolve_version_dir
+from beam_ml.monitoring.config import PRIMARY, WindowSpec
+from beam_ml.monitoring.stats import read_training_statistics
+from beam_ml.monitoring.window import LabelJoin, WindowMonitor
+from beam_ml.records import validate_record
+from beam_ml.serving import ServingModel
 
 __all__ = ["dashboard_html", "statistics_section_html", "histogram_svg", "drift_report_payload"]
 
@@ -301,18 +310,6 @@ def drift_report_payload(model_dir: str, input_path: str, window, thresholds, ch
     Raises:
       UserError: a model without training statistics, or a missing input.
     """
-    import csv
-    import io
-
-    from beam_ml import fs
-    from beam_ml.errors import UserError
-    from beam_ml.model_store import resolve_version_dir
-    from beam_ml.monitoring.config import WindowSpec
-    from beam_ml.monitoring.stats import read_training_statistics
-    from beam_ml.monitoring.window import LabelJoin, WindowMonitor
-    from beam_ml.records import validate_record
-    from beam_ml.serving import ServingModel
-
     version_dir = resolve_version_dir(model_dir)
     stats = read_training_statistics(version_dir)
     if stats is None:

@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
+from beam_ml.io.bigquery import endpoint_client
 from beam_ml.testing.process import ServerProcess, find_free_port
 
 __all__ = ["BigQueryEmulator", "emulator_venv", "EMULATOR_VENV_ENV", "MAKE_TARGET"]
@@ -181,7 +182,6 @@ class BigQueryEmulator(ServerProcess):
 
     def client(self):
         """A google-cloud-bigquery Client for this emulator (anonymous credentials)."""
-        from beam_ml.io.bigquery import endpoint_client  # pylint: disable=import-outside-toplevel
 
         return endpoint_client(self.endpoint, self.project)
 

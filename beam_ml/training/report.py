@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from beam_ml import fs  # noqa: E402
+from beam_ml.training.report_html import render_html
+from beam_ml.spec import DatasetSpec
 from beam_ml.tuning import selected  # noqa: E402
 
 __all__ = ["plot_learning_curves", "plot_confusion_matrix", "plot_roc_pr", "plot_calibration", "plot_leaderboard",
@@ -175,8 +177,6 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
                   monitoring: Optional[dict] = None) -> dict:
     """Writes metrics.json, report.md, report.html, the PNGs and history.csv; adds test metrics to the model."""
     from beam_ml.export import json_safe, update_model_metadata
-    from beam_ml.spec import DatasetSpec
-    from beam_ml.training.report_html import render_html
 
     spec = DatasetSpec.from_dict(ctx.spec)
     out = ctx.output_dir

@@ -40,6 +40,7 @@ import numpy as np
 
 from beam_ml import fs
 from beam_ml.spec import DatasetSpec
+from beam_ml.tuning import describe, selected
 
 __all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "run_trial", "train_final"]
 
@@ -99,7 +100,6 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     from beam_ml.evaluation import bootstrap_se, validation_metrics
     from beam_ml.preprocess import fold_split
     from beam_ml.training.trainer import fit_model, load_splits, predict_outputs
-    from beam_ml.tuning import describe
 
     start = time.time()
     spec = ctx.dataset_spec
@@ -186,7 +186,6 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
     from beam_ml.export import export_model
     from beam_ml.training.models import build_model
     from beam_ml.training.trainer import fit_model, load_splits
-    from beam_ml.tuning import describe, selected
 
     start = time.time()
     spec = ctx.dataset_spec

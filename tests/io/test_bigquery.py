@@ -4,6 +4,9 @@ import base64
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -18,6 +21,7 @@ from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.io import bigquery as bq
 from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for
+from beam_ml.jobs.settings import bigquery_endpoint
 from beam_ml.options import BigQueryOptions, parse_pipeline_options
 from beam_ml.spec import ColumnSpec, DatasetSpec
 from beam_ml.testing.bigquery import MAKE_TARGET, BigQueryEmulator
@@ -224,12 +228,12 @@ def test_failed_row_becomes_a_dead_letter_with_bigquerys_reason():
 def test_endpoint_flags_are_checked():
     opts = parse_pipeline_options(["--bigquery_endpoint=http://127.0.0.1:9050",
                                    "--bigquery_storage_endpoint=127.0.0.1:9060"], BigQueryOptions)
-    assert bq.BigQueryEndpoint.from_options(opts) == bq.BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
-    assert bq.BigQueryEndpoint.from_options(parse_pipeline_options([], BigQueryOptions)) is None
+    assert bigquery_endpoint(opts) == bq.BigQueryEndpoint("http://127.0.0.1:9050", "127.0.0.1:9060")
+    assert bigquery_endpoint(parse_pipeline_options([], BigQueryOptions)) is None
     with pytest.raises(UserError, match="--bigquery_endpoint: expected http://HOST:PORT, got '127.0.0.1:9050'"):
         bq.BigQueryEndpoint("127.0.0.1:9050")
     with pytest.raises(UserError, match="--bigquery_storage_endpoint: only meaningful with --bigquery_endpoint"):
-        bq.BigQueryEndpoint.from_options(parse_pipeline_options(["--bigquery_storage_endpoint=h:1"],
+        bigquery_endpoint(parse_pipeline_options(["--bigquery_storage_endpoint=h:1"],
                                                                 BigQueryOptions))
     with pytest.raises(UserError, match="--create_disposition"):
         parse_pipeline_options(["--create_disposition=SOMETIMES"], BigQueryOptions)
@@ -284,6 +288,27 @@ def test_without_an_endpoint_beams_io_is_left_as_is():
     assert bq.ENDPOINT_ENV not in os.environ
 
 
+def test_importing_the_io_patches_nothing_and_a_read_at_an_endpoint_asks_for_the_redirect(tmp_path):
+    code = ("import os; os.environ['%s'] = '{\"rest\": \"http://127.0.0.1:1\"}'\n"
+            "from apache_beam.io.gcp import bigquery_tools\n"
+            "factory = bigquery_tools.BigQueryWrapper.__dict__['_bigquery_client']\n"
+            "import beam_ml.io.bigquery, beam_ml.jobs.bigquery, beam_ml.jobs.train\n"
+            "assert bigquery_tools.BigQueryWrapper.__dict__['_bigquery_client'] is factory\n" % bq.ENDPOINT_ENV)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    with socket.create_server(("127.0.0.1", 0)) as rest, socket.create_server(("127.0.0.1", 0)) as storage:
+        endpoint = bq.BigQueryEndpoint(f"http://127.0.0.1:{rest.getsockname()[1]}",
+                                       f"127.0.0.1:{storage.getsockname()[1]}")
+        with pytest.raises(ValueError, match="call beam_ml.io.bigquery.use_endpoint"):
+            _ = beam.Pipeline() | bq.ReadFromBigQueryBatches(_spec(), table="proj:ds.tx", endpoint=endpoint)
+        p = beam.Pipeline()
+        bq.use_endpoint(endpoint, options=p.options)
+        try:
+            _ = p | bq.ReadFromBigQueryBatches(_spec(), table="proj:ds.tx", endpoint=endpoint)
+            assert bq.ENDPOINT_PLUGIN in p.options.view_as(beam.options.pipeline_options.SetupOptions).beam_plugins
+        finally:
+            bq.clear_endpoint()
+
+
 def test_use_endpoint_redirects_beams_read_clients_and_clear_restores_them():
     from apache_beam.io.gcp import bigquery as beam_bigquery
     from apache_beam.io.gcp import bigquery_tools
@@ -312,6 +337,7 @@ def _load_loose_table(ds, name, rows):
 
 
 def _read(pipeline, spec, endpoint, **kwargs):
+    bq.use_endpoint(endpoint, options=pipeline.options)  # what a job given --bigquery_endpoint does
     out = pipeline | bq.ReadFromBigQueryBatches(spec, endpoint=endpoint, **kwargs)
     rows = out["rows"] | "RowIds" >> beam.FlatMap(
         lambda b: zip(b.column("id").to_pylist(), b.column(LINE_COLUMN).to_pylist(),

@@ -262,15 +262,15 @@ def test_encoding_flag_reads_a_cp1252_file(tmp_path):
 def test_csv_flags_parse_and_fail_naming_the_flag():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_ml.io.csv import dialect_from_options
+    from beam_ml.jobs.settings import csv_dialect_flags
     from beam_ml.options import CsvReadOptions
 
     opts = PipelineOptions(["--delimiter=tab", "--encoding=latin-1", "--compression=gzip"])
     assert opts.view_as(CsvReadOptions).delimiter == "tab"
-    assert dialect_from_options(opts) == {"delimiter": "\t", "encoding": "iso8859-1", "compression": "gzip"}
-    assert dialect_from_options(PipelineOptions([])) == {}
+    assert csv_dialect_flags(opts) == {"delimiter": "\t", "encoding": "iso8859-1", "compression": "gzip"}
+    assert csv_dialect_flags(PipelineOptions([])) == {}
     with pytest.raises(UserError, match="--compression"):
-        dialect_from_options(PipelineOptions(["--compression=rar"]))
+        csv_dialect_flags(PipelineOptions(["--compression=rar"]))
 
 
 def test_a_truncated_gzip_keeps_the_rows_before_and_dead_letters_the_rest(tmp_path):

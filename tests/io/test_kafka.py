@@ -30,7 +30,8 @@ from beam_ml.io.kafka import (COMMITTED, EARLIEST, LATEST, KafkaClientConfig,
 from beam_ml.io.kafka.formats import (encode_csv_line, encode_json_object,
                                       parse_csv_line, parse_json_object)
 from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
-from beam_ml.options import KafkaOptions, kafka_client_config
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.options import KafkaOptions
 from beam_ml.testing import TansuBroker, find_free_port
 
 

@@ -27,6 +27,8 @@ from beam_ml.errors import DEAD_TAG
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
 from beam_ml.io.csv import parse_csv_chunk
 from beam_ml.io.kafka.formats import parse_json_object
+from beam_ml.io.kafka.offsets import list_partitions
+from beam_ml.io.kafka.read import ReadFromKafka
 from beam_ml.records import validate_record
 from beam_ml.spec import DatasetSpec
 
@@ -141,8 +143,6 @@ class ReadTopicSnapshot(beam.PTransform):
         self._spec = spec
 
     def expand(self, pbegin):
-        from beam_ml.io.kafka.read import ReadFromKafka
-
         return (pbegin
                 | "ReadFromKafka" >> ReadFromKafka(None, [self._topic], start="earliest", bounded=True,
                                                    client_config=self._config)
@@ -158,8 +158,6 @@ def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, time
     Unparsable values are skipped here: the pipeline dead-letters them.
     """
     from kafka import KafkaConsumer
-
-    from beam_ml.io.kafka.offsets import list_partitions
 
     consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, group_id=None,
                              auto_offset_reset="earliest")

@@ -46,9 +46,14 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from beam_ml import metrics
+from beam_ml.clean import ApplySqlFn, prepare_cleaning
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.ingest.sink import (InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, bigquery_client,
                                  ensure_table, table_differences)
@@ -56,9 +61,16 @@ from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, 
                                    infer_schema, json_values_to_table, load_avro_schema, records_to_table, spec_schema,
                                    table_to_rows, value_text)
 from beam_ml.io.batches import LINE_COLUMN
-from beam_ml.io.bigquery import DEAD_LETTER_SCHEMA, BigQueryEndpoint, parse_table
-from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions, kafka_client_config
+from beam_ml.io.bigquery import (BigQueryEndpoint, DEAD_LETTER_SCHEMA, FILE_LOADS, WriteDeadLettersToBigQuery,
+                                 WriteRowsToBigQuery, parse_table)
+from beam_ml.io.kafka import ReadFromKafka
+from beam_ml.io.kafka.topic_batches import sample_topic
+from beam_ml.jobs.settings import bigquery_endpoint, kafka_client_config
+from beam_ml.model_store import load_model_metadata
+from beam_ml.options import BigQueryOptions, CleanOptions, KafkaToBigQueryOptions
 from beam_ml.records import raw_text
+from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely
+from beam_ml.spec import DatasetSpec
 
 __all__ = ["IngestPlan", "IngestOutputs", "IngestRun", "plan_kafka_to_bigquery", "build_kafka_to_bigquery",
            "write_kafka_to_bigquery", "ingest_counts", "snapshot_offsets", "commit_offsets", "kafka_to_bigquery"]
@@ -128,10 +140,6 @@ class IngestOutputs(NamedTuple):
 
 
 def _sample(kafka, topics: Sequence[str], n: int) -> list[dict]:
-    from kafka.errors import KafkaError  # pylint: disable=import-outside-toplevel
-
-    from beam_ml.io.kafka.topic_batches import sample_topic  # pylint: disable=import-outside-toplevel
-
     out: list[dict] = []
     for topic in topics:
         try:
@@ -150,11 +158,9 @@ def _columns(opts: KafkaToBigQueryOptions, kafka) -> tuple[IngestSchema, ValueDe
         return avro_ingest_schema(avsc, f"--avro_schema {opts.avro_schema}"), ValueDecoder("avro", avro_schema=avsc)
     if opts.spec or opts.model_dir:
         if opts.spec:
-            from beam_ml.spec import DatasetSpec  # pylint: disable=import-outside-toplevel
 
             spec, origin = DatasetSpec.load(opts.spec), f"--spec {opts.spec}"
         else:
-            from beam_ml.model_store import load_model_metadata  # pylint: disable=import-outside-toplevel
 
             version_dir, _, spec = load_model_metadata(opts.model_dir)
             origin = f"the spec of model {version_dir}"
@@ -192,13 +198,11 @@ def plan_kafka_to_bigquery(options: PipelineOptions, local: bool = False) -> Ing
     Raises:
       UserError: a bad flag, file, schema or statement, naming the flag.
     """
-    from beam_ml.clean import prepare_cleaning  # pylint: disable=import-outside-toplevel
-    from beam_ml.runner import runs_remotely  # pylint: disable=import-outside-toplevel
 
     opts = options.view_as(KafkaToBigQueryOptions).validated()
     bq = options.view_as(BigQueryOptions)
     kafka = kafka_client_config(options)
-    endpoint = BigQueryEndpoint.from_options(options)
+    endpoint = bigquery_endpoint(options)
     if endpoint is not None:
         endpoint.check()
     default_project = options.view_as(GoogleCloudOptions).project
@@ -258,7 +262,6 @@ class _ToTableRowsFn(beam.DoFn):
         self._sql = None
         self._sql_schema = None
         if plan.cleaning is not None:
-            from beam_ml.clean import ApplySqlFn  # pylint: disable=import-outside-toplevel
 
             c = plan.cleaning
             self._sql = ApplySqlFn(c.statement, c.lookups, source="", source_column=_SOURCE_COLUMN,
@@ -358,7 +361,6 @@ class _ToTableRowsFn(beam.DoFn):
 
 def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> IngestOutputs:
     """Adds ReadFromKafka -> BatchRecords -> ToTableRows to `pipeline` (nothing is written yet)."""
-    from beam_ml.io.kafka import ReadFromKafka  # pylint: disable=import-outside-toplevel
 
     opts = plan.opts
     records = pipeline | "ReadFromKafka" >> ReadFromKafka(
@@ -400,8 +402,6 @@ def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
         _ = rejected | "WriteRejectedRows" >> InsertDeadLettersToBigQuery(
             plan.dead_letter_table, endpoint=endpoint, project=project)
         return
-    from beam_ml.io.bigquery import (FILE_LOADS, WriteDeadLettersToBigQuery,  # pylint: disable=import-outside-toplevel
-                                     WriteRowsToBigQuery)
 
     rows = outputs.batches | "BatchesToRows" >> beam.FlatMap(lambda batch: batch.rows)
     # Rows were typed and checked by ToTableRows (vectorized), so the writer does not check them again.
@@ -432,7 +432,6 @@ def ingest_counts(result, bounded: bool) -> dict[str, int]:
 
 def snapshot_offsets(result) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the offset after the last record a finished run read (what to commit)."""
-    from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
 
     found = result.metrics().query(MetricsFilter().with_namespace(metrics.INGEST))["distributions"]
     out: dict[tuple[str, int], int] = {}
@@ -451,8 +450,6 @@ def snapshot_offsets(result) -> dict[tuple[str, int], int]:
 
 def commit_offsets(kafka, group_id: str, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """Commits each partition's offset to `group_id`, never moving one backwards; returns what was committed."""
-    from kafka import KafkaConsumer, TopicPartition  # pylint: disable=import-outside-toplevel
-    from kafka.structs import OffsetAndMetadata  # pylint: disable=import-outside-toplevel
 
     if not offsets:
         return {}
@@ -503,7 +500,6 @@ def kafka_to_bigquery(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file, schema or statement.
       RuntimeError: records in != rows written + dead letters + filtered (a bug).
     """
-    from beam_ml.runner import new_pipeline, run_pipeline  # pylint: disable=import-outside-toplevel
 
     plan = plan_kafka_to_bigquery(options, local=test_pipeline is not None)
     if not plan.bounded:

@@ -1,16 +1,8 @@
-"""--sql in train, batch_predict and stream_predict: the glue the three pipelines share.
+"""A --sql statement between a reader and a model: events typed in, the model's layout out, as Beam steps.
 
-Training (CSV input):
-
-    plan = plan_training_sql(options, input_csv, output_dir, infer_kwargs)   # None without --sql
-    spec = plan.spec                 # inferred from the statement's output over the inference sample,
-                                     # with `cleaning` (statement, lookups' names/sources/schemas) stored in it
-    source = CleanCsvSource(pattern, plan.spec, plan.cleaning)   # -> build_preprocess(source=...)
-
-Serving (batch and streaming):
-
-    cleaning = serving_cleaning(options, spec)   # the model's stored statement, or --sql (with a warning)
-    fn = CleanToLayoutFn(cleaning, read_spec, source=path)   # events batch -> model-layout batch + dead letters
+    fn = CleanToLayoutFn(cleaning, read_spec, with_label=False, source=path)  # events batch -> model layout + dead
+    read = CleanCsvSource(pattern, spec, cleaning)        # training: CSV read + statement, 'rows' + DEAD_TAG
+    fn = CleanEventBatchesFn(spec, cleaning)              # streaming: one poll of Kafka records -> a RowBatch
 
 The flow of every pipeline: the input is read as `events` (numeric columns
 float64, every other column a string, nulls for missing values: the input as
@@ -22,37 +14,35 @@ INNER JOIN are counted in SQL/rows_filtered, rows the statement fails on are
 numeric column, an unknown label: 'validate' dead letters naming the file and
 line or the topic/partition and offset).
 
-What is stored (`DatasetSpec.cleaning`, so spec.json and the exported model's
-beam_ml.json): the statement's `to_dict()` (text, events schema, lookups'
-keys/joins/schemas, output schema) plus `lookup_sources` (name -> the
---lookup value used at training), from which serving re-opens each lookup
-unless a --lookup flag names it again.
+Which statement a job applies (the model's stored one, or --sql) and how
+training infers its spec from the statement's output: `beam_ml.jobs.sql`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_ml.clean.cleaning import Cleaning, prepare_cleaning
-from beam_ml.clean.lookups import lookup_from_flag, parse_lookup_flag
-from beam_ml.clean.statement import Statement
+from beam_ml import metrics
+from beam_ml.clean.cleaning import Cleaning
+from beam_ml.clean.transform import ApplySqlFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array
-from beam_ml.options import CleanOptions
-from beam_ml.records import raw_text
-from beam_ml.spec import NUMBER_RE, ColumnSpec, DatasetSpec
+from beam_ml.inference.batches import RowBatch
+from beam_ml.inference.events import event_row
+from beam_ml.ingest.values import IngestSchema, json_values_to_table, records_to_table
+from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array, input_read_spec
+from beam_ml.io.csv import ReadCsvBatches
+from beam_ml.records import RowRef, raw_text
+from beam_ml.spec import ColumnSpec, DatasetSpec, NUMBER_RE, _numeric_fraction, _read_strings, read_header
 
 __all__ = ["events_schema_for_csv", "raw_read_spec", "events_from_read_batch", "to_model_layout",
-           "cleaning_record", "serving_cleaning", "CleanToLayoutFn", "CleanCsvSource", "TrainingSql",
-           "plan_training_sql", "events_schema_for_spec", "strings_for_csv"]
+           "CleanToLayoutFn", "CleanCsvSource", "CleanEventBatchesFn", "events_schema_for_spec", "strings_for_csv",
+           "sample_events", "output_rows", "SOURCE_COLUMN"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,7 +50,6 @@ _LOGGER = logging.getLogger(__name__)
 # ----------------------------------------------------------------- events typing
 def events_schema_for_csv(path: str, dialect, na_values: Sequence[str], sample_rows: int = 20000) -> pa.Schema:
     """The `events` schema of a CSV file: float64 where >= 98% of a sample are numbers, else string; + __line__."""
-    from beam_ml.spec import _numeric_fraction, _read_strings, read_header
 
     header = read_header(path, dialect)
     if LINE_COLUMN in header:
@@ -179,78 +168,6 @@ def strings_for_csv(table: pa.Table) -> pa.Table:
     return pa.table({name: pc.cast(table.column(name), pa.string()) for name in table.column_names})
 
 
-# ----------------------------------------------------------------- stored statement
-def cleaning_record(cleaning: Cleaning, lookup_flags: Sequence[str]) -> dict:
-    """What training stores with the spec and the model: the statement and where each lookup came from."""
-    record = cleaning.statement.to_dict()
-    sources = dict(parse_lookup_flag(v) for v in lookup_flags or ())
-    # A local file is recorded by its absolute path: serving may run from another directory.
-    sources = {n: (os.path.abspath(s) if ":" not in s and os.path.isfile(s) else s) for n, s in sources.items()}
-    record["lookup_sources"] = {name: sources.get(name, "") for name in record["lookups"]}
-    return record
-
-
-def _lookup_options(kafka_config: Any, options=None) -> dict:
-    """What lookups need to connect: the Kafka client config, the BigQuery endpoint (if any)."""
-    out = {"client_config": kafka_config} if kafka_config is not None else {}
-    if options is not None:
-        from beam_ml.io.bigquery import BigQueryEndpoint  # pylint: disable=import-outside-toplevel
-
-        endpoint = BigQueryEndpoint.from_options(options)
-        if endpoint is not None:
-            out["bigquery_endpoint"] = endpoint
-    return out
-
-
-def serving_cleaning(options, spec: DatasetSpec, events_schema: Optional[pa.Schema] = None,
-                     kafka_config: Any = None, log=None) -> Optional[Cleaning]:
-    """The statement a serving pipeline applies: the model's stored one by default, --sql overriding it.
-
-    Args:
-      options: parsed options with CleanOptions.
-      spec: the served model's spec (its `cleaning`, if any).
-      events_schema: the input's schema when the model stored none (a --sql on
-        a model trained without one); default: `events_schema_for_spec(spec)`.
-      kafka_config: client config for kafka: lookups.
-      log: where the override warning goes (besides logging).
-
-    Raises:
-      UserError: a bad --sql/--lookup, or a stored statement that no longer fits (its lookups changed).
-    """
-    opts = options.view_as(CleanOptions)
-    stored = spec.cleaning
-    lookup_options = _lookup_options(kafka_config, options)
-    if opts.sql:
-        if stored:
-            message = ("--sql overrides the statement stored with the model (training and serving may now clean "
-                       "differently)")
-            _LOGGER.warning(message)
-            if log is not None:
-                log(f"[beam_ml] WARNING: {message}")
-        from beam_ml.clean.statement import schema_from_json
-
-        events = (schema_from_json(stored["events_schema"]) if stored else None) or events_schema \
-            or events_schema_for_spec(spec)
-        return prepare_cleaning(opts, events, position_column=LINE_COLUMN, **lookup_options)
-    if not stored:
-        if opts.lookup:
-            raise UserError("--lookup: lookups are joined by a --sql statement; none was given and the model "
-                            "stores none")
-        return None
-    flags = dict(parse_lookup_flag(v) for v in opts.lookup or ())
-    lookups = []
-    for name, source in stored.get("lookup_sources", {}).items():
-        source = flags.pop(name, source)
-        if not source:
-            raise UserError(f"--lookup: the model's statement joins {name}; give --lookup={name}=SOURCE")
-        lookups.append(lookup_from_flag(f"{name}={source}", **lookup_options))
-    if flags:
-        raise UserError(f"--lookup: the model's statement joins no table named {', '.join(sorted(flags))}")
-    statement = Statement.from_dict(stored, lookups={lk.name: lk.schema() for lk in lookups},
-                                    flag="the model's stored --sql")
-    return Cleaning(statement, lookups, opts.lookup_refresh)
-
-
 # ----------------------------------------------------------------- the Beam step
 class _NotCounted:
     def inc(self, n: int = 1) -> None:
@@ -270,7 +187,6 @@ class CleanToLayoutFn(beam.DoFn):
 
     def __init__(self, cleaning: Cleaning, spec: DatasetSpec, with_label: bool, source: str = "",
                  from_read: bool = True, source_column: Optional[str] = None, counted: bool = True):
-        from beam_ml.clean.transform import ApplySqlFn
 
         self._events = cleaning.statement.events_schema
         self._spec = spec
@@ -363,8 +279,6 @@ class CleanCsvSource(beam.PTransform):
         self._with_label = with_label
 
     def expand(self, pbegin):
-        from beam_ml.io.csv import ReadCsvBatches
-
         events = self._cleaning.statement.events_schema
         read_spec = raw_read_spec(events, self._spec.dialect, self._spec.na_values)
         kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
@@ -383,17 +297,7 @@ class CleanCsvSource(beam.PTransform):
 
 
 # ----------------------------------------------------------------- training
-@dataclasses.dataclass
-class TrainingSql:
-    """The prepared statement and the spec inferred from (or checked against) its output."""
-
-    cleaning: Cleaning
-    spec: DatasetSpec
-
-
-def _sample_events(path: str, events_schema: pa.Schema, dialect, na_values, rows: int) -> pa.Table:
-    from beam_ml.spec import _read_strings, read_header
-
+def sample_events(path: str, events_schema: pa.Schema, dialect, na_values, rows: int) -> pa.Table:
     header = read_header(path, dialect)
     text = _read_strings(path, header, na_values, rows, dialect=dialect)
     arrays = []
@@ -410,83 +314,6 @@ def _sample_events(path: str, events_schema: pa.Schema, dialect, na_values, rows
             keep &= ~bad
             arrays.append(values)
     return pa.Table.from_arrays(arrays, schema=events_schema).filter(pa.array(keep))
-
-
-def plan_training_sql(options, path: str, output_dir: str, spec_path: Optional[str], infer: dict,
-                      csv_flags: dict, sample_rows: int = 20000) -> Optional[TrainingSql]:
-    """Prepares --sql for training from CSV and infers (or checks) the spec on the statement's output.
-
-    Args:
-      options: parsed options with CleanOptions.
-      path: the first input file (events schema and inference sample).
-      output_dir: where the sample of the statement's output is written for inference.
-      spec_path: --spec, if given (checked against the output instead of inferring).
-      infer: keyword arguments of `infer_spec` (label, positive_label, task, key, drop).
-      csv_flags: --delimiter/--encoding/--compression given.
-
-    Returns:
-      None without --sql.
-
-    Raises:
-      UserError: a bad statement/lookup (naming --sql/--lookup), or a spec that does not fit the output.
-    """
-    from beam_ml import fs
-    from beam_ml.clean.engine import Engine
-    from beam_ml.io.dialect import detect_dialect
-    from beam_ml.spec import DEFAULT_NA_VALUES, infer_spec
-
-    opts = options.view_as(CleanOptions)
-    if not opts.sql:
-        if opts.lookup:
-            raise UserError("--lookup: lookups are joined by a --sql statement; none was given")
-        return None
-    stored_spec = DatasetSpec.load(spec_path) if spec_path else None
-    na_values = stored_spec.na_values if stored_spec else list(DEFAULT_NA_VALUES)
-    dialect = detect_dialect(path, **csv_flags)
-    events = events_schema_for_csv(path, dialect, na_values)
-    from beam_ml.options import kafka_client_config
-
-    # kafka: lookups connect with the Kafka flags (--bootstrap_servers, --kafka_config).
-    cleaning = prepare_cleaning(opts, events, position_column=LINE_COLUMN,
-                                **_lookup_options(kafka_client_config(options), options))
-    record = cleaning_record(cleaning, opts.lookup or ())
-    columns = cleaning.statement.columns
-    if stored_spec is not None:
-        wanted = [c.name for c in stored_spec.columns if c.role in ("numeric", "categorical", "label", "key")]
-        missing = [w for w in wanted if w not in columns]
-        if missing:
-            raise UserError(f"--spec: column(s) {', '.join(missing)} are not in the --sql statement's output "
-                            f"({', '.join(columns)})")
-        spec = dataclasses.replace(stored_spec, dialect=dialect, cleaning=record)
-        return TrainingSql(cleaning, spec)
-    label = infer.get("label")
-    if label and label not in columns:
-        raise UserError(f"--label: column '{label}' is not in the --sql statement's output ({', '.join(columns)})")
-    sample = _sample_events(path, events, dialect, na_values, sample_rows)
-    engine = Engine(cleaning.statement)
-    try:
-        for lookup in cleaning.lookups:
-            lookup.open()
-            engine.set_lookup(lookup.name, lookup.load())
-        result = engine.run(sample, source=path)
-    finally:
-        engine.close()
-        for lookup in cleaning.lookups:
-            lookup.close()
-    table = result.table.select(columns)
-    if table.num_rows == 0:
-        raise UserError(f"--sql: the statement keeps none of the {sample.num_rows} sampled rows of {path}, so the "
-                        "columns cannot be inferred")
-    import pyarrow.csv as pacsv
-
-    local = fs.is_local(output_dir)
-    tmp_dir = output_dir if local else __import__("tempfile").mkdtemp()
-    os.makedirs(tmp_dir, exist_ok=True)
-    sample_csv = os.path.join(tmp_dir, "sql_sample.csv")
-    pacsv.write_csv(strings_for_csv(table), sample_csv)
-    spec = infer_spec(sample_csv, na_values=na_values, **infer)
-    spec = dataclasses.replace(spec, dialect=dialect, cleaning=record)
-    return TrainingSql(cleaning, spec)
 
 
 # ----------------------------------------------------------------- streaming
@@ -506,8 +333,6 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def __init__(self, spec: DatasetSpec, cleaning: Cleaning, id_field: str = "event_id",
                  value_format: str = "json"):
-        from beam_ml.batch import input_read_spec
-        from beam_ml.ingest.values import IngestSchema
 
         events = cleaning.statement.events_schema
         self._spec = spec
@@ -526,7 +351,6 @@ class CleanEventBatchesFn(beam.DoFn):
         self._na = pa.array(sorted(set(spec.na_values) | {""}), pa.string())
         self._clean = CleanToLayoutFn(cleaning, self._read_spec, with_label=False, from_read=False,
                                       source_column=SOURCE_COLUMN)
-        from beam_ml import metrics
 
         self._in = beam.metrics.Metrics.counter(metrics.PREDICT, "rows_in")
 
@@ -545,8 +369,6 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
         """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
-        from beam_ml.ingest.values import json_values_to_table
-        from beam_ml.records import RowRef
 
         if self._value_format != "json":
             return None
@@ -577,10 +399,6 @@ class CleanEventBatchesFn(beam.DoFn):
         return table.select(self._schema.names), refs
 
     def process(self, records):
-        from beam_ml.inference.batches import RowBatch
-        from beam_ml.inference.events import event_row
-        from beam_ml.ingest.values import records_to_table
-
         self._in.inc(len(records))
         refs, rows = [], []
         by_partition: dict[tuple, list] = {}
@@ -633,7 +451,7 @@ class CleanEventBatchesFn(beam.DoFn):
 def output_rows(table: pa.Table, spec: DatasetSpec) -> tuple[list[int], list[dict], list[tuple[int, str]]]:
     """(positions, row dicts of the model's features, [(row, reason)] left out) of the statement's output.
 
-    The streaming hot path's shortcut of `to_model_layout` + `beam_ml.batch.batch_to_rows`, with the
+    The streaming hot path's shortcut of `to_model_layout` + `beam_ml.jobs.batch_predict.batch_to_rows`, with the
     same values (numbers as floats, missing values None, categories as text) and the same checks.
     """
     names, columns = [], []

@@ -41,12 +41,25 @@ import time
 import uuid
 from typing import Any, Callable, NamedTuple, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.runners.runner import PipelineState
 
-from beam_ml import fs, metrics
+from beam_ml import datasets, fs, metrics, tuning
+from beam_ml.clean.layout import CleanCsvSource
 from beam_ml.errors import UserError
-from beam_ml.options import TrainOptions, kafka_client_config
-from beam_ml.spec import DatasetSpec
+from beam_ml.io.csv import expand_input
+from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic, write_sample_csv
+from beam_ml.jobs.bigquery import bigquery_input
+from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
+from beam_ml.jobs.sql import plan_training_sql
+from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
+from beam_ml.options import CleanOptions, TrainOptions
+from beam_ml.runner import new_pipeline
+from beam_ml.spec import DatasetSpec, infer_spec
+from beam_ml.training.report import write_outputs
+from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
            "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
@@ -89,7 +102,7 @@ class TrainPlan:
     output_dir: str
     spec_path: str
     kafka: Any = None
-    bigquery: Any = None  # a beam_ml.io.bigquery_jobs.BigQueryInput (--input_table / --input_query)
+    bigquery: Any = None  # a beam_ml.jobs.bigquery.BigQueryInput (--input_table / --input_query)
     parameter_sets: list = dataclasses.field(default_factory=list)
     trials: list = dataclasses.field(default_factory=list)
     metric: str = ""
@@ -99,15 +112,13 @@ class TrainPlan:
 
     @property
     def preprocess_config(self):
-        from beam_ml.preprocess import PreprocessConfig
+        from beam_ml.preprocess import PreprocessConfig  # deferred: tf.Transform, kept out of --help and flag checks
 
         return PreprocessConfig(input_pattern=self.input_pattern, output_dir=self.output_dir,
                                 test_fraction=self.opts.test_fraction, cv_folds=self.opts.cv_folds,
                                 split_seed=self.opts.split_seed)
 
     def trial_context(self):
-        from beam_ml.training.trial import TrialContext
-
         return TrialContext(output_dir=self.output_dir, spec=self.spec.to_dict(), cv_folds=self.opts.cv_folds,
                             metric=self.metric, target_precision=self.opts.target_precision,
                             patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
@@ -120,12 +131,10 @@ class TrainPlan:
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
         if self.cleaning is not None:
-            from beam_ml.clean.pipeline import CleanCsvSource
 
             return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
         if self.kafka is None:
             return None
-        from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot
 
         return ReadTopicSnapshot(self.kafka, self.opts.input_topic, self.spec)
 
@@ -147,7 +156,6 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str
     Returns:
       (the sample CSV's path, the TOPIC_ENVELOPE_FIELDS present in the events).
     """
-    from beam_ml.io.kafka.topic_batches import sample_topic, write_sample_csv
 
     records = sample_topic(kafka.client_kwargs(), topic)
     if not records:
@@ -171,7 +179,6 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     label, positive, task, key = opts.label, opts.positive_label, opts.task, opts.key_column
     drop = opts.drop_column_list
     kafka = None
-    from beam_ml.io.bigquery_jobs import bigquery_input
 
     bigquery = bigquery_input(options, opts.input_table, opts.input_query)
     if bigquery is not None:
@@ -182,7 +189,6 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         path = opts.input
         name = os.path.splitext(os.path.basename(path.rstrip("/")))[0].replace("*", "all")
     else:
-        from beam_ml import datasets
 
         name = opts.dataset or "retention"
         info = datasets.resolve(name)
@@ -201,18 +207,13 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
             infer_from, envelope = _sample_topic_csv(kafka, opts.input_topic, output_dir)
             drop += [f for f in envelope if f not in drop]
     else:
-        from beam_ml.io.csv import expand_input
 
         infer_from = expand_input(path)[0]
 
-    from beam_ml.io.csv import dialect_from_options
-
-    csv_flags = dialect_from_options(options)  # --delimiter/--encoding/--compression, when given
-    from beam_ml.clean.pipeline import plan_training_sql
+    csv_flags = csv_dialect_flags(options)  # --delimiter/--encoding/--compression, when given
 
     sql = None
     if opts.input_topic or bigquery is not None:
-        from beam_ml.options import CleanOptions
 
         if options.view_as(CleanOptions).sql:
             given = "--input_topic" if opts.input_topic else ("--input_table" if opts.input_table else "--input_query")
@@ -231,10 +232,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     elif bigquery is not None:
         spec = bigquery.infer_spec(label, positive_label=positive, task=task, key=key, drop=drop)
     else:
-        from beam_ml.spec import infer_spec
 
         spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop, **csv_flags)
-    from beam_ml import tuning
 
     metric = opts.tune_metric or tuning.default_tune_metric(spec.task)
     if spec.task == "multiclass" and metric in ("pr_auc", "f1", "recall_at_precision"):
@@ -271,7 +270,6 @@ def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
         return opts.trial_threads
     if "Dataflow" in _runner_name(options):
         return 1
-    from apache_beam.options.pipeline_options import DirectOptions
 
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
@@ -280,8 +278,6 @@ def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
 
 
 def _runner_name(options: PipelineOptions) -> str:
-    from apache_beam.options.pipeline_options import StandardOptions
-
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     return runner if isinstance(runner, str) else type(runner).__name__
 
@@ -293,7 +289,7 @@ def _check_rows(_, splits: dict, dead: int, dead_files, output_dir: str, max_bad
     Runs after the dead letters are written (its `dead_files` side input), so a
     failed run still leaves them for the user.
     """
-    from beam_ml.preprocess import TEST_SPLIT, fold_split
+    from beam_ml.preprocess import TEST_SPLIT, fold_split  # deferred: tf.Transform, kept out of --help and flag checks
 
     good = {name: sum(by_class.values()) for name, by_class in splits.items()}
     folds = [fold_split(j) for j in range(cv_folds)]
@@ -335,14 +331,10 @@ class TrainOutputs(NamedTuple):
 
 def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
-    import apache_beam as beam
-    from apache_beam.pvalue import AsList, AsSingleton
 
-    from beam_ml import evaluation, tuning
-    from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
+    # deferred: TensorFlow, tf.Transform and scikit-learn take seconds to import; plan_training fails fast before
+    from beam_ml import evaluation
     from beam_ml.preprocess import build_preprocess
-    from beam_ml.training.report import write_outputs
-    from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn
 
     opts, spec = plan.opts, plan.spec
     pre = build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
@@ -407,7 +399,6 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
     Raises:
       RuntimeError: the reader's counters disagree with the rows the pipeline counted (a bug).
     """
-    from apache_beam.runners.runner import PipelineState
 
     out = plan.output_dir
     run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)
@@ -462,7 +453,6 @@ def train(options: PipelineOptions, test_pipeline=None, log: Callable[[str], Non
         what = (f"{len(plan.parameter_sets)} parameter sets x {plan.opts.cv_folds} folds" if plan.opts.tune else
                 f"{len(plan.parameter_sets)} candidates (the flags' model and the linear model) on fold 0")
         log(f"[beam_ml] {len(plan.trials)} trials: {what}, ranked by validation {plan.metric}")
-    from beam_ml.runner import new_pipeline  # Beam, after the flags, files and spec are checked: mistakes fail fast
 
     # TensorFlow and tf.Transform take seconds to import: done before the clock starts, so
     # counts.json's pipeline_seconds is the pipeline's own time (construction, run, wait).

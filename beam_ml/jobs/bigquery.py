@@ -34,9 +34,13 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.inference import CountDeadLetters
+from beam_ml.ingest.sink import InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery
 from beam_ml.io.bigquery import (FILE_LOADS, BigQueryEndpoint, ReadFromBigQueryBatches, WriteDeadLettersToBigQuery,
                                  WriteRowsToBigQuery, check_columns, endpoint_client, infer_spec_from_table,
+                                 use_endpoint,
                                  parse_table, schema_fields, validate_row)
+from beam_ml.jobs.settings import bigquery_endpoint
 from beam_ml.options import BigQueryOptions
 from beam_ml.records import raw_text  # prediction rows hold no feature values: nothing to mask
 from beam_ml.spec import DatasetSpec
@@ -136,8 +140,22 @@ class BigQueryInput:
 
     def source(self, spec: DatasetSpec) -> beam.PTransform:
         """The read that replaces the CSV read: 'rows' RecordBatches and DEAD_TAG DeadLetters."""
-        return ReadFromBigQueryBatches(spec, table=self.table, query=self.query, endpoint=self.endpoint,
-                                       project=self.project)
+        return _ReadInput(ReadFromBigQueryBatches(spec, table=self.table, query=self.query, endpoint=self.endpoint,
+                                                  project=self.project), self.endpoint)
+
+
+class _ReadInput(beam.PTransform):
+    """The read, after redirecting Beam's read clients to --bigquery_endpoint (when given) for this pipeline."""
+
+    def __init__(self, read: ReadFromBigQueryBatches, endpoint: Optional[BigQueryEndpoint]):
+        super().__init__()
+        self._read = read
+        self._endpoint = endpoint
+
+    def expand(self, pbegin):
+        if self._endpoint is not None:
+            use_endpoint(self._endpoint, options=pbegin.pipeline.options)
+        return pbegin | self._read
 
 
 def bigquery_input(options: PipelineOptions, table: Optional[str], query: Optional[str]) -> Optional[BigQueryInput]:
@@ -157,7 +175,7 @@ def bigquery_input(options: PipelineOptions, table: Optional[str], query: Option
         p, d, t = parse_table(table, "--input_table", project)
         table = f"{p}:{d}.{t}"
         project = project or p
-    endpoint = BigQueryEndpoint.from_options(options)
+    endpoint = bigquery_endpoint(options)
     if endpoint is not None:
         if endpoint.storage is None:
             raise UserError("--bigquery_storage_endpoint: reading through --bigquery_endpoint needs the "
@@ -235,7 +253,7 @@ def bigquery_output(options: PipelineOptions, table: Optional[str], dead_letter_
         raise UserError("--dead_letter_table: must differ from --output_table")
     if streaming and bq.write_disposition != "WRITE_APPEND":
         raise UserError(f"--write_disposition={bq.write_disposition}: a stream only appends (WRITE_APPEND)")
-    endpoint = BigQueryEndpoint.from_options(options)
+    endpoint = bigquery_endpoint(options)
     if endpoint is not None:
         endpoint.announce("writes")
     return BigQueryOutput(table=output, dead_letter_table=dead, schema=schema, endpoint=endpoint,
@@ -295,8 +313,6 @@ class _ToInsertBatchesFn(beam.DoFn):
         self._fields = schema_fields(self._schema)
 
     def process(self, messages):
-        from beam_ml.ingest.sink import InsertBatch  # pylint: disable=import-outside-toplevel
-
         by_source: dict[str, tuple[list, list, list]] = {}
         for _, value in messages:
             row = json.loads(value)
@@ -331,10 +347,6 @@ class StreamPredictionsToBigQuery(beam.PTransform):
         self._count_dead = count_dead
 
     def expand(self, pcolls):
-        from beam_ml.inference import CountDeadLetters  # pylint: disable=import-outside-toplevel
-        from beam_ml.ingest.sink import (InsertDeadLettersToBigQuery,  # pylint: disable=import-outside-toplevel
-                                         InsertRowsToBigQuery)
-
         messages, dead_parts = pcolls
         out = self._out
         checked = messages | "ToInsertBatches" >> beam.ParDo(

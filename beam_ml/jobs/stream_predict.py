@@ -16,7 +16,7 @@ the only step that handles events one by one. Each prediction event carries
 event_id, key, score, class, class_id, threshold, model_version, event_ts
 (the record's timestamp under --timestamp_policy, ms), produce_ts (when the
 event has it) and processing_ts (ms). With --output_table the same fields go to a
-BigQuery table (`beam_ml.io.bigquery_jobs.StreamPredictionsToBigQuery`: streaming
+BigQuery table (`beam_ml.jobs.bigquery.StreamPredictionsToBigQuery`: streaming
 inserts inside the read's bundle) and the dead letters to its dead-letter table,
 besides or instead of the topics. Each dead letter carries the reason,
 the stage and the source `topic/partition` and offset. --compression_type
@@ -47,8 +47,19 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
+from beam_ml.clean.layout import CleanEventBatchesFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.options import StreamPredictOptions, kafka_client_config
+from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchModelHandler, ScoreRowBatches,
+                               WatchModelVersions, prediction_fields, scored_rows)
+from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
+from beam_ml.io.kafka.formats import dumps_event
+from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.jobs.sql import serving_cleaning
+from beam_ml.model_store import load_model_metadata, model_root_of
+from beam_ml.monitoring.beam import WatchPredictions, plan_monitor
+from beam_ml.options import MonitorOptions, StreamPredictOptions
+from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely
 from beam_ml.spec import DatasetSpec
 
 __all__ = ["StreamPredictPlan", "StreamPredictOutputs", "StreamPredictRun", "plan_stream_predict",
@@ -66,7 +77,7 @@ class StreamPredictPlan:
       spec: the dataset spec of the version served at start.
       model_root: the directory watched for new versions (None when pinned).
       kafka: the Kafka client config.
-      bigquery: the --output_table destination (a beam_ml.io.bigquery_jobs.BigQueryOutput), or None.
+      bigquery: the --output_table destination (a beam_ml.jobs.bigquery.BigQueryOutput), or None.
     """
 
     opts: StreamPredictOptions
@@ -100,11 +111,9 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     Raises:
       UserError: a bad flag or model directory, or side-input reload on a local runner.
     """
-    from beam_ml.model_store import load_model_metadata, model_root_of
 
     opts = options.view_as(StreamPredictOptions).validated()
     kafka = kafka_client_config(options)
-    from beam_ml.runner import runs_remotely
 
     local = local or not runs_remotely(options)
     if opts.model_reload == "side_input" and local:
@@ -114,17 +123,14 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     _, _, spec = load_model_metadata(opts.model_dir)
     bigquery = None
     if opts.output_table:
-        from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
 
         schema = prediction_table_schema(spec, "event_id", kafka_input=True, streaming=True)
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema, streaming=True)
-    from beam_ml.clean.pipeline import serving_cleaning
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
-    from beam_ml.monitoring.beam import plan_monitor
-
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery, cleaning=cleaning, monitor=plan_monitor(options, opts.model_dir))
+                             bigquery=bigquery, cleaning=cleaning, monitor=plan_monitor(options.view_as(MonitorOptions).validated(),
+                                                                        opts.model_dir))
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -135,10 +141,6 @@ class _FormatPredictionsFn(beam.DoFn):
         self._predictions = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
 
     def setup(self):
-        from beam_ml.inference import prediction_fields, scored_rows
-
-        from beam_ml.io.kafka.formats import dumps_event
-
         self._fields, self._split, self._dumps = prediction_fields, scored_rows, dumps_event
 
     def process(self, scored):
@@ -163,8 +165,6 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     Every step after the read works on one poll's records at a time (a list
     per element); only WriteToKafka sends them one by one.
     """
-    from beam_ml.inference import ParseEventBatchesFn, RowBatchModelHandler, ScoreRowBatches, WatchModelVersions
-    from beam_ml.io.kafka import ReadFromKafka
 
     opts, spec = plan.opts, plan.spec
     poll = opts.model_reload == "poll" and plan.model_root
@@ -182,7 +182,6 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
     if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
-        from beam_ml.clean.pipeline import CleanEventBatchesFn
 
         parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
     else:
@@ -213,9 +212,6 @@ class WriteDeadLettersToKafka(beam.PTransform):
         self._producer_config = producer_config or {}
 
     def expand(self, parts):
-        from beam_ml.inference import CountDeadLetters
-        from beam_ml.io.kafka import WriteToKafka
-
         for i, part in enumerate(parts):
             _ = (part
                  | f"Count{i}" >> beam.ParDo(CountDeadLetters())
@@ -228,7 +224,6 @@ class WriteDeadLettersToKafka(beam.PTransform):
 def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan) -> None:
     """Adds the sinks: prediction events to --output_topic and/or --output_table, dead letters to
     --dead_letter_topic and/or the dead-letter table."""
-    from beam_ml.io.kafka import WriteToKafka
 
     producer = {"compression_type": plan.opts.compression_type} if plan.opts.compression_type != "none" else {}
     if plan.opts.output_topic:
@@ -238,13 +233,10 @@ def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan)
         _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic,
                                                                                  plan.kafka, producer)
     if plan.monitor is not None:
-        from beam_ml.monitoring.beam import WatchPredictions
-
         positive = plan.spec.label_classes[-1] if plan.spec.task != "multiclass" else None
         _ = (outputs.scored, outputs.dead_letters) | "Monitor" >> WatchPredictions(
             plan.monitor, plan.opts.model_dir, plan.opts.input_topic, plan.kafka, positive, producer)
     if plan.bigquery is not None:  # only with --output_table: the Kafka path above is unchanged
-        from beam_ml.io.bigquery_jobs import StreamPredictionsToBigQuery
 
         _ = (outputs.messages, outputs.dead_letters) | "WriteToBigQuery" >> StreamPredictionsToBigQuery(
             plan.bigquery, plan.spec.mask_columns, count_dead=not plan.opts.dead_letter_topic)
@@ -282,7 +274,6 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     Raises:
       UserError: a bad flag or model directory.
     """
-    from beam_ml.runner import new_pipeline, run_pipeline
 
     plan = plan_stream_predict(options, local=test_pipeline is not None)
     pipeline = test_pipeline or new_pipeline(options)

@@ -5,10 +5,16 @@
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
 from typing import Any
+
+from beam_ml import datasets
+from beam_ml.jobs.train import train
+from beam_ml.model_store import list_versions, model_root_of
+from beam_ml.options import CleanOptions, KafkaOptions, TrainOptions, parse_pipeline_options
 
 __all__ = ["ensure_fraud_model", "malformed_event", "MALFORMED_KINDS", "FRAUD_SQL", "USERS_CSV", "users_rows",
            "fraud_with_users", "ensure_fraud_sql_model"]
@@ -31,15 +37,12 @@ def ensure_fraud_model(model_dir: str, data_dir: str, rows: int, epochs: int, lo
     Returns:
       The model root (whose latest version is served).
     """
-    from beam_ml.model_store import list_versions, model_root_of
 
     root = model_root_of(model_dir)
     if root is None:  # a version directory: nothing to train
         return model_dir
     if list_versions(root):
         return root
-    from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
-    from beam_ml.train import train
 
     log(f"no model in {model_dir}: training the fraud dataset ({rows} rows, {epochs} epochs)")
     start = time.monotonic()
@@ -103,7 +106,6 @@ def fraud_with_users(csv_path: str, out_path: str, unlabelled_every: int = 200) 
     benchmarks parse it by position), so the columns the cleaning statement
     needs are added here, for the demo and its tests.
     """
-    import csv
 
     if os.path.exists(out_path) and os.path.getmtime(out_path) >= os.path.getmtime(csv_path):
         return out_path
@@ -123,16 +125,12 @@ def fraud_with_users(csv_path: str, out_path: str, unlabelled_every: int = 200) 
 
 def ensure_fraud_sql_model(model_dir: str, data_dir: str, rows: int, epochs: int, log=print) -> str:
     """Like `ensure_fraud_model`, trained with FRAUD_SQL and the bundled users table (stored in the model)."""
-    from beam_ml import datasets
-    from beam_ml.model_store import list_versions, model_root_of
 
     root = model_root_of(model_dir)
     if root is None:
         return model_dir
     if list_versions(root):
         return root
-    from beam_ml.options import CleanOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-    from beam_ml.train import train
 
     path = fraud_with_users(datasets.materialize("fraud", data_dir, rows=rows),
                             os.path.join(data_dir, f"fraud_users_{rows}.csv"))

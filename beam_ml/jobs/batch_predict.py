@@ -13,7 +13,7 @@ output, for evaluation. A Kafka input is read as a bounded snapshot of events.
 Each output record names the row (the spec's key column, else the source line
 or Kafka offset), its score, class, the threshold and the model version; with
 --output_table they are loaded into BigQuery (file loads) and the dead letters into
-its dead-letter table (`beam_ml.io.bigquery_jobs`). Rows
+its dead-letter table (`beam_ml.jobs.bigquery`). Rows
 that cannot be scored go to the dead letters with the reason, and
 `rows in = predictions + dead letters`.
 """
@@ -32,11 +32,22 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import metrics
+from beam_ml.clean.layout import CleanToLayoutFn, events_schema_for_csv, raw_read_spec
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
-from beam_ml.io.batches import LINE_COLUMN
-from beam_ml.options import BatchPredictOptions, CleanOptions, kafka_client_config
+from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters, ServingModelHandler,
+                               prediction_record)
+from beam_ml.io.batches import LINE_COLUMN, input_read_spec
+from beam_ml.io.csv import ReadCsvBatches, expand_input
+from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
+from beam_ml.jobs.bigquery import WritePredictionsToBigQuery, bigquery_output, prediction_table_schema
+from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
+from beam_ml.jobs.sql import serving_cleaning
+from beam_ml.model_store import load_model_metadata
+from beam_ml.monitoring.beam import WatchBatchPredictions, plan_monitor
+from beam_ml.options import BatchPredictOptions, CleanOptions, MonitorOptions
 from beam_ml.records import RowRef
-from beam_ml.spec import ColumnSpec, DatasetSpec
+from beam_ml.runner import new_pipeline, run_pipeline
+from beam_ml.spec import DatasetSpec, read_header
 
 __all__ = ["BatchPredictPlan", "BatchPredictOutputs", "BatchPredictRun", "plan_batch_predict", "build_batch_predict",
            "write_batch_outputs", "batch_counts", "batch_predict", "batch_to_rows", "prediction_csv_header",
@@ -57,7 +68,7 @@ class BatchPredictPlan:
       with_label: the CSV files have the label column (copied to the output).
       id_name: the output field naming each row: the key column, 'line' or 'event_id'.
       kafka: the Kafka client config, when a topic is read or written.
-      bigquery: the --output_table destination (a beam_ml.io.bigquery_jobs.BigQueryOutput), or None.
+      bigquery: the --output_table destination (a beam_ml.jobs.bigquery.BigQueryOutput), or None.
     """
 
     opts: BatchPredictOptions
@@ -85,7 +96,6 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     Raises:
       UserError: a bad flag, file or model directory.
     """
-    from beam_ml.model_store import load_model_metadata
 
     opts = options.view_as(BatchPredictOptions).validated()
     kafka = kafka_client_config(options) if (opts.input_topic or opts.output_topic or opts.dead_letter_topic) \
@@ -93,15 +103,12 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     version_dir, _, spec = load_model_metadata(opts.model_dir)
     files, with_label, cleaning = [], False, None
     if opts.input:
-        from beam_ml.io.csv import dialect_from_options, expand_input
-        from beam_ml.spec import read_header
 
         # Files are read the way the training files were (the spec's dialect), unless the flags say otherwise.
-        spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**dialect_from_options(options)))
+        spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_dialect_flags(options)))
         files = expand_input(opts.input)
         with_label = spec.label in read_header(files[0], spec.dialect)
         id_name = spec.key_column or "line"
-        from beam_ml.clean.pipeline import events_schema_for_csv, serving_cleaning
 
         # kafka: lookups connect with the Kafka flags even when no topic is read or written.
         cleaning = serving_cleaning(options, spec, kafka_config=kafka or kafka_client_config(options), log=_print,
@@ -117,13 +124,10 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
                             "--input_topic is not supported yet")
     bigquery = None
     if opts.output_table:
-        from beam_ml.io.bigquery_jobs import bigquery_output, prediction_table_schema
 
         schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
-    from beam_ml.monitoring.beam import plan_monitor
-
-    monitor = plan_monitor(options, version_dir)
+    monitor = plan_monitor(options.view_as(MonitorOptions).validated(), version_dir)
     if monitor is not None and not (monitor.topic or opts.output):
         raise UserError("--monitor_topic: required with --monitor when predictions go to a table or topic (with "
                         "--output the records go to <output>.monitoring.jsonl)")
@@ -131,24 +135,6 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         kafka = kafka_client_config(options)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
                             id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning, monitor=monitor)
-
-
-def input_read_spec(spec: DatasetSpec, header: Sequence[str]) -> DatasetSpec:
-    """The spec to read prediction input with: the label, when present, as a plain string column.
-
-    A 'categorical' role carries the label through the reader untouched (no
-    check against label_classes), so rows with an unknown or missing label are
-    still scored.
-    """
-    columns = []
-    for c in spec.columns:
-        if c.role == "label" and c.name in header:
-            columns.append(ColumnSpec(c.name, "categorical", max_categories=1))
-        elif c.role == "label" or (c.role in ("key", "mask") and c.name not in header):
-            columns.append(ColumnSpec(c.name, "drop"))
-        else:
-            columns.append(c)
-    return dataclasses.replace(spec, columns=columns)
 
 
 def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
@@ -178,8 +164,6 @@ def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
 
 def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> BatchPredictOutputs:
     """Adds read → validate → RunInference → format steps to `pipeline` (nothing is written yet)."""
-    from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters,
-                                   ServingModelHandler, prediction_record)
 
     opts, spec = plan.opts, plan.spec
     # Pinned to the version found now: a batch run scores every row with one model.
@@ -187,8 +171,6 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
                                   max_batch_size=opts.max_batch_size)
     dead_parts = []
     if plan.files:
-        from beam_ml.io.csv import ReadCsvBatches
-        from beam_ml.spec import read_header
 
         row_parts = []
         # One read per file: ReadCsvBatches' batches do not name their file, and
@@ -196,7 +178,6 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
         for i, path in enumerate(plan.files):
             suffix = "" if len(plan.files) == 1 else str(i)
             if plan.cleaning is not None:  # read as events, clean with the statement, then the model's layout
-                from beam_ml.clean.pipeline import CleanToLayoutFn, raw_read_spec
 
                 read_spec = input_read_spec(spec, plan.cleaning.statement.columns)
                 raw = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, raw_read_spec(
@@ -212,7 +193,6 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
             dead_parts.append(read[DEAD_TAG])
         rows = row_parts[0] if len(row_parts) == 1 else row_parts | "FlattenRows" >> beam.Flatten()
     else:
-        from beam_ml.io.kafka import ReadFromKafka
 
         records = pipeline | "ReadFromKafka" >> ReadFromKafka(
             None, opts.input_topic, group_id=opts.group_id, start=opts.start, bounded=True,
@@ -236,8 +216,6 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
     dead = (dead_parts | "FlattenDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()))
     if plan.monitor is not None:  # the whole input against the training statistics (beam_ml.monitoring)
-        from beam_ml.monitoring.beam import WatchBatchPredictions
-
         monitor_file = f"{opts.output}.monitoring.jsonl" if opts.output and not plan.monitor.topic else None
         _ = (predictions, dead) | "Monitor" >> WatchBatchPredictions(
             plan.monitor, plan.version_dir, opts.input or opts.input_topic, plan.kafka, monitor_file)
@@ -274,11 +252,9 @@ def _kafka_message(record: dict, id_name: str) -> tuple[Optional[bytes], bytes]:
 
 def write_batch_outputs(outputs: BatchPredictOutputs, plan: BatchPredictPlan) -> None:
     """Adds the sinks: predictions to --output (.jsonl/.csv) or --output_topic, dead letters to a file or topic."""
-    from beam_ml.io.kafka import WriteToKafka
 
     opts, spec = plan.opts, plan.spec
     if plan.bigquery is not None:
-        from beam_ml.io.bigquery_jobs import WritePredictionsToBigQuery
 
         _ = (outputs.predictions, outputs.dead_letters) | "WriteToBigQuery" >> WritePredictionsToBigQuery(plan.bigquery)
         return
@@ -338,7 +314,6 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file or model directory.
       RuntimeError: rows in != predictions + dead letters (a bug).
     """
-    from beam_ml.runner import new_pipeline, run_pipeline
 
     plan = plan_batch_predict(options)
     pipeline = test_pipeline or new_pipeline(options)
