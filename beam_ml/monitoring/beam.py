@@ -29,12 +29,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from kafka import KafkaConsumer, TopicPartition
 
 from beam_ml.errors import UserError
 from beam_ml.io.kafka import WriteToKafka
 from beam_ml.model_store import load_model_metadata, resolve_version_dir
 from beam_ml.monitoring.drift import WindowAccumulator
+from beam_ml.monitoring.follow import TopicFollower
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
@@ -259,40 +259,22 @@ def _clean(value):
 
 
 class _LabelReader:
-    """A daemon thread reading `{"event_id": ..., "label": ...}` JSON events of a topic into a queue."""
+    """`{"event_id": ..., "label": ...}` JSON events of a topic into a queue (a TopicFollower thread)."""
 
     def __init__(self, client_kwargs: dict, topic: str, label_field: str):
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._stop = threading.Event()
+        self._field = label_field
         self.bad = 0
-        self._thread = threading.Thread(target=self._run, args=(client_kwargs, topic, label_field), daemon=True,
-                                        name="monitor-labels")
-        self._thread.start()
+        self._follower = TopicFollower(client_kwargs, topic, self._add, name="labels")
 
-    def _run(self, client_kwargs, topic, label_field):
-        consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, auto_offset_reset="earliest")
+    def _add(self, value: bytes) -> None:
         try:
-            partitions = None
-            while not self._stop.is_set() and not partitions:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    self._stop.wait(0.5)
-            if not partitions:
-                return
-            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-            consumer.seek_to_beginning()
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
-                    for r in records:
-                        try:
-                            event = json.loads(r.value)
-                            item = (event["event_id"], event[label_field])
-                        except Exception:  # pylint: disable=broad-except  # counted, never raised
-                            self.bad += 1
-                            continue
-                        self._queue.put(item)
-        finally:
-            consumer.close()
+            event = json.loads(value)
+            item = (event["event_id"], event[self._field])
+        except Exception:  # pylint: disable=broad-except  # counted, never raised
+            self.bad += 1
+            return
+        self._queue.put(item)
 
     def drain(self) -> list:
         out = []
@@ -303,7 +285,7 @@ class _LabelReader:
                 return out
 
     def stop(self):
-        self._stop.set()
+        self._follower.stop()
 
 
 class MonitorBatchesFn(beam.DoFn):

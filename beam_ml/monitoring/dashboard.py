@@ -20,6 +20,7 @@ from typing import Optional
 from aiohttp import web
 
 from beam_ml.monitoring.config import Thresholds
+from beam_ml.monitoring.follow import TopicFollower
 from beam_ml.monitoring.report import dashboard_html
 
 __all__ = ["RecordStore", "TopicRecordReader", "dashboard_app"]
@@ -56,40 +57,11 @@ class RecordStore:
             return [r for i, r in self._items if i >= n], self.seen
 
 
-class TopicRecordReader:
+class TopicRecordReader(TopicFollower):
     """Reads a topic's records from its start into a RecordStore, on a daemon thread (manual assignment)."""
 
     def __init__(self, client_kwargs: dict, topic: str, store: RecordStore):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(client_kwargs, topic, store), daemon=True,
-                                        name="monitor-dashboard-reader")
-        self._thread.start()
-
-    def _run(self, client_kwargs, topic, store):
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, fetch_max_wait_ms=200)
-        try:
-            partitions = None
-            while not self._stop.is_set() and not partitions:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    self._stop.wait(0.5)
-            if not partitions:
-                return
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=300).values():
-                    for r in records:
-                        store.add_raw(r.value)
-        finally:
-            consumer.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__(client_kwargs, topic, store.add_raw, name="dashboard")
 
 
 def dashboard_app(store: RecordStore, training: Optional[dict] = None, thresholds: Optional[Thresholds] = None,
