@@ -280,3 +280,12 @@ def test_monitor_flags_fail_fast_naming_the_flag(tmp_path):
         plan_monitor(monitor_settings("--monitor"), str(tmp_path))
     write_training_statistics(str(version), _stats(100))
     assert plan_monitor(monitor_settings("--monitor"), str(tmp_path)).window.size == 1000
+
+
+@given(st.text(max_size=30))
+def test_window_and_threshold_parsers_accept_or_name_the_flag(text):
+    for parse, flag in ((parse_window, "--monitor_window"), (parse_thresholds, "--monitor_thresholds")):
+        try:
+            parse(text)
+        except UserError as e:
+            assert str(e).startswith(flag)

@@ -285,6 +285,11 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     log(f"[beam_ml] scoring {opts.input_topic} -> {' and '.join(outs)} (dead letters -> "
         f"{' and '.join(dead_outs)}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
         f"reload {opts.model_reload}")
+    if plan.monitor is not None:
+        m = plan.monitor
+        log(f"[beam_ml] monitoring every {m.window.describe()} against the training statistics -> "
+            f"{m.topic or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
+            + (f", labels from {m.label_topic}" if m.label_topic else ""))
     outcome = run_pipeline(pipeline)
     if not outcome.finished:
         log(outcome.describe())

@@ -46,7 +46,7 @@ class WindowSpec:
         return f"{int(self.size)} events" if self.kind == "count" else f"{self.size:g} s"
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
 
 
 def parse_window(text: str) -> WindowSpec:
@@ -56,7 +56,7 @@ def parse_window(text: str) -> WindowSpec:
       UserError: naming --monitor_window.
     """
     t = str(text).strip()
-    if t.isdigit() and int(t) > 0:
+    if re.fullmatch(r"[0-9]+", t) and int(t) > 0:  # ASCII digits only (str.isdigit accepts '¹')
         return WindowSpec("count", int(t))
     m = _DURATION.match(t)
     if m and float(m.group(1)) > 0:
