@@ -36,17 +36,19 @@ from beam_ml.options import KafkaOptions, MonitorOptions, MonitorReportOptions, 
 __all__ = ["run", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(message.replace("argument ", "", 1))
+
+
 def _own_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list]:
     """--port, --host, --screenshot and --seconds (this tool's alone); the rest are beam_ml's shared flags."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _Parser(add_help=False, allow_abbrev=False)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--screenshot")
     parser.add_argument("--seconds", type=float, default=0.0)
-    try:
-        own, rest = parser.parse_known_args(list(argv))
-    except SystemExit:
-        raise UserError("--port / --seconds: expected a number") from None
+    own, rest = parser.parse_known_args(list(argv))
     if not 0 < own.port < 65536:
         raise UserError(f"--port: expected 1..65535, got {own.port}")
     return own, rest
