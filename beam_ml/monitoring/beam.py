@@ -319,6 +319,10 @@ class MonitorBatchesFn(beam.DoFn):
         self._bad = beam.metrics.Metrics.counter("beam_ml.monitor", "bad_rows")
 
     def setup(self):
+        # deferred, and here rather than at the first window: importing it (scikit-learn, seconds) inside
+        # process() stalled the stream it watches (bench_monitor, 2026-12-06)
+        import beam_ml.evaluation  # noqa: F401  pylint: disable=unused-import
+
         version_dir, _, _ = load_model_metadata(self._model_dir)
         stats = read_training_statistics(version_dir)
         if stats is None:
