@@ -27,10 +27,13 @@ from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics
 from beam_ml.monitoring.config import parse_thresholds, parse_window
 from beam_ml.monitoring.report import drift_report_payload
 from beam_ml.options import KafkaOptions, TrainOptions, parse_pipeline_options
+from beam_ml.server.process import ServerProcess
 from beam_ml.testing import read_topic
 from pipelines import batch_predict, stream_predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,3 +216,33 @@ def test_batch_predict_monitor_gives_the_static_reports_figures(tmp_path_factory
         for metric in ("js", "linf", "psi", "missing_rate", "unseen_rate", "out_of_range_rate"):
             assert fig.get(metric) == pytest.approx(summary["features"][name].get(metric), abs=1e-9), (name, metric)
     assert record["scores"]["js"] == pytest.approx(summary["scores"]["js"], abs=1e-6)
+
+
+def test_model_server_monitor_alerts_on_the_shifted_features(kafka_broker, new_topic, tmp_path_factory):
+    """pipelines.serve --monitor: the server's scored batches give the same windows, records and alerts."""
+    model_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
+    rows, _ = _rows(csv_path, "left")
+    rng = np.random.default_rng(5)
+    mon = new_topic(prefix="mon")
+    server = ServerProcess(["-m", "pipelines.serve", f"--model_dir={model_root}", "--monitor", "--monitor_window=200",
+                            f"--monitor_topic={mon}", f"--bootstrap_servers={kafka_broker}"],
+                           env={"PYTHONPATH": REPO}, cwd=REPO)
+    try:
+        server.wait_ready()
+        for i in range(6):  # 2 windows of 200 from the training distribution, then 1 shifted window
+            batch = [dict(rows[j]) for j in rng.integers(0, len(rows), 100)]
+            if i >= 4:
+                for e in batch:
+                    e["average_montly_hours"] *= 3
+                    e["sales"] = "brand-new-category" if rng.random() < .6 else e["sales"]
+            status, body = server.predict(batch)
+            assert status == 200 and len(body["predictions"]) == 100
+        got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
+    finally:
+        assert server.stop() == 0
+    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
+    assert sorted(records) == [0, 1, 2] and all(r["events"]["predictions"] == 200 for r in records.values())
+    alerts = [r for r in got if r["type"] == "alert"]
+    assert all(a["window"]["id"] == 2 for a in alerts)
+    assert {a["feature"] for a in alerts} - {SCORE_FEATURE} == {"average_montly_hours", "sales"}
+    assert records[2]["model_version"] == 1

@@ -39,7 +39,7 @@ from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
                                       prune_counts, read_training_statistics, write_training_statistics)
-from beam_ml.monitoring.window import LabelJoin, WindowMonitor, window_records
+from beam_ml.monitoring.window import LabelJoin, WindowMonitor, clean_record, encode_record, window_records
 
 __all__ = ["TrainingStatisticsTransform", "HistogramCombineFn", "batch_histograms", "score_stats_from_evaluation",
            "write_model_statistics", "plan_monitor", "WatchPredictions", "WatchBatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
@@ -242,22 +242,6 @@ class TallyDeadLetters(beam.DoFn):
             _TALLIES[self._token][getattr(dead, "stage", "unknown") or "unknown"] += 1
 
 
-def _encode(record: dict) -> tuple[bytes, bytes]:
-    key = f"{record.get('source', '')}/{record['window']['id']}".encode("utf-8")
-    return key, json.dumps(record, allow_nan=False, default=str).encode("utf-8")
-
-
-def _clean(value):
-    """NaN/inf -> None, recursively (records are strict JSON)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 class _LabelReader:
     """`{"event_id": ..., "label": ...}` JSON events of a topic into a queue (a TopicFollower thread)."""
 
@@ -339,7 +323,7 @@ class MonitorBatchesFn(beam.DoFn):
     def _emit(self, records: list):
         if not records:
             return
-        records = [_clean(r) for r in records]
+        records = [clean_record(r) for r in records]
         alerts = [r for r in records if r["type"] == "alert"]
         for r in records:
             if r["type"] == "monitoring":
@@ -348,9 +332,9 @@ class MonitorBatchesFn(beam.DoFn):
                 if self._gauges is not None:
                     self._gauges.update(r)
         self._alerts.inc(len(alerts))
-        yield [_encode(r) for r in records]
+        yield [encode_record(r) for r in records]
         if alerts:
-            yield beam.pvalue.TaggedOutput("alerts", [_encode(a) for a in alerts])
+            yield beam.pvalue.TaggedOutput("alerts", [encode_record(a) for a in alerts])
 
     def process(self, scored):
         m = self.monitor
@@ -469,7 +453,7 @@ def _batch_records(acc, dead: dict, thresholds, source: str, start: float) -> li
     for stage, n in dead.items():
         acc.add_dead(stage, n)
     window = {"id": 0, "kind": "all", "size": None, "start_ts": int(start * 1000), "end_ts": int(time.time() * 1000)}
-    return [_clean(r) for r in window_records(acc, window, thresholds, source)]
+    return [clean_record(r) for r in window_records(acc, window, thresholds, source)]
 
 
 class WatchBatchPredictions(beam.PTransform):
@@ -500,10 +484,10 @@ class WatchBatchPredictions(beam.PTransform):
                    | "Records" >> beam.Map(_batch_records, beam.pvalue.AsDict(dead_counts), s.thresholds,
                                            self._source, time.time()))
         if s.topic:
-            _ = (records | "EncodeRecords" >> beam.Map(lambda rs: [_encode(r) for r in rs])
+            _ = (records | "EncodeRecords" >> beam.Map(lambda rs: [encode_record(r) for r in rs])
                  | "WriteMonitorRecords" >> WriteToKafka(None, s.topic, client_config=self._kafka))
         if s.alert_topic:
-            _ = (records | "EncodeAlerts" >> beam.Map(lambda rs: [_encode(r) for r in rs if r["type"] == "alert"])
+            _ = (records | "EncodeAlerts" >> beam.Map(lambda rs: [encode_record(r) for r in rs if r["type"] == "alert"])
                  | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka))
         if self._output_path:
             _ = (records | "RecordLines" >> beam.FlatMap(lambda rs: [json.dumps(r) for r in rs])

@@ -16,6 +16,8 @@ the fields are listed in docs/MONITORING.md.
 from __future__ import annotations
 
 import collections
+import json
+import math
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -23,7 +25,7 @@ from beam_ml.monitoring.config import SCORE_FEATURE, Thresholds, WindowSpec
 from beam_ml.monitoring.drift import WindowAccumulator, binary_label_metrics
 from beam_ml.monitoring.stats import TrainingStatistics
 
-__all__ = ["WindowMonitor", "window_records", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
+__all__ = ["WindowMonitor", "window_records", "clean_record", "encode_record", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
 
 FEATURE_METRICS = {"numeric": ("js", "psi", "missing_rate", "out_of_range_rate"),
                    "categorical": ("linf", "psi", "missing_rate", "unseen_rate")}
@@ -119,6 +121,23 @@ class LabelJoin:
         out = binary_label_metrics(y, s, c)
         out.update(expired=self.expired, bad_labels=self.bad, waiting=len(self.predictions))
         return out
+
+
+def clean_record(value):
+    """NaN/inf -> None, recursively: records are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean_record(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_record(v) for v in value]
+    return value
+
+
+def encode_record(record: dict) -> tuple[bytes, bytes]:
+    """A (cleaned) record as a Kafka (key, value): key `<source>/<window id>`, value its JSON."""
+    key = f"{record.get('source', '')}/{record['window']['id']}".encode("utf-8")
+    return key, json.dumps(record, allow_nan=False, default=str).encode("utf-8")
 
 
 def window_records(acc: WindowAccumulator, window: dict, thresholds: Thresholds, source: str = "",
