@@ -49,7 +49,8 @@ REQUIRED = [
     "scikit-learn>=1.5,<2",
     # --param_grid may be a YAML file.
     "PyYAML>=6,<7",
-    # pipelines.serve: the model server's HTTP stack (async, production-grade) and its /metrics endpoint.
+    # pipelines.serve: the model server's HTTP stack (async, production-grade) and its /metrics endpoint;
+    # also the monitor's dashboard (pipelines.monitor) and its Prometheus gauges (--monitor).
     "aiohttp==3.14.5",
     "prometheus-client==0.26.0",
 ]
