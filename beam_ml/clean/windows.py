@@ -43,7 +43,8 @@ from beam_ml.clean.statement import EVENTS, Statement, connect, strip_ksql
 from beam_ml.clean.transform import ApplySql
 from beam_ml.errors import DEAD_TAG, UserError
 
-__all__ = ["WindowSpec", "Aggregate", "WindowedAggregation", "WindowedAggregate", "partial_aggregates"]
+__all__ = ["WindowSpec", "Aggregate", "WindowedAggregation", "WindowedAggregate", "partial_aggregates",
+           "parse_windowed_select"]
 
 _UNITS_MS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 _DURATION = r"(\d+)\s+(MILLISECONDS?|SECONDS?|MINUTES?|HOURS?|DAYS?)"
@@ -137,54 +138,7 @@ class WindowedAggregation:
         """
         if timestamp_column not in events_schema.names:
             raise UserError(f"{flag}: the timestamp column {timestamp_column!r} is not in the input")
-        text = strip_ksql(sql.replace("\n", " "), flag) if not _WINDOW.search(sql) else _strip_outer(sql, flag)
-        w = _WINDOW.search(text)
-        if not w:
-            raise UserError(f"{flag}: a windowed aggregation needs WINDOW TUMBLING|HOPPING|SESSION (...)")
-        depth, i = 0, w.end() - 1
-        while i < len(text):
-            depth += {"(": 1, ")": -1}.get(text[i], 0)
-            if depth == 0:
-                break
-            i += 1
-        window = WindowSpec.parse(w.group(1), text[w.end():i], flag)
-        rest = text[:w.start()] + " " + text[i + 1:]
-        con = connect()
-        try:
-            res = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [rest]).fetchall()[0][0])
-            if res.get("error"):
-                raise UserError(f"{flag}: {res.get('error_message', 'cannot parse')}")
-            node = res["statements"][0]["node"]
-        finally:
-            con.close()
-        groups = node.get("group_expressions") or []
-        if len(groups) != 1 or groups[0].get("class") != "COLUMN_REF":
-            raise UserError(f"{flag}: a windowed aggregation groups by one column: GROUP BY <key column>")
-        names = {n.lower(): n for n in events_schema.names}
-        key = names.get(groups[0]["column_names"][-1].lower())
-        if key is None:
-            raise UserError(f"{flag}: GROUP BY {groups[0]['column_names'][-1]}: no such column in the input")
-        aggregates, generated = [], 0
-        for item in node["select_list"]:
-            if item.get("class") == "COLUMN_REF" and names.get(item["column_names"][-1].lower()) == key:
-                continue
-            func = item.get("function_name", "").lower() if item.get("class") == "FUNCTION" else ""
-            if func not in _FUNCS or item.get("distinct") or item.get("filter"):
-                raise UserError(f"{flag}: a windowed aggregation selects its key and COUNT(*), COUNT(col), "
-                                "SUM(col), MIN(col) or MAX(col)")
-            args = [a["expression"] for a in item.get("arguments", [])]
-            column = None
-            if func != "count_star":
-                if len(args) != 1 or args[0].get("class") != "COLUMN_REF":
-                    raise UserError(f"{flag}: {func.upper()} takes one input column")
-                column = names.get(args[0]["column_names"][-1].lower())
-                if column is None:
-                    raise UserError(f"{flag}: {func.upper()}({args[0]['column_names'][-1]}): no such column")
-            name = item.get("alias") or f"KSQL_COL_{generated}"
-            generated += 0 if item.get("alias") else 1
-            aggregates.append(Aggregate(name, _FUNCS[func], column))
-        if not aggregates:
-            raise UserError(f"{flag}: a windowed aggregation needs at least one aggregate")
+        window, key, aggregates, rest = parse_windowed_select(sql, events_schema.names, flag)
         cols = [key, timestamp_column] + sorted({a.column for a in aggregates if a.column} - {key, timestamp_column})
         where = _where_text(rest)
         feed = Statement.prepare(
@@ -195,6 +149,79 @@ class WindowedAggregation:
                     not pa.types.is_floating(feed.output_schema.field(a.column).type):
                 raise UserError(f"{flag}: SUM({a.column}): the column is not numeric")
         return cls(sql, window, key, tuple(aggregates), timestamp_column, feed)
+
+
+def parse_windowed_select(sql: str, columns: Optional[Iterable[str]], flag: str = "--sql",
+                          functions: Mapping[str, str] = None) -> tuple:
+    """Reads `SELECT key, AGG(col) [AS name], ... FROM events [WHERE ...] WINDOW ... GROUP BY key`.
+
+    Args:
+      sql: the statement.
+      columns: the input's column names (key and aggregated columns are matched
+        case-insensitively and returned as spelled here); None: no check, names as written.
+      flag: named in errors.
+      functions: DuckDB function name -> aggregate name (default COUNT/SUM/MIN/MAX).
+
+    Returns:
+      (WindowSpec, key column, tuple of Aggregate, the statement without its WINDOW clause).
+
+    Raises:
+      UserError: one line naming `flag`.
+    """
+    funcs = _FUNCS if functions is None else functions
+    allowed = ", ".join(sorted({f.upper() + "(col)" for f in funcs.values()}))
+    text = strip_ksql(sql.replace("\n", " "), flag) if not _WINDOW.search(sql) else _strip_outer(sql, flag)
+    w = _WINDOW.search(text)
+    if not w:
+        raise UserError(f"{flag}: a windowed aggregation needs WINDOW TUMBLING|HOPPING|SESSION (...)")
+    depth, i = 0, w.end() - 1
+    while i < len(text):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    window = WindowSpec.parse(w.group(1), text[w.end():i], flag)
+    rest = text[:w.start()] + " " + text[i + 1:]
+    con = connect()
+    try:
+        res = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [rest]).fetchall()[0][0])
+        if res.get("error"):
+            raise UserError(f"{flag}: {res.get('error_message', 'cannot parse')}")
+        node = res["statements"][0]["node"]
+    finally:
+        con.close()
+    groups = node.get("group_expressions") or []
+    if len(groups) != 1 or groups[0].get("class") != "COLUMN_REF":
+        raise UserError(f"{flag}: a windowed aggregation groups by one column: GROUP BY <key column>")
+    names = {n.lower(): n for n in columns} if columns is not None else None
+    key = _name(names, groups[0]["column_names"][-1])
+    if key is None:
+        raise UserError(f"{flag}: GROUP BY {groups[0]['column_names'][-1]}: no such column in the input")
+    aggregates, generated = [], 0
+    for item in node["select_list"]:
+        if item.get("class") == "COLUMN_REF" and _name(names, item["column_names"][-1]) == key:
+            continue
+        func = item.get("function_name", "").lower() if item.get("class") == "FUNCTION" else ""
+        if func not in funcs or item.get("distinct") or item.get("filter"):
+            raise UserError(f"{flag}: a windowed aggregation selects its key and COUNT(*), {allowed}")
+        args = [a["expression"] for a in item.get("arguments", [])]
+        column = None
+        if func != "count_star":
+            if len(args) != 1 or args[0].get("class") != "COLUMN_REF":
+                raise UserError(f"{flag}: {func.upper()} takes one input column")
+            column = _name(names, args[0]["column_names"][-1])
+            if column is None:
+                raise UserError(f"{flag}: {func.upper()}({args[0]['column_names'][-1]}): no such column")
+        name = item.get("alias") or f"KSQL_COL_{generated}"
+        generated += 0 if item.get("alias") else 1
+        aggregates.append(Aggregate(name, funcs[func], column))
+    if not aggregates:
+        raise UserError(f"{flag}: a windowed aggregation needs at least one aggregate")
+    return window, key, tuple(aggregates), rest
+
+
+def _name(names: Optional[dict], name: str) -> Optional[str]:
+    return name if names is None else names.get(name.lower())
 
 
 def _quote(name: str) -> str:

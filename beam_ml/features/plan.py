@@ -1,0 +1,123 @@
+"""--features_sql parsed once: key column, aggregates (COUNT/SUM/MIN/MAX/AVG), window, event-time column."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import re
+from typing import Any, Iterable, Mapping, Optional
+
+from beam_ml.clean.windows import Aggregate, WindowSpec, parse_windowed_select
+from beam_ml.errors import UserError
+
+__all__ = ["FeaturePlan", "event_time_ms", "FLAG"]
+
+FLAG = "--features_sql"
+_FUNCTIONS = {"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg"}
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
+
+
+def event_time_ms(value: Any) -> Optional[int]:
+    """An event time as epoch milliseconds: a number (epoch ms) or an ISO-8601 timestamp (UTC when no offset).
+
+    Returns:
+      None for a missing or unreadable value (the caller dead-letters it).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, datetime.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        return int(round(stamp.timestamp() * 1000))
+    text = str(value).strip()
+    if not text:
+        return None
+    if _NUMBER.match(text):
+        return int(float(text))
+    try:
+        stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return event_time_ms(stamp)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturePlan:
+    """A windowed feature statement, parsed.
+
+    Attributes:
+      sql: as written.
+      key: the GROUP BY column.
+      aggregates: Aggregate(name, func in count/sum/min/max/avg, column or None for COUNT(*)).
+      window: the WindowSpec (kind, size/advance/gap and grace in ms).
+      event_time_column: the column of event times (epoch ms or ISO timestamps).
+    """
+
+    sql: str
+    key: str
+    aggregates: tuple
+    window: WindowSpec
+    event_time_column: str
+
+    @classmethod
+    def parse(cls, sql: str, event_time_column: str, columns: Optional[Iterable[str]] = None,
+              flag: str = FLAG) -> "FeaturePlan":
+        """Parses the statement; with `columns`, checks the key, aggregated and event-time columns exist.
+
+        Raises:
+          UserError: one line naming `flag`.
+        """
+        if not sql or not sql.strip():
+            raise UserError(f"{flag}: empty statement")
+        if not event_time_column:
+            raise UserError(f"{flag}: needs --event_time_column (the column of event times, epoch ms or ISO)")
+        window, key, aggregates, rest = parse_windowed_select(sql, columns, flag, _FUNCTIONS)
+        if re.search(r"\bWHERE\b", rest, re.IGNORECASE):
+            raise UserError(f"{flag}: WHERE is not supported in a feature statement (filter with --sql)")
+        if columns is not None:
+            names = {c.lower(): c for c in columns}
+            if event_time_column.lower() not in names:
+                raise UserError(f"--event_time_column: {event_time_column!r} is not in the input")
+            event_time_column = names[event_time_column.lower()]
+        taken = {c.lower() for c in columns or ()}
+        seen = set()
+        for a in aggregates:
+            if a.name.lower() in taken or a.name.lower() in seen:
+                raise UserError(f"{flag}: the feature name {a.name} is already a column; choose another AS name")
+            seen.add(a.name.lower())
+        return cls(sql, key, aggregates, window, event_time_column)
+
+    @property
+    def names(self) -> list[str]:
+        """The feature columns, in statement order."""
+        return [a.name for a in self.aggregates]
+
+    @property
+    def value_columns(self) -> list[Optional[str]]:
+        return [a.column for a in self.aggregates]
+
+    def values_of(self, row: Mapping[str, Any]) -> tuple:
+        """The aggregated columns' values of one event (None for COUNT(*) and for missing/non-numeric values)."""
+        return tuple(None if c is None else _number(row.get(c)) for c in self.value_columns)
+
+    def to_dict(self) -> dict:
+        """What is stored with the model (spec.json `features`, beam_ml.json)."""
+        return {"sql": self.sql, "event_time_column": self.event_time_column}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], columns: Optional[Iterable[str]] = None) -> "FeaturePlan":
+        return cls.parse(record["sql"], record["event_time_column"], columns,
+                         flag="the model's stored --features_sql")
+
+
+def _number(value: Any) -> Optional[float]:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
