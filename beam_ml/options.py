@@ -275,6 +275,11 @@ flag("lookup", action="append", help="NAME=SOURCE of a table the statement joins
                                      "value per key; a null value deletes the key). Repeat for more tables")
 flag("lookup_refresh", type=float, help="seconds between reloads of changed lookups while a stream runs "
                                         "(default: never)")
+flag("features_sql", help="windowed features (ksqlDB): SELECT card_id, COUNT(*) AS tx_10m, SUM(Amount) AS amount_10m "
+                          "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY card_id, or a "
+                          ".sql file; each event gets its key's aggregates over earlier events in its window "
+                          "(docs/WINDOWED_FEATURES.md). Stored with the model; serving applies it")
+flag("event_time_column", help="the column of event times --features_sql windows by: epoch milliseconds or ISO-8601")
 
 # ------------------------------------------------------ Kafka -> BigQuery
 flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are written to")
@@ -654,7 +659,7 @@ class CleanOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml cleaning (ksqlDB-style SQL)"
-    FLAGS = ("sql", "lookup", "lookup_refresh")
+    FLAGS = ("sql", "lookup", "lookup_refresh", "features_sql", "event_time_column")
 
 
 class KafkaToBigQueryOptions(PipelineOptions):

@@ -112,6 +112,8 @@ class DatasetSpec:
         the events schema, the lookups' names, keys, schemas and sources), or
         None. Serving applies the same statement by default. Absent in specs
         of runs without --sql (and in older specs).
+      features: the --features_sql statement whose features are columns here
+        (`beam_ml.features.FeaturePlan.to_dict`), or None. Serving applies it by default.
     """
 
     columns: list[ColumnSpec]
@@ -122,6 +124,7 @@ class DatasetSpec:
     version: int = SPEC_VERSION
     dialect: Dialect = dataclasses.field(default_factory=Dialect)
     cleaning: Optional[dict] = None
+    features: Optional[dict] = None
 
     # ----------------------------------------------------------------- views
     def column(self, name: str) -> ColumnSpec:
@@ -215,6 +218,7 @@ class DatasetSpec:
             "dialect": self.dialect.to_dict(),
             "columns": [c.to_dict() for c in self.columns],
             **({"cleaning": self.cleaning} if self.cleaning else {}),
+            **({"features": self.features} if self.features else {}),
         }
 
     def to_json(self) -> str:
@@ -229,7 +233,8 @@ class DatasetSpec:
                        label_classes=list(d["label_classes"]),
                        na_values=list(d.get("na_values", DEFAULT_NA_VALUES)),
                        version=int(d.get("version", SPEC_VERSION)),
-                       dialect=Dialect.from_dict(d.get("dialect")), cleaning=d.get("cleaning") or None)
+                       dialect=Dialect.from_dict(d.get("dialect")), cleaning=d.get("cleaning") or None,
+                       features=d.get("features") or None)
         except (KeyError, TypeError) as e:
             raise UserError(f"{source}: malformed spec, missing or wrong field {e}")
         except UserError as e:

@@ -52,6 +52,7 @@ from beam_ml.errors import UserError
 from beam_ml.io.csv import expand_input
 from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic
 from beam_ml.jobs.bigquery import bigquery_input
+from beam_ml.jobs.features import plan_training_features
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
@@ -110,6 +111,7 @@ class TrainPlan:
     threads: int = 0
     cleaning: Any = None  # the prepared --sql statement (beam_ml.clean.Cleaning), or None
     topic_format: Any = None  # the topic's beam_ml.formats.RecordFormat (--value_format)
+    features: Any = None  # --features_sql (beam_ml.jobs.features.TrainingFeatures), or None
 
     @property
     def preprocess_config(self):
@@ -131,6 +133,8 @@ class TrainPlan:
         else None."""
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
+        if self.features is not None:
+            return self.features.source(self.input_pattern)
         if self.cleaning is not None:
 
             return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
@@ -218,8 +222,18 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     else:
         sql = plan_training_sql(options, infer_from, output_dir, opts.spec,
                                 dict(label=label, positive_label=positive, task=task, key=key, drop=drop), csv_flags)
+    features = None
+    if options.view_as(CleanOptions).features_sql and (opts.input_topic or bigquery is not None):
+        raise UserError("--features_sql: training from a topic or a table with window features is not supported yet; "
+                        "train from CSV (--input)")
+    if not (opts.input_topic or bigquery is not None):
+        features = plan_training_features(options, infer_from, output_dir, opts.spec,
+                                          dict(label=label, positive_label=positive, task=task, key=key, drop=drop),
+                                          csv_flags)
     if sql is not None:
         spec = sql.spec
+    elif features is not None:
+        spec = features.spec
     elif opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
@@ -259,7 +273,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
                      topic_format=topic_format,
                      spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
                      metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts),
-                     cleaning=sql.cleaning if sql is not None else None)
+                     cleaning=sql.cleaning if sql is not None else None, features=features)
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:

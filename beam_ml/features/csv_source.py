@@ -1,0 +1,108 @@
+"""Training and batch prediction from CSV with --features_sql: events -> point-in-time features -> model layout.
+
+    source = FeatureCsvSource(pattern, spec, plan, events_schema)   # the `source=` of build_preprocess
+    sample = sample_with_features(plan, sample_events_table)        # spec inference over the same values
+
+The arrival order of a CSV is its line order: a row's features are the
+aggregates of the key's rows on earlier lines (and earlier event times) in
+its window, exactly what stream_predict computes when the file is replayed
+into a topic in line order.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+
+from beam_ml.clean.layout import events_from_read_batch, raw_read_spec, to_model_layout
+from beam_ml.errors import DEAD_TAG, DeadLetter
+from beam_ml.features.beam import PointInTimeFeatures, feature_schema, score_group
+from beam_ml.features.plan import FeaturePlan, event_time_ms
+from beam_ml.io.batches import LINE_COLUMN
+from beam_ml.io.csv import ReadCsvBatches
+from beam_ml.spec import DatasetSpec
+
+__all__ = ["FeatureCsvSource", "sample_with_features", "add_features"]
+
+
+def add_features(plan: FeaturePlan, table: pa.Table) -> pa.Table:
+    """Features of a small table of events in arrival (row) order, computed in-process (samples, tests).
+
+    Rows without a key or a readable event time get no features (NULL).
+    """
+    rows = table.to_pylist()
+    groups: dict = {}
+    for i, row in enumerate(rows):
+        key, t = row.get(plan.key), event_time_ms(row.get(plan.event_time_column))
+        if key is not None and t is not None:
+            groups.setdefault(key, []).append((i, t, plan.values_of(row), row))
+    for events in groups.values():
+        for _ in score_group(plan, events):
+            pass  # score_group adds the features to each row in place
+    schema = feature_schema(plan, table.schema)
+    return pa.Table.from_pylist([{**{n: None for n in plan.names}, **r} for r in rows], schema=schema)
+
+
+def sample_with_features(plan: FeaturePlan, sample: pa.Table) -> pa.Table:
+    """The inference sample with its features (the sample is the file's first rows: a prefix, so exact)."""
+    return add_features(plan, sample)
+
+
+class _EventsFn(beam.DoFn):
+    """ReadCsvBatches batch (text) -> typed events batch; rows whose numbers do not parse dead-lettered."""
+
+    def __init__(self, events_schema: pa.Schema, source: str):
+        self._events, self._source = events_schema, source
+
+    def process(self, batch: pa.RecordBatch) -> Iterable:
+        events, bad = events_from_read_batch(batch, self._events)
+        lines = batch.column(LINE_COLUMN)
+        for i, reason in bad:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(self._source, int(lines[i].as_py()), reason, "",
+                                                                stage="validate"))
+        for b in events.to_batches():
+            if b.num_rows:
+                yield b
+
+
+class _LayoutFn(beam.DoFn):
+    def __init__(self, spec: DatasetSpec, with_label: bool, source: str):
+        self._spec, self._with_label, self._source = spec, with_label, source
+
+    def process(self, batch: pa.RecordBatch) -> Iterable:
+        table = pa.Table.from_batches([batch])
+        out, bad = to_model_layout(table, self._spec, self._with_label)
+        for i, reason in bad:
+            yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(
+                self._source, int(table.column(LINE_COLUMN)[i].as_py()), reason, "", stage="validate"))
+        if out.num_rows:
+            yield out
+
+
+class FeatureCsvSource(beam.PTransform):
+    """CSV files as events, + the statement's features (per key, in line order), in the model spec's layout.
+
+    Returns {'rows': RecordBatches in `arrow_schema_for(spec, with_label)`, DEAD_TAG: DeadLetters}.
+    """
+
+    def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
+                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None):
+        super().__init__()
+        self._pattern, self._spec, self._plan, self._events = pattern, spec, plan, events_schema
+        self._with_label, self._counted, self._chunk_bytes = with_label, counted, chunk_bytes
+
+    def expand(self, pbegin):
+        read_spec = raw_read_spec(self._events, self._spec.dialect, self._spec.na_values)
+        kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
+        read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False,
+                                                          validate=self._counted, counted=self._counted, **kwargs)
+        events = read["rows"] | "TypeEvents" >> beam.ParDo(
+            _EventsFn(self._events, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+        featured = events["rows"] | "WindowFeatures" >> PointInTimeFeatures(
+            self._plan, LINE_COLUMN, self._events, source=self._pattern)
+        layout = featured["rows"] | "ToModelLayout" >> beam.ParDo(
+            _LayoutFn(self._spec, self._with_label, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+        dead = ((read[DEAD_TAG], events[DEAD_TAG], featured[DEAD_TAG], layout[DEAD_TAG])
+                | "FlattenFeatureDead" >> beam.Flatten())
+        return {"rows": layout["rows"], DEAD_TAG: dead}

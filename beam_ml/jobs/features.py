@@ -1,0 +1,120 @@
+"""--features_sql in the train, batch_predict and stream_predict jobs: flags -> the statement each job applies.
+
+Training (CSV input):
+
+    tf = plan_training_features(options, first_file, output_dir, spec_path, infer_kwargs, csv_flags)  # None without
+    spec = tf.spec            # inferred over the sample with its features; spec.features = the stored statement
+    source = tf.source(pattern)   # FeatureCsvSource -> build_preprocess(source=...)
+
+Serving: `serving_features(options, spec)` -> the model's stored statement, or --features_sql (with a warning).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from beam_ml import fs
+from beam_ml.clean.cleaning import read_statement
+from beam_ml.clean.layout import events_schema_for_csv, sample_events, strings_for_csv
+from beam_ml.errors import UserError
+from beam_ml.features import FeaturePlan
+from beam_ml.features.csv_source import FeatureCsvSource, sample_with_features
+from beam_ml.io.batches import LINE_COLUMN
+from beam_ml.io.dialect import detect_dialect
+from beam_ml.options import CleanOptions
+from beam_ml.spec import DEFAULT_NA_VALUES, DatasetSpec, infer_spec
+
+__all__ = ["TrainingFeatures", "plan_training_features", "serving_features"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainingFeatures:
+    plan: FeaturePlan
+    spec: DatasetSpec
+    events_schema: pa.Schema
+
+    def source(self, pattern: str) -> FeatureCsvSource:
+        return FeatureCsvSource(pattern, self.spec, self.plan, self.events_schema)
+
+
+def _flag_plan(options, columns=None) -> Optional[FeaturePlan]:
+    opts = options.view_as(CleanOptions)
+    if not opts.features_sql:
+        if opts.event_time_column:
+            raise UserError("--event_time_column: only used with --features_sql; none was given")
+        return None
+    return FeaturePlan.parse(read_statement(opts.features_sql, "--features_sql"), opts.event_time_column or "",
+                             columns)
+
+
+def plan_training_features(options, path: str, output_dir: str, spec_path: Optional[str], infer: dict,
+                           csv_flags: dict, sample_rows: int = 20000) -> Optional[TrainingFeatures]:
+    """Parses --features_sql against the CSV's columns and infers (or checks) the spec with the features in it.
+
+    The key and event-time columns are dropped from the model's features
+    unless named otherwise (--key_column): the windows use them, the model
+    should not learn from raw ids and clock times.
+
+    Raises:
+      UserError: a bad statement (naming --features_sql), or a spec without the feature columns.
+    """
+    if not options.view_as(CleanOptions).features_sql:
+        _flag_plan(options)
+        return None
+    if options.view_as(CleanOptions).sql:
+        raise UserError("--features_sql: not supported together with --sql yet; clean the file first, or drop one")
+    stored = DatasetSpec.load(spec_path) if spec_path else None
+    na_values = stored.na_values if stored else list(DEFAULT_NA_VALUES)
+    dialect = detect_dialect(path, **csv_flags)
+    events = events_schema_for_csv(path, dialect, na_values)
+    plan = _flag_plan(options, [n for n in events.names if n != LINE_COLUMN])
+    if stored is not None:
+        missing = [n for n in plan.names if n not in stored.column_names]
+        if missing:
+            raise UserError(f"--spec: the --features_sql column(s) {', '.join(missing)} are not in the spec")
+        return TrainingFeatures(plan, dataclasses.replace(stored, dialect=dialect, features=plan.to_dict()), events)
+    drop = list(infer.get("drop") or [])
+    drop += [c for c in (plan.key, plan.event_time_column) if c not in drop and c != infer.get("key")
+             and c != infer.get("label")]
+    sample = sample_with_features(plan, sample_events(path, events, dialect, na_values, sample_rows))
+    local = fs.is_local(output_dir)
+    tmp_dir = output_dir if local else tempfile.mkdtemp()
+    os.makedirs(tmp_dir, exist_ok=True)
+    sample_csv = os.path.join(tmp_dir, "features_sample.csv")
+    pacsv.write_csv(strings_for_csv(sample.drop_columns([LINE_COLUMN])), sample_csv)
+    spec = infer_spec(sample_csv, na_values=na_values, **{**infer, "drop": drop})
+    for name in plan.names:
+        if spec.column(name).role != "numeric":
+            spec = dataclasses.replace(spec, columns=[dataclasses.replace(c, role="numeric") if c.name == name else c
+                                                      for c in spec.columns])
+    return TrainingFeatures(plan, dataclasses.replace(spec, dialect=dialect, features=plan.to_dict()), events)
+
+
+def serving_features(options, spec: DatasetSpec, log=None) -> Optional[FeaturePlan]:
+    """The feature statement a serving job applies: the model's stored one by default, --features_sql overriding it.
+
+    Raises:
+      UserError: a bad flag, or a model whose features cannot be computed without one.
+    """
+    opts = options.view_as(CleanOptions)
+    if opts.features_sql:
+        if spec.features:
+            message = ("--features_sql overrides the statement stored with the model (training and serving may now "
+                       "compute features differently)")
+            _LOGGER.warning(message)
+            if log is not None:
+                log(f"[beam_ml] WARNING: {message}")
+        return _flag_plan(options)
+    if opts.event_time_column:
+        raise UserError("--event_time_column: only used with --features_sql; the model's statement names its own")
+    if not spec.features:
+        return None
+    return FeaturePlan.from_dict(spec.features)
