@@ -47,9 +47,9 @@ def test_train_with_features_sql_stores_the_statement_and_the_columns(tmp_path):
     assert {roles["tx_10m"], roles["amount_10m"], roles["max_10m"]} == {"numeric"}
     assert roles["card_id"] == "drop" and roles["ts"] == "drop"
     counts = json.load(open(out / "counts.json"))
-    assert counts["rows_read"] == 4000, counts
+    assert counts["rows_in"] == counts["rows_good"] == 4000, counts
     versions = sorted(os.listdir(out / "model"))
-    meta = json.load(open(out / "model" / versions[-1] / "beam_ml.json"))
+    meta = json.load(open(out / "model" / versions[-1] / "assets.extra" / "beam_ml.json"))
     assert json.dumps(meta).count("WINDOW HOPPING") >= 1
 
 

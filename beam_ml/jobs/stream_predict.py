@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import uuid
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -53,7 +54,10 @@ from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchMo
                                WatchModelVersions, prediction_fields, scored_rows)
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
 from beam_ml.formats.text import dumps_event
+from beam_ml.features.beam import NAMESPACE as FEATURES
+from beam_ml.features.live import FeatureEventBatchesFn
 from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
+from beam_ml.jobs.features import serving_features
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata, model_root_of
@@ -89,6 +93,8 @@ class StreamPredictPlan:
     value_format: Any = "json"  # --value_format: a name, or a started beam_ml.formats.RecordFormat
     encode: Any = None  # --output_format's record -> bytes (None: JSON)
     monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
+    features: Any = None  # the --features_sql statement (the model's, or the flag's): a FeaturePlan, or None
+    features_state: str = ""  # names this run's per-process window state
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -130,7 +136,11 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema, streaming=True)
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
-    return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
+    features = serving_features(options, spec, log=_print)
+    if features is not None and cleaning is not None:
+        raise UserError("--features_sql: not supported together with a --sql statement yet")
+    return StreamPredictPlan(features=features, features_state=uuid.uuid4().hex if features else "",
+                             opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
                              bigquery=bigquery, cleaning=cleaning,
                              value_format=formats.event_format_of(opts, opts.input_topic),
                              encode=formats.output_encoder(opts, opts.output_topic),
@@ -186,7 +196,9 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         timestamp_policy=opts.timestamp_policy, batches=True,
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
-    if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
+    if plan.features is not None:  # parse, check, add each event's window features (per-process keyed state)
+        parse_fn = FeatureEventBatchesFn(spec, plan.features, plan.features_state, value_format=plan.value_format)
+    elif plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
 
         parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=plan.value_format)
     else:
@@ -255,6 +267,8 @@ def stream_counts(result) -> dict[str, int]:
     counts["model_reloads"] = metrics.query_counter(result, metrics.INFERENCE, "model_reloads")
     counts["dead_sql"] = metrics.query_counter(result, metrics.PREDICT, "dead_sql")
     counts["rows_filtered"] = metrics.query_counter(result, metrics.SQL, "rows_filtered")
+    counts["dead_features"] = metrics.query_counter(result, metrics.PREDICT, "dead_features")
+    counts["late_events"] = metrics.query_counter(result, FEATURES, "late_events")
     return counts
 
 
