@@ -13,7 +13,7 @@ from beam_ml.producer import csv_events
 from beam_ml.serving import ServingModel
 from beam_ml.spec import DatasetSpec
 from beam_ml.testing import read_topic
-from pipelines import produce, stream_predict, train
+from pipelines import batch_predict, produce, stream_predict, train
 
 
 def _training_rows(path: str, plan: FeaturePlan) -> dict:
@@ -67,6 +67,14 @@ def test_stream_predict_reproduces_training_features_and_scores(kafka_broker, ne
     assert sum(offline_rows[i]["tx_10m"] > 0 for i in ids) > 100  # the windows are not empty
     for event_id in ids:
         assert live[event_id]["score"] == pytest.approx(offline[event_id]["score"], abs=1e-5), event_id
+    # batch_predict applies the stored statement too, with training's computation
+    scored = tmp_path / "preds.jsonl"
+    counts = batch_predict.run([f"--model_dir={model_dir}", f"--input={path}", f"--output={scored}",
+                                "--runner=DirectRunner"]).counts
+    assert counts["predictions"] == n and counts["dead_letters"] == 0, counts
+    batch = {f"cards.csv:{p['position']}": p for p in map(json.loads, scored.read_text().splitlines())}
+    for event_id in ids:
+        assert batch[event_id]["score"] == pytest.approx(offline[event_id]["score"], abs=1e-5), event_id
     # and without the features the model scores differently: the live path really used them
     zeroed = model.predict_records([{**offline_rows[i], "tx_10m": 0.0, "amount_10m": 0.0, "max_10m": 0.0}
                                     for i in ids])

@@ -44,7 +44,7 @@ from beam_ml.clean.transform import ApplySql
 from beam_ml.errors import DEAD_TAG, UserError
 
 __all__ = ["WindowSpec", "Aggregate", "WindowedAggregation", "WindowedAggregate", "partial_aggregates",
-           "parse_windowed_select"]
+           "parse_windowed_select", "RowsAndDead"]
 
 _UNITS_MS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 _DURATION = r"(\d+)\s+(MILLISECONDS?|SECONDS?|MINUTES?|HOURS?|DAYS?)"
@@ -428,10 +428,10 @@ class WindowedAggregate(beam.PTransform):
                 | "KeyPartials" >> beam.Map(lambda kv: (kv[0], kv[1][2]))
                 | "Merge" >> beam.CombinePerKey(_MergePartials(agg))
                 | "ToRows" >> beam.Map(_to_row, agg))
-        return _Outputs(rows, fed[DEAD_TAG])
+        return RowsAndDead(rows, fed[DEAD_TAG])
 
 
-class _Outputs(dict):
+class RowsAndDead(dict):
     """`.rows` and `[DEAD_TAG]`, like the other transforms' DoOutputsTuple."""
 
     def __init__(self, rows, dead):

@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_ml.clean.windows import RowsAndDead
 from beam_ml.clean.layout import events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.features.beam import PointInTimeFeatures, feature_schema, score_group
@@ -105,4 +106,4 @@ class FeatureCsvSource(beam.PTransform):
             _LayoutFn(self._spec, self._with_label, self._pattern)).with_outputs(DEAD_TAG, main="rows")
         dead = ((read[DEAD_TAG], events[DEAD_TAG], featured[DEAD_TAG], layout[DEAD_TAG])
                 | "FlattenFeatureDead" >> beam.Flatten())
-        return {"rows": layout["rows"], DEAD_TAG: dead}
+        return RowsAndDead(layout["rows"], dead)

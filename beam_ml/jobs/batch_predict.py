@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_ml import metrics
 from beam_ml.clean.layout import CleanToLayoutFn, events_schema_for_csv, raw_read_spec
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.features.csv_source import FeatureCsvSource
 from beam_ml.formats import event_format_of
 from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters, ServingModelHandler,
                                prediction_record)
@@ -41,6 +42,7 @@ from beam_ml.io.batches import LINE_COLUMN, input_read_spec
 from beam_ml.io.csv import ReadCsvBatches, expand_input
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
 from beam_ml.jobs.bigquery import WritePredictionsToBigQuery, bigquery_output, prediction_table_schema
+from beam_ml.jobs.features import serving_features
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata
@@ -81,6 +83,7 @@ class BatchPredictPlan:
     kafka: Any = None
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    features: Any = None  # the --features_sql statement (the model's, or the flag's): a FeaturePlan, or None
     monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
@@ -102,7 +105,7 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     kafka = kafka_client_config(options) if (opts.input_topic or opts.output_topic or opts.dead_letter_topic) \
         else None
     version_dir, _, spec = load_model_metadata(opts.model_dir)
-    files, with_label, cleaning = [], False, None
+    files, with_label, cleaning, features = [], False, None, None
     if opts.input:
 
         # Files are read the way the training files were (the spec's dialect), unless the flags say otherwise.
@@ -118,8 +121,14 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
             if options.view_as(CleanOptions).sql and not spec.cleaning else None))
         if cleaning is not None:
             with_label = spec.label in cleaning.statement.columns
+        features = serving_features(options, spec, log=_print)
+        if features is not None and cleaning is not None:
+            raise UserError("--features_sql: not supported together with a --sql statement yet")
     else:
         id_name = "event_id"
+        if spec.features or options.view_as(CleanOptions).features_sql:
+            raise UserError("--features_sql: batch_predict computes window features on --input files only; "
+                            "on a topic use stream_predict")
         if spec.cleaning or options.view_as(CleanOptions).sql:
             raise UserError("--sql: batch_predict applies a statement to --input files only; a statement on "
                             "--input_topic is not supported yet")
@@ -135,7 +144,8 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     if monitor is not None and (monitor.topic or monitor.alert_topic) and kafka is None:
         kafka = kafka_client_config(options)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
-                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning, monitor=monitor)
+                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning, monitor=monitor,
+                            features=features)
 
 
 def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
@@ -178,7 +188,12 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
         # a row's line number means nothing without it.
         for i, path in enumerate(plan.files):
             suffix = "" if len(plan.files) == 1 else str(i)
-            if plan.cleaning is not None:  # read as events, clean with the statement, then the model's layout
+            if plan.features is not None:  # read as events, add the window features, then the model's layout
+                read_spec = input_read_spec(spec, read_header(path, spec.dialect) + plan.features.names)
+                read = pipeline | f"ReadCsv{suffix}" >> FeatureCsvSource(
+                    path, read_spec, plan.features, events_schema_for_csv(path, spec.dialect, spec.na_values),
+                    with_label=False)
+            elif plan.cleaning is not None:  # read as events, clean with the statement, then the model's layout
 
                 read_spec = input_read_spec(spec, plan.cleaning.statement.columns)
                 raw = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, raw_read_spec(
