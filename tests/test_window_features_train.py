@@ -76,5 +76,6 @@ def test_velocity_features_beat_the_same_model_without_them_on_held_out_events(t
                         "--event_time_column=ts"])
     train.run(common + [f"--output_dir={tmp_path / 'without'}"])
     auc = {name: json.load(open(tmp_path / name / "metrics.json"))["test"]["roc_auc"] for name in ("with", "without")}
+    print("test ROC-AUC", auc)
     assert auc["with"] >= auc["without"] + 0.15, auc
     assert auc["with"] > 0.9, auc
