@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 from beam_ml.features.cards import CARD_FEATURES_SQL, card_events, write_card_csv
 from beam_ml.testing import TansuBroker, read_topic
+from benchmarks.bench_stream import _new_topic
 from pipelines import produce, stream_predict, train
 
 __all__ = ["main"]
@@ -47,10 +48,13 @@ def _train(csv_path: str, out: str, features: bool, *extra: str):
 
 
 def _stream_rate(bootstrap: str, model_dir: str, topic: str, n: int, max_batch_size: int) -> dict:
-    out = f"preds-{os.path.basename(os.path.dirname(model_dir))}-{time.time_ns()}"
+    # 1-partition topics made up front: an auto-created topic may have several partitions, and
+    # events keyed by event id would then spread one card over partitions (read out of order).
+    out = _new_topic(bootstrap, f"preds-{os.path.basename(os.path.dirname(model_dir))}")
+    dlq = _new_topic(bootstrap, "dlq")
     started = time.perf_counter()
     run = stream_predict.run([f"--model_dir={model_dir}", f"--input_topic={topic}", f"--output_topic={out}",
-                              f"--dead_letter_topic={out}-dlq", f"--bootstrap_servers={bootstrap}",
+                              f"--dead_letter_topic={dlq}", f"--bootstrap_servers={bootstrap}",
                               "--runner=DirectRunner", "--streaming", f"--max_records={n}", "--max_read_time=900",
                               f"--group_id={out}", f"--max_batch_size={max_batch_size}"])
     wall = time.perf_counter() - started
@@ -71,7 +75,7 @@ def bench_live(work: str, events: int, keys: int, train_rows: int, max_batch_siz
     result = {"events": events, "distinct_keys": keys}
     with TansuBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        topic = f"cards-{time.time_ns()}"
+        topic = _new_topic(bootstrap, "cards")
         produce.run([f"--input={stream_csv}", f"--topic={topic}", f"--bootstrap_servers={bootstrap}"])
         for name in ("without", "with"):
             result[name] = _stream_rate(bootstrap, models[name], topic, events, max_batch_size)
