@@ -33,7 +33,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Beam steps and the logic of each capability, wired by nobody in here.
     ("library", ("beam_ml.clean", "beam_ml.ingest", "beam_ml.inference", "beam_ml.training", "beam_ml.preprocess",
                  "beam_ml.evaluation", "beam_ml.export", "beam_ml.tuning", "beam_ml.datasets", "beam_ml.producer",
-                 "beam_ml.runner", "beam_ml.testing", "beam_ml.server", "beam_ml.monitoring", "transforms")),
+                 "beam_ml.runner", "beam_ml.testing", "beam_ml.server", "beam_ml.monitoring", "beam_ml.features",
+                 "transforms")),
     # the flags (PipelineOptions subclasses): read by jobs only.
     ("options", ("beam_ml.options",)),
     # whole pipelines: flags -> arguments, plan -> build -> write -> run -> counts.

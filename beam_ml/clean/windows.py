@@ -174,12 +174,7 @@ def parse_windowed_select(sql: str, columns: Optional[Iterable[str]], flag: str 
     w = _WINDOW.search(text)
     if not w:
         raise UserError(f"{flag}: a windowed aggregation needs WINDOW TUMBLING|HOPPING|SESSION (...)")
-    depth, i = 0, w.end() - 1
-    while i < len(text):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            break
-        i += 1
+    i = _closing(text, w.end() - 1)
     window = WindowSpec.parse(w.group(1), text[w.end():i], flag)
     rest = text[:w.start()] + " " + text[i + 1:]
     con = connect()
@@ -228,17 +223,23 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _closing(text: str, start: int) -> int:
+    """The index of the parenthesis closing the one at `start` (len(text) if none)."""
+    depth, i = 0, start
+    while i < len(text):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    return i
+
+
 def _strip_outer(sql: str, flag: str) -> str:
     # strip_ksql refuses WINDOW clauses (they are not per-batch); take the
     # WINDOW clause out, strip, and put it back where it was.
     m = _WINDOW.search(sql)
     marker = " __BM_WINDOW__ "
-    depth, i = 0, m.end() - 1
-    while i < len(sql):
-        depth += {"(": 1, ")": -1}.get(sql[i], 0)
-        if depth == 0:
-            break
-        i += 1
+    i = _closing(sql, m.end() - 1)
     stripped = strip_ksql(sql[:m.start()] + marker + sql[i + 1:], flag)
     return stripped.replace(marker.strip(), sql[m.start():i + 1])
 
