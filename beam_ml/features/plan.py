@@ -14,6 +14,7 @@ __all__ = ["FeaturePlan", "event_time_ms", "FLAG"]
 
 FLAG = "--features_sql"
 _FUNCTIONS = {"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg"}
+_INFINITE = (float("inf"), float("-inf"))
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
 
 
@@ -101,7 +102,15 @@ class FeaturePlan:
 
     def values_of(self, row: Mapping[str, Any]) -> tuple:
         """The aggregated columns' values of one event (None for COUNT(*) and for missing/non-numeric values)."""
-        return tuple(None if c is None else _number(row.get(c)) for c in self.value_columns)
+        out = []
+        for a in self.aggregates:
+            if a.column is None:
+                out.append(None)
+                continue
+            v = row.get(a.column)
+            # the common case (a JSON or Arrow float) without a call
+            out.append(v if v.__class__ is float and v == v and v not in _INFINITE else _number(v))
+        return tuple(out)
 
     def to_dict(self) -> dict:
         """What is stored with the model (spec.json `features`, beam_ml.json)."""
