@@ -52,6 +52,8 @@ __all__ = ["run", "main"]
 INPUT_TOPIC = "transactions"
 OUTPUT_TOPIC = "predictions"
 DEAD_LETTER_TOPIC = "transactions-dlq"
+
+
 def _log(msg: str) -> None:
     print(f"[stream_demo] {msg}", flush=True)
 

@@ -181,7 +181,7 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
                 read_spec = input_read_spec(spec, read_header(path, spec.dialect))
                 read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
             row_parts.append(read.rows | f"ToRows{suffix}" >> beam.FlatMap(batch_to_rows, spec, path,
-                                                                             plan.with_label))
+                                                                           plan.with_label))
             dead_parts.append(read[DEAD_TAG])
         rows = row_parts[0] if len(row_parts) == 1 else row_parts | "FlattenRows" >> beam.Flatten()
     else:

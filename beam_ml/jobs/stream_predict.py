@@ -67,6 +67,7 @@ __all__ = ["StreamPredictPlan", "StreamPredictOutputs", "StreamPredictRun", "pla
 
 _print = functools.partial(print, flush=True)
 
+
 @dataclasses.dataclass
 class StreamPredictPlan:
     """What a streaming run serves and reads, decided before any data moves.
@@ -212,7 +213,7 @@ class WriteDeadLettersToKafka(beam.PTransform):
                  | f"Count{i}" >> beam.ParDo(CountDeadLetters())
                  | f"Encode{i}" >> beam.Map(_dead_letter_message)
                  | f"Send{i}" >> WriteToKafka(None, self._topic, client_config=self._config,
-                                             producer_config=self._producer_config))
+                                              producer_config=self._producer_config))
         return beam.pvalue.PDone(parts[0].pipeline)
 
 

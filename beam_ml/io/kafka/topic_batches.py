@@ -35,6 +35,7 @@ from beam_ml.spec import DatasetSpec
 __all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "write_sample_csv", "records_to_chunk", "sample_topic",
            "position_code"]
 
+
 def position_code(partition: int, offset: int) -> int:
     """A row identity for the split hash: stable for a (partition, offset)."""
     return (int(partition) << 40) | int(offset)
