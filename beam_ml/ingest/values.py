@@ -263,7 +263,6 @@ class ValueDecoder:
           ValueError: the value is empty, not UTF-8 JSON object / a CSV line of
             the columns / Avro of the schema (the message says which).
         """
-
         if self.value_format == "json":
             return parse_json_object(value)
         if self.value_format == "csv":

@@ -37,7 +37,6 @@ def ensure_fraud_model(model_dir: str, data_dir: str, rows: int, epochs: int, lo
     Returns:
       The model root (whose latest version is served).
     """
-
     root = model_root_of(model_dir)
     if root is None:  # a version directory: nothing to train
         return model_dir
@@ -106,7 +105,6 @@ def fraud_with_users(csv_path: str, out_path: str, unlabelled_every: int = 200) 
     benchmarks parse it by position), so the columns the cleaning statement
     needs are added here, for the demo and its tests.
     """
-
     if os.path.exists(out_path) and os.path.getmtime(out_path) >= os.path.getmtime(csv_path):
         return out_path
     tmp = out_path + ".tmp"
@@ -125,7 +123,6 @@ def fraud_with_users(csv_path: str, out_path: str, unlabelled_every: int = 200) 
 
 def ensure_fraud_sql_model(model_dir: str, data_dir: str, rows: int, epochs: int, log=print) -> str:
     """Like `ensure_fraud_model`, trained with FRAUD_SQL and the bundled users table (stored in the model)."""
-
     root = model_root_of(model_dir)
     if root is None:
         return model_dir

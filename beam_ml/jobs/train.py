@@ -155,7 +155,6 @@ def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str
     Returns:
       (the sample CSV's path, the TOPIC_ENVELOPE_FIELDS present in the events).
     """
-
     records = sample_topic(kafka.client_kwargs(), topic)
     if not records:
         raise UserError(f"--input_topic: no JSON events could be read from topic '{topic}' "
@@ -330,7 +329,6 @@ class TrainOutputs(NamedTuple):
 
 def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
-
     # deferred: TensorFlow, tf.Transform and scikit-learn take seconds to import; plan_training fails fast before
     from beam_ml import evaluation
     from beam_ml.preprocess import build_preprocess
@@ -390,7 +388,6 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
     Raises:
       RuntimeError: the reader's counters disagree with the rows the pipeline counted (a bug).
     """
-
     out = plan.output_dir
     run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)
     submitted_only = "Dataflow" in _runner_name(plan.options)  # template creation reports DONE, too
