@@ -57,7 +57,6 @@ from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec
-from beam_ml.training.report import write_outputs
 from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
@@ -329,9 +328,10 @@ class TrainOutputs(NamedTuple):
 
 def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
-    # deferred: TensorFlow, tf.Transform and scikit-learn take seconds to import; plan_training fails fast before
+    # deferred: TensorFlow, tf.Transform, scikit-learn, matplotlib take seconds to import; plan_training fails first
     from beam_ml import evaluation
     from beam_ml.preprocess import build_preprocess
+    from beam_ml.training.report import write_outputs  # matplotlib
 
     opts, spec = plan.opts, plan.spec
     pre = build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
