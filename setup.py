@@ -42,6 +42,9 @@ REQUIRED = [
     "scikit-learn>=1.5,<2",
     # --param_grid may be a YAML file.
     "PyYAML>=6,<7",
+    # pipelines.serve: the model server's HTTP stack (async, production-grade) and its /metrics endpoint.
+    "aiohttp==3.14.5",
+    "prometheus-client==0.26.0",
 ]
 
 EXTRAS = {

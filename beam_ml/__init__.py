@@ -7,3 +7,8 @@ import os as _os
 # scikit-learn: ~1 s more at the start of every process that imports TensorFlow (the CLI,
 # each SDK worker process, stream_predict). Set before any beam_ml module imports it.
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# Quiet by default (beam_ml.logs): TensorFlow's C++ log level must be set before it loads.
+from beam_ml import logs as _logs  # noqa: E402
+
+_logs.prepare(_logs.verbose_level())

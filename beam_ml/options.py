@@ -20,8 +20,10 @@ for the default count.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
-from typing import Any, Optional, Sequence, Type
+from typing import Any, Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -34,6 +36,7 @@ __all__ = [
     "declared_flags",
     "TrainOptions",
     "PredictOptions",
+    "ServeOptions",
     "BatchPredictOptions",
     "StreamPredictOptions",
     "ProduceOptions",
@@ -46,6 +49,7 @@ __all__ = [
     "parse_pipeline_options",
     "parse_int_list",
     "FLAG_ALIASES",
+    "OutputOptions",
 ]
 
 
@@ -151,7 +155,9 @@ flag("selection_rule", default="one_se", choices=["one_se", "best"],
           "standard error of the best; best = the highest validation score")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
-flag("verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress display")
+flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
+     help="print everything: TensorFlow's C++ logs, Keras' per-epoch lines (--verbose=1: progress bars), Beam's "
+          "INFO logs (default: quiet, progress lines and a summary)")
 
 # -------------------------------------------------------------- serving
 flag("model_dir", help="an exported model: a model root (its latest version is served), "
@@ -168,6 +174,17 @@ flag("model_reload", default="poll", choices=["poll", "side_input", "none"],
      help="hot reload of new model versions: poll the model root inside RunInference (every runner), "
           "side_input (runners with streaming side inputs, e.g. Dataflow), or none (pin the version found at start)")
 flag("reload_interval", type=float, default=10.0, help="seconds between checks for a new model version")
+flag("server", help="URL of a running `python -m pipelines.serve` (e.g. http://127.0.0.1:8501): score there "
+                    "instead of loading TensorFlow here")
+flag("model_name", default="model", help="the model's name in the server's URLs (/v1/models/NAME), as in TF Serving")
+flag("host", help="address the server binds (default 127.0.0.1; 0.0.0.0 when AIP_HTTP_PORT is set, on Vertex AI)")
+flag("port", type=int, help="port the server listens on (default $AIP_HTTP_PORT, else 8501)")
+flag("batch_timeout_micros", type=int, default=0,
+     help="server batching: once the model finishes a batch, how long to wait for the next one to fill up to "
+          "--max_batch_size (microseconds; a request arriving while the model is idle never waits)")
+flag("max_request_bytes", type=int, default=8 * 1024 * 1024, help="largest request body the server accepts (413)")
+flag("drain_timeout", type=float, default=30.0,
+     help="on SIGTERM, seconds the server waits for requests in flight before it exits")
 
 # ---------------------------------------------------------------- Kafka
 # Beam's KafkaStreamsRunnerOptions defines the same flag: same meaning, same default.
@@ -366,13 +383,53 @@ class PredictOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml predict"
-    FLAGS = ("model_dir", "json", "input")
+    FLAGS = ("model_dir", "json", "input", "server", "model_name")
 
     def validated(self) -> "PredictOptions":
-        if not self.model_dir:
-            raise UserError("--model_dir: required")
+        if not self.model_dir and not self.server:
+            raise UserError("--model_dir: required (or --server=URL of a running model server)")
+        if self.model_dir and self.server:
+            raise UserError("--server: give either --model_dir (score here) or --server (score there), not both")
         if bool(self.json_records) == bool(self.input):
             raise UserError("give exactly one of --json or --input")
+        return self
+
+
+class ServeOptions(PipelineOptions):
+    """Flags of `python -m pipelines.serve` (Vertex AI's AIP_* variables fill in what is not given)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+
+    GROUP = "beam_ml model server"
+    FLAGS = ("model_dir", "model_name", "host", "port", "max_batch_size", "batch_timeout_micros",
+             "max_request_bytes", "reload_interval", "drain_timeout")
+
+    def validated(self, environ: Optional[Mapping[str, str]] = None) -> "ServeOptions":
+        """Checks the flags; fills --model_dir, --port and --host from Vertex AI's variables when not given."""
+        env = os.environ if environ is None else environ
+        if not self.model_dir:
+            self.model_dir = env.get("AIP_STORAGE_URI")
+        if not self.model_dir:
+            raise UserError("--model_dir: required (or set AIP_STORAGE_URI)")
+        if self.port is None:
+            aip_port = env.get("AIP_HTTP_PORT")
+            try:
+                self.port = int(aip_port) if aip_port else 8501
+            except ValueError:
+                raise UserError(f"AIP_HTTP_PORT: expected a port number, got {aip_port!r}")
+        if self.host is None:
+            self.host = "0.0.0.0" if env.get("AIP_HTTP_PORT") else "127.0.0.1"
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port: expected 0..65535, got {self.port}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.model_name or ""):
+            raise UserError(f"--model_name: expected letters, digits, '_', '.', '-', got {self.model_name!r}")
+        for name, low in (("max_batch_size", 1), ("batch_timeout_micros", 0), ("max_request_bytes", 1)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name}: expected >= {low}, got {getattr(self, name)}")
+        for name in ("reload_interval", "drain_timeout"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name}: expected seconds > 0, got {getattr(self, name)}")
+        _check_model_dir(self)
         return self
 
 
@@ -494,6 +551,14 @@ class ProduceOptions(PipelineOptions):
         if self.limit is not None and self.limit < 0:
             raise UserError(f"--limit: expected a count >= 0, got {self.limit}")
         return self
+
+
+class OutputOptions(PipelineOptions):
+    """What every command prints (see beam_ml.logs); parse_pipeline_options adds it to every pipeline's classes."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml output"
+    FLAGS = ("verbose",)
 
 
 class KafkaOptions(PipelineOptions):
@@ -676,6 +741,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       SystemExit: after printing the help.
     """
     argv = _apply_aliases(argv or [])
+    option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
         raise SystemExit(0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 __all__ = ["LocalRunner", "RunOutcome", "new_pipeline", "run_pipeline", "runs_remotely"]
@@ -84,6 +84,10 @@ def new_pipeline(options: PipelineOptions):
     """A Pipeline for `options`: on --runner=DirectRunner (or none), one that runs on `LocalRunner`."""
     import apache_beam as beam
 
+    # Worker processes import beam_ml before any DoFn loads TensorFlow, so its __init__ sets the
+    # log level they inherit (beam_ml.logs): trials in other processes are as quiet as the launcher.
+    setup = options.view_as(SetupOptions)
+    setup.beam_plugins = list(dict.fromkeys([*(setup.beam_plugins or []), "beam_ml"]))
     runner = options.view_as(StandardOptions).runner
     if runner in (None, "", "DirectRunner", "SwitchingDirectRunner"):
         return beam.Pipeline(runner=LocalRunner(), options=options)

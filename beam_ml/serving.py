@@ -51,6 +51,21 @@ class ServingModel:
         """Loads `model_dir` if it is a version directory, else its latest version."""
         return cls(resolve_version_dir(model_dir))
 
+    def signature_defs(self) -> dict[str, Any]:
+        """The SavedModel's signatures as TF Serving's metadata shows them (inputs, outputs: dtype, shape, name)."""
+        from tensorflow.core.framework import types_pb2  # deferred with TensorFlow (see __init__)
+
+        def tensors(specs: Mapping[str, Any]) -> dict[str, Any]:
+            return {name: {"dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum), "name": spec.name or name,
+                           "tensor_shape": {"dim": [{"size": str(-1 if d is None else d)}
+                                                    for d in (spec.shape if spec.shape.rank is not None else ())],
+                                            "unknown_rank": spec.shape.rank is None}}
+                    for name, spec in sorted(specs.items())}
+
+        return {key: {"inputs": tensors(fn.structured_input_signature[1]), "outputs": tensors(fn.structured_outputs),
+                      "method_name": "tensorflow/serving/predict"}
+                for key, fn in self._loaded.signatures.items()}
+
     def predict_columns(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Scores raw column arrays; returns numpy score, class_id, class (+ probabilities)."""
         tf = self._tf

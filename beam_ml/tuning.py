@@ -5,11 +5,13 @@
     trials = expand_trials(sets, folds=range(5))                         # one Beam element each
     board = leaderboard(results, metric="roc_auc")                       # mean ± std per set, best first
 
-A parameter set is a plain dict over PARAM_KEYS; `hidden_units: []` is the
-linear model (logistic or softmax regression on the transformed features,
-a linear autoencoder for anomaly). Every set a search yields includes one
-linear candidate, so the chosen model is never worse than the linear
-baseline on validation.
+A parameter set is a plain dict over PARAM_KEYS; its `family` (linear, mlp,
+autoencoder: beam_ml.training.families) says what kind of model it is, and a
+set without one (`hidden_units: []` is the linear model) gets it when the
+search forms its sets. Every set a search yields includes one linear
+candidate (logistic or softmax regression on the transformed features, a
+linear autoencoder for anomaly), so the chosen model is never worse than the
+linear baseline on validation.
 """
 from __future__ import annotations
 
@@ -22,19 +24,17 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.training import families
 
 __all__ = ["PARAM_KEYS", "DEFAULT_GRID", "parse_param_grid", "normalize_params", "base_params", "parameter_sets",
-           "expand_trials", "describe", "default_tune_metric", "leaderboard", "selected", "set_id", "LINEAR"]
+           "expand_trials", "describe", "default_tune_metric", "leaderboard", "selected", "set_id"]
 
-# 'lbfgs' fits only the linear model, and exactly (beam_ml.training.trainer: L-BFGS on the
-# L2-penalized log loss, scikit-learn's LogisticRegression objective), instead of by epochs of SGD.
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "lbfgs")
-EXACT_LINEAR_TASKS = ("binary", "multiclass")
+# Every family's optimizers ('lbfgs': the linear family's exact fit of a classifier).
+OPTIMIZERS = families.OPTIMIZERS
 SELECTION_RULES = ("one_se", "best")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
-PARAM_KEYS = ("hidden_units", "dropout", "optimizer", "learning_rate", "batch_size", "epochs", "class_weights", "l2")
-LINEAR: list[int] = []
-LINEAR_MIN_LEARNING_RATE = 0.01
+PARAM_KEYS = ("family", "hidden_units", "dropout", "optimizer", "learning_rate", "batch_size", "epochs",
+              "class_weights", "l2")
 
 # --tune without --param_grid: two widths, with and without dropout, two
 # learning rates (8 MLPs) plus the linear model: 9 sets.
@@ -94,9 +94,10 @@ def normalize_params(params: Mapping[str, Any], where: str = "--param_grid") -> 
         raise UserError(f"{where}: optimizer {out['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}")
     if "class_weights" in out and out["class_weights"] not in CLASS_WEIGHTS:
         raise UserError(f"{where}: class_weights {out['class_weights']!r}: expected one of {', '.join(CLASS_WEIGHTS)}")
-    if out.get("optimizer") == "lbfgs" and out.get("hidden_units"):
-        raise UserError(f"{where}: optimizer lbfgs fits only the linear model (hidden_units \"\"), not "
-                        f"hidden_units {out['hidden_units']}")
+    if "family" in out and out["family"] not in families.FAMILIES:
+        raise UserError(f"{where}: family {out['family']!r}: expected one of {', '.join(families.FAMILIES)}")
+    if "family" in out or "hidden_units" in out:  # the set says which model it is: can it use its optimizer?
+        families.check_optimizer(out, where=where)
     return out
 
 
@@ -148,28 +149,10 @@ def base_params(opts) -> dict[str, Any]:
         "class_weights": opts.class_weights, "l2": 0.0}, where="model flags")
 
 
-def _linear_of(params: Mapping[str, Any]) -> dict[str, Any]:
-    # Dropout on the inputs of a linear model only adds noise; the rest is shared.
-    return dict(params, hidden_units=LINEAR, dropout=0.0)
-
-
-def _linear_baseline(params: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The linear candidate added to a search.
-
-    Logistic / softmax regression is fitted exactly (optimizer lbfgs, l2 0 = scikit-learn's C=1), so
-    the candidate IS the usual LogisticRegression baseline on these features, not an approximation
-    of it by a few epochs of SGD. The linear autoencoder (anomaly) is trained like the others; a
-    convex model takes (and, in few epochs, needs) a larger step.
-    """
-    linear = _linear_of(params)
-    if task in EXACT_LINEAR_TASKS:
-        return dict(linear, optimizer="lbfgs", l2=0.0)
-    linear["learning_rate"] = max(float(linear["learning_rate"]), LINEAR_MIN_LEARNING_RATE)
-    return linear
-
-
 def _key(params: Mapping[str, Any]) -> str:
-    return json.dumps({k: params[k] for k in PARAM_KEYS if k in params}, sort_keys=True)
+    # Without `family`: it follows from the layers and the task, and leaving it out keeps each set's
+    # seed (expand_trials) what it was before the field existed, so old runs reproduce.
+    return json.dumps({k: params[k] for k in PARAM_KEYS if k in params and k != "family"}, sort_keys=True)
 
 
 def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, Any], search: str = "grid",
@@ -186,11 +169,13 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
       task: the dataset's task (the added linear model is fitted exactly for binary and multiclass).
 
     Returns:
-      Distinct sets with at least one linear model: if the grid has none, the
-      linear baseline of the first combination is added last (_linear_baseline).
+      Distinct sets, each with its `family` (families.resolve), with at least one
+      linear model: if the grid has none, the linear baseline of the first
+      combination is added last (families.BASELINE.baseline).
 
     Raises:
-      UserError: a combination asks for lbfgs with hidden layers, or lbfgs for anomaly.
+      UserError: a combination its family cannot fit (lbfgs with hidden layers or for anomaly,
+        a family for another task).
     """
     grid = {k: [normalize_params({k: v})[k] for v in values] for k, values in (grid or {}).items()}
     keys = list(grid)
@@ -204,16 +189,12 @@ def parameter_sets(grid: Optional[Mapping[str, Sequence]], base: Mapping[str, An
         combos = combos[:max_trials]
     sets, seen = [], set()
     for p in combos:
-        if p.get("optimizer") == "lbfgs" and (p["hidden_units"] or task not in EXACT_LINEAR_TASKS):
-            raise UserError(f"optimizer lbfgs (--optimizer / --param_grid) fits only the linear model of a binary or "
-                            f"multiclass task, not {describe(p)!r} ({task})")
-        if not p["hidden_units"]:
-            p = _linear_of(p)
+        p = families.resolve(p, task)
         if _key(p) not in seen:
             seen.add(_key(p))
             sets.append(p)
-    if not any(not p["hidden_units"] for p in sets):
-        sets.append(_linear_baseline(combos[0], task))
+    if not any(families.of(p) is families.BASELINE for p in sets):
+        sets.append(families.BASELINE.baseline(combos[0], task))
     return sets
 
 
@@ -240,24 +221,8 @@ def expand_trials(sets: Sequence[Mapping[str, Any]], folds: Iterable[int], seed:
 
 
 def describe(params: Mapping[str, Any]) -> str:
-    """A short human name for a set: 'mlp 64-32 dropout=0.2 adam lr=0.001', 'linear lbfgs C=1'."""
-    units = params.get("hidden_units") or []
-    parts = ["linear" if not units else "mlp " + "-".join(str(u) for u in units)]
-    if units and params.get("dropout"):
-        parts.append(f"dropout={params['dropout']:g}")
-    if params.get("optimizer") == "lbfgs":  # an exact fit: no step size, batches or epochs
-        parts.append("lbfgs" + (f" l2={params['l2']:g}" if params.get("l2") else " C=1"))
-        if params.get("class_weights", "auto") != "auto":
-            parts.append(f"weights={params['class_weights']}")
-        return " ".join(parts)
-    parts.append(f"{params.get('optimizer', 'adam')} lr={params.get('learning_rate', 1e-3):g}")
-    if params.get("batch_size"):
-        parts.append(f"batch={params['batch_size']}")
-    if params.get("l2"):
-        parts.append(f"l2={params['l2']:g}")
-    if params.get("class_weights", "auto") != "auto":
-        parts.append(f"weights={params['class_weights']}")
-    return " ".join(parts)
+    """A short human name for a set, its family's: 'mlp 64-32 dropout=0.2 adam lr=0.001', 'linear lbfgs C=1'."""
+    return families.of(params).describe(params)
 
 
 def default_tune_metric(task: str) -> str:
@@ -273,7 +238,7 @@ def _std(values: Sequence[float]) -> float:
 
 
 def _complexity(params: Mapping[str, Any]) -> int:
-    return sum(params["hidden_units"])
+    return families.of(params).complexity(params)
 
 
 def leaderboard(results: Iterable[Mapping[str, Any]], metric: str, rule: str = "one_se") -> list[dict[str, Any]]:

@@ -24,12 +24,12 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 def _fit(feed: str, x, y, batch_size: int, epochs: int, validation=None) -> tuple[float, float]:
     """(seconds of the whole fit, seconds from on_train_end until fit returned).
 
-    With `validation`, the callbacks of a trial (beam_ml.training.trainer.fit_model): the
+    With `validation`, the callbacks of a trial (beam_ml.training.trainer.fit_epochs): the
     per-epoch validation pass, early stopping on val_loss, plateaus, the learning-rate log.
     """
     import tf_keras as keras
 
-    from beam_ml.training.models import build_model
+    from beam_ml.training.families import build_model
     from beam_ml.training.trainer import training_dataset, trial_callbacks
 
     class _End(keras.callbacks.Callback):
@@ -39,7 +39,8 @@ def _fit(feed: str, x, y, batch_size: int, epochs: int, validation=None) -> tupl
             self.at = time.perf_counter()
 
     keras.utils.set_random_seed(1)
-    model = build_model("binary", x.shape[1], 2, [64, 32], 0.0, "adam", 1e-3)
+    model = build_model({"family": "mlp", "hidden_units": [64, 32], "dropout": 0.0, "optimizer": "adam",
+                         "learning_rate": 1e-3}, "binary", x.shape[1], 2)
     end = _End()
     callbacks = trial_callbacks(validation, patience=epochs)[0] + [end]
     start = time.perf_counter()

@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from beam_ml.training import families
+
 # name → (label column, positive label or None for multiclass)
 DATASETS = {
     "breast_cancer": ("diagnosis", "malignant"),
@@ -194,7 +196,7 @@ def main(argv=None) -> list[dict]:
                 s_tune, m_tune = _train(csv, label, positive, out_tune,
                                         ["--tune", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
             board = m_tune["leaderboard"]
-            linear = next(r for r in board if not r["params"]["hidden_units"])
+            linear = next(r for r in board if families.of(r["params"]) is families.BASELINE)
             row.update(tune=dict(_ours(m_tune), **ours_exact(out_tune, logistic_baseline(out_tune))),
                        tune_s=None if s_tune is None else round(s_tune, 1),
                        cv={"logistic": logistic_cv(out_tune), "ours_linear": linear["mean"],

@@ -9,7 +9,7 @@ Four timings on the same data, grid, folds and model:
   --direct_num_workers=2`` in a fresh process; wall clock of the whole job (read, split, tf.Transform,
   TFRecords, 85 trials, refit, export, test evaluation, report).
 * ours, 1 worker: the same with ``--direct_num_workers=1`` (TensorFlow keeps its default threads).
-* GridSearchCV(n_jobs=2): the same Keras model (beam_ml.training.models.build_model, wrapped for
+* GridSearchCV(n_jobs=2): the same Keras model (beam_ml.training.families.build_model, wrapped for
   scikit-learn below: scikeras 0.13 wraps Keras 3 models only and uses the tags API scikit-learn 1.7
   removed), the same parameter grid (with the same linear candidate), the same folds
   (PredefinedSplit over ours' fold ids) on ours' transformed features, refit=True, then the test
@@ -36,6 +36,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from beam_ml.training import families
 
 GRID16 = {"hidden_units": ["64,32", "128"], "dropout": [0.0, 0.2], "optimizer": ["adam", "rmsprop"],
           "learning_rate": [1e-3, 3e-3]}
@@ -92,21 +94,18 @@ class KerasTabularClassifier:
     def fit(self, x, y):
         import tf_keras as keras
 
-        from beam_ml.training.models import build_model
         from beam_ml.training.trainer import auto_batch_size, class_weights_from_counts, training_dataset
 
         keras.utils.set_random_seed(self.seed)
         self.classes_ = np.array([0, 1])
-        if self.optimizer == "lbfgs":  # ours' linear candidate: fitted exactly, the same code as ours
-            from beam_ml.training.trainer import fit_model
-
-            params = {"hidden_units": [], "dropout": 0.0, "optimizer": "lbfgs", "learning_rate": self.learning_rate,
-                      "batch_size": 0, "epochs": 1, "class_weights": "auto", "l2": 0.0}
-            self.model_ = fit_model(params, "binary", x, y, validation=None,
-                                    class_counts=list(np.bincount(y, minlength=2)), seed=self.seed).model
+        params = families.resolve({"hidden_units": list(self.hidden_units), "dropout": self.dropout,
+                                   "optimizer": self.optimizer, "learning_rate": self.learning_rate, "batch_size": 0,
+                                   "epochs": 1, "class_weights": "auto", "l2": 0.0}, "binary")
+        if families.of(params).exact_solver(params):  # ours' linear candidate: fitted exactly, the same code as ours
+            self.model_ = families.fit_model(params, "binary", x, y, validation=None,
+                                             class_counts=list(np.bincount(y, minlength=2)), seed=self.seed).model
             return self
-        self.model_ = build_model("binary", x.shape[1], 2, list(self.hidden_units), self.dropout, self.optimizer,
-                                  self.learning_rate)
+        self.model_ = families.build_model(params, "binary", x.shape[1], 2)
         weights = class_weights_from_counts(np.bincount(y, minlength=2), "auto")
         batch_size = self.batch_size or auto_batch_size(len(x))
         if self.feed == "beam_ml":
@@ -202,7 +201,7 @@ def main(argv=None) -> dict:
         w1, m1 = run_ours(csv_path, os.path.join(work, "ours1"), grid, folds, epochs, workers=1)
         results["load_after_ours1"] = os.getloadavg()[0]
         print(f"ours, 1 worker:  {w1:.1f} s", flush=True)
-    linear = next(r["params"] for r in m2["leaderboard"] if not r["params"]["hidden_units"])
+    linear = next(r["params"] for r in m2["leaderboard"] if families.of(r["params"]) is families.BASELINE)
     ws, sk = run_gridsearch(os.path.join(work, "ours2"), grid, folds, epochs, linear)
     results["load_after_gridsearch"] = os.getloadavg()[0]
     print(f"GridSearchCV(n_jobs=2): {ws:.1f} s, best {sk['best_params']} {sk['best_score']:.4f} ± "

@@ -5,12 +5,15 @@
                  "average_montly_hours": 272, "time_spend_company": 4, "Work_accident": 0,
                  "promotion_last_5years": 0, "sales": "sales", "salary": "low"}'
     python -m pipelines.predict --model_dir=out/retention --input=rows.csv
+    python -m pipelines.predict --server=http://127.0.0.1:8501 --input=rows.csv   # a running pipelines.serve
 
 --json takes one JSON object or a list of them; --input a CSV with a header.
 Each record prints as one JSON line with its score, class and the model version.
 A record that cannot be scored prints its reason instead (and the exit status is 1).
-This loads the model in-process (no Beam); use pipelines.batch_predict for files
-of any size.
+This loads the model in-process (no Beam); with --server it sends the records
+to a running model server instead (no TensorFlow here; the server answers a
+bad record with one error for the request). Use pipelines.batch_predict for
+files of any size.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from beam_ml import cli
 from beam_ml.errors import UserError
 from beam_ml.options import PredictOptions, parse_pipeline_options
 from beam_ml.records import read_csv_records
+from beam_ml.server.client import predict_remote
 from beam_ml.serving import ServingModel, score_records
 
 __all__ = ["run", "main"]
@@ -39,9 +43,10 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
             raise UserError(f"--json: not valid JSON: {e}")
         records = records if isinstance(records, list) else [records]
     else:
-
         records = read_csv_records(opts.input)
 
+    if opts.server:
+        return predict_remote(opts.server, records, opts.model_name)
     return score_records(ServingModel.load(opts.model_dir), records)
 
 

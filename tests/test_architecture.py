@@ -22,8 +22,9 @@ PACKAGES = ("beam_ml", "pipelines", "transforms", "templates")
 # Lowest first. A module belongs to the layer of its longest matching prefix; it may import
 # from its own layer and the ones below (no circles), never from a higher one unless UPWARD lists it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # errors, file systems, counters, the command-line wrapper: no beam_ml imports but these.
-    ("core", ("beam_ml", "beam_ml.errors", "beam_ml.fs", "beam_ml.metrics", "beam_ml.cli")),
+    # errors, file systems, counters, how much a command prints, the command-line wrapper: no beam_ml imports
+    # but these.
+    ("core", ("beam_ml", "beam_ml.errors", "beam_ml.fs", "beam_ml.metrics", "beam_ml.logs", "beam_ml.cli")),
     # what a dataset and a model are: the spec, records, exported models on disk, scoring one row.
     ("model", ("beam_ml.spec", "beam_ml.records", "beam_ml.model_store", "beam_ml.serving")),
     # connectors: CSV, TFRecord, Kafka, BigQuery. Explicit arguments, never PipelineOptions.

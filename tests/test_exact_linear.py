@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from beam_ml.training.trainer import fit_model, predict_outputs
+from beam_ml.training.families import fit_model
+from beam_ml.training.trainer import predict_outputs
 
-PARAMS = {"hidden_units": [], "dropout": 0.0, "optimizer": "lbfgs", "learning_rate": 1e-3, "batch_size": 0,
+PARAMS = {"family": "linear", "hidden_units": [], "dropout": 0.0, "optimizer": "lbfgs", "learning_rate": 1e-3, "batch_size": 0,
           "epochs": 30, "class_weights": "auto", "l2": 0.0}
 
 

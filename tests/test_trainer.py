@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from beam_ml.training import trainer
-from beam_ml.training.models import build_model
+from beam_ml.training import families, trainer
 
-PARAMS = {"hidden_units": [16, 8], "dropout": 0.2, "optimizer": "adam", "learning_rate": 3e-3, "batch_size": 64,
+PARAMS = {"family": "mlp", "hidden_units": [16, 8], "dropout": 0.2, "optimizer": "adam", "learning_rate": 3e-3, "batch_size": 64,
           "epochs": 6, "class_weights": "auto", "l2": 1e-3}
 
 
@@ -23,7 +22,8 @@ def test_validation_logs_equal_keras_evaluate(task):
     x, y = _data(0, 800, 6, task)
     xv, yv = _data(1, 300, 6, task)
     counts = list(np.bincount(y, minlength=3 if task == "multiclass" else 2))
-    ours = trainer.fit_model(PARAMS, task, x, y, validation=(xv, yv), class_counts=counts, seed=5, patience=100)
+    params = families.resolve(dict(PARAMS, family=None), task)  # mlp, or an autoencoder for anomaly
+    ours = families.fit_model(params, task, x, y, validation=(xv, yv), class_counts=counts, seed=5, patience=100)
     # The same fit through Keras' own validation loop (fit_model's steps, without the fast callback).
     keras.utils.set_random_seed(5)
     if task == "anomaly":
@@ -31,7 +31,7 @@ def test_validation_logs_equal_keras_evaluate(task):
         target, validation = x, (xv, xv)
     else:
         target, validation = y, (xv, yv)
-    model = build_model(task, 6, max(2, len(counts)), [16, 8], 0.2, "adam", 3e-3, 1e-3)
+    model = families.build_model(params, task, 6, max(2, len(counts)))
     weights = None if task == "anomaly" else trainer.class_weights_from_counts(counts, "auto")
     ref = model.fit(trainer.training_dataset(x, target, 64, 5), epochs=6, validation_data=validation,
                     class_weight=weights, callbacks=[trainer._LearningRateLog()], verbose=0).history
@@ -47,7 +47,7 @@ def test_early_stopping_and_plateaus_see_the_validation_loss():
     x, y = _data(2, 600, 6, "binary")
     xv, yv = _data(3, 200, 6, "binary")
     noise = np.random.default_rng(4).integers(0, 2, len(yv))  # unlearnable labels: val_loss rises soon
-    fitted = trainer.fit_model(dict(PARAMS, epochs=60, learning_rate=0.03), "binary", x, y,
+    fitted = families.fit_model(dict(PARAMS, epochs=60, learning_rate=0.03), "binary", x, y,
                                validation=(xv, noise), class_counts=list(np.bincount(y)), seed=1, patience=3)
     epochs = len(fitted.history["loss"])
     assert epochs < 60 and fitted.best_epoch == int(np.argmin(fitted.history["val_loss"])) + 1

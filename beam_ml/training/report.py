@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from beam_ml import fs  # noqa: E402
 from beam_ml.spec import DatasetSpec  # noqa: E402
+from beam_ml.training import families  # noqa: E402
 from beam_ml.training.report_html import render_html  # noqa: E402
 from beam_ml.tuning import selected  # noqa: E402
 
@@ -115,7 +116,7 @@ def plot_leaderboard(board: Sequence[dict]) -> Optional[bytes]:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
     ax.barh(y, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color=[
-        "tab:orange" if not r["params"]["hidden_units"] else "tab:blue" for r in rows], alpha=0.85)
+        "tab:orange" if families.of(r["params"]) is families.BASELINE else "tab:blue" for r in rows], alpha=0.85)
     ax.set_yticks(y, labels=[r["name"] for r in rows], fontsize=7)
     lo = min(r["mean"] - r["std"] for r in rows)
     hi = max(r["mean"] + r["std"] for r in rows)

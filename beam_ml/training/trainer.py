@@ -1,8 +1,12 @@
-"""Fitting one model on transformed arrays: the shared core of trials and the final training.
+"""Fitting models on transformed arrays: the family-independent core of trials and the final training.
 
     x, y = load_splits(output_dir, spec, ["fold1", "fold2"])           # cached per process
-    fitted = fit_model(params, spec.task, x, y, validation=(xv, yv), class_counts=[900, 100], seed=7)
-    scores = predict_outputs(fitted.model, xv, spec.task)
+    hist, best_epoch = fit_epochs(model, x, y, epochs=30, batch_size=64, weights=None, seed=7,
+                                  validation=(xv, yv))                # what a family's fit calls
+    scores = predict_outputs(model, xv, spec.task)
+
+A parameter set's model is built and fitted by its family
+(beam_ml.training.families.fit_model); this module holds what they share.
 
 Early stopping watches the validation loss and restores the best epoch's
 weights; the learning rate halves on plateaus. With no validation data (the
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,10 +26,9 @@ import tf_keras as keras
 
 from beam_ml.spec import DatasetSpec
 from beam_ml.training.data import stack_features
-from beam_ml.training.models import build_model
 from transforms.preprocessing import LABEL_KEY, transformed_feature_names
 
-__all__ = ["FitResult", "auto_batch_size", "class_weights_from_counts", "load_splits", "fit_model",
+__all__ = ["FitResult", "auto_batch_size", "class_weights_from_counts", "load_splits", "fit_epochs", "evaluate",
            "predict_outputs", "limit_threads", "split_files", "training_dataset", "trial_callbacks"]
 
 
@@ -163,7 +166,7 @@ class FitResult:
     best_epoch: int
     batch_size: int
     class_weights: Optional[dict]
-    solver: Optional[dict] = None  # the exact linear fit: {"name": "lbfgs", "iterations", "converged", "C"}
+    solver: Optional[dict] = None  # a family fitted exactly says how: {"name", "iterations", "converged", ...}
 
 
 class _Validation(keras.callbacks.Callback):
@@ -184,7 +187,7 @@ class _Validation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or len(self._x) == 0:
             return
-        for name, value in _evaluate(self.model, self._x, self._y).items():
+        for name, value in evaluate(self.model, self._x, self._y).items():
             logs[f"val_{name}"] = value
 
 
@@ -193,7 +196,7 @@ def _forward(model, x: np.ndarray, chunk: int) -> tf.Tensor:
     return tf.concat([model(x[i:i + chunk], training=False) for i in range(0, len(x), chunk)], axis=0)
 
 
-def _evaluate(model, x: np.ndarray, y, chunk: int = 65536) -> dict[str, float]:
+def evaluate(model, x: np.ndarray, y, chunk: int = 65536) -> dict[str, float]:
     """The compiled loss (with regularization) and metrics of `model` on (x, y), as Keras' test_step
     computes them, in one eager pass (x in chunks). Resets the model's metric state."""
     pred = _forward(model, x, chunk)
@@ -227,46 +230,33 @@ def trial_callbacks(validation: Optional[tuple[np.ndarray, np.ndarray]], patienc
                                               min_lr=1e-6)], early
 
 
-def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray,
-              validation: Optional[tuple[np.ndarray, np.ndarray]], class_counts: Sequence[int], seed: int,
-              patience: int = 5, verbose: int = 0, backup_dir: Optional[str] = None,
-              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> FitResult:
-    """Builds the model of `params` and fits it.
+def fit_epochs(model, x: np.ndarray, target: np.ndarray, epochs: int, batch_size: int,
+               weights: Optional[dict[int, float]], seed: int, validation: Optional[tuple[np.ndarray, np.ndarray]],
+               patience: int = 5, verbose: int = 0, backup_dir: Optional[str] = None,
+               lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> tuple[dict, int]:
+    """Trains a compiled Keras model by epochs of minibatches: what every family that is not fitted exactly does.
+
+    Early stopping watches the validation loss and restores the best epoch's
+    weights; the learning rate halves on plateaus. Without validation data
+    exactly `epochs` epochs run, with `lr_schedule`.
 
     Args:
-      params: a parameter set (beam_ml.tuning.PARAM_KEYS).
-      task: binary, multiclass or anomaly (the autoencoder fits on normal rows: label 0).
-      x, y: training features and labels.
-      validation: (x, y) for early stopping and the learning-rate plateaus, or
-        None: then exactly params['epochs'] epochs run, with `lr_schedule`.
-      class_counts: training rows per class (class weights).
-      seed: model initialisation and shuffling seed.
+      model: the compiled model (its family built it).
+      x, target: training features and what the model learns to output (labels, or x for an autoencoder).
+      epochs: most epochs.
+      batch_size: rows per step.
+      weights: class weights, or None.
+      seed: shuffling seed.
+      validation: (x, target) for early stopping and the plateaus, or None.
       patience: epochs without validation-loss improvement before stopping.
       verbose: Keras progress output.
       backup_dir: BackupAndRestore state (resume after a kill), or None.
       lr_schedule: the learning rate of each epoch (without validation).
       extra_callbacks: more Keras callbacks (logs, CSV history).
+
+    Returns:
+      (history: per-epoch losses, metrics and learning rates; the best epoch, 1-based).
     """
-    keras.utils.set_random_seed(seed)
-    autoencoder = task == "anomaly"
-    if autoencoder:
-        x = x[y == 0]
-        y = y[y == 0]
-        if validation is not None:
-            xv, yv = validation
-            validation = (xv[yv == 0], xv[yv == 0])
-        target = x
-    else:
-        target = y
-    batch_size = int(params.get("batch_size") or auto_batch_size(len(x)))
-    weights = None if autoencoder else class_weights_from_counts(class_counts, params.get("class_weights", "auto"))
-    model = build_model(task, x.shape[1], max(2, len(class_counts)), params["hidden_units"], params["dropout"],
-                        params["optimizer"], params["learning_rate"], params.get("l2", 0.0))
-    if params["optimizer"] == "lbfgs":
-        hist, solver = _fit_exact_linear(model, task, x, y, validation, weights, float(params.get("l2", 0.0)),
-                                         max(2, len(class_counts)))
-        return FitResult(model=model, history=hist, best_epoch=1, batch_size=batch_size, class_weights=weights,
-                         solver=solver)
     callbacks, early = trial_callbacks(validation, patience)
     if validation is None and lr_schedule:
         schedule = list(lr_schedule)
@@ -275,86 +265,16 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
     if backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
     callbacks += list(extra_callbacks)
-    history = model.fit(training_dataset(x, target, batch_size, seed), epochs=int(params["epochs"]),
+    history = model.fit(training_dataset(x, target, batch_size, seed), epochs=int(epochs),
                         class_weight=weights, callbacks=callbacks, verbose=verbose)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    epochs_run = len(hist.get("loss", []))
-    best_epoch = epochs_run
+    best_epoch = len(hist.get("loss", []))
     if early is not None:
         if early.best_weights is not None:
             model.set_weights(early.best_weights)  # also when no early stop happened
         if "val_loss" in hist and hist["val_loss"]:
             best_epoch = int(np.argmin(hist["val_loss"])) + 1
-    return FitResult(model=model, history=hist, best_epoch=max(1, best_epoch), batch_size=batch_size,
-                     class_weights=weights)
-
-
-def _fit_exact_linear(model, task: str, x: np.ndarray, y: np.ndarray,
-                      validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
-                      l2: float, num_classes: int) -> tuple[dict, dict]:
-    """Fits logistic (binary) or softmax (multiclass) regression exactly and loads it into the Keras model.
-
-    scikit-learn's LogisticRegression (L-BFGS to convergence) minimizes
-    C·Σ wᵢ·loss(xᵢ) + ½‖W‖², the intercept unpenalized, with wᵢ the class weight
-    of row i (the same weights the other candidates train with). Keras' L2(l2)
-    on the mean loss is the same objective with C = 1 / (2·n·l2); l2 = 0 means
-    C = 1, scikit-learn's default (unpenalized, a separable dataset has no
-    finite optimum). The fitted coefficients become the Dense layer's kernel and
-    bias, so the exported model computes exactly predict_proba.
-
-    Returns:
-      (history: the final training and validation loss and metrics, one entry each;
-       solver: {"name": "lbfgs", "C", "iterations", "converged"}).
-    """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    dense = model.layers[-1]
-    dim = x.shape[1]
-    outputs = 1 if task == "binary" else num_classes
-    kernel = np.zeros((dim, outputs), np.float32)
-    bias = np.zeros((outputs,), np.float32)
-    present = np.unique(y).astype(int)
-    iterations, converged = 0, True
-    c = 1.0 if l2 <= 0 else 1.0 / (2.0 * len(x) * l2)
-    if len(present) < 2:
-        # One class only: every row gets it (a constant logit), nothing to fit.
-        only = int(present[0]) if len(present) else 0
-        if task == "binary":
-            bias[0] = 12.0 if only == 1 else -12.0
-        else:
-            bias[:] = -12.0
-            bias[only] = 12.0
-    else:
-        sample_weight = None if not weights else \
-            np.asarray([weights[c] for c in range(len(weights))], np.float64)[y.astype(int)]
-        clf = LogisticRegression(C=c, max_iter=2000, tol=1e-6)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            clf.fit(x.astype(np.float64), y.astype(int), sample_weight=sample_weight)
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        iterations = int(np.max(clf.n_iter_))
-        if task == "binary":
-            kernel[:, 0] = clf.coef_[0]
-            bias[0] = clf.intercept_[0]
-        else:
-            if clf.coef_.shape[0] == 1:  # two classes present of a multiclass task: one logit
-                kernel[:, present[1]] = clf.coef_[0]
-                bias[present[1]] = clf.intercept_[0]
-            else:
-                kernel[:, present] = clf.coef_.T
-                bias[present] = clf.intercept_
-            absent = np.setdiff1d(np.arange(num_classes), present)
-            bias[absent] = -30.0  # a class the training rows never show: probability ~0
-    dense.set_weights([kernel, bias])
-
-    # The same loss (and metrics) the other candidates log: Keras' compiled ones, unweighted.
-    hist = {k: [v] for k, v in _evaluate(model, x, y).items()}
-    if validation is not None and len(validation[0]):
-        hist.update({f"val_{k}": [v] for k, v in _evaluate(model, *validation).items()})
-    return hist, {"name": "lbfgs", "C": c, "iterations": iterations, "converged": converged}
+    return hist, max(1, best_epoch)
 
 
 def predict_outputs(model, x: np.ndarray, task: str) -> np.ndarray:

@@ -21,9 +21,9 @@ by default the simplest within one standard error of the best), on
   its out-of-fold validation scores), or
 * without `--tune`, it is the selected 'select' trial itself (trained on folds
   1..k-1 with early stopping on fold 0, the threshold from fold 0): its
-  weights are loaded, not trained again; except the exactly fitted linear
-  model (optimizer lbfgs), which has no epochs to choose and is refit on
-  every non-test fold (threshold still from fold 0);
+  weights are loaded, not trained again; except a model its family fits
+  exactly (the linear model with optimizer lbfgs), which has no epochs to
+  choose and is refit on every non-test fold (threshold still from fold 0);
 
 then exports it as the next model version. Every file goes through
 `beam_ml.fs` or `tf.io.gfile`, so the output dir may be on gs://.
@@ -40,6 +40,7 @@ import numpy as np
 
 from beam_ml import fs
 from beam_ml.spec import DatasetSpec
+from beam_ml.training import families
 from beam_ml.tuning import describe, selected
 
 __all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "run_trial", "train_final"]
@@ -99,7 +100,7 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     """Trains one (parameter set, validation fold) and returns its result (plain data)."""
     from beam_ml.evaluation import bootstrap_se, validation_metrics
     from beam_ml.preprocess import fold_split
-    from beam_ml.training.trainer import fit_model, load_splits, predict_outputs
+    from beam_ml.training.trainer import load_splits, predict_outputs
 
     start = time.time()
     spec = ctx.dataset_spec
@@ -116,7 +117,7 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
         callbacks.append(keras.callbacks.TensorBoard(fs.join(ctx.output_dir, "logs", trial["trial_id"])))
     # Only the model of the flags talks while it trains (no --tune): the user is waiting on it.
     verbose = ctx.verbose if select and trial["set_index"] == 0 else 0
-    fitted = fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
+    fitted = families.fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
                        class_counts=_class_counts(counts, train_splits, spec.label_classes), seed=trial["seed"],
                        patience=ctx.patience, verbose=verbose,
                        backup_dir=fs.join(trial_dir, "backup") if select else None, extra_callbacks=callbacks)
@@ -184,27 +185,25 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
     import tf_keras as keras
 
     from beam_ml.export import export_model
-    from beam_ml.training.models import build_model
-    from beam_ml.training.trainer import fit_model, load_splits
+    from beam_ml.training.trainer import load_splits
 
     start = time.time()
     spec = ctx.dataset_spec
     best = selected(board)
     params = dict(best["params"])
-    exact = params.get("optimizer") == "lbfgs"
+    exact = families.of(params, spec.task).exact_solver(params)
     if ctx.tune or exact:
-        # With --tune: the best set on every non-test fold. Without: an exactly fitted linear model
-        # has no epoch count for the validation fold to choose, so it is refit on every non-test
+        # With --tune: the best set on every non-test fold. Without: an exactly fitted model (the linear
+        # one) has no epoch count for the validation fold to choose, so it is refit on every non-test
         # fold too (the same convex problem with all the rows); the threshold stays fold 0's.
         splits = _fold_splits(ctx.cv_folds, None)
         x, y = load_splits(ctx.output_dir, spec, splits, cache_key=ctx.run_id)
         median = _median_fold(results, best["set_id"])
         params["epochs"] = int(median["best_epoch"])
         lr = median["history"].get("lr", [])[: params["epochs"]]
-        how = "fitted exactly (L-BFGS)" if exact else \
-            f"{params['epochs']} epochs (the median fold's best)"
+        how = f"fitted exactly ({exact})" if exact else f"{params['epochs']} epochs (the median fold's best)"
         log(f"[beam_ml] final model: {describe(params)} on all {len(x)} train+validation rows, {how}")
-        fitted = fit_model(params, spec.task, x, y, validation=None,
+        fitted = families.fit_model(params, spec.task, x, y, validation=None,
                            class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
                            verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", "final", "backup"),
                            lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
@@ -220,8 +219,7 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
         batch_size = fitted.batch_size
     else:
         trial = next(r for r in results if r["set_id"] == best["set_id"])
-        model = build_model(spec.task, _input_dim(ctx, spec), spec.num_classes, params["hidden_units"],
-                            params["dropout"], params["optimizer"], params["learning_rate"], params.get("l2", 0.0))
+        model = families.build_model(params, spec.task, _input_dim(ctx, spec), spec.num_classes)
         model.load_weights(trial["weights"]).expect_partial()
         history, train_rows, batch_size = trial["history"], trial["train_rows"], trial["batch_size"]
         threshold = trial["validation"].get("threshold")
@@ -233,7 +231,8 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
           "scores": best["scores"], "folds": best["folds"], "selection_rule": ctx.selection_rule}
     tft_output = tft.TFTransformOutput(ctx.output_dir)
     version_dir = export_model(fs.join(ctx.output_dir, "model"), tft_output, model, spec, threshold, metadata={
-        "dataset": ctx.dataset_name, "params": params, "model_name": describe(params), "cv": cv,
+        "dataset": ctx.dataset_name, "params": params, "family": families.of(params, spec.task).name,
+        "model_name": describe(params), "cv": cv,
         "tuned": ctx.tune, "threshold_from": threshold_from, "train_rows": train_rows, "solver": solver})
     # The Keras model over transformed features, kept for skew checks against the export.
     model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)

@@ -1,0 +1,61 @@
+"""The model server job: flags (and Vertex AI's AIP_* variables) -> a ServerConfig and the cleaning, then serve.
+
+    python -m pipelines.serve --model_dir=out/fraud --port=8501
+
+The server itself (`beam_ml.server`) takes explicit arguments; this is where
+the flags are read, once: ServeOptions for the server, CleanOptions and the
+Kafka flags for the model's stored cleaning statement and its lookups (as
+stream_predict applies them).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_ml import server
+from beam_ml.jobs.settings import kafka_client_config
+from beam_ml.jobs.sql import serving_cleaning
+from beam_ml.options import ServeOptions
+from beam_ml.server import BatchListener, ServerConfig
+
+__all__ = ["server_config", "serve"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def server_config(options: PipelineOptions, environ: Optional[Mapping[str, str]] = None) -> ServerConfig:
+    """The ServerConfig of the flags; Vertex AI's variables fill in what the flags leave out.
+
+    Raises:
+      UserError: a bad flag, naming it.
+    """
+    env = os.environ if environ is None else environ
+    o = options.view_as(ServeOptions).validated(env)
+    return ServerConfig(model_dir=o.model_dir, model_name=o.model_name, host=o.host, port=o.port,
+                        max_batch_size=o.max_batch_size, batch_timeout=o.batch_timeout_micros / 1e6,
+                        max_request_bytes=o.max_request_bytes, reload_interval=o.reload_interval,
+                        drain_timeout=o.drain_timeout, health_route=env.get("AIP_HEALTH_ROUTE") or None,
+                        predict_route=env.get("AIP_PREDICT_ROUTE") or None)
+
+
+def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchListener] = ()) -> int:
+    """Serves until SIGTERM/SIGINT; returns the exit status.
+
+    Args:
+      options: the parsed flags (ServeOptions, CleanOptions, KafkaOptions).
+      ready: called with the bound port once listening.
+      batch_listeners: `fn(version, instances, results)` per scored batch (e.g. a --monitor's).
+
+    Raises:
+      UserError: a bad flag, model directory or cleaning statement, before anything listens.
+    """
+    config = server_config(options)
+    kafka = kafka_client_config(options)
+
+    def cleaning_for(spec) -> Any:
+        return serving_cleaning(options, spec, kafka_config=kafka, log=_LOGGER.warning)
+
+    return server.serve(config, cleaning_for, ready, batch_listeners)
