@@ -174,7 +174,8 @@ def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list) -> dict:
+def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list,
+                  monitoring: Optional[dict] = None) -> dict:
     """Writes metrics.json, report.md, report.html, the PNGs and history.csv; adds test metrics to the model."""
     from beam_ml.export import json_safe, update_model_metadata
 
@@ -218,7 +219,7 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
     fs.write_text(md_path, _markdown(summary, test, board, plots))
     meta = update_model_metadata(final["version_dir"], {"test_metrics": _scalars(test)})
     fs.write_text(html_path, render_html(summary=summary, counts=counts, spec=spec, board=board, final=final,
-                                         test=test, plots=plots, model_meta=meta))
+                                         test=test, plots=plots, model_meta=meta, monitoring=monitoring))
     fs.write_json(fs.join(out, "metrics.json"), json_safe(result))
     return result
 
