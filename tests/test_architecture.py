@@ -63,6 +63,7 @@ DEFERRED: dict[str, str] = {
     "beam_ml.training.data": "TensorFlow datasets: inside the trial DoFns",
     "beam_ml.training.models": "Keras: inside the trial DoFns",
     "transforms.preprocessing": "tf.Transform + TensorFlow: inside the trial DoFns",
+    "beam_ml.training.report": "matplotlib (about a second): the report is drawn after training, not at --help",
 }
 
 
