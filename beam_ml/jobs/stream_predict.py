@@ -55,7 +55,7 @@ from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchMo
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
 from beam_ml.formats.text import dumps_event
 from beam_ml.features.beam import NAMESPACE as FEATURES
-from beam_ml.features.live import FeatureEventBatchesFn
+from beam_ml.features.live import FeatureEventBatchesFn, Rebuild
 from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.jobs.features import serving_features
 from beam_ml.jobs.settings import kafka_client_config
@@ -196,7 +196,10 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
     if plan.features is not None:  # parse, check, add each event's window features (per-process keyed state)
-        parse_fn = FeatureEventBatchesFn(spec, plan.features, plan.features_state, value_format=plan.value_format)
+        # A restart with the same --group_id re-reads what that group had scored to rebuild the windows.
+        rebuild = Rebuild(plan.kafka, opts.input_topic, opts.group_id) if opts.group_id else None
+        parse_fn = FeatureEventBatchesFn(spec, plan.features, plan.features_state, value_format=plan.value_format,
+                                         rebuild=rebuild)
     elif plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
 
         parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=plan.value_format)
