@@ -153,6 +153,9 @@ flag("target_precision", type=float, default=0.9, help="the precision recall_at_
 flag("selection_rule", default="one_se", choices=["one_se", "best"],
      help="which candidate is exported: one_se = the simplest (linear first) whose validation score is within one "
           "standard error of the best; best = the highest validation score")
+flag("final_fit", default="all", choices=["all", "non_test"],
+     help="the served model: all = after the test evaluation, refit the chosen settings on every good row "
+          "(test metrics stay those measured before the refit); non_test = the model the test split evaluated")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
 flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
@@ -319,7 +322,7 @@ class TrainOptions(PipelineOptions):
              "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
              "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "trial_threads",
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "final_fit", "trial_threads",
              "bigquery_endpoint", "bigquery_storage_endpoint")
 
     def validated(self) -> "TrainOptions":

@@ -17,6 +17,8 @@ The pipeline:
       → Trials (Create: parameter sets × validation folds) → Reshuffle → TrainTrials  [one trial per element]
       → Leaderboard → TrainFinal (retrain the best on train+validation, or keep the chosen trial) → export
       → ScoreTest (the exported model on the raw test rows, once) → EvaluateTest (a CombineFn)
+      → RefitAll (--final_fit=all, the default: the same settings on every good row, test included;
+        exported as the served model/<version>; the evaluated one stays in evaluated_model/)
       → WriteReport (metrics.json, report.md, report.html, PNGs; test metrics into the model's metadata)
 
 Everything after the plan runs on the runner's workers (on Dataflow the
@@ -24,12 +26,14 @@ launching machine only submits); the trials stage waits on a side input that
 exists only once the TFRecords and transform_fn are written. Without --tune
 the candidates are the model of the flags and the linear model, trained on
 folds 1..k-1 and compared on fold 0; with --tune every parameter set is
-cross-validated on all k folds. Either way the test split is scored once, at
-the end, and every reported metric is on it.
+cross-validated on all k folds. Either way the test split is scored once, by
+the model trained without it, and every reported metric is on it; then (by
+default) the served model is refit on every row, and every place showing the
+test metrics says they were measured before that refit.
 
 Artifacts under the output dir (local or gs://): spec.json, counts.json,
 transform_fn/, transformed_metadata/, data/fold-<j>-*, data/test-*,
-dead_letter/, model/<version>/, keras_model/, metrics.json, report.md,
+dead_letter/, model/<version>/, evaluated_model/<version>/, keras_model/, metrics.json, report.md,
 report.html, *.png, history.csv, checkpoints/, logs/.
 """
 from __future__ import annotations
@@ -58,7 +62,7 @@ from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec
 from beam_ml.training.report import write_outputs
-from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
+from beam_ml.training.trial import EVALUATED_MODEL, RefitDoFn, TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
            "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
@@ -76,7 +80,8 @@ _THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 # Outputs of an earlier run that a new run replaces wholesale (model versions accumulate;
 # checkpoints stay so that a killed run resumes).
-_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model")
+_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model",
+                  EVALUATED_MODEL)
 
 
 @dataclasses.dataclass
@@ -122,7 +127,8 @@ class TrainPlan:
                             metric=self.metric, target_precision=self.opts.target_precision,
                             patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
                             run_id=self.run_id, threads=self.threads, tune=bool(self.opts.tune),
-                            dataset_name=self.name, selection_rule=self.opts.selection_rule)
+                            dataset_name=self.name, selection_rule=self.opts.selection_rule,
+                            final_fit=self.opts.final_fit)
 
     def source(self):
         """The PTransform reading the input when it is not a plain CSV read (a topic snapshot, a table, --sql),
@@ -356,12 +362,19 @@ def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     board = (trials
              | "CollectTrials" >> beam.combiners.ToList()
              | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric, plan.opts.selection_rule))
-    final = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials), ready=AsSingleton(ready))
+    evaluated = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials),
+                                                   ready=AsSingleton(ready))
     test = (pre.test_rows
-            | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(final))
+            | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(evaluated))
             | "EvaluateTest" >> beam.CombineGlobally(evaluation.EvaluateCombineFn())
             | "TestMetrics" >> beam.Map(lambda acc, f: evaluation.evaluation_report(
-                acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(final)))
+                acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(evaluated)))
+    if opts.final_fit == "all":
+        # After the test evaluation (its element), the selected set refit on every good row: the served version.
+        final = test | "RefitAll" >> beam.ParDo(RefitDoFn(ctx), board=AsSingleton(board), results=AsList(trials),
+                                                ready=AsSingleton(ready), evaluated=AsSingleton(evaluated))
+    else:
+        final = evaluated
     report = (pipeline
               | "StartReport" >> beam.Create([None])
               | "WriteReport" >> beam.Map(write_outputs, ctx=ctx, counts=AsSingleton(counts),
