@@ -61,6 +61,7 @@ from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec
+from beam_ml.training.families.mlp import default_network
 from beam_ml.training.report import write_outputs
 from beam_ml.training.trial import EVALUATED_MODEL, RefitDoFn, TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
@@ -243,6 +244,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     metric = opts.tune_metric or tuning.default_tune_metric(spec.task)
     if spec.task == "multiclass" and metric in ("pr_auc", "f1", "recall_at_precision"):
         raise UserError(f"--tune_metric: {metric} is a binary metric; for multiclass use accuracy or roc_auc")
+    _size_network(opts, spec)
     base = tuning.base_params(opts)
     if opts.tune:
         grid = tuning.parse_param_grid(opts.param_grid) if opts.param_grid else tuning.DEFAULT_GRID
@@ -263,6 +265,15 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
                      spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
                      metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts),
                      cleaning=sql.cleaning if sql is not None else None)
+
+
+def _size_network(opts: TrainOptions, spec: DatasetSpec) -> None:
+    """Resolves --hidden_units=auto and --epochs=0 to the default network of the input (families.mlp)."""
+    units, epochs = default_network(spec)
+    if opts.hidden_unit_list is None:
+        opts.hidden_units = ",".join(str(u) for u in units)
+    if not opts.epochs:
+        opts.epochs = epochs
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
