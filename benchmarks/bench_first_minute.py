@@ -9,7 +9,7 @@ One run, in fresh processes as a user runs them:
   the command to report.html on disk, split into phases. The phases come from the process itself
   (a timestamp when the interpreter starts and after the imports) and from the artifacts' mtimes, each
   the end of a stage of the one Beam pipeline: transform_fn/ (read, split and tf.Transform's analysis),
-  counts.json (transform and TFRecords written), the trials' weights, evaluated_model/ (the model the
+  data/*.tfrecord (transform and TFRecords written), the trials' weights, evaluated_model/ (the model the
   test split scores, exported), model/ minus the refit's own seconds (test evaluation), model/ (the
   refit on every row, exported), report.html (report). Stages of one pipeline overlap a little
   (the DirectRunner runs what is ready); the mtimes are when each one's output landed.
@@ -96,7 +96,7 @@ def train_phases(csv_path: str, out: str) -> dict:
     evaluated = (_mtime(os.path.join(out, "evaluated_model", "*", "saved_model.pb")) if refit_s else served)
     ends = [("imports", marks["imported"]),
             ("read, split, tf.Transform analyze", _mtime(os.path.join(out, "transform_fn", "**"))),
-            ("transform, write TFRecords", _mtime(os.path.join(out, "counts.json"))),
+            ("transform, write TFRecords", _mtime(os.path.join(out, "data", "*.tfrecord*"))),
             ("trials", _mtime(os.path.join(out, "checkpoints", "*", "weights*", "**"))),
             ("export (evaluated model)", evaluated),
             ("test evaluation", served - refit_s if refit_s else served),

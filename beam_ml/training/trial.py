@@ -3,6 +3,7 @@
     trials | "Reshuffle" >> beam.Reshuffle()
            | "TrainTrials" >> beam.ParDo(TrainTrialDoFn(ctx), ready=AsSingleton(ready))
     board  | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trial_results), ready=...)
+    test   | "RefitAll" >> beam.ParDo(RefitDoFn(ctx), board=..., results=..., ready=..., evaluated=...)
 
 A trial (beam_ml.tuning.expand_trials) trains one parameter set with one fold
 as validation and the other folds as training data, and reports the
@@ -25,8 +26,14 @@ by default the simplest within one standard error of the best), on
   exactly (the linear model with optimizer lbfgs), which has no epochs to
   choose and is refit on every non-test fold (threshold still from fold 0);
 
-then exports it as the next model version. Every file goes through
-`beam_ml.fs` or `tf.io.gfile`, so the output dir may be on gs://.
+then exports it: with --final_fit=non_test as the next model version (the
+served one); by default (--final_fit=all) under evaluated_model/, where the
+test split scores it, after which `refit_all` fits the same settings (the exact
+fit; or the median fold's epoch count and learning-rate schedule) on every
+good row, test included, and exports THAT as the next model version, its
+metadata naming the evaluated model and carrying its test metrics with the
+phrase of `refit_note`. Every file goes through `beam_ml.fs` or
+`tf.io.gfile`, so the output dir may be on gs://.
 """
 from __future__ import annotations
 
