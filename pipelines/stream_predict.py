@@ -8,6 +8,9 @@
     # predictions into BigQuery (streaming inserts), instead of or besides --output_topic
     python -m pipelines.stream_predict --model_dir=out/fraud/model --input_topic=transactions \\
         --output_table=my-proj:ds.scores --bootstrap_servers=127.0.0.1:9092 --group_id=scoring --streaming
+    # watch inputs and scores per 1000 events against the training statistics (docs/MONITORING.md)
+    python -m pipelines.stream_predict ... --monitor --monitor_window=1000 --monitor_topic=fraud-monitor \\
+        --alert_topic=fraud-alerts
 
 The job, its delivery guarantee and hot reload are described in `beam_ml.jobs.stream_predict`.
 Without --group_id nothing is committed: a restart starts again from --start.
@@ -18,7 +21,8 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.jobs.stream_predict import stream_predict
-from beam_ml.options import CleanOptions, KafkaOptions, StreamPredictOptions, parse_pipeline_options
+from beam_ml.options import (CleanOptions, KafkaOptions, MonitorOptions, StreamPredictOptions,
+                             parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
@@ -29,7 +33,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     Raises:
       UserError: a bad flag or model directory.
     """
-    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions, CleanOptions,
+    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions, CleanOptions, MonitorOptions,
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
                                                  "dead letters to Kafka and/or BigQuery.")

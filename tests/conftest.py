@@ -3,6 +3,7 @@
     python -m pytest tests -q            # everything
     python -m pytest tests -q -m "not slow"
 """
+import threading
 import uuid
 
 import pytest
@@ -26,6 +27,7 @@ HEAVY_FIXTURES = {
     "bigquery_emulator": "integration",
     "bq_endpoint": "integration",
     "bq_dataset": "integration",
+    "secure_kafka": "integration",
     "fraud": "slow",        # trains a model (once per session)
     "model_root": "slow",
 }
@@ -37,6 +39,16 @@ def pytest_collection_modifyitems(config, items):
                 if fixture in item.fixturenames and item.get_closest_marker(mark) is None]
     if unmarked:
         raise pytest.UsageError("heavy tests must be marked:\n  " + "\n  ".join(unmarked))
+
+
+def own_messages(caplog, prefix: str = "beam_ml") -> list:
+    """The messages caplog caught from this test's thread and beam_ml's loggers.
+
+    caplog sees every thread's records: a Kafka client of another test (or a
+    runner's worker thread) logging meanwhile must not change what a test sees.
+    """
+    me = threading.get_ident()
+    return [r.getMessage() for r in caplog.records if r.thread == me and r.name.startswith(prefix)]
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +70,36 @@ def new_topic(kafka_broker):
         return name
 
     return make
+
+
+# The SASL users of the secured listeners; tests search every output for these passwords.
+SECURE_USERS = {"alice": "alice-pw-Q7zv9-never-shown", "bob": "bob-pw-K2xw4-never-shown"}
+
+
+@pytest.fixture(scope="session")
+def secure_certs(tmp_path_factory):
+    """A test PKI (beam_ml.testing.kafka_secure.Certificates): CA, server and client certs, keys."""
+    from beam_ml.testing.kafka_secure import make_certificates
+
+    return make_certificates(str(tmp_path_factory.mktemp("pki")), key_password="key-pw-M4pq-never-shown")
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(secure_certs):
+    """``secure_kafka(protocol) -> SecureKafka``: a Tansu broker behind stunnel and/or the SASL
+    front (SSL, MTLS, SASL_PLAINTEXT, SASL_SSL), started on first use, shared by the session."""
+    from beam_ml.testing.kafka_secure import SecureKafka
+
+    started: dict = {}
+
+    def get(protocol: str):
+        if protocol not in started:
+            started[protocol] = SecureKafka(protocol, secure_certs, users=SECURE_USERS).start()
+        return started[protocol]
+
+    yield get
+    for kafka in started.values():
+        kafka.stop()
 
 
 @pytest.fixture(scope="module")

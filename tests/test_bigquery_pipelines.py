@@ -10,6 +10,7 @@ from beam_ml.errors import UserError
 from beam_ml.producer import csv_events
 from beam_ml.serving import ServingModel
 from pipelines import batch_predict, produce, stream_predict, train
+from tests.conftest import own_messages
 
 LABEL = "left"
 STRINGS = ("sales", "salary")
@@ -367,7 +368,7 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_ml.jobs.batch_predict import plan_batch_predict
-    from beam_ml.io import bigquery as bq
+    from beam_ml.io.bigquery import endpoint as bq
     from beam_ml.jobs.bigquery import bigquery_input
     from beam_ml.jobs.stream_predict import plan_stream_predict
 
@@ -383,12 +384,12 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
             f"{bigquery_emulator.grpc_endpoint} (--bigquery_endpoint), not Google's BigQuery"
     writes = f"BigQuery writes use the endpoint {bigquery_emulator.endpoint} (--bigquery_endpoint), " \
              "not Google's BigQuery"
-    assert [r.getMessage() for r in caplog.records] == [reads, writes]
+    assert own_messages(caplog) == [reads, writes]
     caplog.clear()
     monkeypatch.setattr(bq, "_ANNOUNCED", set())
     plan_stream_predict(PipelineOptions([f"--model_dir={model}", "--input_topic=t", "--output_table=test:d.t",
                                          rest]), local=True)
-    assert [r.getMessage() for r in caplog.records] == [writes]
+    assert own_messages(caplog) == [writes]
 
 
 @pytest.mark.integration

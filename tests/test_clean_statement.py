@@ -102,7 +102,8 @@ BAD = [
     ("SELECT __line__ FROM events", "'__line__' is the row position beam_ml carries"),
     ("SELECT V1 FROM events WINDOW TUMBLING (SIZE 10 MINUTES)", "WINDOW TUMBLING is not supported"),
     ("SELECT V1 FROM events PARTITION BY User", "PARTITION BY is not supported"),
-    ("SELECT upper(V1) FROM events", "No function matches"),
+    ("SELECT upper(V1) FROM events", "function UPPER is not supported"),
+    ("SELECT UCASE(V1) FROM events", "No function matches"),
     ("SELECT V1 FROM events WHERE V1 > $1", "parameters"),
     ("   ;  ", "the statement is empty"),
 ]

@@ -298,7 +298,9 @@ def test_report_html_renders_in_headless_chromium(retention_run, tmp_path):
     dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                           f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", f"file://{page}"],
                          capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0 and dom.stdout.count("<section") == 11
+    from beam_ml.training.report_html import SECTIONS
+
+    assert dom.returncode == 0 and dom.stdout.count("<section") == len(SECTIONS)
 
 
 @pytest.mark.slow

@@ -90,6 +90,17 @@ def _outside_quotes(sql: str) -> str:
     return "".join(out)
 
 
+_DIGIT_ALIAS = re.compile(r"\bAS\s+(\d\w*)\b", re.IGNORECASE)
+
+
+def _quote_digit_aliases(sql: str) -> str:
+    """`AS 1R` (ksqlDB allows an alias starting with a digit) -> `AS "1R"`, upper-cased as ksqlDB names it."""
+    bare = _outside_quotes(sql)
+    for m in reversed(list(_DIGIT_ALIAS.finditer(bare))):
+        sql = sql[:m.start(1)] + '"' + m.group(1).upper() + '"' + sql[m.end(1):]
+    return sql
+
+
 def strip_ksql(sql: str, flag: str = "--sql") -> str:
     """The SELECT inside a ksqlDB statement: no CREATE ... AS prefix, EMIT CHANGES or ';'.
 
@@ -107,6 +118,7 @@ def strip_ksql(sql: str, flag: str = "--sql") -> str:
             raise UserError(f"{flag}: expected AS SELECT ... after {text[:i].strip()!r}")
         text = text[i + rest.end():]
     text = _EMIT_SUFFIX.sub("", text).strip()
+    text = _quote_digit_aliases(text)
     if not text:
         raise UserError(f"{flag}: the statement is empty")
     k = _KSQL_ONLY.search(_outside_quotes(text))

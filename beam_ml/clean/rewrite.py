@@ -3,13 +3,14 @@
 `Statement.prepare` (beam_ml.clean.statement) drives it: `parse` (DuckDB's
 json_serialize_sql), `Rewriter.select` (the rules, ksqlDB function renames,
 KSQL_COL naming, the plan of what DuckDB computes and what the engine
-assembles, lookup joins made in Arrow), `string_plus_to_concat`, and
+assembles, lookup joins made in Arrow), `typed_rewrites`, and
 `deserialize` back to SQL text.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import functools
 import json
 from typing import Any, Iterator, Mapping, Optional
@@ -17,10 +18,11 @@ from typing import Any, Iterator, Mapping, Optional
 import pyarrow as pa
 
 from beam_ml.clean.duck import EVENTS, ROW_COLUMN, hidden_column
-from beam_ml.clean.functions import FUNCTIONS, java_pattern_parts, json_pointer, literal_string
+from beam_ml.clean.functions import (FUNCTIONS, OPERATORS, SAME_NAME, TIME_UNITS, URL_PARTS, java_parse_format,
+                                     java_pattern_parts, json_pointer, literal_string)
 from beam_ml.errors import UserError
 
-__all__ = ["parse", "Rewriter", "deserialize", "check_join_types", "string_plus_to_concat", "query_input_schema",
+__all__ = ["parse", "Rewriter", "deserialize", "check_join_types", "check_types", "typed_rewrites", "query_input_schema",
            "kind_of"]
 
 _JOINS = {"INNER", "LEFT"}
@@ -65,10 +67,23 @@ class _Templates:
     """AST nodes made by DuckDB's own serializer, copied and filled in (robust to its format)."""
 
     def __init__(self, con):
-        sel = parse(con, "SELECT f(1) AS a, 'x', t.c FROM t", "internal")["select_list"]
-        self.function, self.string, self.column = sel
+        sel = parse(con, "SELECT f(1) AS a, 'x', t.c, false, 1, CAST(1 AS INTEGER), CAST('1' AS DECIMAL(10, 2)) FROM t",
+                    "internal")["select_list"]
+        self.function, self.string, self.column, self.false, self.integer, self.cast, self.decimal_cast = sel
         for node in sel:
             node["alias"] = ""
+
+    def number(self, n: int) -> dict:
+        node = copy.deepcopy(self.integer)
+        node["literal"]["text"] = str(n)
+        return node
+
+    def cast_to(self, expr: dict, type_node: dict) -> dict:
+        """CAST(expr AS <type>) with the cast_type of `type_node` (another CAST node)."""
+        node = copy.deepcopy(self.cast)
+        node["child"] = expr
+        node["type_expr"] = copy.deepcopy(type_node["type_expr"])
+        return node
 
     def call(self, name: str, *args: dict, alias: str = "") -> dict:
         node = copy.deepcopy(self.function)
@@ -259,6 +274,8 @@ class Rewriter:
             raise self.fail(f"{ROW_COLUMN} is reserved")
         if cls == "FUNCTION":
             return self.function(node)
+        if cls == "CAST" and str((node.get("type_expr") or {}).get("type_name", "")).upper() in ("DECIMAL", "NUMERIC"):
+            node["try_cast"] = True  # ksqlDB: a value that does not fit the DECIMAL is NULL
         for key, value in list(node.items()):
             if isinstance(value, dict) and "class" in value:
                 node[key] = self.expression(value)
@@ -293,16 +310,37 @@ class Rewriter:
                             "to at most one row (windowed aggregations: beam_ml.clean.WindowedAggregation)")
         if name in ("unnest", "generate_subscripts"):
             raise self.fail(f"{name.upper()}() is not supported: it would turn one event into many rows")
+        if name in ("dateadd", "datesub", "timestampadd", "timestampsub") and len(node["arguments"]) == 3:
+            return self._add_interval(node, name)
         node["arguments"] = [dict(a, expression=self.expression(a["expression"])) for a in node["arguments"]]
-        if name not in FUNCTIONS:
+        if node.get("is_operator"):
+            if name not in OPERATORS:
+                raise self.fail(f"operator {name} is not supported")
             return node
+        if name in SAME_NAME:
+            return node
+        if name not in FUNCTIONS:
+            raise self.fail(f"function {name.upper()} is not supported: beam_ml runs only the ksqlDB functions it "
+                            "gives ksqlDB's meaning (docs/SQL.md lists them)")
         args = _args(node)
-        target = FUNCTIONS[name].get(len(args))
+        target = FUNCTIONS[name].get(len(args), FUNCTIONS[name].get(None))
         if target is None:
             counts = " or ".join(str(k) for k in sorted(FUNCTIONS[name]))
             raise self.fail(f"{name.upper()} takes {counts} arguments, got {len(args)}")
-        if name == "timestamptostring":
-            return self._timestamp_to_string(node, args)
+        if name in ("timestamptostring", "format_timestamp", "format_date", "datetostring", "format_time"):
+            return self._timestamp_to_string(node, args, name)
+        if name in ("stringtotimestamp", "parse_timestamp", "parse_date"):
+            return self._parse_time(node, args, name)
+        if name == "elt":
+            if not args:
+                raise self.fail("ELT takes at least 1 argument")
+            return self.t.call("bm_elt", args[0], self.t.call("list_value", *args[1:]), alias=node.get("alias", ""))
+        if name == "field":
+            if not args:
+                raise self.fail("FIELD takes at least 1 argument")
+            return self.t.call("bm_field", args[0], self.t.call("list_value", *args[1:]), alias=node.get("alias", ""))
+        if name in URL_PARTS:
+            return self.t.call("bm_url_part", args[0], self.t.number(URL_PARTS[name]), alias=node.get("alias", ""))
         if name.startswith("mask"):
             # ksqlDB's checks, made at preparation when the arguments are literals.
             for m in args[-4:] if len(args) in (5, 6) else ():
@@ -329,17 +367,77 @@ class Rewriter:
             node["qualified_name"] = {"path": [target]}
         return node
 
-    def _timestamp_to_string(self, node: dict, args: list[dict]) -> dict:
+    def _add_interval(self, node: dict, name: str) -> dict:
+        """DATEADD(DAYS, n, d), TIMESTAMPSUB(HOURS, n, ts)...: the unit is a bare word, not a column."""
+        unit_node, n, value = _args(node)
+        unit = unit_node["column_names"][-1].lower() if unit_node.get("class") == "COLUMN_REF" \
+            and len(unit_node["column_names"]) == 1 else None
+        if unit not in TIME_UNITS or (name.startswith("date") and unit != "days"):
+            allowed = "DAYS" if name.startswith("date") else ", ".join(u.upper() for u in TIME_UNITS)
+            raise self.fail(f"{name.upper()}: the first argument must be a time unit ({allowed})")
+        n, value = self.expression(n), self.expression(value)
+        interval = self.t.call(f"to_{TIME_UNITS[unit]}s", self.t.cast_to(n, self._bigint()))
+        call = self.t.call("+" if name.endswith("add") else "-", value, interval, alias=node.get("alias", ""))
+        if name.startswith("date"):
+            return self.t.call("bm_as_date", call, alias=node.get("alias", ""))
+        return call
+
+    def _bigint(self) -> dict:
+        node = parse(self.con, "SELECT CAST(1 AS BIGINT)", "internal")["select_list"][0]
+        return node
+
+    def _parse_time(self, node: dict, args: list[dict], name: str) -> dict:
+        shown = name.upper()
         pattern = literal_string(args[1])
         if pattern is None:
-            raise self.fail("TIMESTAMPTOSTRING: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
+            raise self.fail(f"{shown}: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
         try:
-            parts = java_pattern_parts(pattern)
+            fmt, has_offset, has_date = java_parse_format(pattern, shown)
         except UserError as e:
             raise self.fail(str(e)) from None
+        text = args[0]
+        if has_offset:
+            text = self.t.call("regexp_replace", text, self.t.text("Z$"), self.t.text("+00"))
+        if not has_date:
+            text = self.t.call("||", self.t.text("1970-01-01 "), text)
+            fmt = "%Y-%m-%d " + fmt
+        parsed = self.t.call("try_strptime", text, self.t.text(fmt))
+        if name == "parse_date":
+            value = self.t.call("bm_as_date", parsed)
+        else:
+            if not has_offset:
+                tz = args[2] if len(args) == 3 else self.t.text("UTC")
+                parsed = self.t.call("timezone", tz, parsed)
+            ms = self.t.call("epoch_ms", parsed)
+            value = ms if name == "stringtotimestamp" else self.t.call("bm_ms_to_ts", ms)
+        return self.t.call("bm_parse_guard", copy.deepcopy(args[0]), args[1], value, alias=node.get("alias", ""))
+
+    def _timestamp_to_string(self, node: dict, args: list[dict], name: str = "timestamptostring") -> dict:
+        shown = name.upper()
+        pattern = literal_string(args[1])
+        if pattern is None:
+            # A pattern from a column: translated per row (the common letters only; others are an error).
+            if name not in ("format_date", "datetostring", "format_time", "timestamptostring", "format_timestamp"):
+                raise self.fail(f"{shown}: the format must be a string literal such as 'yyyy-MM-dd HH:mm:ss.SSS'")
+            parts = [("runtime", "")]
+        else:
+            try:
+                parts = java_pattern_parts(pattern, shown)
+            except UserError as e:
+                raise self.fail(str(e)) from None
         ts = args[0]
+        if name == "format_timestamp":
+            ts = self.t.call("epoch_ms", ts)
+        elif name == "format_date":
+            ts = self.t.call("epoch_ms", self.t.call("bm_date_ts", ts))
+        elif name == "format_time":
+            ts = self.t.call("epoch_ms", self.t.call("bm_time_ts", ts))
+        elif name == "datetostring":
+            ts = self.t.call("*", self.t.cast_to(ts, self._bigint()), self.t.number(86_400_000))
         tz = args[2] if len(args) == 3 else self.t.text("UTC")
-        pieces = [self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
+        pieces = [self.t.call("bm_ts_runtime", copy.deepcopy(ts), copy.deepcopy(tz), copy.deepcopy(args[1]))
+                  if kind == "runtime" else
+                  self.t.call("bm_ts_strftime" if kind == "strftime" else "bm_ts_offset",
                               copy.deepcopy(ts), copy.deepcopy(tz), self.t.text(text))
                   for kind, text in parts]
         if not pieces:
@@ -699,29 +797,263 @@ def _post_order(node: Any) -> Iterator[dict]:
             yield from _post_order(v)
 
 
-def string_plus_to_concat(con, root: dict) -> None:
-    """ksqlDB concatenates strings with `+` as well as `||`; DuckDB only with `||`.
+def _probe_type(con, root: dict, expr: dict) -> Optional[pa.DataType]:
+    """The type `expr` binds to against the (empty) registered tables; None if it does not bind."""
+    probe = copy.deepcopy(root)
+    probe["select_list"] = [dict(copy.deepcopy(expr), alias="k")]
+    probe["where_clause"] = None
+    try:
+        return con.sql(deserialize(con, probe)).to_arrow_table().schema.field("k").type
+    except Exception:  # pylint: disable=broad-except
+        return None  # the final bind reports what is wrong
 
-    Each `a + b` whose operand is a string becomes `a || b` (innermost
-    first, so 'a' + b + 'c' works); the operand types come from binding
-    each operand alone against the (empty) registered tables.
+
+def _rename(node: dict, name: str) -> None:
+    node["function_name"] = name
+    if "qualified_name" in node:
+        node["qualified_name"] = {"path": [name]}
+
+
+def _decimal_literal(t: _Templates, text: str, precision: int, scale: int) -> dict:
+    node = _decimal_cast(t, precision, scale)
+    node["child"] = t.text(text)
+    return node
+
+
+def _decimal_cast(t: _Templates, precision: int, scale: int) -> dict:
+    node = copy.deepcopy(t.decimal_cast)
+    width, scale_node = node["type_expr"]["children"]
+    width["literal"]["text"], scale_node["literal"]["text"] = str(precision), str(scale)
+    return node
+
+
+def _power_of_ten(t: _Templates, k: int) -> dict:
+    """10^k as an exact DECIMAL literal."""
+    text = format(decimal.Decimal(1).scaleb(k), "f")
+    return _decimal_literal(t, text, k + 1, 0) if k >= 0 else _decimal_literal(t, text, -k + 1, -k)
+
+
+def _round_decimal(t: _Templates, node: dict, x: dict, p: int, s: int) -> dict:
+    """ksqlDB's ROUND of a DECIMAL(p, s): exact, halves towards +inf, a DECIMAL.
+
+    ROUND(x) is DECIMAL(p - s + 1, 0); ROUND(x, d) keeps the scale s (digits
+    past d become zeros), DECIMAL(p + 1, s). `d` must be a literal (or NULL).
     """
+    args = _args(node)
+    alias = node.get("alias", "")
+    if len(args) == 1:
+        d = 0
+    else:
+        lit = args[1].get("literal", {}) if args[1].get("class") == "CONSTANT" else {}
+        if lit.get("kind") == "NULL_LITERAL" or args[1].get("class") == "CAST" and \
+                args[1]["child"].get("literal", {}).get("kind") == "NULL_LITERAL":
+            return dict(_decimal_cast(t, min(p + 1, 38), s), child=t.text(""), alias=alias) | {"try_cast": True}
+        if args[1].get("class") == "CAST":
+            lit = args[1]["child"].get("literal", {}) if args[1]["child"].get("class") == "CONSTANT" else {}
+        try:
+            d = int(lit.get("text"))
+        except (TypeError, ValueError):
+            return None
+    if len(args) == 1:
+        precision, scale = min(p - s + 1, 38), 0
+    else:
+        precision, scale = min(p + 1, 38), s
+    if d >= s:
+        return dict(_decimal_cast(t, precision, scale), child=x, alias=alias)
+    wide = _decimal_cast(t, 38, s)
+    wide["child"] = x
+    # floor(x * 10^d + 0.5) * 10^-d, exactly, in DECIMAL arithmetic.
+    up, down = _power_of_ten(t, d), _power_of_ten(t, -d)
+    half = _decimal_literal(t, "0.5", 1, 1)
+    shifted = t.call("floor", t.call("+", t.call("*", wide, up), half))
+    return dict(_decimal_cast(t, precision, scale), child=t.call("*", shifted, down), alias=alias)
+
+
+def typed_rewrites(con, root: dict, templates: Optional[_Templates] = None, flag: str = "--sql") -> None:
+    """Rewrites that depend on operand types, bound against the (empty) registered tables.
+
+    - `a + b` with a string operand is `a || b` (ksqlDB concatenates with `+`);
+    - `a / b` of two integers is integer division, as in Java (DuckDB's `/` gives a DOUBLE);
+    - ROUND of a DECIMAL stays DECIMAL, computed exactly (the macro goes through DOUBLE);
+    - comparing a string with a number or a boolean is refused, as ksqlDB does;
+    - CHR of a string ('\\u0041') reads the UTF-16 code it spells.
+    Innermost first, so 'a' + b + 'c' works.
+    """
+    t = templates or _Templates(con)
     for node in _post_order(root.get("select_list", []) + [root.get("where_clause")]):
-        if node.get("class") != "FUNCTION" or node.get("function_name") != "+" or len(node["arguments"]) != 2:
+        if node.get("class") == "COMPARISON" and node.get("type") in _NULLABLE_COMPARISONS:
+            _check_comparable(con, root, node, flag)
+        elif node.get("class") == "OPERATOR" and node.get("type") in ("COMPARE_IN", "COMPARE_NOT_IN"):
+            _check_in_list(con, root, node, t, flag)
+        if node.get("class") != "FUNCTION":
             continue
-        for arg in _args(node):
-            probe = copy.deepcopy(root)
-            probe["select_list"] = [dict(copy.deepcopy(arg), alias="k")]
-            probe["where_clause"] = None
+        name, args = node.get("function_name"), _args(node)
+        if name == "+" and len(args) == 2:
+            for arg in args:
+                typ = _probe_type(con, root, arg)
+                if typ is not None and (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+                    _rename(node, "||")
+                    break
+        elif name == "/" and len(args) == 2:
+            types = [_probe_type(con, root, a) for a in args]
+            if all(typ is not None and pa.types.is_integer(typ) for typ in types):
+                _rename(node, "//")
+        elif name == "bm_round":
+            typ = _probe_type(con, root, args[0])
+            if typ is not None and pa.types.is_decimal(typ):
+                new = _round_decimal(t, node, args[0], typ.precision, typ.scale)
+                if new is not None:
+                    node.clear()
+                    node.update(new)
+        elif name in ("greatest", "least"):
+            types = [_probe_type(con, root, a) for a in args]
+            known = [typ for typ in types if typ is not None]
+            if known and all(pa.types.is_null(typ) for typ in known):
+                raise UserError(f"{flag}: Function '{name}' cannot be resolved: all its arguments are NULL")
+            widths = {typ for typ in known if pa.types.is_integer(typ)}
+            wider = any(pa.types.is_floating(typ) or pa.types.is_decimal(typ) for typ in known)
+            if len(widths) > 1 and not wider:  # INT with BIGINT is ambiguous in ksqlDB; a DOUBLE resolves it
+                raise UserError(f"{flag}: Function '{name}' cannot be resolved due to ambiguous method parameters "
+                                f"({', '.join(str(typ) for typ in known)}); CAST them to one type")
+        elif name == "bm_geo_distance":
+            types = [_probe_type(con, root, a) for a in args[:4]]
+            if any(typ is not None and (pa.types.is_string(typ) or pa.types.is_large_string(typ)) for typ in types):
+                raise UserError(f"{flag}: Function 'geo_distance' does not accept parameters "
+                                f"({', '.join(str(typ) for typ in types)})")
+        elif name == "bm_to_json_string":
+            typ = _probe_type(con, root, args[0])
+            if typ is not None and pa.types.is_timestamp(typ):  # Jackson writes ksqlDB's ISO form
+                _rename(node, "bm_to_json_timestamp")
+        elif name == "bm_chr_code":
+            typ = _probe_type(con, root, args[0])
+            if typ is not None and pa.types.is_string(typ):
+                _rename(node, "bm_chr_text")
+
+
+def _value_kind(typ: pa.DataType) -> str:
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "string"
+    if pa.types.is_boolean(typ):
+        return "boolean"
+    return "number" if kind_of(typ) == "number" else "other"
+
+
+# ksqlDB's SqlBooleans: any prefix of true/yes or false/no, ignoring case.
+def _ksql_boolean(text: str) -> Optional[bool]:
+    t = text.strip().lower()
+    if t and ("true".startswith(t) or "yes".startswith(t)):
+        return True
+    if t and ("false".startswith(t) or "no".startswith(t)):
+        return False
+    return None
+
+
+def _check_in_list(con, root: dict, node: dict, t: _Templates, flag: str) -> None:
+    """ksqlDB's IN: string literals must read as the value's type; other kinds must match it."""
+    value, *items = node["children"]
+    vt = _probe_type(con, root, value)
+    if vt is None or pa.types.is_null(vt):
+        return
+    kind = _value_kind(vt)
+    for i, item in enumerate(items, start=1):
+        text = literal_string(item)
+        if kind == "string" and item.get("class") == "CONSTANT":
+            lit = item.get("literal", {})
+            if text is None and lit.get("kind") != "NULL_LITERAL":  # ksqlDB compares the literal's text
+                node["children"][i] = t.text(str(lit.get("text", lit.get("value", ""))).lower()
+                                             if lit.get("kind") == "BOOLEAN" else str(lit.get("text", "")))
+            continue
+        if text is not None and kind in ("number", "boolean"):
+            if kind == "boolean":
+                b = _ksql_boolean(text)
+                if b is None:
+                    raise UserError(f'{flag}: Invalid Predicate: invalid input syntax for type BOOLEAN: "{text}"')
+                node["children"][i] = parse(con, f"SELECT {'true' if b else 'false'}", "internal")["select_list"][0]
+                continue
             try:
-                t = con.sql(deserialize(con, probe)).to_arrow_table().schema.field("k").type
-            except Exception:  # pylint: disable=broad-except
-                continue  # the final bind reports what is wrong
-            if pa.types.is_string(t) or pa.types.is_large_string(t):
-                node["function_name"] = "||"
-                if "qualified_name" in node:
-                    node["qualified_name"] = {"path": ["||"]}
-                break
+                number = decimal.Decimal(text.strip())
+                if pa.types.is_integer(vt) and number != number.to_integral_value():
+                    raise ValueError(text)
+            except (ValueError, decimal.InvalidOperation):
+                raise UserError(f'{flag}: Invalid Predicate: invalid input syntax for type {vt}: "{text}"') from None
+            continue
+        lit = item.get("literal", {}) if item.get("class") == "CONSTANT" else {}
+        if pa.types.is_integer(vt) and vt.bit_width < 64 and lit.get("kind") in ("INTEGER", "BIGINT", "HUGEINT") \
+                and not -(1 << (vt.bit_width - 1)) <= int(lit.get("text", 0)) < (1 << (vt.bit_width - 1)):
+            # A literal wider than the column: compare as BIGINT (DuckDB would cast the literal down and fail).
+            bigint = parse(con, "SELECT CAST(1 AS BIGINT)", "internal")["select_list"][0]
+            node["children"][0] = t.cast_to(node["children"][0], bigint)
+            vt = pa.int64()
+        it = _probe_type(con, root, item)
+        if it is None or pa.types.is_null(it):
+            continue
+        if _value_kind(it) != kind and "other" not in (kind, _value_kind(it)):
+            raise UserError(f"{flag}: Invalid Predicate: operator does not exist: {vt} = {it}")
+
+
+def _check_comparable(con, root: dict, node: dict, flag: str) -> None:
+    """ksqlDB refuses to compare a string with a number or a boolean, or NULL with anything."""
+    types = [_probe_type(con, root, node[side]) for side in ("left", "right")]
+    if any(typ is None for typ in types):
+        return
+    if all(pa.types.is_null(typ) for typ in types):
+        raise UserError(f"{flag}: Comparison with NULL not supported")
+    kinds = {_value_kind(typ) for typ in types if not pa.types.is_null(typ)}
+    if len(kinds) == 2 and "other" not in kinds:
+        a, b = (deserialize_expression(con, root, node[side]) for side in ("left", "right"))
+        raise UserError(f"{flag}: Cannot compare {a} ({types[0]}) to {b} ({types[1]})")
+
+
+def deserialize_expression(con, root: dict, expr: dict) -> str:
+    """An expression's SQL text (for messages)."""
+    probe = copy.deepcopy(root)
+    probe["select_list"] = [dict(copy.deepcopy(expr), alias="")]
+    probe["where_clause"] = None
+    text = deserialize(con, probe)
+    return text[len("SELECT "):text.upper().rfind(" FROM ")].strip()
+
+
+def check_types(con, root: dict, output: pa.Schema, flag: str) -> None:
+    """ksqlDB's type rules DuckDB is lenient about: WHERE is a BOOLEAN; no column is an untyped NULL."""
+    del output
+    for item in root.get("select_list", []):
+        if item.get("class") == "CONSTANT" and item.get("literal", {}).get("kind") == "NULL_LITERAL":
+            raise UserError(f"{flag}: Can't infer a type of null for column {item.get('alias') or 'NULL'}. Please "
+                            "explicitly cast it to a required type, e.g. CAST(null AS VARCHAR)")
+    where = root.get("where_clause")
+    if where is not None:
+        typ = _probe_type(con, root, where)
+        if typ is not None and not pa.types.is_boolean(typ):
+            raise UserError(f"{flag}: Type error in WHERE expression: Should evaluate to boolean but is {typ} instead")
+
+
+def null_comparisons_false(node: Any, t: _Templates, top: bool = False) -> Any:
+    """ksqlDB compares with NULL to false, not NULL: `x = 5` -> ifnull(x = 5, false).
+
+    So `WHERE NOT (x = 5)` keeps a row whose x is NULL, as in ksqlDB. A
+    comparison that is the whole WHERE clause or one of its top-level AND
+    terms is left as it is (there NULL and false both drop the row).
+    """
+    if isinstance(node, list):
+        return [null_comparisons_false(v, t) for v in node]
+    if not isinstance(node, dict):
+        return node
+    cls = node.get("class")
+    if cls == "CONJUNCTION" and node.get("type") == "CONJUNCTION_AND" and top:
+        node["children"] = [null_comparisons_false(c, t, top=True) for c in node["children"]]
+        return node
+    for k, v in list(node.items()):
+        if isinstance(v, (dict, list)):
+            node[k] = null_comparisons_false(v, t)
+    if cls == "COMPARISON" and node.get("type") in _NULLABLE_COMPARISONS and not top:
+        alias = node.get("alias", "")
+        node["alias"] = ""
+        return t.call("ifnull", node, copy.deepcopy(t.false), alias=alias)
+    return node
+
+
+_NULLABLE_COMPARISONS = {"COMPARE_EQUAL", "COMPARE_NOTEQUAL", "COMPARE_LESSTHAN", "COMPARE_GREATERTHAN",
+                         "COMPARE_LESSTHANOREQUALTO", "COMPARE_GREATERTHANOREQUALTO"}
 
 
 def deserialize(con, root: dict) -> str:

@@ -44,8 +44,8 @@ import pyarrow as pa
 
 from beam_ml.clean.duck import EVENTS, ROW_COLUMN, connect, engine_message, hidden_column
 from beam_ml.clean.ksql_text import strip_ksql
-from beam_ml.clean.rewrite import (Rewriter, check_join_types, deserialize, kind_of, parse, query_input_schema,
-                                   string_plus_to_concat)
+from beam_ml.clean.rewrite import (Rewriter, check_join_types, check_types, deserialize, kind_of,
+                                   null_comparisons_false, parse, query_input_schema, typed_rewrites)
 from beam_ml.errors import UserError
 
 __all__ = ["Statement", "EVENTS", "ROW_COLUMN", "connect", "engine_message", "hidden_column", "schema_to_json",
@@ -171,12 +171,16 @@ class Statement:
             if joins is None:
                 for name in used:
                     con.register(name, _empty(lookups[name]))
-            string_plus_to_concat(con, root)
+            root["select_list"] = null_comparisons_false(root["select_list"], rewriter.t)
+            if root.get("where_clause"):
+                root["where_clause"] = null_comparisons_false(root["where_clause"], rewriter.t, top=True)
+            typed_rewrites(con, root, rewriter.t, flag)
             query = deserialize(con, root)
             try:
                 result = con.sql(query).to_arrow_table()
             except Exception as e:  # duckdb.Error: binder, catalog, conversion...
                 raise UserError(f"{flag}: {engine_message(e)}") from None
+            check_types(con, root, result.schema, flag)
             if joins is None:
                 check_join_types(con, root, rewriter, flag)
             else:

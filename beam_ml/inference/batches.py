@@ -114,6 +114,9 @@ class RowBatchModelHandler(ServingModelHandler):
     prediction are ServingModelHandler's (`score_rows`).
     """
 
+    # --monitor reads every scored row's features: keep the rows in each ScoredBatch.
+    keep_rows = False
+
     def run_inference(self, batch: Sequence[RowBatch], model: ServingModel,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[ScoredBatch]:
         rows = [row for b in batch for row in b.rows]
@@ -123,7 +126,7 @@ class RowBatchModelHandler(ServingModelHandler):
             n = len(b.rows)
             scored = predictions[i:i + n]
             failed = any("error" in p for p in scored)
-            out.append(ScoredBatch(b.refs, b.rows if failed else None, scored))
+            out.append(ScoredBatch(b.refs, b.rows if failed or self.keep_rows else None, scored))
             i += n
         return out
 

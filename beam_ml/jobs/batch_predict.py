@@ -43,7 +43,8 @@ from beam_ml.jobs.bigquery import WritePredictionsToBigQuery, bigquery_output, p
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata
-from beam_ml.options import BatchPredictOptions, CleanOptions
+from beam_ml.monitoring.beam import WatchBatchPredictions, plan_monitor
+from beam_ml.options import BatchPredictOptions, CleanOptions, MonitorOptions
 from beam_ml.records import RowRef
 from beam_ml.runner import new_pipeline, run_pipeline
 from beam_ml.spec import DatasetSpec, read_header
@@ -79,6 +80,7 @@ class BatchPredictPlan:
     kafka: Any = None
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
 class BatchPredictOutputs(NamedTuple):
@@ -125,8 +127,14 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
 
         schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
+    monitor = plan_monitor(options.view_as(MonitorOptions).validated(), version_dir)
+    if monitor is not None and not (monitor.topic or opts.output):
+        raise UserError("--monitor_topic: required with --monitor when predictions go to a table or topic (with "
+                        "--output the records go to <output>.monitoring.jsonl)")
+    if monitor is not None and (monitor.topic or monitor.alert_topic) and kafka is None:
+        kafka = kafka_client_config(options)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
-                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning)
+                            id_name=id_name, kafka=kafka, bigquery=bigquery, cleaning=cleaning, monitor=monitor)
 
 
 def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
@@ -207,6 +215,10 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
     records_out = predictions | "FormatPredictions" >> beam.Map(to_record)
     dead = (dead_parts | "FlattenDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()))
+    if plan.monitor is not None:  # the whole input against the training statistics (beam_ml.monitoring)
+        monitor_file = f"{opts.output}.monitoring.jsonl" if opts.output and not plan.monitor.topic else None
+        _ = (predictions, dead) | "Monitor" >> WatchBatchPredictions(
+            plan.monitor, plan.version_dir, opts.input or opts.input_topic, plan.kafka, monitor_file)
     return BatchPredictOutputs(predictions=records_out, dead_letters=dead)
 
 

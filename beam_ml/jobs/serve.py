@@ -16,9 +16,13 @@ from typing import Any, Mapping, Optional, Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import server
+from beam_ml.errors import UserError
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
-from beam_ml.options import ServeOptions
+from beam_ml.model_store import resolve_version_dir
+from beam_ml.monitoring.beam import plan_monitor
+from beam_ml.monitoring.listener import MonitorListener
+from beam_ml.options import MonitorOptions, ServeOptions
 from beam_ml.server import BatchListener, ServerConfig
 
 __all__ = ["server_config", "serve"]
@@ -54,6 +58,14 @@ def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchL
     """
     config = server_config(options)
     kafka = kafka_client_config(options)
+    monitor = plan_monitor(options.view_as(MonitorOptions).validated(), config.model_dir)
+    if monitor is not None:  # --monitor: the served version's windows, records and alerts (beam_ml.monitoring)
+        if monitor.label_topic:
+            raise UserError("--label_topic: the model server has no event ids to join labels to; use it with "
+                            "stream_predict")
+        batch_listeners = [*batch_listeners, MonitorListener(
+            monitor, resolve_version_dir(config.model_dir),
+            kafka.client_kwargs() if monitor.topic or monitor.alert_topic else None, source=config.model_name)]
 
     def cleaning_for(spec) -> Any:
         return serving_cleaning(options, spec, kafka_config=kafka, log=_LOGGER.warning)

@@ -17,8 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_ml.errors import UserError
 from beam_ml.io.bigquery import BigQueryEndpoint
 from beam_ml.io.dialect import Dialect
-from beam_ml.io.kafka.config import KafkaClientConfig
-from beam_ml.options import BigQueryOptions, CsvReadOptions, KafkaOptions
+from beam_ml.io.kafka.config import KafkaClientConfig, config_from_flags
+from beam_ml.options import BigQueryOptions, CsvReadOptions, secret_flag_value
 
 __all__ = ["bigquery_endpoint", "kafka_client_config", "csv_dialect_flags"]
 
@@ -41,48 +41,18 @@ def csv_dialect_flags(options: PipelineOptions) -> dict:
     return {k: getattr(d, k) for k in given}
 
 
-# KafkaClientConfig field -> the flag that sets it, for error messages.
-_KAFKA_FLAG_FOR_FIELD = {
-    "bootstrap_servers": "--bootstrap_servers",
-    "security_protocol": "--security_protocol",
-    "sasl_mechanism": "--sasl_mechanism",
-    "sasl_plain_username": "--sasl_username",
-    "sasl_plain_password": "--sasl_password",
-    "ssl_cafile": "--ssl_cafile",
-}
+def kafka_client_config(options: PipelineOptions) -> KafkaClientConfig:
+    """The validated `KafkaClientConfig` of the Kafka flags, --kafka_config file and template parameters.
 
-
-def kafka_client_config(options: PipelineOptions):
-    """The validated `KafkaClientConfig` of the Kafka flags and --kafka_config file.
-
-    A flag given on the command line wins over the file; --bootstrap_servers'
-    default (localhost:9092) applies only when neither sets it.
+    See `beam_ml.io.kafka.config.config_from_flags` (flags over the file; passwords from a flag,
+    a file or an environment variable); when Kafka settings were given it also runs the
+    pre-flight connection check, so a refused login ends the run here, in one line.
 
     Raises:
-      UserError: naming the flag (or the file key) that is wrong.
+      UserError: naming the flag (or the file key) that is wrong, or the broker's refusal.
     """
-    opts = options.view_as(KafkaOptions)
-    given = options.get_all_options(drop_default=True)
+    values = {name: secret_flag_value(value) for name, value in options.get_all_options().items()}
     try:
-        config = KafkaClientConfig.load(
-            opts.kafka_config,
-            bootstrap_servers=given.get("bootstrap_servers"),
-            security_protocol=opts.security_protocol,
-            sasl_mechanism=opts.sasl_mechanism,
-            sasl_plain_username=opts.sasl_username,
-            sasl_plain_password=opts.sasl_password,
-            ssl_cafile=opts.ssl_cafile,
-        )
-        if not config.bootstrap_servers:
-            config = config.with_overrides(bootstrap_servers=opts.bootstrap_servers)
-
-        def label(field: str) -> str:
-            name = _KAFKA_FLAG_FOR_FIELD.get(field)
-            if not opts.kafka_config:
-                return name or field
-            in_file = f"{field} in --kafka_config {opts.kafka_config}"
-            return f"{name} (or {in_file})" if name else in_file
-
-        return config.validate(label=label)
+        return config_from_flags(values, options.get_all_options(drop_default=True))
     except ValueError as e:
         raise UserError(str(e))

@@ -57,7 +57,8 @@ from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, 
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata, model_root_of
-from beam_ml.options import StreamPredictOptions
+from beam_ml.monitoring.beam import WatchPredictions, plan_monitor
+from beam_ml.options import MonitorOptions, StreamPredictOptions
 from beam_ml.runner import new_pipeline, run_pipeline, runs_remotely
 from beam_ml.spec import DatasetSpec
 
@@ -85,6 +86,7 @@ class StreamPredictPlan:
     kafka: Any
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
 class StreamPredictOutputs(NamedTuple):
@@ -96,6 +98,7 @@ class StreamPredictOutputs(NamedTuple):
     records: beam.PCollection
     messages: beam.PCollection
     dead_letters: tuple
+    scored: Any = None  # PCollection[ScoredBatch], what --monitor watches
 
 
 def plan_stream_predict(options: PipelineOptions, local: bool = False) -> StreamPredictPlan:
@@ -126,7 +129,8 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery, cleaning=cleaning)
+                             bigquery=bigquery, cleaning=cleaning, monitor=plan_monitor(options.view_as(MonitorOptions).validated(),
+                                                                        opts.model_dir))
 
 
 class _FormatPredictionsFn(beam.DoFn):
@@ -165,6 +169,7 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     opts, spec = plan.opts, plan.spec
     poll = opts.model_reload == "poll" and plan.model_root
     handler = RowBatchModelHandler(opts.model_dir, reload_interval=opts.reload_interval if poll else None)
+    handler.keep_rows = plan.monitor is not None
     model_metadata = None
     if opts.model_reload == "side_input" and plan.model_root:
         model_metadata = pipeline | "WatchModelVersions" >> WatchModelVersions(plan.model_root, opts.reload_interval)
@@ -187,7 +192,7 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     formatted = scored | "FormatPredictions" >> beam.ParDo(
         _FormatPredictionsFn(spec.mask_columns)).with_outputs(DEAD_TAG, main="messages")
     return StreamPredictOutputs(records=polls, messages=formatted.messages,
-                                dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead))
+                                dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead), scored=scored)
 
 
 def _dead_letter_message(dead: DeadLetter) -> tuple[bytes, bytes]:
@@ -227,6 +232,10 @@ def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan)
     if plan.opts.dead_letter_topic:
         _ = outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLettersToKafka(plan.opts.dead_letter_topic,
                                                                                  plan.kafka, producer)
+    if plan.monitor is not None:
+        positive = plan.spec.label_classes[-1] if plan.spec.task != "multiclass" else None
+        _ = (outputs.scored, outputs.dead_letters) | "Monitor" >> WatchPredictions(
+            plan.monitor, plan.opts.model_dir, plan.opts.input_topic, plan.kafka, positive, producer)
     if plan.bigquery is not None:  # only with --output_table: the Kafka path above is unchanged
 
         _ = (outputs.messages, outputs.dead_letters) | "WriteToBigQuery" >> StreamPredictionsToBigQuery(
@@ -276,6 +285,11 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     log(f"[beam_ml] scoring {opts.input_topic} -> {' and '.join(outs)} (dead letters -> "
         f"{' and '.join(dead_outs)}), group {opts.group_id or '(none: no commits)'}, model {opts.model_dir}, "
         f"reload {opts.model_reload}")
+    if plan.monitor is not None:
+        m = plan.monitor
+        log(f"[beam_ml] monitoring every {m.window.describe()} against the training statistics -> "
+            f"{m.topic or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
+            + (f", labels from {m.label_topic}" if m.label_topic else ""))
     outcome = run_pipeline(pipeline)
     if not outcome.finished:
         log(outcome.describe())

@@ -58,6 +58,7 @@ from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic, writ
 from beam_ml.jobs.bigquery import bigquery_input
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import plan_training_sql
+from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec
@@ -375,22 +376,31 @@ def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
              | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric, plan.opts.selection_rule))
     evaluated = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials),
                                                    ready=AsSingleton(ready))
-    test = (pre.test_rows
-            | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(evaluated))
-            | "EvaluateTest" >> beam.CombineGlobally(evaluation.EvaluateCombineFn())
-            | "TestMetrics" >> beam.Map(lambda acc, f: evaluation.evaluation_report(
-                acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(evaluated)))
+    test_acc = (pre.test_rows
+                | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(evaluated))
+                | "EvaluateTest" >> beam.CombineGlobally(evaluation.EvaluateCombineFn()))
+    test = test_acc | "TestMetrics" >> beam.Map(lambda acc, f: evaluation.evaluation_report(
+        acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(evaluated))
     if opts.final_fit == "all":
         # After the test evaluation (its element), the selected set refit on every good row: the served version.
         final = test | "RefitAll" >> beam.ParDo(RefitDoFn(ctx), board=AsSingleton(board), results=AsList(trials),
                                                 ready=AsSingleton(ready), evaluated=AsSingleton(evaluated))
     else:
         final = evaluated
+    # What "normal" is for the monitor (beam_ml.monitoring): the non-test rows' histograms and the test scores',
+    # written beside the served version (the refit keeps the evaluated model's threshold).
+    monitoring = (pipeline
+                  | "StartStatistics" >> beam.Create([None])
+                  | "WriteStatistics" >> beam.Map(
+                      write_model_statistics, AsSingleton(pre.marked | "TrainingStatistics" >>
+                                                          TrainingStatisticsTransform(spec)),
+                      AsSingleton(test_acc), AsSingleton(final), spec.task))
     report = (pipeline
               | "StartReport" >> beam.Create([None])
               | "WriteReport" >> beam.Map(write_outputs, ctx=ctx, counts=AsSingleton(counts),
                                           board=AsSingleton(board), final=AsSingleton(final),
-                                          test=AsSingleton(test), trials=AsList(trials)))
+                                          test=AsSingleton(test), trials=AsList(trials),
+                                          monitoring=AsSingleton(monitoring)))
     return TrainOutputs(preprocess=pre, counts=counts, trials=trials, leaderboard=board, final=final, test=test,
                         report=report)
 

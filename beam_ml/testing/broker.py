@@ -57,7 +57,8 @@ def tansu_binary() -> str:
 def create_topic(bootstrap_servers: str,
                  name: str,
                  partitions: int = 1,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0,
+                 **client_kwargs) -> None:
     """Creates a topic and waits until all its partitions have a leader.
 
     Args:
@@ -65,14 +66,16 @@ def create_topic(bootstrap_servers: str,
       name: Topic name.
       partitions: Number of partitions.
       timeout: Seconds to wait for the broker.
+      **client_kwargs: security settings (kafka-python names) of a secured listener.
 
     Raises:
       kafka.errors.KafkaError: The broker refused (e.g. the topic exists).
     """
     from kafka import KafkaAdminClient  # pylint: disable=import-outside-toplevel
 
+    client_kwargs["bootstrap_servers"] = bootstrap_servers
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
+        **client_kwargs,
         request_timeout_ms=int(timeout * 1000),
         bootstrap_timeout_ms=int(timeout * 1000))
     try:
@@ -92,14 +95,18 @@ class TansuBroker(ServerProcess):
       port: TCP port; a free one is picked when None.
       binary: Path of the tansu executable; found by `tansu_binary()` if None.
       startup_timeout: Seconds to wait for the broker to accept connections.
+      advertised_port: the port clients are told to come back to (a TLS or SASL
+        front in front of this broker, see beam_ml.testing.kafka_secure); default: its own.
     """
 
     def __init__(self,
                  host: str = _HOST,
                  port: Optional[int] = None,
                  binary: Optional[str] = None,
-                 startup_timeout: float = 15.0) -> None:
+                 startup_timeout: float = 15.0,
+                 advertised_port: Optional[int] = None) -> None:
         super().__init__("Tansu broker", startup_timeout, attempts=1 if port else 3)
+        self.advertised_port = advertised_port
         self.host = host
         self._requested_port = port
         self.port: Optional[int] = None
@@ -116,7 +123,8 @@ class TansuBroker(ServerProcess):
         binary = self._binary or tansu_binary()
         self.port = self._requested_port or find_free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
-        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                 "--storage-engine", "memory://tansu/"], {}
 
     def _ready(self) -> bool:
@@ -157,7 +165,7 @@ if __name__ == "__main__":
 
 
 def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout: float = 60.0,
-               quiet_polls: int = 2, decode=None) -> list:
+               quiet_polls: int = 2, decode=None, **client_kwargs) -> list:
     """Every record of a 1-partition topic, from its start, polling until done or `timeout`.
 
     Done means at least `expected` records AND then `quiet_polls` empty polls in
@@ -171,12 +179,14 @@ def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout: float
       timeout: seconds at most.
       quiet_polls: empty polls (300 ms each) that end the read once `expected` arrived.
       decode: applied to each record (e.g. ``lambda r: json.loads(r.value)``); default: the raw record.
+      **client_kwargs: security settings (kafka-python names) of a secured listener.
     """
     import time
 
     from kafka import KafkaConsumer, TopicPartition  # pylint: disable=import-outside-toplevel
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100)
+    client_kwargs["bootstrap_servers"] = bootstrap_servers
+    consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, fetch_max_wait_ms=100)
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)

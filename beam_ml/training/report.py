@@ -189,7 +189,8 @@ def test_scope(summary: dict, rows_test: int) -> str:
     return summary.get("test_metrics") or f"{rows_test} rows never used for training or choosing"
 
 
-def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list) -> dict:
+def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list,
+                  monitoring: Optional[dict] = None) -> dict:
     """Writes metrics.json, report.md, report.html, the PNGs and history.csv; adds test metrics to the model."""
     from beam_ml.export import json_safe, update_model_metadata
 
@@ -243,7 +244,7 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
     meta = update_model_metadata(final["version_dir"], {"test_metrics": _scalars(test),
                                                         **({"test_metrics_note": note} if note else {})})
     fs.write_text(html_path, render_html(summary=summary, counts=counts, spec=spec, board=board, final=final,
-                                         test=test, plots=plots, model_meta=meta))
+                                         test=test, plots=plots, model_meta=meta, monitoring=monitoring))
     fs.write_json(fs.join(out, "metrics.json"), json_safe(result))
     return result
 

@@ -3,7 +3,7 @@
     html = render_html(summary=..., counts=..., spec=..., board=..., final=..., test=..., plots=..., model_meta=...)
 
 Sections (each a <section id=...>): summary, data, leaderboard, learning-curves,
-test-metrics, curves, calibration, thresholds, confusion, slices, model.
+test-metrics, curves, calibration, thresholds, confusion, slices, training-statistics, model.
 """
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import html
 import json
 from typing import Any, Optional
 
+from beam_ml.monitoring.report import statistics_section_html
 from beam_ml.tuning import selected
 
 __all__ = ["render_html", "SECTIONS"]
 
 SECTIONS = ("summary", "data", "leaderboard", "learning-curves", "test-metrics", "curves", "calibration", "thresholds",
-            "confusion", "slices", "model")
+            "confusion", "slices", "training-statistics", "model")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -78,7 +79,7 @@ def _call_example(spec, meta: dict) -> str:
 
 
 def render_html(summary: dict, counts: dict, spec, board: list, final: dict, test: dict, plots: dict,
-                model_meta: dict) -> str:
+                model_meta: dict, monitoring: Optional[dict] = None) -> str:
     """The report page as one string."""
     title = f"beam_ml training report: {summary.get('dataset', '')}"
     nav = "<nav>" + "".join(f'<a href="#{s}">{s.replace("-", " ")}</a>' for s in SECTIONS) + "</nav>"
@@ -167,6 +168,7 @@ def render_html(summary: dict, counts: dict, spec, board: list, final: dict, tes
                                                               [[r["value"]] + [r.get(k) for k in keys] for r in rows]))
     parts.append(_section("slices", "Metrics by slice (test)", "".join(slice_html) or
                           '<p class="note">No categorical features to slice by.</p>'))
+    parts.append(statistics_section_html(monitoring))
     meta = dict(model_meta)
     meta["_version_dir"] = final["version_dir"]
     signature = _table(["serve_dict argument", "column", "dtype"],

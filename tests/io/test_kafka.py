@@ -33,6 +33,7 @@ from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.options import KafkaOptions
 from beam_ml.testing import TansuBroker, find_free_port
+from tests.test_kafka_leaks import kafka_threads, wait_for_no_new_kafka_threads
 
 
 def _pipeline():
@@ -322,10 +323,11 @@ class TestClientConfig:
         assert config(f"--kafka_config={props}").bootstrap_servers == "f:1"
         assert config(f"--kafka_config={props}", "--bootstrap_servers=h:2").bootstrap_servers == "h:2"
 
-    def test_unsupported_file_keys_are_errors(self, tmp_path):
+    def test_a_missing_truststore_is_named_by_its_key(self, tmp_path):
+        # JKS stores are converted (tests/test_kafka_secure.py); a missing one is named.
         props = tmp_path / "java.properties"
         props.write_text("ssl.truststore.location=/etc/ts.jks\n")
-        with pytest.raises(ValueError, match="truststores are not supported"):
+        with pytest.raises(ValueError, match="ssl.truststore.location: cannot read /etc/ts.jks"):
             KafkaClientConfig.from_file(str(props))
 
     def test_options_coexist_with_beams_own_flags(self):
@@ -718,6 +720,7 @@ class TestWriteToKafka:
     @pytest.mark.slow
     def test_unacknowledged_sends_fail_the_bundle(self):
         """The broker dies before the bundle's records are acknowledged."""
+        threads = kafka_threads()
         with TansuBroker() as broker:
             bootstrap, pid = broker.bootstrap_servers, broker.pid
             broker.create_topic("doomed", 1)
@@ -741,3 +744,5 @@ class TestWriteToKafka:
                              "delivery_timeout_ms": 4000,
                              "reconnect_backoff_max_ms": 200}))
             assert time.monotonic() - started < 40
+        # Its producer is closed for certain, not left retrying the dead broker (issue 20).
+        assert wait_for_no_new_kafka_threads(threads) == set()

@@ -24,9 +24,19 @@ out, e.g.::
 TLS files are read by the clients where they run: on Dataflow the paths must
 exist on the workers too (e.g. baked into a custom container).
 
-Prefer the file to ``--sasl_password``: Beam prints all pipeline options in
-some places (``str(options)``, the Dataflow job page), this module cannot stop
-that, and a command line is visible to other local users.
+Passwords can also come from a file or an environment variable
+(``sasl.password.file`` / ``sasl.password.env`` in the file, ``--sasl_password_file``
+/ ``--sasl_password_env`` as flags). A ``--sasl_password`` given as a flag is taken
+out of the options Beam displays (see beam_ml.options), but a command line is still
+visible to other local users: prefer the file or the variable.
+
+JKS trust and key stores (``ssl.truststore.location``, ``ssl.keystore.location``,
+what Java clients and Google's Dataflow templates take) are converted to PEM in
+process with ``pyjks`` (`beam_ml.io.kafka.stores`).
+
+`check_connection` is the pre-flight a pipeline runs before Beam starts: one real
+connection (TLS handshake, SASL login, a Metadata request) with a short timeout,
+whose failure becomes one line naming the setting and the broker's reason.
 """
 from __future__ import annotations
 
@@ -35,10 +45,24 @@ import json
 import logging
 import os
 import re
+import ssl
+import threading
+import time
 from typing import Any, Callable, Iterable, Mapping, Optional
+
+from kafka import errors as kafka_errors
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
+from kafka.protocol.metadata.metadata import MetadataRequest
+
+from beam_ml.errors import UserError
+from beam_ml.io.kafka import stores
 
 __all__ = [
     "KafkaClientConfig",
+    "KafkaConnectionRefused",
+    "check_connection",
+    "read_secret",
     "SASL_MECHANISMS",
     "SECURITY_PROTOCOLS",
     "check_client_overrides",
@@ -51,6 +75,8 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 _REDACTED = "***"
+# Every password a KafkaClientConfig of this process holds: log records showing one are blanked.
+_KNOWN_SECRETS: set = set()
 _SECRET_FIELDS = frozenset({"sasl_plain_password", "ssl_password"})
 
 # Config-file keys (after lower-casing and turning '.' and '-' into '_') that
@@ -77,15 +103,37 @@ _FILE_KEY_ALIASES = {
     "client_id": "client_id",
 }
 
-# Java-only keys that would silently weaken or break security if ignored.
-_UNSUPPORTED_FILE_KEYS = {
-    "ssl_truststore_location": (
-        "JKS/PKCS12 truststores are not supported by kafka-python; export "
-        "the CA certificate as PEM and set ssl.cafile"),
-    "ssl_keystore_location": (
-        "JKS/PKCS12 keystores are not supported by kafka-python; export the "
-        "client certificate and key as PEM and set ssl.certfile/ssl.keyfile"),
+# Keys whose value says where a secret is, not the secret: field -> (file key, env key).
+_SECRET_SOURCES = {
+    "sasl_plain_password": ("sasl_password_file", "sasl_password_env"),
+    "ssl_password": ("ssl_password_file", "ssl_password_env"),
 }
+# Java keystore keys, converted to PEM files by beam_ml.io.kafka.stores.
+_STORE_KEYS = ("ssl_truststore_location", "ssl_truststore_password", "ssl_keystore_location",
+               "ssl_keystore_password", "ssl_truststore_type", "ssl_keystore_type")
+
+
+def read_secret(label: str, *, file: Optional[str] = None, env: Optional[str] = None) -> Optional[str]:
+    """A secret from a file (its first line, stripped) or an environment variable.
+
+    Raises:
+      ValueError: naming `label` (never the value) when the file or variable is missing or empty.
+    """
+    if file:
+        try:
+            with open(file, encoding="utf-8") as f:
+                value = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise ValueError(f"{label}: cannot read the password file {file}: {e.strerror}") from None
+        if not value:
+            raise ValueError(f"{label}: the password file {file} is empty")
+        return value
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ValueError(f"{label}: the environment variable {env} is not set (or empty)")
+        return value
+    return None
 
 _JAAS_FIELD = r'{name}\s*=\s*(?:"([^"]*)"|\'([^\']*)\')'
 
@@ -151,6 +199,8 @@ class KafkaClientConfig:
     ssl_keyfile: Optional[str] = None
     ssl_password: Optional[str] = None
     client_id: Optional[str] = None
+    # How the user set each field (a flag, a file key), for error messages; not a setting.
+    labels: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_file(cls, path: str) -> "KafkaClientConfig":
@@ -188,10 +238,16 @@ class KafkaClientConfig:
             items = _parse_properties(text, path)
 
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        store: dict[str, str] = {}
         for key, value in items.items():
             norm = _normalise_key(key)
-            if norm in _UNSUPPORTED_FILE_KEYS:
-                raise ValueError(f"{path}: {key}: {_UNSUPPORTED_FILE_KEYS[norm]}")
+            if norm in _STORE_KEYS:
+                store[norm] = str(value).strip()
+                continue
+            if any(norm in pair for pair in _SECRET_SOURCES.values()):
+                sources[norm] = str(value).strip()
+                continue
             if norm == "sasl_jaas_config":
                 for name, field in (("username", "sasl_plain_username"),
                                     ("password", "sasl_plain_password")):
@@ -213,6 +269,16 @@ class KafkaClientConfig:
                                 path, key)
                 continue
             values[field] = None if value is None else str(value).strip()
+        for field, (file_key, env_key) in _SECRET_SOURCES.items():
+            secret = read_secret(f"{path}: {file_key if file_key in sources else env_key}",
+                                 file=sources.get(file_key), env=sources.get(env_key))
+            if secret is not None:
+                values.setdefault(field, secret)
+        if store:
+            if values.get("ssl_password"):
+                store["ssl_key_password"] = values["ssl_password"]
+            values.update({k: v for k, v in stores.pem_files_from_java_stores(
+                store, label=lambda key: f"{path}: {key.replace('_', '.')}").items() if k not in values})
         return cls(**values)
 
     @classmethod
@@ -230,9 +296,21 @@ class KafkaClientConfig:
         base = cls.from_file(path) if path else cls()
         return base.with_overrides(**explicit)
 
+    def __post_init__(self) -> None:
+        for field in _SECRET_FIELDS:
+            value = getattr(self, field)
+            if value:
+                _KNOWN_SECRETS.add(value)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled on a worker: the passwords become known there too.
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        self.__post_init__()
+
     def with_overrides(self, **overrides: Any) -> "KafkaClientConfig":
         """Returns a copy with the non-None `overrides` applied."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)} - {"labels"}
         if unknown:
             raise TypeError(f"unknown KafkaClientConfig fields: {sorted(unknown)}")
         return dataclasses.replace(
@@ -254,7 +332,7 @@ class KafkaClientConfig:
         Raises:
             ValueError: A setting is missing, unknown or inconsistent.
         """
-        name = label or (lambda field: field)
+        name = label or self.label
         if require_bootstrap and not self.bootstrap_servers:
             raise ValueError(
                 f"{name('bootstrap_servers')} is required (host:port[,host:port])")
@@ -309,7 +387,7 @@ class KafkaClientConfig:
         kwargs: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is None:
+            if value is None or field.name == "labels":
                 continue
             if field.name == "bootstrap_servers":
                 value = [s.strip() for s in value.split(",") if s.strip()]
@@ -321,8 +399,17 @@ class KafkaClientConfig:
         return {
             field.name: (_REDACTED if field.name in _SECRET_FIELDS else value)
             for field in dataclasses.fields(self)
-            for value in [getattr(self, field.name)] if value is not None
+            for value in [getattr(self, field.name)] if value is not None and field.name != "labels"
         }
+
+    def with_labels(self, label: Callable[[str], str]) -> "KafkaClientConfig":
+        """A copy that names each field as `label` does in errors (e.g. the flag that sets it)."""
+        return dataclasses.replace(self, labels=tuple(
+            (f.name, label(f.name)) for f in dataclasses.fields(self) if f.name != "labels"))
+
+    def label(self, field: str) -> str:
+        """How the user set `field` (its flag or file key), else the field name."""
+        return dict(self.labels).get(field, field)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
@@ -357,3 +444,323 @@ def resolve_client_config(bootstrap_servers: Optional[str],
     config = (client_config or KafkaClientConfig()).with_overrides(
         bootstrap_servers=bootstrap_servers)
     return config.validate()
+
+
+class KafkaConnectionRefused(UserError):
+    """The brokers refused this client's connection (TLS or SASL): one line naming the setting."""
+
+
+# Configs that passed the pre-flight in this process (a pipeline checks once, whoever asks).
+_CHECKED: set = set()
+_CHECKED_LOCK = threading.Lock()
+_QUIET_THREADS: set = set()
+
+
+class _QuietThisThread(logging.Filter):
+    """Drops kafka-python's records emitted by the pre-flight's own thread (others pass)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread not in _QUIET_THREADS
+
+
+class _RedactSecrets(logging.Filter):
+    """Blanks kafka-python records that would print a known password.
+
+    At DEBUG level kafka-python logs every request it sends, and a SASL/PLAIN
+    SaslAuthenticate request holds the password in clear. Every password a
+    `KafkaClientConfig` holds is known here (in this process's memory only).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KNOWN_SECRETS:
+            try:
+                text = record.getMessage()
+            except Exception:  # pylint: disable=broad-except
+                return True
+            if any(secret in text for secret in list(_KNOWN_SECRETS)):
+                record.msg, record.args = "(a kafka-python message holding a password, not shown)", ()
+        return True
+
+
+_QUIET = _QuietThisThread()
+_REDACT = _RedactSecrets()
+_KAFKA_LOGGERS = ("kafka.net.manager", "kafka.net.connection", "kafka.net.transport", "kafka.net.selector",
+                  "kafka.net.inet", "kafka.cluster", "kafka.net.sasl.plain", "kafka.net.sasl.scram",
+                  "kafka.protocol.parser", "kafka.conn", "kafka.client_async")
+for _name in _KAFKA_LOGGERS:
+    logging.getLogger(_name).addFilter(_QUIET)
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
+# Failures that mean "nobody answered" rather than "refused this client".
+_UNREACHABLE = ("Connection refused", "ECONNREFUSED", "DNS Resolution failure", "Name or service not known",
+                "nodename nor servname", "Timed out", "No route to host", "Network is unreachable")
+
+
+def _classify(config: KafkaClientConfig, server: str, error: BaseException) -> Optional[str]:
+    """One line naming the setting at fault and the broker's reason; None: not a refusal (unreachable)."""
+    text = str(error)
+    for prefix in ("KafkaConnectionError: ", "Handshake failed: ", "[Error 58] SaslAuthenticationFailedError: ",
+                   "SaslAuthenticationFailedError: "):
+        while text.startswith(prefix):
+            text = text[len(prefix):]
+    label = config.label
+    protocol = config.security_protocol
+    tls = protocol in ("SSL", "SASL_SSL")
+    if isinstance(error, kafka_errors.SaslAuthenticationFailedError):
+        return (f"SASL authentication failed for user '{config.sasl_plain_username}' ({config.sasl_mechanism}) "
+                f"at {server}: {text} (check {label('sasl_plain_username')} and {label('sasl_plain_password')})")
+    if isinstance(error, kafka_errors.UnsupportedSaslMechanismError):
+        return f"{label('sasl_mechanism')}: {text}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        what = ("the broker's certificate does not name this host" if "Hostname mismatch" in text or
+                "IP address mismatch" in text else "the broker's certificate is not signed by this CA")
+        return f"{label('ssl_cafile')}: TLS to {server} refused: {what} ({text})"
+    if "CERTIFICATE_REQUIRED" in text or "ALERT_UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text:
+        given = "it refused this one" if config.ssl_certfile else "none was given"
+        return (f"{label('ssl_certfile')}: the broker at {server} requires mutual TLS (a client certificate "
+                f"its CA signed), and {given} ({text})")
+    if isinstance(error, ssl.SSLError) or "PEM lib" in text or "bad decrypt" in text:
+        return (f"{label('ssl_keyfile')}: cannot load the client certificate/key {config.ssl_keyfile} "
+                f"(wrong {label('ssl_password')}, or not PEM): {text}")
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or (tls and "Timed out" in text):
+        return (f"{label('security_protocol')}={protocol}: {server} does not answer TLS; is it a plaintext "
+                f"listener? ({text})")
+    if tls and not config.ssl_certfile and ("EOF occurred" in text or "socket disconnected" in text):
+        # TLS 1.3: the server's "certificate required" alert may arrive only after the
+        # client's handshake has completed, as a closed connection.
+        return (f"{label('ssl_certfile')}: {server} closed the TLS connection right after the handshake: it "
+                f"probably requires mutual TLS (a client certificate), and none was given ({text})")
+    if any(m in text for m in _UNREACHABLE):
+        return None  # unreachable: the pipeline's own connection handling reports it
+    if isinstance(error, kafka_errors.KafkaError) or isinstance(error, OSError):
+        hint = ("it probably expects TLS (security.protocol=SSL or SASL_SSL)" if not tls else
+                f"it may require a client certificate ({label('ssl_certfile')}, mutual TLS) or SASL "
+                "(security.protocol=SASL_SSL)" if protocol == "SSL" else
+                "the listener may expect another protocol")
+        if protocol == "PLAINTEXT":
+            hint = "it probably expects TLS or SASL (security.protocol=SSL, SASL_SSL or SASL_PLAINTEXT)"
+        return (f"{label('security_protocol')}={protocol}: {server} closed the connection before answering; "
+                f"{hint} ({text or type(error).__name__})")
+    return None
+
+
+def _probe(config: KafkaClientConfig, server: str, timeout: float) -> Optional[BaseException]:
+    """Connects to one server (TLS, SASL, ApiVersions) and asks for metadata; returns the failure."""
+    # kafka-python's connection manager is the one its clients use, so the probe
+    # fails exactly as they would.
+    kwargs = config.client_kwargs()
+    kwargs["bootstrap_servers"] = [server]
+    timeout_ms = int(timeout * 1000)
+    try:
+        net = NetworkSelector()
+        manager = KafkaConnectionManager(net, **kwargs, socket_connection_setup_timeout_ms=timeout_ms,
+                                         request_timeout_ms=timeout_ms)
+    except Exception as e:  # pylint: disable=broad-except
+        return e
+    node = manager.cluster.bootstrap_brokers()[0]
+
+    async def attempt():
+        conn = manager.get_connection(node.node_id, timeout_ms=timeout_ms, pop_on_close=False,
+                                      refresh_metadata_on_err=False)
+        await manager.wait_for(conn.init_future, timeout_ms)
+        request = MetadataRequest(topics=[], allow_auto_topic_creation=False,
+                                  include_cluster_authorized_operations=False,
+                                  include_topic_authorized_operations=False)
+        await manager.wait_for(conn.send_request(request, request_timeout_ms=timeout_ms), timeout_ms)
+
+    try:
+        net.run(attempt)
+        return None
+    except Exception as e:  # pylint: disable=broad-except
+        return e
+    finally:
+        manager.close()
+        net.close()
+
+
+def check_connection(config: KafkaClientConfig, timeout: float = 8.0) -> None:
+    """The pre-flight: a real connection with these settings, before a pipeline starts.
+
+    Each bootstrap server is tried once (TLS handshake, SASL login, ApiVersions, a
+    Metadata request), bounded by `timeout` seconds. Succeeds if one server
+    answers. A server that refuses this client (a wrong password, an unknown
+    user, an untrusted certificate, a missing client certificate, TLS against
+    a plaintext port or the reverse) fails it at once with one line naming the
+    setting (`config.label`) and the broker's reason. An unreachable server
+    (connection refused, unknown host, no answer) is left to the pipeline's
+    own connection handling. kafka-python's log lines about the probe are
+    kept out of the logs; other threads' are untouched. Passing configs are
+    remembered for the process.
+
+    Raises:
+      KafkaConnectionRefused: the one line.
+    """
+    with _CHECKED_LOCK:
+        if config in _CHECKED:
+            return
+    first: Optional[str] = None
+    deadline = time.monotonic() + timeout
+    servers = [s.strip() for s in (config.bootstrap_servers or "").split(",") if s.strip()]
+    _QUIET_THREADS.add(threading.get_ident())
+    try:
+        for server in servers:
+            error = _probe(config, server, max(1.0, deadline - time.monotonic()))
+            if error is None:
+                with _CHECKED_LOCK:
+                    _CHECKED.add(config)
+                return
+            first = first or _classify(config, server, error)
+    finally:
+        _QUIET_THREADS.discard(threading.get_ident())
+    if first:
+        raise KafkaConnectionRefused(first)
+
+
+# KafkaClientConfig field -> the flag that sets it, for error messages.
+FLAG_FOR_FIELD = {
+    "bootstrap_servers": "--bootstrap_servers",
+    "security_protocol": "--security_protocol",
+    "sasl_mechanism": "--sasl_mechanism",
+    "sasl_plain_username": "--sasl_username",
+    "sasl_plain_password": "--sasl_password",
+    "ssl_cafile": "--ssl_cafile",
+    "ssl_certfile": "--ssl_certfile",
+    "ssl_keyfile": "--ssl_keyfile",
+    "ssl_password": "--ssl_password",
+}
+
+# Google's Kafka-to-BigQuery template: kafkaReadAuthenticationMode -> (security.protocol, sasl.mechanism).
+TEMPLATE_AUTH_MODES = {
+    "NONE": ("PLAINTEXT", None),
+    "TLS": ("SSL", None),
+    "SASL_PLAIN": ("SASL_SSL", "PLAIN"),
+    "SASL_SCRAM_512": ("SASL_SSL", "SCRAM-SHA-512"),
+}
+# The template's secret-id parameters (snake_case flags; camelCase aliases in beam_ml.options).
+TEMPLATE_SECRET_FLAGS = (
+    "kafka_read_username_secret_id", "kafka_read_password_secret_id",
+    "kafka_read_sasl_scram_username_secret_id", "kafka_read_sasl_scram_password_secret_id",
+    "kafka_read_truststore_password_secret_id", "kafka_read_keystore_password_secret_id",
+    "kafka_read_key_password_secret_id", "kafka_read_sasl_scram_truststore_password_secret_id")
+
+
+def read_secret_id(flag: str, secret_id: str) -> str:
+    """A template secret id read here: ``env:NAME`` or a local file path.
+
+    Secret Manager is not reachable from this project's machines, so a version
+    name (``projects/.../secrets/.../versions/N``) is refused with a line saying
+    what to give instead.
+    """
+    if secret_id.startswith("projects/"):
+        raise ValueError(f"--{flag}: Secret Manager versions cannot be read here; give a local file "
+                         "holding the secret, or env:NAME for an environment variable")
+    if secret_id.startswith("env:"):
+        return read_secret(f"--{flag}", env=secret_id[4:])
+    return read_secret(f"--{flag}", file=secret_id)
+
+
+def _template_settings(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """KafkaClientConfig values (and their labels) from the template's kafkaRead* parameters."""
+    mode = values.get("kafka_read_authentication_mode")
+    if not mode:
+        return {}, {}
+    if mode not in TEMPLATE_AUTH_MODES:
+        raise ValueError(f"--kafka_read_authentication_mode: {mode} is not supported here; expected one of "
+                         f"{', '.join(TEMPLATE_AUTH_MODES)}")
+    protocol, mechanism = TEMPLATE_AUTH_MODES[mode]
+    out: dict[str, Any] = {"security_protocol": protocol, "sasl_mechanism": mechanism}
+    labels = {"security_protocol": f"--kafka_read_authentication_mode={mode}",
+              "sasl_mechanism": f"--kafka_read_authentication_mode={mode}"}
+
+    def secret(flag: str) -> Optional[str]:
+        return read_secret_id(flag, values[flag]) if values.get(flag) else None
+
+    if mechanism:
+        prefix = "kafka_read_sasl_scram_" if mode == "SASL_SCRAM_512" else "kafka_read_"
+        for field, name in (("sasl_plain_username", "username"), ("sasl_plain_password", "password")):
+            flag = f"{prefix}{name}_secret_id"
+            if not values.get(flag):
+                raise ValueError(f"--{flag}: required with --kafka_read_authentication_mode={mode}")
+            out[field], labels[field] = secret(flag), f"--{flag}"
+    truststore = ("kafka_read_sasl_scram_truststore" if mode == "SASL_SCRAM_512" else "kafka_read_truststore")
+    store = {"ssl_truststore_location": values.get(f"{truststore}_location"),
+             "ssl_truststore_password": secret(f"{truststore}_password_secret_id")}
+    if mode == "TLS":
+        for flag in ("kafka_read_truststore_location", "kafka_read_keystore_location"):
+            if not values.get(flag):
+                raise ValueError(f"--{flag}: required with --kafka_read_authentication_mode=TLS")
+        store.update(ssl_keystore_location=values.get("kafka_read_keystore_location"),
+                     ssl_keystore_password=secret("kafka_read_keystore_password_secret_id"),
+                     ssl_key_password=secret("kafka_read_key_password_secret_id"))
+    store_flags = {"ssl_truststore_location": f"--{truststore}_location",
+                   "ssl_keystore_location": "--kafka_read_keystore_location"}
+    files = stores.pem_files_from_java_stores({k: v for k, v in store.items() if v},
+                                              label=lambda key: store_flags.get(key, key))
+    out.update(files)
+    labels.update(ssl_cafile=store_flags["ssl_truststore_location"],
+                  ssl_certfile=store_flags["ssl_keystore_location"],
+                  ssl_keyfile=store_flags["ssl_keystore_location"],
+                  ssl_password="--kafka_read_key_password_secret_id")
+    return out, labels
+
+
+def config_from_flags(values: Mapping[str, Any], given: Iterable[str], check: Optional[bool] = None,
+                      timeout: float = 8.0) -> KafkaClientConfig:
+    """The validated client config of a pipeline's Kafka flags, --kafka_config file and template parameters.
+
+    A flag given on the command line wins over the file; ``--bootstrap_servers``'
+    default applies only when neither sets it. Passwords may come from
+    ``--sasl_password``, ``--sasl_password_file``, ``--sasl_password_env`` or the file.
+
+    Args:
+      values: every flag's value (name without dashes -> value), e.g. ``options.get_all_options()``.
+      given: the flags the user set explicitly.
+      check: run the pre-flight `check_connection`; default: when Kafka settings were given
+        (not for the default broker address of a pipeline that may not use Kafka).
+      timeout: seconds the pre-flight may take.
+
+    Raises:
+      ValueError: naming the flag (or the file key) that is wrong.
+      KafkaConnectionRefused: the pre-flight was refused.
+    """
+    given = set(given)
+    path = values.get("kafka_config")
+    template, template_labels = _template_settings(values)
+    password = values.get("sasl_password") or read_secret(
+        "--sasl_password_file" if values.get("sasl_password_file") else "--sasl_password_env",
+        file=values.get("sasl_password_file"), env=values.get("sasl_password_env"))
+    explicit = dict(
+        bootstrap_servers=values.get("bootstrap_servers") if "bootstrap_servers" in given else None,
+        security_protocol=values.get("security_protocol"),
+        sasl_mechanism=values.get("sasl_mechanism"),
+        sasl_plain_username=values.get("sasl_username"),
+        sasl_plain_password=password,
+        ssl_cafile=values.get("ssl_cafile"),
+        ssl_certfile=values.get("ssl_certfile"),
+        ssl_keyfile=values.get("ssl_keyfile"),
+        ssl_password=values.get("ssl_password"))
+    for field, value in template.items():
+        if explicit.get(field) is None:
+            explicit[field] = value
+    config = KafkaClientConfig.load(path, **explicit)
+    if not config.bootstrap_servers:
+        config = config.with_overrides(bootstrap_servers=values.get("bootstrap_servers"))
+    password_flag = ("--sasl_password_file" if values.get("sasl_password_file") else
+                     "--sasl_password_env" if values.get("sasl_password_env") else "--sasl_password")
+
+    def label(field: str) -> str:
+        name = template_labels.get(field) or (password_flag if field == "sasl_plain_password"
+                                              else FLAG_FOR_FIELD.get(field))
+        if not path:
+            return name or field
+        in_file = f"{field} in --kafka_config {path}"
+        return f"{name} (or {in_file})" if name else in_file
+
+    config = config.with_labels(label).validate()
+    if check is None:
+        check = bool(given & {"bootstrap_servers", "kafka_config", "security_protocol",
+                              "kafka_read_authentication_mode"})
+    if check:
+        check_connection(config, timeout)
+    return config

@@ -14,7 +14,7 @@ from kafka.partitioner.default import DefaultPartitioner
 from beam_ml.io.kafka.config import KafkaClientConfig, check_client_overrides, resolve_client_config
 from beam_ml.io.kafka.records import iter_key_values
 
-__all__ = ["WriteToKafka"]
+__all__ = ["WriteToKafka", "close_producer"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -28,6 +28,28 @@ _LOGGER = logging.getLogger(__name__)
 # was a third of the worker's CPU. A record waits at most 20 ms more, and none
 # waits past its bundle's end (finish_bundle flushes). producer_config overrides them.
 _THROUGHPUT_DEFAULTS = {"linger_ms": 20, "batch_size": 256 * 1024}
+
+
+def close_producer(producer: KafkaProducer, timeout: float) -> Optional[KafkaError]:
+    """Closes a kafka-python producer for certain; returns the flush error if records were left unsent.
+
+    kafka-python's ``close()`` flushes first and, when the flush times out (the
+    broker is gone), raises before it stops the producer's network thread,
+    which then retries the dead broker for the rest of the process, logging
+    ``Connection failed: ... ECONNREFUSED`` into whatever runs next. Here a
+    failed flush is followed by a forced close (pending records dropped:
+    their bundle has already failed, or the caller reports the error).
+    """
+    try:
+        producer.close(timeout=timeout)
+        return None
+    except KafkaError as e:
+        sender = getattr(producer, "_sender", None)  # kafka-python 3.0's network thread
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout)
+        producer.close(timeout=0)  # nothing pending any more: releases the rest
+        return e
 
 
 class _KeyHashPartitioner(DefaultPartitioner):
@@ -121,13 +143,12 @@ class _KafkaWriteDoFn(beam.DoFn):
         producer = getattr(self, "_producer", None)
         if producer is not None:
             self._producer = None
-            try:
-                producer.close(timeout=5)
-            except KafkaError as e:
-                # close() flushes; records still unacknowledged here belong to a
-                # bundle that already failed (finish_bundle raised), so raising
-                # again would only replace that bundle's error with this one.
-                _LOGGER.warning("WriteToKafka: producer closed with unacknowledged records: %r", e)
+            error = close_producer(producer, timeout=5)
+            if error is not None:
+                # Records still unacknowledged here belong to a bundle that
+                # already failed (finish_bundle raised), so raising again would
+                # only replace that bundle's error with this one.
+                _LOGGER.warning("WriteToKafka: producer closed with unacknowledged records: %r", error)
 
 
 class WriteToKafka(beam.PTransform):

@@ -1,0 +1,74 @@
+"""--monitor for the model server: a batch listener feeding the same windows, records and alerts.
+
+    listener = MonitorListener(settings, version_dir, kafka_client_kwargs, source="server")
+    server.serve(config, batch_listeners=[listener])      # listener(version, instances, results) per batch
+
+It runs in the server's scoring thread after each model call. Records of closed windows go to
+--monitor_topic, and alerts also to --alert_topic. A send is queued by the producer and never
+awaited, so the server does not wait for the broker. A failed send is logged, never raised.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Optional, Sequence
+
+from kafka import KafkaProducer
+
+from beam_ml.monitoring.config import MonitorSettings
+from beam_ml.monitoring.prom import serve_metrics
+from beam_ml.monitoring.stats import read_training_statistics
+from beam_ml.monitoring.window import WindowMonitor, clean_record, encode_record
+
+__all__ = ["MonitorListener"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class MonitorListener:
+    """Args:
+      settings: MonitorOptions.validated().
+      version_dir: the served version (its training statistics are the reference).
+      client_kwargs: kafka-python connection settings (with --monitor_topic / --alert_topic).
+      source: copied into every record.
+    """
+
+    def __init__(self, settings: MonitorSettings, version_dir: str, client_kwargs: Optional[dict] = None,
+                 source: str = "server"):
+        self.monitor = WindowMonitor(read_training_statistics(version_dir), settings.window, settings.thresholds,
+                                     source=source)
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._producer = (KafkaProducer(**(client_kwargs or {}), linger_ms=20)
+                          if settings.topic or settings.alert_topic else None)
+        self._gauges = serve_metrics(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+        self.records: collections.deque = collections.deque(maxlen=1000)  # the last records (tests, no topic)
+
+    def __call__(self, version: int, instances: Sequence[dict], results: Sequence[dict]) -> None:
+        predictions = [dict(r, model_version=version) for r in results]
+        with self._lock:
+            records = [clean_record(r) for r in self.monitor.observe(list(instances), predictions)]
+        for record in records:
+            self.records.append(record)
+            if record["type"] == "monitoring" and self._gauges is not None:
+                self._gauges.update(record)
+            self._send(record)
+
+    def _send(self, record: dict) -> None:
+        if self._producer is None:
+            return
+        key, value = encode_record(record)
+        topics = [t for t in (self._settings.topic,
+                              self._settings.alert_topic if record["type"] == "alert" else None) if t]
+        for topic in topics:
+            try:
+                self._producer.send(topic, key=key, value=value).add_errback(
+                    lambda e, t=topic: _LOGGER.warning("monitoring record to %s not delivered: %s", t, e))
+            except Exception:  # pylint: disable=broad-except  # the server keeps serving
+                _LOGGER.exception("monitoring record to %s not sent", topic)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer.close(10)
