@@ -122,6 +122,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     rows = 300 if args.quick else args.rows
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_first_minute-")
+    os.makedirs(work, exist_ok=True)
     csv_path = os.path.join(work, "data.csv")
     data = write_csv(csv_path, rows, args.columns)
     out = os.path.join(work, "out")
