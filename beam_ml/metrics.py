@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "SQL", "WRITE", "INGEST", "query_counter"]
+import apache_beam as beam
+
+__all__ = ["READ", "PREPROCESS", "PREDICT", "INFERENCE", "SQL", "WRITE", "INGEST", "query_counter",
+           "CountDeadLetters"]
 
 READ = "beam_ml.read"
 PREPROCESS = "beam_ml.preprocess"
@@ -39,3 +42,27 @@ def query_counter(result: Any, namespace: str, name: str) -> int:
         v = r.committed if r.committed is not None else r.attempted
         total += int(v or 0)
     return total
+
+
+class CountDeadLetters(beam.DoFn):
+    """Passes DeadLetters through, counting them: `total` and dead_<stage> in `namespace`.
+
+    stream/batch predict: (PREDICT, "dead_letters"); rows a prediction table
+    refused: (PREDICT, "dead_output"); Kafka -> BigQuery: (INGEST, "dead_letters").
+    """
+
+    def __init__(self, namespace: str = PREDICT, total: str = "dead_letters"):
+        self._namespace = namespace
+        self._total_name = total
+
+    def setup(self):
+        self._total = beam.metrics.Metrics.counter(self._namespace, self._total_name)
+        self._stages: dict = {}
+
+    def process(self, dead):
+        self._total.inc()
+        counter = self._stages.get(dead.stage)
+        if counter is None:
+            counter = self._stages[dead.stage] = beam.metrics.Metrics.counter(self._namespace, f"dead_{dead.stage}")
+        counter.inc()
+        yield dead

@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
 __all__ = [
@@ -94,12 +95,23 @@ def declared_flags() -> dict[str, dict[str, Any]]:
 
 # ----------------------------------------------------------------- inputs
 flag("input", help="CSV file(s): a path or glob (local or gs://), with a header row")
-flag("input_topic", help="Kafka topic to read (JSON events, or CSV lines with --value_format=csv)")
+flag("input_topic", help="Kafka topic to read (JSON events; CSV lines or Avro with --value_format)")
 flag("dataset", help="a bundled dataset: retention (the default for train), absenteeism, fraud, digits")
 flag("data_dir", default="data", help="where bundled datasets are written")
 flag("dataset_rows", type=int, help="rows to generate for a bundled dataset (default: its own size)")
-flag("value_format", default="json", choices=["json", "csv"],
-     help="Kafka event values: JSON objects, or CSV lines with the model spec's columns in spec order")
+flag("value_format", default="json", type=value_format_name, choices=[*VALUE_FORMATS, *MESSAGE_FORMATS],
+     help="Kafka values: json (objects), csv (lines of the spec's columns in spec order), avro (bare binary of "
+          "--avro_schema) or avro_confluent (Confluent wire format: magic byte, schema id, body; schemas from "
+          "--schema_registry_url). Google's names AVRO_CONFLUENT_WIRE_FORMAT, AVRO_BINARY_ENCODING, JSON also work")
+flag("schema_registry_url", help="Confluent Schema Registry http(s)://host:port, for --value_format=avro_confluent "
+                                 "and --output_format=avro_confluent")
+flag("schema_registry_user_info", help="USER:PASSWORD (HTTP Basic auth) for the schema registry; prefer "
+                                       "--schema_registry_user_info_file or $SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
+flag("schema_registry_user_info_file", help="a file holding the schema registry's USER:PASSWORD")
+flag("schema_registry_ca_file", help="PEM CA file the schema registry's TLS certificate is checked against "
+                                     "(default: the system's CAs)")
+flag("output_format", default="json", choices=list(OUTPUT_FORMATS),
+     help="output values: json, or avro_confluent (the schema registered under <topic>-value)")
 flag("input_table", help="BigQuery table PROJECT:DATASET.TABLE to train from (read with Beam's ReadFromBigQuery, "
                           "Storage Read API); the spec is inferred from its schema and a sample")
 flag("input_query", help="a standard-SQL query whose result is trained on (read with Beam's ReadFromBigQuery); "
@@ -275,7 +287,8 @@ flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are wri
 flag("dead_letter_table", help="BigQuery dead-letter table PROJECT:DATASET.TABLE (default: <output_table>_error_records): "
                                "Google's error-record columns plus stage, source_topic, partition and offset")
 flag("avro_schema", help="an Avro schema file (.avsc): Kafka values are Avro binary (schemaless) of that record "
-                         "schema, which also gives the table's columns")
+                         "schema, which also gives the table's columns; with --value_format=avro_confluent, the "
+                         "reader schema (default: the latest version of <topic>-value)")
 flag("bounded", action="store_true",
      help="read a snapshot (every partition up to its end at launch) and load it with BigQuery file loads; "
           "offsets are committed once the run has succeeded")
@@ -322,9 +335,15 @@ KAFKA_TO_BIGQUERY_TEMPLATE_NAMES = {
     "start": "kafkaReadOffset",
     "create_disposition": "createDisposition",
     "write_disposition": "writeDisposition",
+    "value_format": "messageFormat",
+    "schema_registry_url": "schemaRegistryConnectionUrl",
     **{name: "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
        for name in KAFKA_TEMPLATE_AUTH_FLAGS},
 }
+
+# How a Kafka reader's values are decoded (beam_ml.formats.format_from_flags).
+_RECORD_FORMAT_FLAGS = ("value_format", "avro_schema", "schema_registry_url", "schema_registry_user_info",
+                        "schema_registry_user_info_file", "schema_registry_ca_file")
 
 # Flags whose natural name Beam already uses for something else, and other names a flag is known by.
 FLAG_ALIASES = {"--label": "--label_column",
@@ -363,8 +382,8 @@ class TrainOptions(PipelineOptions):
              "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
              "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "final_fit", "trial_threads",
-             "bigquery_endpoint", "bigquery_storage_endpoint")
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "final_fit",
+             "trial_threads", "bigquery_endpoint", "bigquery_storage_endpoint", *_RECORD_FORMAT_FLAGS)
 
     def validated(self) -> "TrainOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -500,8 +519,8 @@ class BatchPredictOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml batch prediction"
-    FLAGS = ("model_dir", "input", "input_topic", "value_format", "group_id", "start", "output", "output_topic",
-             "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size", "output_table",
+    FLAGS = ("model_dir", "input", "input_topic", *_RECORD_FORMAT_FLAGS, "group_id", "start", "output",
+             "output_topic", "dead_letter", "dead_letter_topic", "min_batch_size", "max_batch_size", "output_table",
              "dead_letter_table", "bigquery_endpoint", "create_disposition", "write_disposition")
 
     def validated(self) -> "BatchPredictOptions":
@@ -548,8 +567,8 @@ class StreamPredictOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml stream prediction"
-    FLAGS = ("model_dir", "input_topic", "value_format", "output_topic", "dead_letter_topic", "group_id", "start",
-             "max_records", "max_read_time", "timestamp_policy", "model_reload", "reload_interval", "max_batch_size",
+    FLAGS = ("model_dir", "input_topic", *_RECORD_FORMAT_FLAGS, "output_topic", "output_format", "dead_letter_topic",
+             "group_id", "start", "max_records", "max_read_time", "timestamp_policy", "model_reload", "reload_interval", "max_batch_size",
              "checkpoint_interval", "poll_timeout", "compression_type", "output_table", "dead_letter_table",
              "bigquery_endpoint", "create_disposition")
 
@@ -563,6 +582,9 @@ class StreamPredictOptions(PipelineOptions):
                             "dead letters go to --dead_letter_table)")
         if self.dead_letter_table and not self.output_table:
             raise UserError("--dead_letter_table: only applies with --output_table")
+        if self.output_format != "json" and (self.output_table or not self.output_topic):
+            raise UserError(f"--output_format={self.output_format}: only applies to --output_topic alone "
+                            "(BigQuery rows are written as JSON)")
         _check_model_dir(self)
         _check_start(self.start)
         if self.reload_interval < 0:
@@ -586,7 +608,8 @@ class ProduceOptions(PipelineOptions):
 
     GROUP = "beam_ml produce"
     FLAGS = ("input", "dataset", "data_dir", "dataset_rows", "topic", "key_column", "rate", "limit", "flush_timeout",
-             "compression_type")
+             "compression_type", "output_format", "schema_registry_url", "schema_registry_user_info",
+             "schema_registry_user_info_file", "schema_registry_ca_file")
 
     def validated(self) -> "ProduceOptions":
         if bool(self.input) == bool(self.dataset):
@@ -653,7 +676,7 @@ class KafkaToBigQueryOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
 
     GROUP = "beam_ml Kafka to BigQuery"
-    FLAGS = ("input_topic", "output_table", "dead_letter_table", "value_format", "avro_schema", "spec", "model_dir",
+    FLAGS = ("input_topic", "output_table", "dead_letter_table", *_RECORD_FORMAT_FLAGS, "spec", "model_dir",
              "schema_sample", "group_id", "start", "bounded", "max_records", "max_read_time", "checkpoint_interval",
              "poll_timeout", "with_kafka_metadata", "insert_batch_size") + KAFKA_TEMPLATE_AUTH_FLAGS
 
@@ -666,7 +689,7 @@ class KafkaToBigQueryOptions(PipelineOptions):
         given = [f"--{n}" for n in ("spec", "model_dir", "avro_schema") if getattr(self, n)]
         if len(given) > 1:
             raise UserError(f"{' and '.join(given)} are exclusive: each gives the table's columns; give one")
-        if self.avro_schema and self.value_format != "json":
+        if self.avro_schema and self.value_format == "csv":
             raise UserError(f"--value_format={self.value_format}: values are Avro with --avro_schema; "
                             "drop one of the two")
         if self.value_format == "csv" and not (self.spec or self.model_dir):

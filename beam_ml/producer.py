@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from beam_ml import fs
+from beam_ml import formats, fs
 from beam_ml.errors import UserError
 from beam_ml.io.kafka.write import close_producer
 from beam_ml.spec import NUMBER_RE, read_header
 
-__all__ = ["cell_value", "csv_events", "json_value", "open_producer", "send_events"]
+__all__ = ["cell_value", "csv_events", "event_encoder", "json_value", "open_producer", "send_events"]
 
 _INT_RE = re.compile(r"^[-+]?\d{1,15}$")
 _NUMBER_RE = re.compile(NUMBER_RE)
@@ -82,6 +83,18 @@ def csv_events(path: str, key_column: Optional[str] = None) -> Iterator[tuple[st
 def json_value(event: dict[str, Any]) -> bytes:
     """An event as compact UTF-8 JSON."""
     return json.dumps(event, separators=(",", ":")).encode("utf-8")
+
+
+def event_encoder(opts: Any, events: Iterator[tuple[str, dict[str, Any]]], sample: int = 1000
+                  ) -> tuple[Iterator[tuple[str, dict[str, Any]]], Callable[[int, dict[str, Any]], bytes]]:
+    """(the same events, `(index, event) -> value`) for --output_format: JSON, or Confluent Avro whose
+    schema fits the first `sample` events (registered under <topic>-value)."""
+    if (getattr(opts, "output_format", None) or "json") == "json":
+        return events, lambda i, event: json_value(event)
+    head = list(itertools.islice(events, sample))
+    examples = [{**event, "produce_ts": 0} for _, event in head]
+    encode = formats.output_encoder(opts, opts.topic, name="Event", examples=examples)
+    return itertools.chain(head, events), lambda i, event: encode(event)
 
 
 def open_producer(client_config, **settings: Any):

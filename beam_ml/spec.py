@@ -23,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.formats.base import cell_text
 from beam_ml.io.csv_lines import CorruptData, parse_records, read_chunks, read_header_info
 from beam_ml.io.dialect import Dialect, detect_dialect
 from beam_ml.io.files import open_file
@@ -40,6 +41,8 @@ __all__ = [
     "ROLES",
     "TASKS",
     "infer_spec",
+    "infer_spec_from_rows",
+    "infer_spec_from_table",
     "read_header",
     "mask_value",
 ]
@@ -367,7 +370,71 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
     sample = _read_strings(path, header, na_values, sample_rows, dialect=dialect)
     if sample.num_rows == 0:
         raise UserError(f"--input: {path} has a header but no data rows")
+    # Classes come from the full label column, so rare classes are not missed.
+    labels = _read_strings(path, header, na_values, None, columns=[label], dialect=dialect).column(label)
+    return _infer(header, sample, labels, label, path, positive_label=positive_label, task=task, key=key,
+                  drop=drop, na_values=na_values, dialect=dialect)
 
+
+def infer_spec_from_rows(rows: Sequence[Mapping[str, Any]], label: str, source: str,
+                         hints: Optional[Mapping[str, str]] = None, columns: Optional[Sequence[str]] = None,
+                         positive_label: Optional[str] = None, task: Optional[str] = None, key: Optional[str] = None,
+                         drop: Sequence[str] = (), na_values: Sequence[str] = DEFAULT_NA_VALUES) -> DatasetSpec:
+    """Infers a DatasetSpec from decoded records (Kafka events, BigQuery rows), by the rules `infer_spec` uses.
+
+    Args:
+      rows: the sampled records (dicts); the label's classes come from them.
+      label: the label field.
+      source: what they came from, for errors ("topic transactions").
+      hints: field -> 'numeric' (a number by its type: always numeric, booleans as 1/0), 'text' (never
+        numeric: categorical or dropped by its values), 'drop', or absent (decided from the values,
+        as for a CSV file). Schema'd sources give them (`beam_ml.formats.avro_type_hints`).
+      columns: the fields, in order (default: every field seen, in first-seen order).
+      positive_label, task, key, drop, na_values: as for `infer_spec`.
+    """
+    hints = dict(hints or {})
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    if label not in columns:
+        raise UserError(f"--label: field '{label}' is not in {source} (fields: {', '.join(columns)})")
+    for name, flag in [(key, "--key_column")] + [(d, "--drop_columns") for d in drop]:
+        if name and name not in columns:
+            raise UserError(f"{flag}: field '{name}' is not in {source}")
+    if not rows:
+        raise UserError(f"{source}: no records to infer a dataset spec from")
+    na = frozenset(na_values)
+    arrays = {}
+    for name in columns:
+        numeric = hints.get(name) == "numeric" and name != label
+        cells = [None if v is None else cell_text(v, numeric) for v in (r.get(name) for r in rows)]
+        arrays[name] = pa.array([None if c is None or c in na else c for c in cells], pa.string())
+    sample = pa.table(arrays)
+    drop = list(drop) + [n for n in columns if hints.get(n) == "drop" and n != label and n not in drop]
+    return _infer(list(columns), sample, sample.column(label), label, source, positive_label=positive_label,
+                  task=task, key=key, drop=drop, na_values=na_values, dialect=Dialect(), hints=hints)
+
+
+def infer_spec_from_table(table: pa.Table, label: str, source: str, **kwargs) -> DatasetSpec:
+    """`infer_spec_from_rows` of an Arrow table, its column types as hints (numbers and booleans numeric,
+    text 'text', temporal, binary and nested types dropped)."""
+    hints = {}
+    for field in table.schema:
+        t = field.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+            hints[field.name] = "numeric"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+            hints[field.name] = "text"
+        elif not pa.types.is_null(t):
+            hints[field.name] = "drop"
+    return infer_spec_from_rows(table.to_pylist(), label, source, hints={**hints, **kwargs.pop("hints", {})},
+                                columns=table.column_names, **kwargs)
+
+
+def _infer(header: Sequence[str], sample: pa.Table, labels: pa.ChunkedArray, label: str, path: str,
+           positive_label: Optional[str], task: Optional[str], key: Optional[str], drop: Sequence[str],
+           na_values: Sequence[str], dialect: Dialect, hints: Optional[Mapping[str, str]] = None) -> DatasetSpec:
+    """The roles of string columns `sample` (and the label classes of `labels`): the rules of every source."""
+    hints = hints or {}
     columns: list[ColumnSpec] = []
     key_taken = False
     for name in header:
@@ -384,7 +451,8 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
         else:
             role = None
         if role is None:
-            numeric = _numeric_fraction(col) >= 0.98
+            hint = hints.get(name)
+            numeric = hint == "numeric" or (hint is None and _numeric_fraction(col) >= 0.98)
             id_like = bool(_ID_NAME_RE.search(name)) and n_present > 0 and n_unique >= 0.9 * n_present
             if id_like and not key_taken and key is None:
                 role = "key"
@@ -407,8 +475,7 @@ def infer_spec(path: str, label: str, positive_label: Optional[str] = None, task
             max_cat = min(_MAX_CATEGORIES_CAP, n_unique + max(2, n_unique // 4))
         columns.append(ColumnSpec(name=name, role=role, max_categories=max_cat))
 
-    # Classes come from the full label column, so rare classes are not missed.
-    labels = _read_strings(path, header, na_values, None, columns=[label], dialect=dialect).column(label).drop_null()
+    labels = labels.drop_null()
     counts = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(labels).to_pylist()}
     # A value seen once (or in under 1 row in 10,000) is a typo, not a class: it
     # stays out of label_classes, so its rows are dead-lettered as unknown labels.

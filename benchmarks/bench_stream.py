@@ -100,7 +100,7 @@ from typing import Any, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-__all__ = ["run", "main", "ensure_model", "baseline_loop", "run_ours", "run_baseline", "measure_latency",
+__all__ = ["run", "main", "ensure_model", "bench_inputs", "machine", "baseline_loop", "run_ours", "run_baseline", "measure_latency",
            "read_topic", "check_predictions"]
 
 METHODS = ("ours", "a", "b", "bo", "ours2", "b4")
@@ -204,6 +204,27 @@ def _offline_scores(model_dir: str, events: Sequence[tuple[str, dict]]) -> dict[
         for (event_id, _), p in zip(chunk, model.predict_records([e for _, e in chunk])):
             scores[event_id] = p["score"]
     return scores
+
+
+def bench_inputs(work_dir: str, model_dir: Optional[str], n: int) -> tuple[str, str, str, str, list, dict]:
+    """(work_dir, a fresh log dir in it, the model, the fraud CSV of at least n rows, its (event_id, event)
+    pairs, the offline model's score of each): what every streaming benchmark starts from."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from beam_ml import datasets
+    from beam_ml.producer import csv_events
+
+    work_dir = os.path.abspath(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    log_dir = tempfile.mkdtemp(prefix="logs-", dir=work_dir)
+    model_dir = ensure_model(work_dir, model_dir)
+    csv_path = datasets.materialize("fraud", os.path.join(work_dir, "data"), rows=max(n, 1000))
+    pool = list(csv_events(csv_path))
+    return work_dir, log_dir, model_dir, csv_path, pool, _offline_scores(model_dir, pool)
+
+
+def machine() -> dict:
+    """CPU count, Python version and the load average at start, for a report."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": os.getloadavg()}
 
 
 # ---------------------------------------------------------------- baselines
@@ -727,25 +748,14 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
       {'config', 'machine', 'methods': {ours|a|b: {throughput, latency, problems, ...}}, 'ratios'}.
     """
     args = _parse_args(argv or [])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from beam_ml import datasets
     from beam_ml.testing import TansuBroker
-    from beam_ml.producer import csv_events
     from pipelines import produce
 
-    work_dir = os.path.abspath(args.work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    log_dir = tempfile.mkdtemp(prefix="logs-", dir=work_dir)
-    model_dir = ensure_model(work_dir, args.model_dir)
-    csv_path = datasets.materialize("fraud", os.path.join(work_dir, "data"), rows=max(args.events, 1000))
-    pool = list(csv_events(csv_path))
+    work_dir, log_dir, model_dir, csv_path, pool, offline = bench_inputs(args.work_dir, args.model_dir, args.events)
     events = pool[:args.events]
-    offline = _offline_scores(model_dir, pool)
     ids = [i for i, _ in events]
     report: dict = {"config": {k: v for k, v in vars(args).items()}, "model_dir": model_dir,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "loadavg_start": os.getloadavg()},
-                    "methods": {}, "ratios": {}, "logs": log_dir}
+                    "machine": machine(), "methods": {}, "ratios": {}, "logs": log_dir}
     with TansuBroker() as broker:
         bootstrap = broker.bootstrap_servers
         input_topic = _new_topic(bootstrap, "bench-in")

@@ -4,7 +4,9 @@
     python -m pipelines.produce --dataset=fraud --topic=transactions --rate=500 --limit=10000 --compression_type=lz4
     python -m pipelines.produce --input=hr.csv --key_column=employee_id --topic=hr --kafka_config=client.properties
 
-Each CSV row becomes one JSON object (see `beam_ml.producer`). A plain
+Each CSV row becomes one JSON object (see `beam_ml.producer`), or with
+--output_format=avro_confluent one Confluent wire-format Avro record (the schema,
+derived from the first rows, registered under <topic>-value). A plain
 kafka-python program, not a Beam pipeline: replaying a file is one sequential
 loop, paced by --rate.
 """
@@ -16,7 +18,7 @@ from beam_ml import cli, datasets
 from beam_ml.io.csv import expand_input
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.options import KafkaOptions, ProduceOptions, parse_pipeline_options
-from beam_ml.producer import csv_events, open_producer, send_events
+from beam_ml.producer import csv_events, event_encoder, open_producer, send_events
 
 __all__ = ["run", "main"]
 
@@ -38,11 +40,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         path = datasets.materialize(opts.dataset, opts.data_dir, rows=opts.dataset_rows)
 
     path = expand_input(path)[0]
-    events = csv_events(path, key_column)
+    events, encode = event_encoder(opts, csv_events(path, key_column))
     producer = open_producer(config, **({"compression_type": opts.compression_type}
                                         if opts.compression_type != "none" else {}))
     stats = send_events(producer, opts.topic, events, rate=opts.rate, limit=opts.limit,
-                        flush_timeout=opts.flush_timeout)
+                        flush_timeout=opts.flush_timeout, encode=encode)
     stats["input"] = path
     print(f"[beam_ml] produced {stats['events']} events from {path} to {opts.topic} in {stats['seconds']} s "
           f"({stats['rate']} events/s)", flush=True)

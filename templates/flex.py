@@ -52,7 +52,7 @@ TEMPLATES = {
 PARAMETER_NAMES = {"kafka_to_bigquery": KAFKA_TO_BIGQUERY_TEMPLATE_NAMES}
 
 # Parameters a template must never expose as plain text (secrets belong in --kafka_config).
-_SECRET = {"sasl_password", "ssl_password"}
+_SECRET = {"sasl_password", "ssl_password", "schema_registry_user_info"}
 
 
 def metadata_for(pipeline: str) -> dict:

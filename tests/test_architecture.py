@@ -25,8 +25,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # errors, file systems, counters, how much a command prints, the command-line wrapper: no beam_ml imports
     # but these.
     ("core", ("beam_ml", "beam_ml.errors", "beam_ml.fs", "beam_ml.metrics", "beam_ml.logs", "beam_ml.cli")),
-    # what a dataset and a model are: the spec, records, exported models on disk, scoring one row.
-    ("model", ("beam_ml.spec", "beam_ml.records", "beam_ml.model_store", "beam_ml.serving")),
+    # what a dataset and a model are: the spec, records (and their wire formats), exported models on disk,
+    # scoring one row.
+    ("model", ("beam_ml.spec", "beam_ml.records", "beam_ml.formats", "beam_ml.model_store", "beam_ml.serving")),
     # connectors: CSV, TFRecord, Kafka, BigQuery. Explicit arguments, never PipelineOptions.
     ("io", ("beam_ml.io",)),
     # Beam steps and the logic of each capability, wired by nobody in here.

@@ -27,10 +27,11 @@ from kafka import KafkaProducer
 
 from beam_ml import datasets
 from beam_ml.errors import UserError
-from beam_ml.ingest import (IngestSchema, ValueDecoder, bigquery_schema, infer_schema, insert_rows,
+from beam_ml.ingest import (IngestSchema, bigquery_schema, infer_schema, insert_rows,
                             records_to_table, spec_schema, table_to_rows)
 from beam_ml.ingest.values import avro_ingest_schema, load_avro_schema
-from beam_ml.io.kafka.formats import encode_csv_line
+from beam_ml.formats import record_format
+from beam_ml.formats.text import encode_csv_line
 from beam_ml.options import FLAG_ALIASES, KafkaToBigQueryOptions, parse_pipeline_options
 from beam_ml.producer import csv_events
 from beam_ml.spec import infer_spec
@@ -141,7 +142,7 @@ def test_spec_columns_require_features_and_read_na_texts_as_missing(spec_path):
 
 
 def test_csv_values_are_the_spec_columns_in_order():
-    decoder = ValueDecoder("csv", columns=["a", "b"])
+    decoder = record_format("csv", columns=["a", "b"])
     assert decoder.decode(b'1.5,"x, y"') == {"a": "1.5", "b": "x, y"}
     with pytest.raises(ValueError, match="expected 2 fields"):
         decoder.decode(b"1,2,3")
@@ -150,7 +151,7 @@ def test_csv_values_are_the_spec_columns_in_order():
 @given(st.binary(max_size=64), st.sampled_from(["json", "csv", "avro"]))
 @settings(max_examples=300, deadline=None)
 def test_any_bytes_decode_to_a_record_or_a_reason(value, value_format):
-    decoder = ValueDecoder(value_format, columns=["a", "b"], avro_schema=fastavro.parse_schema(_AVRO))
+    decoder = record_format(value_format, columns=["a", "b"], avro_schema=fastavro.parse_schema(_AVRO))
     try:
         assert isinstance(decoder.decode(value), dict)
     except ValueError as e:
@@ -190,7 +191,7 @@ def test_avro_values_become_typed_columns_and_bigquery_rows():
     schema = avro_ingest_schema(fastavro.parse_schema(_AVRO))
     assert [str(f.type) for f in schema.schema] == ["string", "double", "int64", "bool", "timestamp[us, tz=UTC]",
                                                     "date32[day]", "string", "string", "binary", "decimal128(10, 2)"]
-    decoder = ValueDecoder("avro", avro_schema=fastavro.parse_schema(_AVRO))
+    decoder = record_format("avro", avro_schema=fastavro.parse_schema(_AVRO))
     sent = [_avro_record(i) for i in range(5)]
     table, kept, errors = records_to_table([decoder.decode(_avro_bytes(r)) for r in sent], schema)
     assert errors == []

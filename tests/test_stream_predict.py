@@ -139,7 +139,7 @@ def test_csv_line_events_are_scored_like_json_ones(kafka_broker, new_topic, mode
     """--value_format=csv: CSV lines in the spec's column order; a wrong field count is a parse dead letter."""
     from kafka import KafkaProducer
 
-    from beam_ml.io.kafka.formats import encode_csv_line
+    from beam_ml.formats.text import encode_csv_line
 
     topics = _topics(new_topic)
     csv_path = _csv_head(fraud[1], tmp_path / "events.csv", 40)

@@ -32,8 +32,9 @@ from beam_ml import metrics
 from beam_ml.clean.cleaning import Cleaning
 from beam_ml.clean.transform import ApplySqlFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.formats import kafka_dead_letter
 from beam_ml.inference.batches import RowBatch
-from beam_ml.inference.events import event_row
+from beam_ml.inference.events import event_format, event_row
 from beam_ml.ingest.values import IngestSchema, json_values_to_table, records_to_table
 from beam_ml.io.batches import LINE_COLUMN, arrow_schema_for, as_list_array, input_read_spec
 from beam_ml.io.csv import ReadCsvBatches
@@ -332,7 +333,7 @@ class CleanEventBatchesFn(beam.DoFn):
     """
 
     def __init__(self, spec: DatasetSpec, cleaning: Cleaning, id_field: str = "event_id",
-                 value_format: str = "json"):
+                 value_format="json"):
 
         events = cleaning.statement.events_schema
         self._spec = spec
@@ -340,7 +341,7 @@ class CleanEventBatchesFn(beam.DoFn):
         self._with_label = spec.label in cleaning.statement.columns
         self._parse_spec = raw_read_spec(events, spec.dialect, spec.na_values) if value_format == "csv" else spec
         self._id_field = id_field
-        self._value_format = value_format
+        self._value_format = event_format(value_format, self._parse_spec)
         flat = events.remove(events.get_field_index(LINE_COLUMN))
         self._schema = IngestSchema(flat, (), tuple(spec.na_values), tuple(spec.mask_columns))
         # The fast path (Arrow's C++ JSON reader) reads the event id and produce_ts too, when they are not columns.
@@ -370,7 +371,7 @@ class CleanEventBatchesFn(beam.DoFn):
     def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
         """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
 
-        if self._value_format != "json":
+        if self._value_format.name != "json":
             return None
         table = json_values_to_table([r.value for r in records], self._fast_schema)
         if table is None:
@@ -422,10 +423,7 @@ class CleanEventBatchesFn(beam.DoFn):
             try:
                 ref, row = event_row(record, self._parse_spec, self._id_field, self._value_format)
             except ValueError as e:
-                raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) \
-                    else repr(record.value)
-                yield beam.pvalue.TaggedOutput(DEAD_TAG, DeadLetter(f"{record.topic}/{record.partition}",
-                                                                    int(record.offset), str(e), raw, stage="parse"))
+                yield beam.pvalue.TaggedOutput(DEAD_TAG, kafka_dead_letter(record, str(e), self._value_format))
                 continue
             groups.setdefault(ref.source, []).append((ref, row))
         for source, group in groups.items():

@@ -23,7 +23,6 @@ Other sources plug in with `register_scheme(scheme, factory)`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from beam_ml.errors import UserError
+from beam_ml.formats import JsonFormat
 from beam_ml.io.bigquery import endpoint_client, parse_table
 from beam_ml.io.kafka import KafkaClientConfig
 
@@ -167,7 +167,8 @@ class KafkaLookup(Lookup):
 
     The consumer is assigned every partition (no consumer group, nothing
     committed) and reads from the beginning; `refresh()` polls what arrived
-    since, for at most `refresh_budget` seconds. Values must be JSON objects;
+    since, for at most `refresh_budget` seconds. Values are decoded by
+    `record_format` (a `beam_ml.formats` RecordFormat; default JSON objects);
     others are skipped and counted in `bad_records` (a lookup has no dead-letter
     output: its records are not the pipeline's input).
 
@@ -181,13 +182,15 @@ class KafkaLookup(Lookup):
         field of that name in the value); None: values carry their key field.
       load_timeout: seconds the first full read may take.
       refresh_budget: seconds one refresh may spend polling.
+      record_format: how the topic's values are decoded (default: JSON objects).
     """
 
     def __init__(self, name: str, topic: str, bootstrap_servers: Optional[str] = None,
                  client_config: Any = None, schema: Optional[pa.Schema] = None,
                  key_column: Optional[str] = None, load_timeout: float = 30.0,
-                 refresh_budget: float = 1.0, flag: str = "--lookup"):
+                 refresh_budget: float = 1.0, flag: str = "--lookup", record_format: Any = None):
         super().__init__(name)
+        self._format = record_format or JsonFormat()  # a beam_ml.formats.RecordFormat
 
         self.topic = topic
         config = (client_config or KafkaClientConfig()).with_overrides(bootstrap_servers=bootstrap_servers)
@@ -249,10 +252,8 @@ class KafkaLookup(Lookup):
         if record.value is None:
             return self._rows.pop(key, None) is not None
         try:
-            value = json.loads(bytes(record.value).decode("utf-8"))
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
+            value = self._format.decode(record.value)
+        except ValueError as e:
             self.bad_records += 1
             _LOGGER.warning("Lookup %s: skipped %s/%d offset %d: %s", self.name, record.topic, record.partition,
                             record.offset, e)
@@ -443,7 +444,8 @@ def parse_lookup_flag(value: str, flag: str = "--lookup") -> tuple[str, str]:
 
 def _kafka_factory(name: str, topic: str, **options: Any) -> Lookup:
     return KafkaLookup(name, topic, bootstrap_servers=options.get("bootstrap_servers"),
-                       client_config=options.get("client_config"), flag=options.get("flag", "--lookup"))
+                       client_config=options.get("client_config"), flag=options.get("flag", "--lookup"),
+                       record_format=options.get("record_format"))
 
 
 def _bq_factory(name: str, table: str, **options: Any) -> Lookup:

@@ -16,14 +16,14 @@ batch_predict and per-element pipelines; both make the same decisions
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
-from beam_ml.inference.events import EventParserFn, event_row
+from beam_ml.formats import RecordFormat, kafka_dead_letter
+from beam_ml.inference.events import EventParserFn, event_format, event_row, invalid_row
 from beam_ml.inference.handler import ServingModelHandler
 from beam_ml.records import raw_text, validate_record
 from beam_ml.serving import ServingModel
@@ -54,14 +54,15 @@ class ScoredBatch(NamedTuple):
 
 
 def parse_event_batch(records: Sequence[Any], spec: DatasetSpec, id_field: str = "event_id",
-                      value_format: str = "json", validate: bool = True) -> tuple[RowBatch, list[DeadLetter]]:
+                      value_format: Union[str, RecordFormat] = "json", validate: bool = True
+                      ) -> tuple[RowBatch, list[DeadLetter]]:
     """Parses (and validates) Kafka records into a RowBatch, and dead letters for the rest.
 
     Args:
       records: `KafkaRecord`s.
       spec: the served model's dataset spec.
       id_field: the event field holding its id (see `event_row`).
-      value_format: 'json' or 'csv'.
+      value_format: a `beam_ml.formats` RecordFormat, or 'json' / 'csv'.
       validate: check each row with `validate_record` (stage 'validate').
 
     Returns:
@@ -70,28 +71,27 @@ def parse_event_batch(records: Sequence[Any], spec: DatasetSpec, id_field: str =
     """
     refs, rows, dead = [], [], []
     mask = spec.mask_columns
+    fmt = event_format(value_format, spec)
     for record in records:
         try:
-            ref, row = event_row(record, spec, id_field, value_format)
+            ref, row = event_row(record, spec, id_field, fmt)
         except ValueError as e:
-            raw = record.value.decode("utf-8", "replace") if isinstance(record.value, bytes) else repr(record.value)
-            dead.append(DeadLetter(f"{record.topic}/{record.partition}", int(record.offset), str(e), raw,
-                                   stage="parse"))
+            dead.append(kafka_dead_letter(record, str(e), fmt))
             continue
         reason = validate_record(row, spec) if validate else None
         if reason is None:
             refs.append(ref)
             rows.append(row)
         else:
-            dead.append(DeadLetter(ref.source, ref.position, reason, raw_text(row, mask), stage="validate"))
+            dead.append(invalid_row(ref, reason, row, spec))
     return RowBatch(refs, rows), dead
 
 
 class ParseEventBatchesFn(EventParserFn):
     """list[KafkaRecord] -> one RowBatch (main output) + DeadLetter(stage='parse'|'validate') tagged DEAD_TAG."""
 
-    def __init__(self, spec: DatasetSpec, id_field: str = "event_id", value_format: str = "json",
-                 validate: bool = True):
+    def __init__(self, spec: DatasetSpec, id_field: str = "event_id",
+                 value_format: Union[str, RecordFormat] = "json", validate: bool = True):
         super().__init__(spec, id_field, value_format, validate)
 
     def process(self, records: Sequence[Any]):

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
-from beam_ml import metrics
+from beam_ml.metrics import CountDeadLetters  # re-exported: the predict pipelines count with it
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.inference.handler import ServingModelHandler
 from beam_ml.records import RowRef, raw_text
@@ -133,15 +133,3 @@ class RunInferenceWithDeadLetters(beam.PTransform):
         failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
             inference_dead_letters, self._mask_columns)
         return split.predictions, (split[DEAD_TAG], failed_batches)
-
-
-class CountDeadLetters(beam.DoFn):
-    """Passes dead letters through, counting them (total and per stage) for the row accounting."""
-
-    def __init__(self):
-        self._total = beam.metrics.Metrics.counter(metrics.PREDICT, "dead_letters")
-
-    def process(self, dead: DeadLetter):
-        self._total.inc()
-        beam.metrics.Metrics.counter(metrics.PREDICT, f"dead_{dead.stage}").inc()
-        yield dead

@@ -11,11 +11,11 @@ build -> write -> run -> counts, and the offsets a bounded run commits) is
 `beam_ml.jobs.kafka_to_bigquery`.
 """
 from beam_ml.ingest.sink import InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, insert_rows
-from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, avro_ingest_schema, bigquery_schema,
+from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, avro_ingest_schema, bigquery_schema,
                                    infer_schema, load_avro_schema, records_to_table, spec_schema, table_to_rows)
 
 __all__ = [
     "InsertBatch", "InsertDeadLettersToBigQuery", "InsertRowsToBigQuery", "insert_rows",
-    "METADATA_SCHEMA", "IngestSchema", "ValueDecoder", "avro_ingest_schema", "bigquery_schema", "infer_schema",
+    "METADATA_SCHEMA", "IngestSchema", "avro_ingest_schema", "bigquery_schema", "infer_schema",
     "load_avro_schema", "records_to_table", "spec_schema", "table_to_rows",
 ]

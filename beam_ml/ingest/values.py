@@ -1,8 +1,7 @@
 """Kafka values -> flat typed Arrow tables -> BigQuery rows: the pure per-batch logic of ingestion.
 
     schema = infer_schema(sampled_objects)            # or spec_schema(spec), avro_ingest_schema(avsc)
-    decoder = ValueDecoder("json")                    # "csv" (with the columns) or "avro" (with the schema)
-    record = decoder.decode(kafka_value)              # ValueError: a 'parse' dead letter
+    record = record_format("json").decode(kafka_value)   # beam_ml.formats; ValueError: a 'parse' dead letter
     table, kept, errors = records_to_table(records, schema)      # errors: (index, reason): 'schema' dead letters
     fields = bigquery_schema(table.schema)            # the BigQuery table schema of those columns
     rows, kept, errors = table_to_rows(table)         # JSON-ready dicts for insertAll / load files
@@ -32,13 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_ml import fs
 from beam_ml.errors import UserError
-from beam_ml.io.kafka.formats import parse_csv_line, parse_json_object
+# Re-exported: the ingest API has always offered them; they live with the record formats.
+from beam_ml.formats import avro_arrow_schema, load_avro_schema, value_text
 
 __all__ = [
     "IngestSchema",
-    "ValueDecoder",
     "METADATA_SCHEMA",
     "spec_schema",
     "infer_schema",
@@ -158,134 +156,9 @@ def infer_schema(records: Iterable[Mapping[str, Any]], origin: str = "") -> Inge
 
 
 # ------------------------------------------------------------------------- Avro
-def load_avro_schema(path: str, flag: str = "--avro_schema") -> dict:
-    """Reads and parses an Avro schema file (.avsc, JSON) whose top level is a record.
-
-    Raises:
-      UserError: the file is missing or not a valid Avro record schema, naming the flag.
-    """
-    import fastavro  # pylint: disable=import-outside-toplevel
-
-    if not fs.is_file(path):
-        raise UserError(f"{flag}: file not found: {path}")
-    try:
-        raw = json.loads(fs.read_bytes(path).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{flag}: {path} is not JSON: {e}") from None
-    try:
-        parsed = fastavro.parse_schema(raw)
-    except Exception as e:  # fastavro's SchemaParseException, UnknownType...
-        raise UserError(f"{flag}: {path} is not a valid Avro schema: {e}") from None
-    if not (isinstance(parsed, dict) and parsed.get("type") == "record"):
-        raise UserError(f"{flag}: {path}: expected a record schema at the top level (its fields become columns)")
-    return parsed
-
-
-_AVRO_PRIMITIVES = {"null": pa.string(), "boolean": pa.bool_(), "int": pa.int64(), "long": pa.int64(),
-                    "float": pa.float64(), "double": pa.float64(), "bytes": pa.binary(), "string": pa.string()}
-
-
-def _avro_type(t: Any, named: dict) -> pa.DataType:
-    """The column type of an Avro field type (unions with null are nullable; nested types become JSON text)."""
-    if isinstance(t, list):
-        branches = [b for b in t if b != "null"]
-        return _avro_type(branches[0], named) if len(branches) == 1 else pa.string()
-    if isinstance(t, str):
-        if t in _AVRO_PRIMITIVES:
-            return _AVRO_PRIMITIVES[t]
-        return named.get(t, pa.string())
-    logical, base = t.get("logicalType"), t.get("type")
-    if logical in ("timestamp-millis", "timestamp-micros"):
-        out = pa.timestamp("us", tz="UTC")
-    elif logical in ("local-timestamp-millis", "local-timestamp-micros"):
-        out = pa.timestamp("us")
-    elif logical == "date":
-        out = pa.date32()
-    elif logical in ("time-millis", "time-micros"):
-        out = pa.time64("us")
-    elif logical == "decimal" and int(t.get("precision", 0)) <= 38:
-        out = pa.decimal128(int(t["precision"]), int(t.get("scale", 0)))
-    elif base in ("record", "array", "map", "enum") or logical in ("uuid", "decimal"):
-        out = pa.string()
-    elif base == "fixed":
-        out = pa.binary()
-    else:
-        out = _avro_type(base, named)
-    if t.get("name") and base in ("record", "enum", "fixed"):
-        named[t["name"]] = out
-        if t.get("namespace"):
-            named[f"{t['namespace']}.{t['name']}"] = out
-    return out
-
-
 def avro_ingest_schema(parsed: Mapping[str, Any], origin: str = "the Avro schema") -> IngestSchema:
     """The columns of an Avro record schema (as `load_avro_schema` returns it), one per field."""
-    named: dict = {}
-    fields = [pa.field(f["name"], _avro_type(f["type"], named)) for f in parsed["fields"]]
-    return IngestSchema(pa.schema(fields), origin=origin)
-
-
-# --------------------------------------------------------------------- decoding
-def value_text(value: Optional[bytes]) -> str:
-    """A record value as text for a dead letter: UTF-8 as is, other bytes as ``base64:...``."""
-    if value is None:
-        return ""
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
-
-
-class ValueDecoder:
-    """Decodes one Kafka value into a record (a dict): a JSON object, a CSV line, or Avro binary.
-
-    Args:
-      value_format: 'json', 'csv' or 'avro'.
-      columns: the CSV fields' names, in order ('csv').
-      avro_schema: the parsed record schema ('avro'), from `load_avro_schema`.
-    """
-
-    def __init__(self, value_format: str, columns: Sequence[str] = (), avro_schema: Optional[dict] = None):
-        if value_format not in ("json", "csv", "avro"):
-            raise ValueError(f"value_format: expected json, csv or avro, got {value_format!r}")
-        if value_format == "csv" and not columns:
-            raise ValueError("CSV values need their column names")
-        if value_format == "avro" and avro_schema is None:
-            raise ValueError("Avro values need their schema")
-        self.value_format = value_format
-        self._columns = list(columns)
-        self._avro = avro_schema
-
-    def decode(self, value: Optional[bytes]) -> dict[str, Any]:
-        """The record in `value`.
-
-        Raises:
-          ValueError: the value is empty, not UTF-8 JSON object / a CSV line of
-            the columns / Avro of the schema (the message says which).
-        """
-
-        if self.value_format == "json":
-            return parse_json_object(value)
-        if self.value_format == "csv":
-            return parse_csv_line(value, self._columns)
-        return self._decode_avro(value)
-
-    def _decode_avro(self, value: Optional[bytes]) -> dict[str, Any]:
-        import fastavro  # pylint: disable=import-outside-toplevel
-
-        if value is None:
-            raise ValueError("record value is empty (None, a tombstone)")
-        data = bytes(value)
-        buf = io.BytesIO(data)
-        try:
-            record = fastavro.schemaless_reader(buf, self._avro, None)
-        except Exception as e:  # EOFError, UnicodeDecodeError, IndexError... on bytes of another schema
-            raise ValueError(f"invalid Avro for the schema {self._avro.get('name')}: "
-                             f"{type(e).__name__}: {e}".rstrip(": ")) from None
-        if buf.tell() != len(data):
-            raise ValueError(f"invalid Avro for the schema {self._avro.get('name')}: "
-                             f"{len(data) - buf.tell()} bytes left after the record")
-        return record
+    return IngestSchema(avro_arrow_schema(parsed), origin=origin)
 
 
 # ---------------------------------------------------------------------- typing

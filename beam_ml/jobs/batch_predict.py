@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_ml import metrics
 from beam_ml.clean.layout import CleanToLayoutFn, events_schema_for_csv, raw_read_spec
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.formats import event_format_of
 from beam_ml.inference import (CountDeadLetters, ParseEventsFn, RunInferenceWithDeadLetters, ServingModelHandler,
                                prediction_record)
 from beam_ml.io.batches import LINE_COLUMN, input_read_spec
@@ -198,7 +199,8 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
             None, opts.input_topic, group_id=opts.group_id, start=opts.start, bounded=True,
             client_config=plan.kafka)
         parsed = records | "ParseAndValidate" >> beam.ParDo(
-            ParseEventsFn(spec, value_format=opts.value_format, validate=True)).with_outputs(DEAD_TAG, main="rows")
+            ParseEventsFn(spec, value_format=event_format_of(opts, opts.input_topic), validate=True)
+        ).with_outputs(DEAD_TAG, main="rows")
         rows = parsed.rows
         dead_parts.append(parsed[DEAD_TAG])
 

@@ -261,18 +261,6 @@ def bigquery_output(options: PipelineOptions, table: Optional[str], dead_letter_
                           write_disposition=bq.write_disposition)
 
 
-class _CountRefusedFn(beam.DoFn):
-    """Dead letters of rows the table refused: counted (PREDICT dead_output, dead_<stage>) on their way."""
-
-    def __init__(self):
-        self._refused = beam.metrics.Metrics.counter(metrics.PREDICT, "dead_output")
-
-    def process(self, dead: DeadLetter):
-        self._refused.inc()
-        beam.metrics.Metrics.counter(metrics.PREDICT, f"dead_{dead.stage}").inc()
-        yield dead
-
-
 class WritePredictionsToBigQuery(beam.PTransform):
     """Bounded runs: prediction rows -> the table by file loads; dead letters (the input's and the
     rows the table refuses) -> the dead-letter table, also by file loads.
@@ -292,7 +280,7 @@ class WritePredictionsToBigQuery(beam.PTransform):
                        out.table, out.schema, method=FILE_LOADS, create_disposition=out.create_disposition,
                        write_disposition=out.write_disposition, endpoint=out.endpoint, origin=_record_origin,
                        project=out.project)
-                   | "CountRefused" >> beam.ParDo(_CountRefusedFn()))
+                   | "CountRefused" >> beam.ParDo(metrics.CountDeadLetters(metrics.PREDICT, "dead_output")))
         _ = ((dead, refused) | "AllDeadLetters" >> beam.Flatten()
              | "WriteDeadLetters" >> WriteDeadLettersToBigQuery(out.dead_letter_table, method=FILE_LOADS,
                                                                 endpoint=out.endpoint, project=out.project))
@@ -355,7 +343,8 @@ class StreamPredictionsToBigQuery(beam.PTransform):
                     | "InsertRows" >> InsertRowsToBigQuery({out.table: out.schema}, out.create_disposition,
                                                            endpoint=out.endpoint, project=out.project,
                                                            mask_columns=self._mask)
-                    | "CountRejected" >> beam.ParDo(_CountRejectedFn()))
+                    # their stage is 'bigquery': dead_output and dead_bigquery
+                    | "CountRejected" >> beam.ParDo(metrics.CountDeadLetters(metrics.PREDICT, "dead_output")))
         parts = [(f"Dead{i}", p, self._count_dead) for i, p in enumerate(dead_parts)]
         parts += [("Unfit", checked[DEAD_TAG], False), ("Rejected", rejected, False)]
         for label, part, count in parts:
@@ -364,16 +353,3 @@ class StreamPredictionsToBigQuery(beam.PTransform):
             _ = part | f"Write{label}" >> InsertDeadLettersToBigQuery(out.dead_letter_table, endpoint=out.endpoint,
                                                                       project=out.project)
         return beam.pvalue.PDone(messages.pipeline)
-
-
-class _CountRejectedFn(beam.DoFn):
-    """Rows BigQuery refused on insert (stage 'bigquery'): PREDICT dead_output and dead_bigquery."""
-
-    def __init__(self):
-        self._refused = beam.metrics.Metrics.counter(metrics.PREDICT, "dead_output")
-        self._rejected = beam.metrics.Metrics.counter(metrics.PREDICT, "dead_bigquery")
-
-    def process(self, dead: DeadLetter):
-        self._refused.inc()
-        self._rejected.inc()
-        yield dead

@@ -55,10 +55,11 @@ from kafka.structs import OffsetAndMetadata
 from beam_ml import metrics
 from beam_ml.clean import ApplySqlFn, prepare_cleaning
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.formats import RecordFormat, format_from_flags
 from beam_ml.ingest.sink import (InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery, bigquery_client,
                                  ensure_table, table_differences)
-from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, ValueDecoder, avro_ingest_schema, bigquery_schema,
-                                   infer_schema, json_values_to_table, load_avro_schema, records_to_table, spec_schema,
+from beam_ml.ingest.values import (METADATA_SCHEMA, IngestSchema, bigquery_schema,
+                                   infer_schema, json_values_to_table, records_to_table, spec_schema,
                                    table_to_rows, value_text)
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.bigquery import (BigQueryEndpoint, DEAD_LETTER_SCHEMA, FILE_LOADS, WriteDeadLettersToBigQuery,
@@ -104,7 +105,7 @@ class IngestPlan:
 
     opts: KafkaToBigQueryOptions
     kafka: Any
-    decoder: ValueDecoder
+    decoder: RecordFormat
     schema: IngestSchema
     cleaning: Any
     row_schema: pa.Schema
@@ -139,11 +140,11 @@ class IngestOutputs(NamedTuple):
     dead_letters: beam.PCollection
 
 
-def _sample(kafka, topics: Sequence[str], n: int) -> list[dict]:
+def _sample(kafka, topics: Sequence[str], n: int, fmt: RecordFormat) -> list[dict]:
     out: list[dict] = []
     for topic in topics:
         try:
-            out.extend(sample_topic(kafka.client_kwargs(), topic, n))
+            out.extend(sample_topic(kafka.client_kwargs(), topic, n, fmt=fmt))
         except KafkaError as e:
             raise UserError(f"--bootstrap_servers: cannot read topic {topic} at {kafka.bootstrap_servers} to infer "
                             f"its columns ({type(e).__name__}: {e}); give --spec, --model_dir or --avro_schema") \
@@ -151,11 +152,9 @@ def _sample(kafka, topics: Sequence[str], n: int) -> list[dict]:
     return out
 
 
-def _columns(opts: KafkaToBigQueryOptions, kafka) -> tuple[IngestSchema, ValueDecoder]:
-    """The records' columns and decoder, from --avro_schema, --spec / --model_dir, or a sample."""
-    if opts.avro_schema:
-        avsc = load_avro_schema(opts.avro_schema)
-        return avro_ingest_schema(avsc, f"--avro_schema {opts.avro_schema}"), ValueDecoder("avro", avro_schema=avsc)
+def _columns(opts: KafkaToBigQueryOptions, kafka) -> tuple[IngestSchema, RecordFormat]:
+    """The records' columns and decoder, from --spec / --model_dir, the Avro schema (a file or the registry),
+    or a sample."""
     if opts.spec or opts.model_dir:
         if opts.spec:
 
@@ -164,13 +163,19 @@ def _columns(opts: KafkaToBigQueryOptions, kafka) -> tuple[IngestSchema, ValueDe
 
             version_dir, _, spec = load_model_metadata(opts.model_dir)
             origin = f"the spec of model {version_dir}"
-        return spec_schema(spec, origin), ValueDecoder(opts.value_format, columns=spec.column_names)
-    sample = _sample(kafka, opts.topics, opts.schema_sample)
+        return spec_schema(spec, origin), format_from_flags(opts, opts.topics[0], spec.column_names)
+    fmt = format_from_flags(opts, opts.topics[0])
+    columns = fmt.arrow_schema()
+    if columns is not None:
+        origin = f"--avro_schema {opts.avro_schema}" if opts.avro_schema else \
+            f"the schema registry's {opts.topics[0]}-value"
+        return IngestSchema(columns, origin=origin), fmt
+    sample = _sample(kafka, opts.topics, opts.schema_sample, fmt)
     if not sample:
         raise UserError(f"--input_topic: {', '.join(opts.topics)} holds no JSON object to infer the table's columns "
                         "from yet; give --spec, --model_dir or --avro_schema")
     schema = infer_schema(sample, f"inferred from {len(sample)} records of {', '.join(opts.topics)}")
-    return schema, ValueDecoder("json")
+    return schema, fmt
 
 
 def _prepare_tables(plan: IngestPlan) -> None:
@@ -294,7 +299,7 @@ class _ToTableRowsFn(beam.DoFn):
         beam.metrics.Metrics.distribution(metrics.INGEST, f"{_OFFSETS}{source}").update(
             max(int(r.offset) for r in group))
         table = None
-        if self._decoder.value_format == "json":
+        if self._decoder.name == "json":
             table = json_values_to_table([r.value for r in group], self._schema)
         if table is not None:
             offsets = pa.array([int(r.offset) for r in group], pa.int64())
@@ -377,18 +382,6 @@ def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> Ingest
     return IngestOutputs(records=records, batches=typed.rows, dead_letters=typed[DEAD_TAG])
 
 
-class _CountDeadLettersFn(beam.DoFn):
-    """Counts DeadLetters (INGEST dead_letters, dead_<stage>) on their way to file loads."""
-
-    def __init__(self):
-        self._dead = beam.metrics.Metrics.counter(metrics.INGEST, "dead_letters")
-
-    def process(self, dead: DeadLetter):
-        self._dead.inc()
-        beam.metrics.Metrics.counter(metrics.INGEST, f"dead_{dead.stage}").inc()
-        yield dead
-
-
 def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
     """Adds the writes: streaming inserts in the read's bundle, or file loads for a bounded run."""
     endpoint, project = plan.endpoint, plan.project
@@ -409,7 +402,7 @@ def write_kafka_to_bigquery(outputs: IngestOutputs, plan: IngestPlan) -> None:
         plan.output_table, plan.table_schema, method=FILE_LOADS, create_disposition=plan.create_disposition,
         write_disposition=plan.write_disposition, endpoint=endpoint, validate=False, project=project)
     _ = ((outputs.dead_letters, load_dead) | "FlattenDeadLetters" >> beam.Flatten()
-         | "CountDeadLetters" >> beam.ParDo(_CountDeadLettersFn())
+         | "CountDeadLetters" >> beam.ParDo(metrics.CountDeadLetters(metrics.INGEST))
          | "LoadDeadLetters" >> WriteDeadLettersToBigQuery(plan.dead_letter_table, from_kafka=True,
                                                            method=FILE_LOADS, endpoint=endpoint, project=project))
 

@@ -46,13 +46,13 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_ml import metrics
+from beam_ml import formats, metrics
 from beam_ml.clean.layout import CleanEventBatchesFn
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchModelHandler, ScoreRowBatches,
                                WatchModelVersions, prediction_fields, scored_rows)
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
-from beam_ml.io.kafka.formats import dumps_event
+from beam_ml.formats.text import dumps_event
 from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
@@ -86,6 +86,8 @@ class StreamPredictPlan:
     kafka: Any
     bigquery: Any = None
     cleaning: Any = None  # the --sql statement applied before scoring (the model's, or --sql's), or None
+    value_format: Any = "json"  # --value_format: a name, or a started beam_ml.formats.RecordFormat
+    encode: Any = None  # --output_format's record -> bytes (None: JSON)
     monitor: Any = None  # --monitor's settings (beam_ml.monitoring.options.MonitorSettings), or None
 
 
@@ -129,19 +131,22 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
 
     cleaning = serving_cleaning(options, spec, kafka_config=kafka, log=_print)
     return StreamPredictPlan(opts=opts, spec=spec, model_root=model_root_of(opts.model_dir), kafka=kafka,
-                             bigquery=bigquery, cleaning=cleaning, monitor=plan_monitor(options.view_as(MonitorOptions).validated(),
-                                                                        opts.model_dir))
+                             bigquery=bigquery, cleaning=cleaning,
+                             value_format=formats.event_format_of(opts, opts.input_topic),
+                             encode=formats.output_encoder(opts, opts.output_topic),
+                             monitor=plan_monitor(options.view_as(MonitorOptions).validated(), opts.model_dir))
 
 
 class _FormatPredictionsFn(beam.DoFn):
     """ScoredBatch -> one list of (key, value) prediction messages + DeadLetter(stage='inference') per failed row."""
 
-    def __init__(self, mask_columns: Sequence[str]):
+    def __init__(self, mask_columns: Sequence[str], encode: Optional[Callable[[dict], bytes]] = None):
         self._mask_columns = tuple(mask_columns)
+        self._encode = encode  # --output_format's encoder; None: JSON
         self._predictions = beam.metrics.Metrics.counter(metrics.PREDICT, "predictions")
 
     def setup(self):
-        self._fields, self._split, self._dumps = prediction_fields, scored_rows, dumps_event
+        self._fields, self._split, self._dumps = prediction_fields, scored_rows, self._encode or dumps_event
 
     def process(self, scored):
         prediction_fields, dumps = self._fields, self._dumps
@@ -183,14 +188,14 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         consumer_config={"max_poll_records": opts.max_batch_size})
     if plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
 
-        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=opts.value_format)
+        parse_fn = CleanEventBatchesFn(spec, plan.cleaning, value_format=plan.value_format)
     else:
-        parse_fn = ParseEventBatchesFn(spec, value_format=opts.value_format, validate=True)
+        parse_fn = ParseEventBatchesFn(spec, value_format=plan.value_format, validate=True)
     parsed = polls | "ParseAndValidate" >> beam.ParDo(parse_fn).with_outputs(DEAD_TAG, main="rows")
     scored, inference_dead = parsed.rows | "RunInference" >> ScoreRowBatches(
         handler, model_metadata, mask_columns=spec.mask_columns)
     formatted = scored | "FormatPredictions" >> beam.ParDo(
-        _FormatPredictionsFn(spec.mask_columns)).with_outputs(DEAD_TAG, main="messages")
+        _FormatPredictionsFn(spec.mask_columns, plan.encode)).with_outputs(DEAD_TAG, main="messages")
     return StreamPredictOutputs(records=polls, messages=formatted.messages,
                                 dead_letters=(parsed[DEAD_TAG], formatted[DEAD_TAG], *inference_dead), scored=scored)
 

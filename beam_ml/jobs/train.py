@@ -50,18 +50,18 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.pvalue import AsList, AsSingleton
 from apache_beam.runners.runner import PipelineState
 
-from beam_ml import datasets, fs, metrics, tuning
+from beam_ml import datasets, formats, fs, metrics, tuning
 from beam_ml.clean.layout import CleanCsvSource
 from beam_ml.errors import UserError
 from beam_ml.io.csv import expand_input
-from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic, write_sample_csv
+from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic
 from beam_ml.jobs.bigquery import bigquery_input
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
-from beam_ml.spec import DatasetSpec, infer_spec
+from beam_ml.spec import DatasetSpec, infer_spec, infer_spec_from_rows
 from beam_ml.training.families.mlp import default_network
 from beam_ml.training.report import write_outputs
 from beam_ml.training.trial import EVALUATED_MODEL, RefitDoFn, TrainFinalDoFn, TrainTrialDoFn, TrialContext
@@ -115,6 +115,7 @@ class TrainPlan:
     run_id: str = ""
     threads: int = 0
     cleaning: Any = None  # the prepared --sql statement (beam_ml.clean.Cleaning), or None
+    topic_format: Any = None  # the topic's beam_ml.formats.RecordFormat (--value_format)
 
     @property
     def preprocess_config(self):
@@ -143,7 +144,7 @@ class TrainPlan:
         if self.kafka is None:
             return None
 
-        return ReadTopicSnapshot(self.kafka, self.opts.input_topic, self.spec)
+        return ReadTopicSnapshot(self.kafka, self.opts.input_topic, self.spec, fmt=self.topic_format)
 
 
 @dataclasses.dataclass
@@ -157,20 +158,14 @@ class TrainRun:
     spec_path: str = ""
 
 
-def _sample_topic_csv(kafka, topic: str, output_dir: str) -> tuple[str, list[str]]:
-    """Samples the topic into <output_dir>/topic_sample.csv for spec inference.
-
-    Returns:
-      (the sample CSV's path, the TOPIC_ENVELOPE_FIELDS present in the events).
-    """
-
-    records = sample_topic(kafka.client_kwargs(), topic)
+def _sample_topic(kafka, topic: str, fmt) -> tuple[list[dict], list[str]]:
+    """A sample of the topic's decoded records for spec inference, and the TOPIC_ENVELOPE_FIELDS in them."""
+    records = sample_topic(kafka.client_kwargs(), topic, fmt=fmt)
     if not records:
-        raise UserError(f"--input_topic: no JSON events could be read from topic '{topic}' "
+        raise UserError(f"--input_topic: no {fmt.name} records could be read from topic '{topic}' "
                         f"at {kafka.bootstrap_servers}")
-    os.makedirs(output_dir, exist_ok=True)
     envelope = [f for f in TOPIC_ENVELOPE_FIELDS if any(f in r for r in records)]
-    return write_sample_csv(records, os.path.join(output_dir, "topic_sample.csv")), envelope
+    return records, envelope
 
 
 def plan_training(options: PipelineOptions) -> TrainPlan:
@@ -185,7 +180,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     opts = options.view_as(TrainOptions).validated()
     label, positive, task, key = opts.label, opts.positive_label, opts.task, opts.key_column
     drop = opts.drop_column_list
-    kafka = None
+    kafka = topic_format = topic_sample = None
 
     bigquery = bigquery_input(options, opts.input_table, opts.input_query)
     if bigquery is not None:
@@ -211,7 +206,8 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         kafka = kafka_client_config(options)
         infer_from = None
         if not opts.spec:
-            infer_from, envelope = _sample_topic_csv(kafka, opts.input_topic, output_dir)
+            topic_format = formats.format_from_flags(opts, opts.input_topic)
+            topic_sample, envelope = _sample_topic(kafka, opts.input_topic, topic_format)
             drop += [f for f in envelope if f not in drop]
     else:
 
@@ -238,6 +234,9 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
             bigquery.check_spec(spec)
     elif bigquery is not None:
         spec = bigquery.infer_spec(label, positive_label=positive, task=task, key=key, drop=drop)
+    elif topic_sample is not None:  # types from the format's schema (Avro), else from the values
+        spec = infer_spec_from_rows(topic_sample, label, f"topic {opts.input_topic}", hints=topic_format.type_hints(),
+                                    positive_label=positive, task=task, key=key, drop=drop)
     else:
 
         spec = infer_spec(infer_from, label, positive_label=positive, task=task, key=key, drop=drop, **csv_flags)
@@ -262,7 +261,10 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         fs.delete_tree(fs.join(output_dir, stale))
     spec_path = fs.join(output_dir, "spec.json")
     fs.write_text(spec_path, spec.to_json() + "\n")
+    if opts.input_topic and topic_format is None:
+        topic_format = formats.format_from_flags(opts, opts.input_topic, spec.column_names)
     return TrainPlan(options=options, opts=opts, spec=spec, name=name, input_pattern=path, output_dir=output_dir,
+                     topic_format=topic_format,
                      spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
                      metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts),
                      cleaning=sql.cleaning if sql is not None else None)

@@ -10,7 +10,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from beam_ml.io.kafka.formats import _parse_with_json, dumps_event, parse_json_object
+from beam_ml.formats.text import _parse_with_json, dumps_event, parse_json_object
 
 # JSON values as a streamed event may hold them, including what orjson reads
 # differently or refuses: integers beyond 64 bits, NaN/Infinity, lone surrogates,

@@ -27,7 +27,7 @@ from beam_ml.io.kafka import (COMMITTED, EARLIEST, LATEST, KafkaClientConfig,
                               KafkaRecord, ReadFromKafka, WriteToKafka,
                               list_partitions, next_watermark, probe_log_end,
                               read_range, resolve_start_offset, to_key_value)
-from beam_ml.io.kafka.formats import (encode_csv_line, encode_json_object,
+from beam_ml.formats.text import (encode_csv_line, encode_json_object,
                                       parse_csv_line, parse_json_object)
 from beam_ml.io.kafka.offsets import UNBOUNDED_STOP
 from beam_ml.jobs.settings import kafka_client_config

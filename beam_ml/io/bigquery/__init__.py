@@ -28,12 +28,12 @@ from beam_ml.io.bigquery.endpoint import (ENDPOINT_ENV, ENDPOINT_PLUGIN, BigQuer
                                           endpoint_client, endpoint_in_use, use_endpoint)
 from beam_ml.io.bigquery.read import ReadFromBigQueryBatches, row_fingerprint, rows_to_chunk
 from beam_ml.io.bigquery.schema import (check_columns, infer_spec_from_table, parse_table, schema_fields,
-                                        table_schema_for, type_hints, validate_row, write_sample_csv)
+                                        table_schema_for, type_hints, validate_row)
 from beam_ml.io.bigquery.write import FILE_LOADS, STREAMING_INSERTS, WriteDeadLettersToBigQuery, WriteRowsToBigQuery
 
 __all__ = [
     "BigQueryEndpoint", "STREAMING_INSERTS", "FILE_LOADS", "DEAD_LETTER_SCHEMA", "parse_table", "table_schema_for",
-    "schema_fields", "type_hints", "write_sample_csv", "infer_spec_from_table", "check_columns", "row_fingerprint",
+    "schema_fields", "type_hints", "infer_spec_from_table", "check_columns", "row_fingerprint",
     "rows_to_chunk", "validate_row", "failed_row_to_dead_letter", "dead_letter_row", "endpoint_client",
     "ENDPOINT_ENV", "ENDPOINT_PLUGIN", "use_endpoint", "endpoint_in_use", "clear_endpoint",
     "ReadFromBigQueryBatches", "WriteRowsToBigQuery", "WriteDeadLettersToBigQuery",

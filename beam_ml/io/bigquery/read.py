@@ -27,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
+from beam_ml.formats import cell_text
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult, as_list_array
 from beam_ml.io.bigquery.endpoint import BigQueryEndpoint, endpoint_client, endpoint_in_use
-from beam_ml.io.bigquery.schema import _cell, _table_spec, _wanted_columns
+from beam_ml.io.bigquery.schema import _table_spec, _wanted_columns
 from beam_ml.io.csv import parse_csv_chunk
 from beam_ml.records import raw_text
 from beam_ml.spec import DatasetSpec
@@ -47,12 +48,12 @@ _NUMBER_TYPES = (float, int)  # exact types: bool is not a number here (it becom
 
 
 def _text_cells(values: list) -> list[str]:
-    """`_cell` over a non-numeric column, with a fast path for plain strings."""
+    """`cell_text` over a non-numeric column, with a fast path for plain strings."""
     types = set(map(type, values))
     types.discard(type(None))
     if types <= {str} and not any("\n" in v or "\r" in v for v in values if v is not None):
         return ["" if v is None else v for v in values]
-    return [_cell(v) for v in values]
+    return [cell_text(v) for v in values]
 
 
 def _numeric_parts(values: list) -> tuple[np.ndarray, list[str]]:
@@ -67,7 +68,7 @@ def _numeric_parts(values: list) -> tuple[np.ndarray, list[str]]:
     if types <= set(_NUMBER_TYPES):
         return np.array(values, dtype=np.float64), [""] * len(values)
     numbers = np.array([v if type(v) in _NUMBER_TYPES else np.nan for v in values], dtype=np.float64)
-    return numbers, ["" if type(v) in _NUMBER_TYPES else _cell(v, True) for v in values]
+    return numbers, ["" if type(v) in _NUMBER_TYPES else cell_text(v, True) for v in values]
 
 
 def _encode_rows(rows: Sequence[Mapping[str, Any]], header: Sequence[str], numeric: set

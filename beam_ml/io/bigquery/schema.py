@@ -10,18 +10,14 @@ Pure functions (no Beam, no network): the read, the write and the jobs share the
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import decimal
-import json
 import math
-import os
 import re
-import tempfile
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from beam_ml.errors import UserError
-from beam_ml.spec import DatasetSpec, infer_spec
+from beam_ml.spec import DatasetSpec, infer_spec_from_rows
 
 
 # ------------------------------------------------------------------ table names, schema
@@ -164,56 +160,15 @@ def check_columns(schema: Any, spec: DatasetSpec, source: str, with_label: bool 
         raise UserError(f"{flag}: {source} lacks column(s) {', '.join(missing)} named by the spec")
 
 
-def _cell(value: Any, numeric: bool = False) -> str:
-    """A BigQuery value as a CSV cell that parse_csv_chunk reads back the same way."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        if numeric:
-            return "1" if value else "0"
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (int, decimal.Decimal)):
-        return str(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    elif isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    elif not isinstance(value, str):
-        value = json.dumps(value, sort_keys=True, default=str)
-    # parse_csv_chunk reads one record per line (line numbers stay exact).
-    return value.replace("\r", " ").replace("\n", " ")
-
-
-def write_sample_csv(schema: Any, rows: Iterable[Mapping[str, Any]], path: str,
-                     label: Optional[str] = None) -> str:
-    """Writes sampled table rows as a CSV (the table's columns, in schema order) for infer_spec.
-
-    Cells are written as `rows_to_chunk` reads them: numeric-typed columns as
-    numbers (BOOL as 1/0), the label as text (BOOL as true/false), so the classes
-    infer_spec finds are the values the reader later checks.
-    """
-    hints = type_hints(schema)
-    names = list(hints)
-    as_number = [hints[n] == "numeric" and n != label for n in names]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(names)
-        for r in rows:
-            w.writerow([_cell(r.get(n), num) for n, num in zip(names, as_number)])
-    return path
-
-
 def infer_spec_from_table(schema: Any, rows: Sequence[Mapping[str, Any]], label: str, source: str,
                           drop: Sequence[str] = (), **infer_kwargs) -> DatasetSpec:
     """Infers a DatasetSpec from a table schema and a sample of its rows.
 
-    The sample is written as a CSV and handed to `beam_ml.spec.infer_spec`, so a
-    table and a file get their roles from the same logic. The BigQuery types add
-    strong hints: temporal, binary, nested and repeated columns are dropped;
-    numeric types (BOOL as 0/1) reach infer_spec as numbers; STRING columns
-    become categorical or dropped by their values. Label classes come from the sample.
+    The rows go to `beam_ml.spec.infer_spec_from_rows`, so a table, a topic and a
+    file get their roles from the same logic. The BigQuery types add strong hints:
+    temporal, binary, nested and repeated columns are dropped; numeric types (BOOL
+    as 0/1) are numbers; STRING columns become categorical or dropped by their
+    values. Label classes come from the sample.
 
     Args:
       schema: the table schema (see `schema_fields`).
@@ -221,7 +176,7 @@ def infer_spec_from_table(schema: Any, rows: Sequence[Mapping[str, Any]], label:
       label: the label column.
       source: the table or query, for errors.
       drop: more columns to drop.
-      **infer_kwargs: passed to infer_spec (positive_label, task, key, na_values).
+      **infer_kwargs: passed to infer_spec_from_rows (positive_label, task, key, na_values).
 
     Returns:
       A validated DatasetSpec.
@@ -231,14 +186,10 @@ def infer_spec_from_table(schema: Any, rows: Sequence[Mapping[str, Any]], label:
         raise UserError(f"--label: column '{label}' is not in {source} (columns: {', '.join(hints)})")
     if not rows:
         raise UserError(f"{source}: no rows to infer a dataset spec from")
-    to_drop = [n for n, h in hints.items() if h == "drop" and n != label] + list(drop)
-    with tempfile.TemporaryDirectory(prefix="beam_ml-bq-sample-") as tmp:
-        path = write_sample_csv(schema, rows, os.path.join(tmp, "sample.csv"), label)
-        try:
-            spec = infer_spec(path, label, drop=sorted(set(to_drop)), sample_rows=len(rows), **infer_kwargs)
-        except UserError as e:
-            raise UserError(str(e).replace(path, source)) from None
-    return spec
+    # STRING columns keep CSV's rule (numeric when their values are): only types that are sure are hints.
+    sure = {n: h for n, h in hints.items() if h != "text"}
+    return infer_spec_from_rows(rows, label, source, hints=sure, columns=list(hints), drop=list(drop),
+                                **infer_kwargs)
 
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1

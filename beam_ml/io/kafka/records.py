@@ -125,4 +125,4 @@ def to_key_value(element: Any) -> tuple[Optional[bytes], Optional[bytes]]:
     raise TypeError(
         "WriteToKafka expects value bytes or a (key bytes|None, value "
         f"bytes|None) pair; got {type(element).__name__}: {shown}. Encode "
-        "with beam_ml.io.kafka.formats first.")
+        "with beam_ml.formats.text first.")

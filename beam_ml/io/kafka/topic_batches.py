@@ -1,14 +1,14 @@
-"""Kafka JSON events → typed Arrow RecordBatches, for training from a topic.
+"""Kafka events (any `beam_ml.formats` record format) → typed Arrow RecordBatches, for training from a topic.
 
-    rows, dead = (records | KafkaJsonToBatches(spec)).values()
+    rows, dead = (records | KafkaJsonToBatches(spec)).values()      # or KafkaJsonToBatches(spec, fmt=avro_format)
 
-Events are validated against the spec (every feature field present, values of
+Events are decoded, validated against the spec (every feature field present, values of
 the right type), then written as CSV lines and parsed by the very function that
 reads CSV files (`beam_ml.io.csv.parse_csv_chunk`), so a topic and a file give
 identical batches, missing-value handling and dead-letter reasons. A dead letter
 names the topic/partition and offset it came from.
 
-    sample_topic(config, "transactions", 20000)  # a bounded sample for spec inference
+    sample_topic(config, "transactions", 20000)  # a bounded sample (decoded records) for spec inference
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import csv
 import io
 import time
 from collections import defaultdict
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -24,33 +24,24 @@ import pyarrow as pa
 
 from beam_ml.errors import DeadLetter
 from beam_ml.errors import DEAD_TAG
+from beam_ml.formats import JsonFormat, RecordFormat, cell_text
 from beam_ml.io.batches import LINE_COLUMN, ChunkEmitter, ChunkResult
 from beam_ml.io.csv import parse_csv_chunk
-from beam_ml.io.kafka.formats import parse_json_object
 from beam_ml.io.kafka.offsets import list_partitions
 from beam_ml.io.kafka.read import ReadFromKafka
 from beam_ml.records import validate_record
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "write_sample_csv", "records_to_chunk", "sample_topic",
-           "position_code"]
+__all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "records_to_chunk", "sample_topic", "position_code"]
 
 def position_code(partition: int, offset: int) -> int:
     """A row identity for the split hash: stable for a (partition, offset)."""
     return (int(partition) << 40) | int(offset)
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    return str(v).replace("\r", " ").replace("\n", " ")
-
-
 def records_to_chunk(events: Sequence[tuple[int, Optional[bytes]]], source: str, partition: int,
-                     spec: DatasetSpec, with_label: bool = True) -> ChunkResult:
-    """Parses (offset, JSON value) events of one partition into a typed batch + dead letters.
+                     spec: DatasetSpec, with_label: bool = True, fmt: Optional[RecordFormat] = None) -> ChunkResult:
+    """Parses (offset, value) events of one partition into a typed batch + dead letters.
 
     Args:
       events: (offset, value bytes) pairs from one topic-partition.
@@ -58,28 +49,30 @@ def records_to_chunk(events: Sequence[tuple[int, Optional[bytes]]], source: str,
       partition: the partition number (part of each row's identity).
       spec: the dataset spec.
       with_label: require and validate the label field.
+      fmt: the values' record format (default JSON).
 
     Returns:
       A ChunkResult whose `__line__` column holds `position_code(partition, offset)`.
     """
     dead, offsets = [], []
     header = spec.column_names
+    numeric = [c.role == "numeric" for c in spec.columns]  # booleans as 1/0 there, as spec inference saw them
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    fmt = fmt or JsonFormat()
     for offset, value in events:
-        raw = value.decode("utf-8", errors="replace") if value is not None else ""
         try:
-            record = parse_json_object(value)
+            record = fmt.decode(value)
         except ValueError as e:
-            dead.append(DeadLetter(source, offset, str(e), raw))
+            dead.append(DeadLetter(source, offset, str(e), fmt.raw_text(value)))
             continue
         reason = validate_record(record, spec)
         if reason is None and with_label and record.get(spec.label) is None:
             reason = f"missing field '{spec.label}'"
         if reason:
-            dead.append(DeadLetter(source, offset, reason, raw))
+            dead.append(DeadLetter(source, offset, reason, fmt.raw_text(value)))
             continue
-        writer.writerow([_cell(record.get(name)) for name in header])
+        writer.writerow([cell_text(record.get(name), num) for name, num in zip(header, numeric)])
         offsets.append(offset)
     if not offsets:
         return ChunkResult(None, dead, len(events))
@@ -97,9 +90,10 @@ def records_to_chunk(events: Sequence[tuple[int, Optional[bytes]]], source: str,
 
 
 class _KafkaJsonToBatchesDoFn(beam.DoFn):
-    def __init__(self, spec: DatasetSpec, with_label: bool):
+    def __init__(self, spec: DatasetSpec, with_label: bool, fmt: Optional[RecordFormat]):
         self._spec = spec
         self._with_label = with_label
+        self._fmt = fmt
         self._emitter = ChunkEmitter()
 
     def process(self, records: Sequence[Any]):
@@ -108,14 +102,16 @@ class _KafkaJsonToBatchesDoFn(beam.DoFn):
             by_partition[(r.topic, r.partition)].append((r.offset, r.value))
         for (topic, partition), events in by_partition.items():
             yield from self._emitter.emit(
-                records_to_chunk(events, f"{topic}/{partition}", partition, self._spec, self._with_label))
+                records_to_chunk(events, f"{topic}/{partition}", partition, self._spec, self._with_label, self._fmt))
 
 
 class KafkaJsonToBatches(beam.PTransform):
     """PCollection[KafkaRecord] → RecordBatches (main 'rows') and DeadLetters (DEAD_TAG)."""
 
-    def __init__(self, spec: DatasetSpec, with_label: bool = True, max_batch_size: int = 20000):
+    def __init__(self, spec: DatasetSpec, with_label: bool = True, max_batch_size: int = 20000,
+                 fmt: Optional[RecordFormat] = None):
         super().__init__()
+        self._fmt = fmt
         self._spec = spec
         self._with_label = with_label
         self._max_batch_size = max_batch_size
@@ -123,21 +119,23 @@ class KafkaJsonToBatches(beam.PTransform):
     def expand(self, records):
         return (records
                 | "BatchRecords" >> beam.BatchElements(min_batch_size=256, max_batch_size=self._max_batch_size)
-                | "JsonToBatches" >> beam.ParDo(_KafkaJsonToBatchesDoFn(self._spec, self._with_label))
+                | "JsonToBatches" >> beam.ParDo(_KafkaJsonToBatchesDoFn(self._spec, self._with_label, self._fmt))
                 .with_outputs(DEAD_TAG, main="rows"))
 
 
 class ReadTopicSnapshot(beam.PTransform):
-    """Reads a bounded snapshot of a topic's JSON events as RecordBatches + dead letters.
+    """Reads a bounded snapshot of a topic's events as RecordBatches + dead letters.
 
     Args:
       client_config: a KafkaClientConfig (bootstrap servers, security).
       topic: the topic; every partition is read from its start to its end at launch.
       spec: the dataset spec the events must match.
+      fmt: the values' record format (default JSON).
     """
 
-    def __init__(self, client_config, topic: str, spec: DatasetSpec):
+    def __init__(self, client_config, topic: str, spec: DatasetSpec, fmt: Optional[RecordFormat] = None):
         super().__init__()
+        self._fmt = fmt
         self._config = client_config
         self._topic = topic
         self._spec = spec
@@ -146,12 +144,12 @@ class ReadTopicSnapshot(beam.PTransform):
         return (pbegin
                 | "ReadFromKafka" >> ReadFromKafka(None, [self._topic], start="earliest", bounded=True,
                                                    client_config=self._config)
-                | "KafkaJsonToBatches" >> KafkaJsonToBatches(self._spec))
+                | "KafkaJsonToBatches" >> KafkaJsonToBatches(self._spec, fmt=self._fmt))
 
 
 def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, timeout: float = 30.0,
-                 quiet: float = 2.0) -> list[dict]:
-    """Reads up to `max_records` JSON objects from the start of every partition of `topic`.
+                 quiet: float = 2.0, fmt: Optional[RecordFormat] = None) -> list[dict]:
+    """Reads up to `max_records` records (decoded by `fmt`, default JSON) from the start of every partition.
 
     Partitions are assigned manually (no group join). The loop ends at
     `max_records`, after `quiet` seconds without records, or at `timeout`.
@@ -159,6 +157,7 @@ def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, time
     """
     from kafka import KafkaConsumer
 
+    fmt = fmt or JsonFormat()
     consumer = KafkaConsumer(**client_kwargs, enable_auto_commit=False, group_id=None,
                              auto_offset_reset="earliest")
     try:
@@ -177,25 +176,9 @@ def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, time
                 last = time.monotonic()
                 for r in records:
                     try:
-                        out.append(parse_json_object(r.value))
+                        out.append(fmt.decode(r.value))
                     except ValueError:
                         pass
         return out
     finally:
         consumer.close()
-
-
-def write_sample_csv(records: Iterable[dict], path: str) -> str:
-    """Writes JSON objects as a CSV (union of keys, first-seen order) for spec inference."""
-    records = list(records)
-    header: list[str] = []
-    for r in records:
-        for k in r:
-            if k not in header:
-                header.append(k)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in records:
-            w.writerow([_cell(r.get(k)) for k in header])
-    return path

@@ -1,4 +1,4 @@
-"""Pure encode/parse functions for Kafka record values: JSON objects, CSV lines.
+"""The text record formats: JSON objects and CSV lines (pure encode/parse functions, and their RecordFormats).
 
 Parsers raise `ValueError` with a reason a person can act on, so a pipeline can
 route the record to a dead-letter topic with that reason instead of failing::
@@ -21,7 +21,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import orjson
 
+from beam_ml.formats.base import RecordFormat
+
 __all__ = [
+    "JsonFormat",
+    "CsvFormat",
     "dumps_event",
     "encode_csv_line",
     "encode_json_object",
@@ -190,3 +194,32 @@ def encode_csv_line(row: Mapping[str, Any], columns: Sequence[str]) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fields)
     return out.getvalue().encode("utf-8")
+
+
+class JsonFormat(RecordFormat):
+    """Values are UTF-8 JSON objects (`parse_json_object`; orjson where it decodes the same)."""
+
+    name = "json"
+
+    def decode(self, value: Optional[bytes]) -> dict[str, Any]:
+        return parse_json_object(value)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        return dumps_event(record)
+
+
+class CsvFormat(RecordFormat):
+    """Values are CSV lines whose fields are `columns`, in order (cells arrive as text)."""
+
+    name = "csv"
+
+    def __init__(self, columns: Sequence[str]):
+        if not columns:
+            raise ValueError("CSV values need their column names")
+        self.columns = list(columns)
+
+    def decode(self, value: Optional[bytes]) -> dict[str, Any]:
+        return parse_csv_line(value, self.columns)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        return encode_csv_line(record, self.columns)
