@@ -98,7 +98,6 @@ COMPRESSED_RATIO = 8
 
 def reads_once(pattern: str, read_once_bytes: int) -> bool:
     """Whether the files of `pattern` are small enough to read once (see PreprocessConfig.read_once_bytes)."""
-
     try:
         files = match_files(pattern)
     except Exception:  # pylint: disable=broad-except  # the read itself reports a bad pattern, naming the flag

@@ -57,7 +57,6 @@ def csv_events(path: str, key_column: Optional[str] = None) -> Iterator[tuple[st
     Raises:
       UserError: naming --input or --key_column.
     """
-
     header = read_header(path)
     if key_column and key_column not in header:
         raise UserError(f"--key_column: column '{key_column}' is not in {path} (columns: {', '.join(header)})")

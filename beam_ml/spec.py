@@ -108,7 +108,7 @@ class DatasetSpec:
         compression), detected when the spec was inferred; every read uses it.
         Specs written before it existed load with the default (comma, UTF-8).
       cleaning: the --sql statement training applied to the input before these
-        columns existed (`beam_ml.clean.layout.cleaning_record`: its text,
+        columns existed (`beam_ml.jobs.sql.cleaning_record`: its text,
         the events schema, the lookups' names, keys, schemas and sources), or
         None. Serving applies the same statement by default. Absent in specs
         of runs without --sql (and in older specs).
@@ -238,14 +238,12 @@ class DatasetSpec:
 
     def save(self, path: str) -> str:
         """Writes the spec as JSON (atomically; local or gs://); returns `path`."""
-
         fs.write_text(path, self.to_json() + "\n")
         return path
 
     @classmethod
     def load(cls, path: str) -> "DatasetSpec":
         """Reads a spec written by `save` (or by hand); raises UserError naming --spec."""
-
         if not fs.is_file(path):
             raise UserError(f"--spec: file not found: {path}")
         try:
@@ -274,7 +272,6 @@ def read_header(path: str, dialect: Optional[Dialect] = None) -> list[str]:
     Raises:
       UserError: for missing, empty or unreadable files and malformed headers.
     """
-
     return read_header_info(path, dialect or detect_dialect(path)).names
 
 
@@ -282,7 +279,6 @@ def _read_strings(path: str, header: Sequence[str], na_values: Sequence[str],
                   max_rows: Optional[int], columns: Optional[Sequence[str]] = None,
                   dialect: Optional[Dialect] = None) -> pa.Table:
     """Reads (a sample of) a CSV as string columns, skipping malformed rows, through the reader's parser."""
-
     dialect = dialect or Dialect()
     cols = list(columns) if columns else list(header)
     info = read_header_info(path, dialect)

@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 from beam_ml import cli
 from beam_ml.jobs.train import TrainRun, train
 from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
-from beam_ml.training.report import summary_text
 
 __all__ = ["run", "main"]
 
@@ -41,6 +40,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
                                                  "query, or a bundled dataset.")
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
+        from beam_ml.training.report import summary_text  # deferred: matplotlib, kept out of --help
 
         print(summary_text(result.metrics), flush=True)
     return result

@@ -64,6 +64,7 @@ DEFERRED: dict[str, str] = {
     "transforms.preprocessing": "tf.Transform + TensorFlow: inside the trial DoFns",
     "beam_ml.server.client": "beam_ml.server's package imports aiohttp and the inference stack (~1 s): "
                              "pipelines.predict scoring in-process does without it",
+    "beam_ml.training.report": "matplotlib (about a second): the report is drawn after training, not at --help",
 }
 
 

@@ -367,15 +367,15 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
 
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from beam_ml.io.bigquery import endpoint
     from beam_ml.jobs.batch_predict import plan_batch_predict
-    from beam_ml.io.bigquery import endpoint as bq
     from beam_ml.jobs.bigquery import bigquery_input
     from beam_ml.jobs.stream_predict import plan_stream_predict
 
     run, path, _, _, dataset = trained_from_table
     model = os.path.join(run.output_dir, "model")
     rest = f"--bigquery_endpoint={bigquery_emulator.endpoint}"
-    monkeypatch.setattr(bq, "_ANNOUNCED", set())
+    monkeypatch.setattr(endpoint, "_ANNOUNCED", set())
     caplog.set_level(logging.WARNING, logger="beam_ml.io.bigquery")
     bigquery_input(PipelineOptions(_endpoint_flags(bigquery_emulator)), f"test:{dataset}.retention", None)
     plan_batch_predict(PipelineOptions([f"--model_dir={model}", f"--input={path}", "--output_table=test:d.t",
@@ -386,7 +386,7 @@ def test_every_pipeline_announces_the_endpoint_at_start(trained_from_table, bigq
              "not Google's BigQuery"
     assert own_messages(caplog) == [reads, writes]
     caplog.clear()
-    monkeypatch.setattr(bq, "_ANNOUNCED", set())
+    monkeypatch.setattr(endpoint, "_ANNOUNCED", set())
     plan_stream_predict(PipelineOptions([f"--model_dir={model}", "--input_topic=t", "--output_table=test:d.t",
                                          rest]), local=True)
     assert own_messages(caplog) == [writes]

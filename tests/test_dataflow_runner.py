@@ -16,7 +16,8 @@ from beam_ml.testing.dataflow import launch_flex_template, stage_on_dataflow
 pytestmark = pytest.mark.integration
 
 # What the workers must get: the three packages of setup.py.
-PACKAGE_MODULES = {"beam_ml/__init__.py", "beam_ml/fs.py", "beam_ml/io/csv.py", "pipelines/batch_predict.py",
+PACKAGE_MODULES = {"beam_ml/__init__.py", "beam_ml/fs.py", "beam_ml/io/csv.py", "beam_ml/io/bigquery/read.py",
+                   "beam_ml/jobs/batch_predict.py", "beam_ml/jobs/train.py", "pipelines/batch_predict.py",
                    "pipelines/train.py", "transforms/preprocessing.py"}
 # In the order build_batch_predict() and run() apply them.
 BATCH_PREDICT_STEPS = ["ReadCsv", "ToRows", "RunInference", "FormatPredictions", "FlattenDeadLetters",

@@ -11,7 +11,6 @@ from beam_ml.jobs.demo import malformed_event
 from pipelines import stream_demo
 
 
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_demo_summary_adds_up(fraud, tmp_path):

@@ -51,7 +51,6 @@ _LOGGER = logging.getLogger(__name__)
 # ----------------------------------------------------------------- events typing
 def events_schema_for_csv(path: str, dialect, na_values: Sequence[str], sample_rows: int = 20000) -> pa.Schema:
     """The `events` schema of a CSV file: float64 where >= 98% of a sample are numbers, else string; + __line__."""
-
     header = read_header(path, dialect)
     if LINE_COLUMN in header:
         raise UserError(f"--input: {path} has a column named {LINE_COLUMN}, which beam_ml reserves")
@@ -370,7 +369,6 @@ class CleanEventBatchesFn(beam.DoFn):
 
     def _fast(self, records) -> Optional[tuple[pa.Table, list]]:
         """One partition's JSON records typed by Arrow in C++ (no per-record parse), or None (take the slow path)."""
-
         if self._value_format.name != "json":
             return None
         table = json_values_to_table([r.value for r in records], self._fast_schema)

@@ -337,7 +337,6 @@ def read_csv_file(path: str, spec: DatasetSpec, with_label: bool = True, dialect
 
     For tests, tools and small files; `dialect` defaults to the spec's.
     """
-
     dialect = dialect or spec.dialect
     (path, size), = match_files(path)
     ranges = plan_ranges(path, size, dialect, _wanted_columns(spec, with_label), range_bytes)

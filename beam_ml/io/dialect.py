@@ -280,7 +280,6 @@ def sniff_dialect(head: bytes, at_eof: bool, source: str, *, delimiter: Optional
 def detect_dialect(path: str, *, delimiter: Optional[str] = None, encoding: Optional[str] = None,
                    compression: Optional[str] = None, multiline: Optional[bool] = None) -> Dialect:
     """Detects the dialect of a file (local or any Beam filesystem, e.g. gs://); given values win."""
-
     head, at_eof = read_head(path, compression or "auto", SNIFF_BYTES)
     if not head.strip():
         raise UserError(f"--input: {path} is empty (no header line)")

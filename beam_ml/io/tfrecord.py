@@ -94,7 +94,6 @@ def _finalize_splits(_, temp_files, prefixes: dict, suffix: str, temp_dir: str) 
     stay in `temp_dir`, which is removed here). A split with no rows gets one
     empty file, as Beam's file sinks write.
     """
-
     by_split: dict = {split: [] for split in prefixes}
     for split, path in temp_files:
         by_split[split].append(path)

@@ -97,7 +97,6 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
     Raises:
       UserError: a bad flag, file or model directory.
     """
-
     opts = options.view_as(BatchPredictOptions).validated()
     kafka = kafka_client_config(options) if (opts.input_topic or opts.output_topic or opts.dead_letter_topic) \
         else None
@@ -165,7 +164,6 @@ def batch_to_rows(batch: pa.RecordBatch, spec: DatasetSpec, source: str,
 
 def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> BatchPredictOutputs:
     """Adds read → validate → RunInference → format steps to `pipeline` (nothing is written yet)."""
-
     opts, spec = plan.opts, plan.spec
     # Pinned to the version found now: a batch run scores every row with one model.
     handler = ServingModelHandler(plan.version_dir, min_batch_size=opts.min_batch_size,
@@ -190,7 +188,7 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
                 read_spec = input_read_spec(spec, read_header(path, spec.dialect))
                 read = pipeline | f"ReadCsv{suffix}" >> ReadCsvBatches(path, read_spec, with_label=False)
             row_parts.append(read.rows | f"ToRows{suffix}" >> beam.FlatMap(batch_to_rows, spec, path,
-                                                                             plan.with_label))
+                                                                           plan.with_label))
             dead_parts.append(read[DEAD_TAG])
         rows = row_parts[0] if len(row_parts) == 1 else row_parts | "FlattenRows" >> beam.Flatten()
     else:
@@ -254,7 +252,6 @@ def _kafka_message(record: dict, id_name: str) -> tuple[Optional[bytes], bytes]:
 
 def write_batch_outputs(outputs: BatchPredictOutputs, plan: BatchPredictPlan) -> None:
     """Adds the sinks: predictions to --output (.jsonl/.csv) or --output_topic, dead letters to a file or topic."""
-
     opts, spec = plan.opts, plan.spec
     if plan.bigquery is not None:
 
@@ -316,7 +313,6 @@ def batch_predict(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file or model directory.
       RuntimeError: rows in != predictions + dead letters (a bug).
     """
-
     plan = plan_batch_predict(options)
     pipeline = test_pipeline or new_pipeline(options)
     write_batch_outputs(build_batch_predict(pipeline, plan), plan)

@@ -36,10 +36,9 @@ from beam_ml import metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter, UserError
 from beam_ml.inference import CountDeadLetters
 from beam_ml.ingest.sink import InsertBatch, InsertDeadLettersToBigQuery, InsertRowsToBigQuery
-from beam_ml.io.bigquery import (FILE_LOADS, BigQueryEndpoint, ReadFromBigQueryBatches, WriteDeadLettersToBigQuery,
+from beam_ml.io.bigquery import (BigQueryEndpoint, FILE_LOADS, ReadFromBigQueryBatches, WriteDeadLettersToBigQuery,
                                  WriteRowsToBigQuery, check_columns, endpoint_client, infer_spec_from_table,
-                                 use_endpoint,
-                                 parse_table, schema_fields, validate_row)
+                                 parse_table, schema_fields, use_endpoint, validate_row)
 from beam_ml.jobs.settings import bigquery_endpoint
 from beam_ml.options import BigQueryOptions
 from beam_ml.records import raw_text  # prediction rows hold no feature values: nothing to mask

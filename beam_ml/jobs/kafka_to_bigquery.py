@@ -203,7 +203,6 @@ def plan_kafka_to_bigquery(options: PipelineOptions, local: bool = False) -> Ing
     Raises:
       UserError: a bad flag, file, schema or statement, naming the flag.
     """
-
     opts = options.view_as(KafkaToBigQueryOptions).validated()
     bq = options.view_as(BigQueryOptions)
     kafka = kafka_client_config(options)
@@ -366,7 +365,6 @@ class _ToTableRowsFn(beam.DoFn):
 
 def build_kafka_to_bigquery(pipeline: beam.Pipeline, plan: IngestPlan) -> IngestOutputs:
     """Adds ReadFromKafka -> BatchRecords -> ToTableRows to `pipeline` (nothing is written yet)."""
-
     opts = plan.opts
     records = pipeline | "ReadFromKafka" >> ReadFromKafka(
         None, plan.topics, group_id=opts.group_id, start=opts.start, bounded=plan.bounded,
@@ -425,7 +423,6 @@ def ingest_counts(result, bounded: bool) -> dict[str, int]:
 
 def snapshot_offsets(result) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the offset after the last record a finished run read (what to commit)."""
-
     found = result.metrics().query(MetricsFilter().with_namespace(metrics.INGEST))["distributions"]
     out: dict[tuple[str, int], int] = {}
     for r in found:
@@ -443,7 +440,6 @@ def snapshot_offsets(result) -> dict[tuple[str, int], int]:
 
 def commit_offsets(kafka, group_id: str, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """Commits each partition's offset to `group_id`, never moving one backwards; returns what was committed."""
-
     if not offsets:
         return {}
     consumer = KafkaConsumer(**kafka.client_kwargs(), group_id=group_id, enable_auto_commit=False)
@@ -493,7 +489,6 @@ def kafka_to_bigquery(options: PipelineOptions, test_pipeline=None,
       UserError: a bad flag, file, schema or statement.
       RuntimeError: records in != rows written + dead letters + filtered (a bug).
     """
-
     plan = plan_kafka_to_bigquery(options, local=test_pipeline is not None)
     if not plan.bounded:
         # An endless read: Dataflow must run it as a streaming job.

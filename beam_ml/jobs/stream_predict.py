@@ -68,6 +68,7 @@ __all__ = ["StreamPredictPlan", "StreamPredictOutputs", "StreamPredictRun", "pla
 
 _print = functools.partial(print, flush=True)
 
+
 @dataclasses.dataclass
 class StreamPredictPlan:
     """What a streaming run serves and reads, decided before any data moves.
@@ -113,7 +114,6 @@ def plan_stream_predict(options: PipelineOptions, local: bool = False) -> Stream
     Raises:
       UserError: a bad flag or model directory, or side-input reload on a local runner.
     """
-
     opts = options.view_as(StreamPredictOptions).validated()
     kafka = kafka_client_config(options)
 
@@ -170,7 +170,6 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
     Every step after the read works on one poll's records at a time (a list
     per element); only WriteToKafka sends them one by one.
     """
-
     opts, spec = plan.opts, plan.spec
     poll = opts.model_reload == "poll" and plan.model_root
     handler = RowBatchModelHandler(opts.model_dir, reload_interval=opts.reload_interval if poll else None)
@@ -222,14 +221,13 @@ class WriteDeadLettersToKafka(beam.PTransform):
                  | f"Count{i}" >> beam.ParDo(CountDeadLetters())
                  | f"Encode{i}" >> beam.Map(_dead_letter_message)
                  | f"Send{i}" >> WriteToKafka(None, self._topic, client_config=self._config,
-                                             producer_config=self._producer_config))
+                                              producer_config=self._producer_config))
         return beam.pvalue.PDone(parts[0].pipeline)
 
 
 def write_stream_outputs(outputs: StreamPredictOutputs, plan: StreamPredictPlan) -> None:
     """Adds the sinks: prediction events to --output_topic and/or --output_table, dead letters to
     --dead_letter_topic and/or the dead-letter table."""
-
     producer = {"compression_type": plan.opts.compression_type} if plan.opts.compression_type != "none" else {}
     if plan.opts.output_topic:
         _ = outputs.messages | "WriteToKafka" >> WriteToKafka(None, plan.opts.output_topic, client_config=plan.kafka,
@@ -279,7 +277,6 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     Raises:
       UserError: a bad flag or model directory.
     """
-
     plan = plan_stream_predict(options, local=test_pipeline is not None)
     pipeline = test_pipeline or new_pipeline(options)
     write_stream_outputs(build_stream_predict(pipeline, plan), plan)

@@ -63,7 +63,6 @@ from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec, infer_spec_from_rows
 from beam_ml.training.families.mlp import default_network
-from beam_ml.training.report import write_outputs
 from beam_ml.training.trial import EVALUATED_MODEL, RefitDoFn, TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
@@ -350,10 +349,10 @@ class TrainOutputs(NamedTuple):
 
 def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     """Adds the whole training job to `pipeline` (see the module docstring) and returns its key PCollections."""
-
-    # deferred: TensorFlow, tf.Transform and scikit-learn take seconds to import; plan_training fails fast before
+    # deferred: TensorFlow, tf.Transform, scikit-learn, matplotlib take seconds to import; plan_training fails first
     from beam_ml import evaluation
     from beam_ml.preprocess import build_preprocess
+    from beam_ml.training.report import write_outputs  # matplotlib
 
     opts, spec = plan.opts, plan.spec
     pre = build_preprocess(pipeline, spec, plan.preprocess_config, source=plan.source())
@@ -426,7 +425,6 @@ def finish_training(plan: TrainPlan, result, log: Callable[[str], None] = _print
     Raises:
       RuntimeError: the reader's counters disagree with the rows the pipeline counted (a bug).
     """
-
     out = plan.output_dir
     run = TrainRun(output_dir=out, counts=None, pipeline_result=result, spec_path=plan.spec_path)
     submitted_only = "Dataflow" in _runner_name(plan.options)  # template creation reports DONE, too

@@ -182,7 +182,6 @@ class BigQueryEmulator(ServerProcess):
 
     def client(self):
         """A google-cloud-bigquery Client for this emulator (anonymous credentials)."""
-
         return endpoint_client(self.endpoint, self.project)
 
     def __enter__(self) -> "BigQueryEmulator":

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from beam_ml import fs  # noqa: E402
+from beam_ml.spec import DatasetSpec  # noqa: E402
 from beam_ml.training import families  # noqa: E402
-from beam_ml.training.report_html import render_html
-from beam_ml.spec import DatasetSpec
+from beam_ml.training.report_html import render_html  # noqa: E402
 from beam_ml.tuning import selected  # noqa: E402
 
 __all__ = ["plot_learning_curves", "plot_confusion_matrix", "plot_roc_pr", "plot_calibration", "plot_leaderboard",

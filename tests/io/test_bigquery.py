@@ -233,8 +233,7 @@ def test_endpoint_flags_are_checked():
     with pytest.raises(UserError, match="--bigquery_endpoint: expected http://HOST:PORT, got '127.0.0.1:9050'"):
         bq.BigQueryEndpoint("127.0.0.1:9050")
     with pytest.raises(UserError, match="--bigquery_storage_endpoint: only meaningful with --bigquery_endpoint"):
-        bigquery_endpoint(parse_pipeline_options(["--bigquery_storage_endpoint=h:1"],
-                                                                BigQueryOptions))
+        bigquery_endpoint(parse_pipeline_options(["--bigquery_storage_endpoint=h:1"], BigQueryOptions))
     with pytest.raises(UserError, match="--create_disposition"):
         parse_pipeline_options(["--create_disposition=SOMETIMES"], BigQueryOptions)
     from beam_ml.testing import find_free_port

@@ -107,5 +107,3 @@ def dead_letter_row(dead: DeadLetter, timestamp: Union[float, datetime.datetime]
         row.update(source_topic=m.group("topic"), partition=int(m.group("partition")),
                    offset=None if dead.position is None else int(dead.position))
     return row
-
-

@@ -30,8 +30,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from beam_ml.errors import UserError
 
-
 _LOGGER = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class BigQueryEndpoint:
@@ -226,5 +226,3 @@ def use_endpoint_from_environment() -> None:
         use_endpoint(BigQueryEndpoint(d["rest"], d.get("storage")), d.get("project") or "beam-ml")
     except (ValueError, KeyError, TypeError, UserError) as e:
         _LOGGER.error("ignoring malformed %s=%r: %s", ENDPOINT_ENV, text, e)
-
-

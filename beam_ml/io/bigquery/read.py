@@ -303,5 +303,3 @@ def _default_project(query: str) -> Optional[str]:
     """The project of the first fully qualified table a query names, if any."""
     m = re.search(r"`([A-Za-z0-9_\-]+)[.:][A-Za-z0-9_]+\.[A-Za-z0-9_\-]+`", query)
     return m.group(1) if m else None
-
-

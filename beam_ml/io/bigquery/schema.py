@@ -288,5 +288,3 @@ def validate_row(row: Mapping[str, Any], schema: Any, ignore_unknown: bool = Fal
     if not isinstance(row, Mapping):
         return f"expected a row (dict), got {type(row).__name__}"
     return _record_error(row, schema_fields(schema), "", ignore_unknown)
-
-

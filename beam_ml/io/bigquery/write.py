@@ -269,5 +269,3 @@ class WriteDeadLettersToBigQuery(beam.PTransform):
         else:
             _remove_after_loads(result, self._scratch)
         return result
-
-

@@ -34,6 +34,7 @@ from beam_ml.spec import DatasetSpec
 
 __all__ = ["KafkaJsonToBatches", "ReadTopicSnapshot", "records_to_chunk", "sample_topic", "position_code"]
 
+
 def position_code(partition: int, offset: int) -> int:
     """A row identity for the split hash: stable for a (partition, offset)."""
     return (int(partition) << 40) | int(offset)
