@@ -143,13 +143,16 @@ flag("max_bad_rows_fraction", type=float, default=0.01,
 flag("preprocess_only", action="store_true", help="stop after writing the transformed TFRecords")
 
 # ---------------------------------------------------------------- model
-flag("hidden_units", default="64,32", help="MLP layer sizes, comma-separated (\"\": a linear model)")
+flag("hidden_units", default="auto",
+     help="MLP layer sizes, comma-separated (\"\": a linear model; auto: 64,32 for up to 64 feature columns, "
+          "wider for more, e.g. 256,128 for 784 pixels)")
 flag("dropout", type=float, default=0.2, help="dropout rate after each hidden layer")
 flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad", "lbfgs"],
      help="the optimizer (lbfgs: the linear model only, fitted exactly like scikit-learn's LogisticRegression)")
 flag("learning_rate", type=float, default=1e-3, help="initial learning rate (halved on plateaus)")
 flag("batch_size", type=int, default=0, help="rows per step; 0 = auto: train rows / 100, within 32..512")
-flag("epochs", type=int, default=30, help="most epochs (early stopping usually ends sooner)")
+flag("epochs", type=int, default=0,
+     help="most epochs (early stopping usually ends sooner); 0 = auto: 30, or 50 for more than 64 feature columns")
 flag("early_stopping_patience", type=int, default=5, help="epochs without val_loss improvement before stopping")
 flag("class_weights", default="auto", choices=["auto", "balanced", "none"],
      help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
@@ -170,6 +173,9 @@ flag("target_precision", type=float, default=0.9, help="the precision recall_at_
 flag("selection_rule", default="one_se", choices=["one_se", "best"],
      help="which candidate is exported: one_se = the simplest (linear first) whose validation score is within one "
           "standard error of the best; best = the highest validation score")
+flag("final_fit", default="all", choices=["all", "non_test"],
+     help="the served model: all = after the test evaluation, refit the chosen settings on every good row "
+          "(test metrics stay those measured before the refit); non_test = the model the test split evaluated")
 flag("trial_threads", type=int, default=0,
      help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
 flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
@@ -381,8 +387,8 @@ class TrainOptions(PipelineOptions):
              "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
              "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
              "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "trial_threads",
-             "bigquery_endpoint", "bigquery_storage_endpoint", *_RECORD_FORMAT_FLAGS)
+             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "final_fit",
+             "trial_threads", "bigquery_endpoint", "bigquery_storage_endpoint", *_RECORD_FORMAT_FLAGS)
 
     def validated(self) -> "TrainOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -417,9 +423,10 @@ class TrainOptions(PipelineOptions):
             raise UserError(f"--dropout: expected a value in [0, 1), got {self.dropout}")
         if self.batch_size < 0:
             raise UserError(f"--batch_size: expected >= 0 (0 = auto), got {self.batch_size}")
-        for name in ("learning_rate", "epochs"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name}: expected a positive value, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning_rate: expected a positive value, got {self.learning_rate}")
+        if self.epochs < 0:
+            raise UserError(f"--epochs: expected a positive count (0 = auto), got {self.epochs}")
         if self.early_stopping_patience < 0:
             raise UserError(f"--early_stopping_patience: expected >= 0, got {self.early_stopping_patience}")
         if self.dataset_rows is not None and self.dataset_rows <= 0:
@@ -428,8 +435,10 @@ class TrainOptions(PipelineOptions):
         return self
 
     @property
-    def hidden_unit_list(self) -> list[int]:
-        """The MLP layer sizes; [] (a linear model) for "", "0" or "linear"."""
+    def hidden_unit_list(self) -> Optional[list[int]]:
+        """The MLP layer sizes; [] (a linear model) for "", "0" or "linear"; None for auto (sized to the input)."""
+        if str(self.hidden_units).strip().lower() == "auto":
+            return None
         if str(self.hidden_units).strip().lower() in ("", "0", "linear"):
             return []
         return parse_int_list(self.hidden_units, "--hidden_units")

@@ -4,13 +4,16 @@
     outputs = model.predict_columns(records_to_columns(records, model.spec))   # numpy arrays
     predictions = model.predict_records(records)          # one dict per record
 
-Only `tf.saved_model.load` is used, so serving does not depend on a Keras version.
+Only `tf.saved_model.load` is used, so serving does not depend on a Keras version, and
+Keras is not even imported (`import_tensorflow`): scoring one row pays for TensorFlow
+alone.
 Records are checked with `beam_ml.records.validate_record` first, so every serving
 path (CLI, batch, streaming) rejects the same records for the same reasons.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +22,35 @@ from beam_ml.model_store import MODEL_METADATA, read_model_metadata, resolve_ver
 from beam_ml.records import records_to_columns, validate_record
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["ServingModel", "score_records"]
+__all__ = ["ServingModel", "score_records", "import_tensorflow"]
+
+# What `import tensorflow` imports eagerly from Keras (Keras 3, or tf_keras with TF_USE_LEGACY_KERAS=1).
+_EAGER_KERAS = ("keras.src.optimizers", "tf_keras.src.optimizers")
+
+
+def import_tensorflow():
+    """TensorFlow for scoring, without the seconds of Keras its import costs.
+
+    `import tensorflow` eagerly imports Keras' optimizers (so that Keras models
+    it later loads find their registrations) and ignores an ImportError there.
+    A serving signature loaded by tf.saved_model.load needs no Keras: when
+    TensorFlow is not imported yet, that eager import is made to fail, then
+    allowed again, so a later `import tf_keras` in the same process still works.
+    """
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf  # already imported: nothing to save
+
+        return tf
+    blocked = [name for name in _EAGER_KERAS if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # importing it raises ImportError, which TensorFlow's __init__ catches
+    try:
+        import tensorflow as tf  # deferred: importing this module must stay cheap
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return tf
 
 
 class ServingModel:
@@ -31,8 +62,7 @@ class ServingModel:
     """
 
     def __init__(self, version_dir: str):
-        import tensorflow as tf  # deferred: importing this module must stay cheap
-
+        tf = import_tensorflow()
         self.path = version_dir
         meta_path = os.path.join(version_dir, MODEL_METADATA)
         self.metadata = read_model_metadata(version_dir)

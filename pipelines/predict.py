@@ -25,7 +25,6 @@ from beam_ml import cli
 from beam_ml.errors import UserError
 from beam_ml.options import PredictOptions, parse_pipeline_options
 from beam_ml.records import read_csv_records
-from beam_ml.server.client import predict_remote
 from beam_ml.serving import ServingModel, score_records
 
 __all__ = ["run", "main"]
@@ -46,6 +45,10 @@ def run(argv: Optional[Sequence[str]] = None) -> list[dict]:
         records = read_csv_records(opts.input)
 
     if opts.server:
+        # deferred: beam_ml.server's package imports aiohttp and the inference stack (~1 s), which scoring here
+        # does not need
+        from beam_ml.server.client import predict_remote
+
         return predict_remote(opts.server, records, opts.model_name)
     return score_records(ServingModel.load(opts.model_dir), records)
 

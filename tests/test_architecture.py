@@ -63,6 +63,8 @@ DEFERRED: dict[str, str] = {
     "beam_ml.training.data": "TensorFlow datasets: inside the trial DoFns",
     "beam_ml.training.models": "Keras: inside the trial DoFns",
     "transforms.preprocessing": "tf.Transform + TensorFlow: inside the trial DoFns",
+    "beam_ml.server.client": "beam_ml.server's package imports aiohttp and the inference stack (~1 s): "
+                             "pipelines.predict scoring in-process does without it",
     "beam_ml.training.report": "matplotlib (about a second): the report is drawn after training, not at --help",
 }
 

@@ -140,3 +140,46 @@ def test_the_selection_rule_asks_the_family_how_complex_a_set_is():
     linear = families.resolve(dict(BASE, hidden_units=[]), "binary")
     mlp = families.resolve(dict(BASE, hidden_units=[64, 32]), "binary")
     assert families.of(linear).complexity(linear) == 0 < families.of(mlp).complexity(mlp) == 96
+
+
+def _spec(numeric: int, categorical: int = 0):
+    from beam_ml.spec import ColumnSpec, DatasetSpec
+
+    columns = [ColumnSpec(f"n{i}", "numeric") for i in range(numeric)]
+    columns += [ColumnSpec(f"c{i}", "categorical", max_categories=20) for i in range(categorical)]
+    columns.append(ColumnSpec("y", "label"))
+    return DatasetSpec(columns=columns, task="binary", label="y", label_classes=["0", "1"])
+
+
+@pytest.mark.parametrize("numeric, categorical, units, epochs", [
+    (9, 2, [64, 32], 30),       # retention-like tabular data: the small network, as before
+    (30, 0, [64, 32], 30),      # credit-card fraud's 30 columns
+    (64, 0, [64, 32], 30),      # digits 8x8: still small
+    (100, 0, [64, 32], 50),
+    (150, 50, [128, 64], 50),
+    (784, 0, [256, 128], 50),   # MNIST pixels
+    (5000, 0, [256, 128], 50),  # capped
+])
+def test_the_default_network_follows_the_input_width(numeric, categorical, units, epochs):
+    from beam_ml.training.families.mlp import default_network
+
+    spec = _spec(numeric, categorical)
+    assert default_network(spec) == (units, epochs)
+    assert default_network(spec) == default_network(_spec(numeric, categorical))  # pure: the spec alone decides
+
+
+def test_auto_flags_resolve_to_the_default_network_and_explicit_flags_win():
+    from beam_ml.jobs.train import _size_network
+    from beam_ml.options import TrainOptions, parse_pipeline_options
+
+    wide = _spec(784)
+    opts = parse_pipeline_options(["--input=x.csv", "--label=y"], TrainOptions).view_as(TrainOptions).validated()
+    _size_network(opts, wide)
+    base = tuning.base_params(opts)
+    assert (base["hidden_units"], base["epochs"]) == ([256, 128], 50)
+    # The search still holds the linear model next to it (the one-standard-error rule chooses).
+    assert [families.family_name(p) for p in tuning.parameter_sets(None, base, task="binary")] == ["mlp", "linear"]
+    opts = parse_pipeline_options(["--input=x.csv", "--label=y", "--hidden_units=16", "--epochs=7"],
+                                  TrainOptions).view_as(TrainOptions).validated()
+    _size_network(opts, wide)
+    assert (tuning.base_params(opts)["hidden_units"], tuning.base_params(opts)["epochs"]) == ([16], 7)

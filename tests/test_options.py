@@ -29,7 +29,7 @@ def test_help_lists_beam_ml_flags_first_grouped_with_defaults(capsys):
     ours, kafka, beam = (out.index("beam_ml training:"), out.index("beam_ml Kafka connection:"),
                          out.index("Beam: StandardOptions:"))
     assert ours < kafka < beam
-    assert "--epochs EPOCHS" in out and "(default: 30)" in out
+    assert "--epochs EPOCHS" in out and "(default: auto)" in out  # --hidden_units; --epochs 0 = auto
     # A flag without a real default shows none (not "default: None").
     assert "(default: None)" not in out and "(default: False)" not in out
 
@@ -38,7 +38,7 @@ def test_same_declaration_twice_is_fine_a_different_one_fails():
     assert flag("epochs", **declared_flags()["epochs"]) == "epochs"
     with pytest.raises(FlagConflict, match="--epochs is declared twice"):
         flag("epochs", type=int, default=10, help="other meaning")
-    assert declared_flags()["epochs"]["default"] == 30
+    assert declared_flags()["epochs"]["default"] == 0  # auto (families.mlp.default_network)
 
 
 def test_every_flag_an_options_class_lists_is_declared():

@@ -72,9 +72,10 @@ def test_artifacts_hold_what_they_promise(retention_run):
         rows = [tf.io.parse_single_example(r, feature_spec) for r in tf.data.TFRecordDataset(files)]
         assert len(rows) == expected > 0, split
         assert float(tf.reduce_sum(rows[0]["salary_xf"])) == 1.0
-    # One history row per epoch run; TensorBoard got the same epochs.
+    # One history row per epoch the evaluated model ran (the curves the validation watched; the refit has
+    # no validation rows); TensorBoard got the same epochs.
     history = open(os.path.join(d, "history.csv")).read().strip().splitlines()
-    assert len(history) - 1 == m["summary"]["epochs_run"] > 0
+    assert len(history) - 1 == m["final"]["evaluated"]["epochs_run"] > 0
     assert glob.glob(os.path.join(d, "logs", "**", "events.out.tfevents.*"), recursive=True)
     # The plots are real PNG images, referenced by the report with the test metrics.
     import matplotlib.image
@@ -300,3 +301,38 @@ def test_report_html_renders_in_headless_chromium(retention_run, tmp_path):
     from beam_ml.training.report_html import SECTIONS
 
     assert dom.returncode == 0 and dom.stdout.count("<section") == len(SECTIONS)
+
+
+@pytest.mark.slow
+def test_the_served_model_is_refit_on_every_row_after_the_test_evaluation(retention_run):
+    """Default --final_fit=all: the test split scored the evaluated model; the served version saw every good row."""
+    result, _, lines = retention_run
+    d, c = result.output_dir, result.counts
+    m = json.load(open(os.path.join(d, "metrics.json")))
+    final, evaluated = m["final"], m["final"]["evaluated"]
+    assert final["final_fit"] == "all" and final["train_rows"] == c["rows_good"]
+    assert evaluated["train_rows"] == (c["rows_train"] + c["rows_validation"] if evaluated["solver"]
+                                       else c["rows_train"])
+    assert evaluated["version_dir"] == os.path.join(d, "evaluated_model", "1")
+    if not final["solver"]:  # an MLP: refit for the epochs the validation chose, with its schedule
+        assert final["epochs_run"] == final["params"]["epochs"] >= 1
+    phrase = f"measured on {c['rows_test']} held-out rows before the final refit on all {c['rows_good']} rows"
+    served, before = ServingModel.load(os.path.join(d, "model")), ServingModel.load(evaluated["version_dir"])
+    assert served.version == 1 and served.metadata["train_rows"] == c["rows_good"]
+    assert served.metadata["test_metrics_note"] == m["summary"]["test_metrics"] == phrase
+    assert before.metadata["test_metrics"] == served.metadata["test_metrics"]
+    assert served.threshold == before.threshold == pytest.approx(m["test"]["threshold"])
+    for name in ("report.md", "report.html"):
+        assert phrase in open(os.path.join(d, name), encoding="utf-8").read(), name
+    from beam_ml.training.report import summary_text
+
+    assert phrase in summary_text(m)
+    rows = [dict(zip(lines[0].split(","), r.split(","))) for r in lines[40:60]]
+    for r in rows:
+        r.pop("left")
+        for k in r:
+            if k not in served.spec.categorical_columns:
+                r[k] = float(r[k])
+    a = np.array([p["score"] for p in served.predict_records(rows)])
+    b = np.array([p["score"] for p in before.predict_records(rows)])
+    assert np.abs(a - b).max() > 1e-4  # a different fit, not a copy

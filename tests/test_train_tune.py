@@ -46,8 +46,11 @@ def test_the_best_set_is_refit_on_train_plus_validation_and_exported_with_its_cv
     assert best["params"] == min(near, key=lambda r: (sum(r["params"]["hidden_units"]), r["rank"]))["params"]
     assert board[0]["se"] == pytest.approx(board[0]["std"] / 3 ** 0.5)
     assert final["params"]["hidden_units"] == best["params"]["hidden_units"]
-    assert final["train_rows"] == sum(tuned.counts["rows_per_split"][f"fold{j}"] for j in range(3))
+    # Evaluated on test after training on every fold; then refit with the same epochs on the test rows too.
+    assert final["evaluated"]["train_rows"] == sum(tuned.counts["rows_per_split"][f"fold{j}"] for j in range(3))
+    assert final["train_rows"] == tuned.counts["rows_good"]
     assert final["params"]["epochs"] == best["median_best_epoch"] <= 4
+    assert final["epochs_run"] == final["evaluated"]["epochs_run"] == final["params"]["epochs"]
     assert final["threshold_from"] == "out-of-fold validation scores of the best set"
     meta = fs.read_json(os.path.join(m["summary"]["model_version_dir"], "assets.extra", "beam_ml.json"))
     assert meta["tuned"] is True and meta["cv"]["scores"] == best["scores"]

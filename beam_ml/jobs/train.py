@@ -17,6 +17,8 @@ The pipeline:
       → Trials (Create: parameter sets × validation folds) → Reshuffle → TrainTrials  [one trial per element]
       → Leaderboard → TrainFinal (retrain the best on train+validation, or keep the chosen trial) → export
       → ScoreTest (the exported model on the raw test rows, once) → EvaluateTest (a CombineFn)
+      → RefitAll (--final_fit=all, the default: the same settings on every good row, test included;
+        exported as the served model/<version>; the evaluated one stays in evaluated_model/)
       → WriteReport (metrics.json, report.md, report.html, PNGs; test metrics into the model's metadata)
 
 Everything after the plan runs on the runner's workers (on Dataflow the
@@ -24,12 +26,14 @@ launching machine only submits); the trials stage waits on a side input that
 exists only once the TFRecords and transform_fn are written. Without --tune
 the candidates are the model of the flags and the linear model, trained on
 folds 1..k-1 and compared on fold 0; with --tune every parameter set is
-cross-validated on all k folds. Either way the test split is scored once, at
-the end, and every reported metric is on it.
+cross-validated on all k folds. Either way the test split is scored once, by
+the model trained without it, and every reported metric is on it; then (by
+default) the served model is refit on every row, and every place showing the
+test metrics says they were measured before that refit.
 
 Artifacts under the output dir (local or gs://): spec.json, counts.json,
 transform_fn/, transformed_metadata/, data/fold-<j>-*, data/test-*,
-dead_letter/, model/<version>/, keras_model/, metrics.json, report.md,
+dead_letter/, model/<version>/, evaluated_model/<version>/, keras_model/, metrics.json, report.md,
 report.html, *.png, history.csv, checkpoints/, logs/.
 """
 from __future__ import annotations
@@ -59,7 +63,8 @@ from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_sta
 from beam_ml.options import CleanOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec, infer_spec_from_rows
-from beam_ml.training.trial import TrainFinalDoFn, TrainTrialDoFn, TrialContext
+from beam_ml.training.families.mlp import default_network
+from beam_ml.training.trial import EVALUATED_MODEL, RefitDoFn, TrainFinalDoFn, TrainTrialDoFn, TrialContext
 
 __all__ = ["TrainPlan", "TrainRun", "TrainOutputs", "plan_training", "build_training", "finish_training", "train",
            "TOPIC_ENVELOPE_FIELDS", "USER_ERROR_MARK"]
@@ -77,7 +82,8 @@ _THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 # Outputs of an earlier run that a new run replaces wholesale (model versions accumulate;
 # checkpoints stay so that a killed run resumes).
-_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model")
+_STALE_OUTPUTS = ("data", "transform_fn", "transformed_metadata", "dead_letter", "tmp", "keras_model",
+                  EVALUATED_MODEL)
 
 
 @dataclasses.dataclass
@@ -125,7 +131,8 @@ class TrainPlan:
                             metric=self.metric, target_precision=self.opts.target_precision,
                             patience=self.opts.early_stopping_patience, verbose=self.opts.verbose,
                             run_id=self.run_id, threads=self.threads, tune=bool(self.opts.tune),
-                            dataset_name=self.name, selection_rule=self.opts.selection_rule)
+                            dataset_name=self.name, selection_rule=self.opts.selection_rule,
+                            final_fit=self.opts.final_fit)
 
     def source(self):
         """The PTransform reading the input when it is not a plain CSV read (a topic snapshot, a table, --sql),
@@ -250,6 +257,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     metric = opts.tune_metric or tuning.default_tune_metric(spec.task)
     if spec.task == "multiclass" and metric in ("pr_auc", "f1", "recall_at_precision"):
         raise UserError(f"--tune_metric: {metric} is a binary metric; for multiclass use accuracy or roc_auc")
+    _size_network(opts, spec)
     base = tuning.base_params(opts)
     if opts.tune:
         grid = tuning.parse_param_grid(opts.param_grid) if opts.param_grid else tuning.DEFAULT_GRID
@@ -273,6 +281,15 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
                      spec_path=spec_path, kafka=kafka, bigquery=bigquery, parameter_sets=sets, trials=trials,
                      metric=metric, run_id=uuid.uuid4().hex, threads=_trial_threads(options, opts),
                      cleaning=sql.cleaning if sql is not None else None, features=features)
+
+
+def _size_network(opts: TrainOptions, spec: DatasetSpec) -> None:
+    """Resolves --hidden_units=auto and --epochs=0 to the default network of the input (families.mlp)."""
+    units, epochs = default_network(spec)
+    if opts.hidden_unit_list is None:
+        opts.hidden_units = ",".join(str(u) for u in units)
+    if not opts.epochs:
+        opts.epochs = epochs
 
 
 def _trial_threads(options: PipelineOptions, opts: TrainOptions) -> int:
@@ -372,13 +389,21 @@ def build_training(pipeline, plan: TrainPlan) -> TrainOutputs:
     board = (trials
              | "CollectTrials" >> beam.combiners.ToList()
              | "Leaderboard" >> beam.Map(tuning.leaderboard, plan.metric, plan.opts.selection_rule))
-    final = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials), ready=AsSingleton(ready))
+    evaluated = board | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trials),
+                                                   ready=AsSingleton(ready))
     test_acc = (pre.test_rows
-                | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(final))
+                | "ScoreTest" >> beam.ParDo(evaluation.ScoreTestDoFn(spec.to_dict()), final=AsSingleton(evaluated))
                 | "EvaluateTest" >> beam.CombineGlobally(evaluation.EvaluateCombineFn()))
     test = test_acc | "TestMetrics" >> beam.Map(lambda acc, f: evaluation.evaluation_report(
-        acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(final))
-    # What "normal" is for the monitor (beam_ml.monitoring): the non-test rows' histograms and the test scores'.
+        acc, spec.task, spec.label_classes, f["threshold"]), f=AsSingleton(evaluated))
+    if opts.final_fit == "all":
+        # After the test evaluation (its element), the selected set refit on every good row: the served version.
+        final = test | "RefitAll" >> beam.ParDo(RefitDoFn(ctx), board=AsSingleton(board), results=AsList(trials),
+                                                ready=AsSingleton(ready), evaluated=AsSingleton(evaluated))
+    else:
+        final = evaluated
+    # What "normal" is for the monitor (beam_ml.monitoring): the non-test rows' histograms and the test scores',
+    # written beside the served version (the refit keeps the evaluated model's threshold).
     monitoring = (pipeline
                   | "StartStatistics" >> beam.Create([None])
                   | "WriteStatistics" >> beam.Map(

@@ -2,7 +2,9 @@
 
     write_outputs(None, ctx=ctx, counts=counts, board=board, final=final, test=test, trials=trials)
 
-Every metric here is on the test split, scored once by the exported model;
+Every metric here is on the test split, scored once by the model trained
+without it (with --final_fit=all, the served model is then refit on every row,
+and every place showing the metrics says so: summary['test_metrics']);
 the leaderboard holds validation (cross-validation) scores, which chose the
 model. Files go through beam_ml.fs, so the output dir may be on gs://.
 """
@@ -25,7 +27,7 @@ from beam_ml.training.report_html import render_html  # noqa: E402
 from beam_ml.tuning import selected  # noqa: E402
 
 __all__ = ["plot_learning_curves", "plot_confusion_matrix", "plot_roc_pr", "plot_calibration", "plot_leaderboard",
-           "write_outputs", "HEADLINE", "PLOTS"]
+           "write_outputs", "test_scope", "HEADLINE", "PLOTS"]
 
 HEADLINE = ("accuracy", "roc_auc", "pr_auc", "precision", "recall", "f1", "macro_f1", "roc_auc_ovr_macro")
 # File name → what it shows (the HTML report embeds each one).
@@ -153,7 +155,8 @@ def _history_csv(history: dict) -> str:
 
 def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
     lines = [f"# Training report: {summary.get('dataset', '')}", "", "Every metric below is on the test split "
-             "(held out before preprocessing, scored once by the exported model).", "", "| | |", "|---|---|"]
+             "(held out before preprocessing, scored once by the exported model" +
+             (f"; {summary['test_metrics']}" if summary.get("test_metrics") else "") + ").", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
     lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in _scalars(test).items()]
@@ -172,6 +175,18 @@ def _markdown(summary: dict, test: dict, board: list, plots: dict) -> str:
         if name in plots:
             lines += ["", f"## {title}", "", f"![{title.split(' (')[0].lower()}]({name})"]
     return "\n".join(lines) + "\n"
+
+
+def _without_history(final: dict) -> dict:
+    out = {k: v for k, v in final.items() if k != "history"}
+    if "evaluated" in out:
+        out["evaluated"] = _without_history(out["evaluated"])
+    return out
+
+
+def test_scope(summary: dict, rows_test: int) -> str:
+    """What the test metrics were measured on, in words (the CLI summary and report.md)."""
+    return summary.get("test_metrics") or f"{rows_test} rows never used for training or choosing"
 
 
 def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, trials: list,
@@ -197,7 +212,14 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
         "decision_threshold": final["threshold"], "threshold_from": final["threshold_from"],
         "model_version_dir": final["version_dir"],
     }
-    plots = {"learning_curves.png": plot_learning_curves(final["history"]),
+    note = final.get("test_note")
+    evaluated = final.get("evaluated")
+    if note:
+        # The served model was refit on every row after the test evaluation: the metrics are the evaluated one's.
+        summary.update(final_fit="all", rows_final_fit=final["train_rows"], test_metrics=note,
+                       evaluated_model_dir=evaluated["version_dir"])
+    curves = (evaluated or final)["history"]  # the evaluated model's curves: with validation, they chose the epochs
+    plots = {"learning_curves.png": plot_learning_curves(curves),
              "confusion_matrix.png": plot_confusion_matrix(test["confusion_matrix"], spec.label_classes)
              if test.get("confusion_matrix") else None,
              "roc_pr.png": plot_roc_pr(test),
@@ -211,13 +233,16 @@ def write_outputs(_, ctx, counts: dict, board: list, final: dict, test: dict, tr
     lean_board = [{k: v for k, v in r.items()} for r in board]
     md_path, html_path = fs.join(out, "report.md"), fs.join(out, "report.html")
     result = {"summary": summary, "test": test, "leaderboard": lean_board,
-              "final": {k: v for k, v in final.items() if k != "history"}, "history": final["history"],
+              "final": _without_history(final), "history": curves,
               "counts": counts, "report": html_path, "report_md": md_path,
               "trials": [{k: t[k] for k in ("trial_id", "set_id", "fold", "score", "best_epoch", "epochs_run",
                                             "seconds", "pid")} for t in trials]}
-    fs.write_text(fs.join(out, "history.csv"), _history_csv(final["history"]))
+    fs.write_text(fs.join(out, "history.csv"), _history_csv(curves))
     fs.write_text(md_path, _markdown(summary, test, board, plots))
-    meta = update_model_metadata(final["version_dir"], {"test_metrics": _scalars(test)})
+    if evaluated:
+        update_model_metadata(evaluated["version_dir"], {"test_metrics": _scalars(test)})
+    meta = update_model_metadata(final["version_dir"], {"test_metrics": _scalars(test),
+                                                        **({"test_metrics_note": note} if note else {})})
     fs.write_text(html_path, render_html(summary=summary, counts=counts, spec=spec, board=board, final=final,
                                          test=test, plots=plots, model_meta=meta, monitoring=monitoring))
     fs.write_json(fs.join(out, "metrics.json"), json_safe(result))
@@ -244,8 +269,7 @@ def summary_text(metrics: dict, max_rows: int = 12) -> str:
         lines.append(f"[beam_ml] {chosen['name']} is within one standard error ({_fmt(chosen.get('margin'))}) of "
                      f"the best mean, and simpler: it is the one exported (--selection_rule=one_se)")
     lines += [f"[beam_ml] chosen:  {chosen['name']}  {json.dumps(chosen['params'])}",
-              f"[beam_ml] test:    {json.dumps(headline)}  ({test.get('rows', 0)} rows never used for "
-              f"training or choosing)",
+              f"[beam_ml] test:    {json.dumps(headline)}  ({test_scope(summary, test.get('rows', 0))})",
               f"[beam_ml] model:   {summary['model_version_dir']}",
               f"[beam_ml] metrics: {metrics['report'].rsplit('/', 1)[0]}/metrics.json",
               f"[beam_ml] report:  {metrics['report']}"]

@@ -91,7 +91,10 @@ def render_html(summary: dict, counts: dict, spec, board: list, final: dict, tes
         f"<p>Model <b>{_e(final['name'])}</b>, exported as <code>{_e(final['version_dir'])}</code>. "
         f"Every metric on this page is on the <b>test split</b> ({counts['rows_test']} rows held out before "
         f"preprocessing, scored once by the exported model), except the leaderboard, which holds the validation "
-        f"scores that chose the model.</p>")
+        f"scores that chose the model.</p>"
+        + (f"<p><b>Test metrics {_e(final['test_note'])}</b> (the model they were measured on is "
+           f"<code>{_e(final['evaluated']['version_dir'])}</code>; the served one was refit afterwards with the "
+           f"same settings, --final_fit=all).</p>" if final.get("test_note") else ""))
         + _table(["test metric", "value"], [[k, v] for k, v in headline.items()])
         + _table(["", ""], [[k, v] for k, v in summary.items()])))
     columns = [[c.name, c.role, c.default if c.default is not None else "",
@@ -123,12 +126,15 @@ def render_html(summary: dict, counts: dict, spec, board: list, final: dict, tes
                    r["seconds"]] for r in board],
                  ["best" if r["set_id"] == chosen_id else "" for r in board])
         + _img(plots, "leaderboard.png", "Leaderboard"))))
+    fit = final.get("evaluated") or final  # the curves are the evaluated model's (with validation)
+    refit = (f" The served model was then refit with the same settings on all {final['train_rows']} rows."
+             if final.get("test_note") else "")
     parts.append(_section("learning-curves", "Learning curves of the final model",
-                          f"<p class=\"note\">Trained on {final['train_rows']} rows, " + (
-                              f"fitted exactly by L-BFGS (C={_num(final['solver']['C'])}, "
-                              f"{final['solver']['iterations']} iterations"
-                              f"{'' if final['solver']['converged'] else ', NOT converged'}): one point per curve."
-                              if final.get("solver") else f"{final['epochs_run']} epochs.") + "</p>"
+                          f"<p class=\"note\">Trained on {fit['train_rows']} rows, " + (
+                              f"fitted exactly by L-BFGS (C={_num(fit['solver']['C'])}, "
+                              f"{fit['solver']['iterations']} iterations"
+                              f"{'' if fit['solver']['converged'] else ', NOT converged'}): one point per curve."
+                              if fit.get("solver") else f"{fit['epochs_run']} epochs.") + refit + "</p>"
                           + _img(plots, "learning_curves.png", "Learning curves")))
     scalars = [[k, v] for k, v in test.items() if isinstance(v, (int, float)) or v is None]
     body = _table(["metric", "value"], scalars)

@@ -3,6 +3,7 @@
     trials | "Reshuffle" >> beam.Reshuffle()
            | "TrainTrials" >> beam.ParDo(TrainTrialDoFn(ctx), ready=AsSingleton(ready))
     board  | "TrainFinal" >> beam.ParDo(TrainFinalDoFn(ctx), results=AsList(trial_results), ready=...)
+    test   | "RefitAll" >> beam.ParDo(RefitDoFn(ctx), board=..., results=..., ready=..., evaluated=...)
 
 A trial (beam_ml.tuning.expand_trials) trains one parameter set with one fold
 as validation and the other folds as training data, and reports the
@@ -25,8 +26,14 @@ by default the simplest within one standard error of the best), on
   exactly (the linear model with optimizer lbfgs), which has no epochs to
   choose and is refit on every non-test fold (threshold still from fold 0);
 
-then exports it as the next model version. Every file goes through
-`beam_ml.fs` or `tf.io.gfile`, so the output dir may be on gs://.
+then exports it: with --final_fit=non_test as the next model version (the
+served one); by default (--final_fit=all) under evaluated_model/, where the
+test split scores it, after which `refit_all` fits the same settings (the exact
+fit; or the median fold's epoch count and learning-rate schedule) on every
+good row, test included, and exports THAT as the next model version, its
+metadata naming the evaluated model and carrying its test metrics with the
+phrase of `refit_note`. Every file goes through `beam_ml.fs` or
+`tf.io.gfile`, so the output dir may be on gs://.
 """
 from __future__ import annotations
 
@@ -43,10 +50,13 @@ from beam_ml.spec import DatasetSpec
 from beam_ml.training import families
 from beam_ml.tuning import describe, selected
 
-__all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "run_trial", "train_final"]
+__all__ = ["TrialContext", "TrainTrialDoFn", "TrainFinalDoFn", "RefitDoFn", "run_trial", "train_final", "refit_all",
+           "refit_note", "EVALUATED_MODEL"]
 
 # Where a 'select' trial leaves its weights for the final stage.
 _WEIGHTS = "weights/model"
+# With --final_fit=all: where the model the test split evaluates is exported (the refit is model/<version>).
+EVALUATED_MODEL = "evaluated_model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +76,7 @@ class TrialContext:
       tune: cross-validation (True) or one validation fold (False).
       dataset_name: for the model metadata.
       selection_rule: how the leaderboard picks the exported set (beam_ml.tuning.leaderboard).
+      final_fit: 'all' (refit on every good row after the test evaluation) or 'non_test'.
     """
 
     output_dir: str
@@ -80,6 +91,7 @@ class TrialContext:
     tune: bool = False
     dataset_name: str = ""
     selection_rule: str = "one_se"
+    final_fit: str = "all"
 
     @property
     def dataset_spec(self) -> DatasetSpec:
@@ -148,8 +160,8 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     return result
 
 
-class TrainTrialDoFn(beam.DoFn):
-    """Runs one trial per element; the side input `ready` (the split counts) exists once the data is written."""
+class _TrainingDoFn(beam.DoFn):
+    """A DoFn that trains: holds the run's TrialContext, limits TensorFlow's threads once per worker."""
 
     def __init__(self, ctx: TrialContext):
         self._ctx = ctx
@@ -158,6 +170,10 @@ class TrainTrialDoFn(beam.DoFn):
         from beam_ml.training.trainer import limit_threads
 
         limit_threads(self._ctx.threads)
+
+
+class TrainTrialDoFn(_TrainingDoFn):
+    """Runs one trial per element; the side input `ready` (the split counts) exists once the data is written."""
 
     def process(self, trial: dict, ready: dict):
         yield run_trial(self._ctx, trial, ready["splits"], log=lambda m: print(m, flush=True))
@@ -179,14 +195,63 @@ def _median_fold(results: list[dict], set_id: str) -> dict:
     return rs[len(rs) // 2]
 
 
-def train_final(ctx: TrialContext, board: list[dict], results: list[dict], counts: dict, log=print) -> dict:
-    """Trains (or, without --tune, loads) the best set's model, exports it and returns what was exported."""
-    import tensorflow_transform as tft
+def _fit_selected(ctx: TrialContext, best: dict, results: list[dict], counts: dict, splits: list[str], name: str,
+                  log) -> tuple[dict, object, int]:
+    """Fits the selected set on `splits` with no validation rows: the median fold's epoch count and schedule.
+
+    Returns (params with the epochs run, the FitResult, rows fitted on).
+    """
     import tf_keras as keras
 
-    from beam_ml.export import export_model
     from beam_ml.training.trainer import load_splits
 
+    spec = ctx.dataset_spec
+    params = dict(best["params"])
+    exact = families.of(params, spec.task).exact_solver(params)
+    x, y = load_splits(ctx.output_dir, spec, splits, cache_key=ctx.run_id)
+    median = _median_fold(results, best["set_id"])
+    params["epochs"] = max(1, int(median["best_epoch"]))
+    lr = median["history"].get("lr", [])[: params["epochs"]]
+    how = f"fitted exactly ({exact})" if exact else f"{params['epochs']} epochs (the validation's best)"
+    log(f"[beam_ml] {name} model: {describe(params)} on all {len(x)} {' + '.join(_split_words(splits))} rows, {how}")
+    fitted = families.fit_model(params, spec.task, x, y, validation=None,
+                                class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
+                                verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", name, "backup"),
+                                lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
+                                    fs.join(ctx.output_dir, "logs", name))])
+    return params, fitted, int(len(x))
+
+
+def _split_words(splits: list[str]) -> list[str]:
+    from beam_ml.preprocess import TEST_SPLIT
+
+    return ["train+validation"] + (["test"] if TEST_SPLIT in splits else [])
+
+
+def _export(ctx: TrialContext, model, params: dict, threshold: float, root: str, metadata: dict) -> str:
+    """Exports `model` as the next version under `root` with the run's metadata plus `metadata`."""
+    import tensorflow_transform as tft
+
+    from beam_ml.export import export_model
+
+    spec = ctx.dataset_spec
+    return export_model(root, tft.TFTransformOutput(ctx.output_dir), model, spec, threshold, metadata={
+        "dataset": ctx.dataset_name, "params": params, "family": families.of(params, spec.task).name,
+        "model_name": describe(params), "tuned": ctx.tune, **metadata})
+
+
+def refit_note(test_rows: int, all_rows: int) -> str:
+    """The phrase every place showing test metrics of a refit model carries."""
+    return f"measured on {test_rows} held-out rows before the final refit on all {all_rows} rows"
+
+
+def train_final(ctx: TrialContext, board: list[dict], results: list[dict], counts: dict, log=print) -> dict:
+    """Trains (or, without --tune, loads) the best set's model, exports it and returns what was exported.
+
+    With ctx.final_fit 'all' this is the model the test split evaluates: it is
+    exported under <output_dir>/EVALUATED_MODEL, and `refit_all` exports the
+    served version; with 'non_test' it is the served version (model/<version>).
+    """
     start = time.time()
     spec = ctx.dataset_spec
     best = selected(board)
@@ -196,27 +261,16 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
         # With --tune: the best set on every non-test fold. Without: an exactly fitted model (the linear
         # one) has no epoch count for the validation fold to choose, so it is refit on every non-test
         # fold too (the same convex problem with all the rows); the threshold stays fold 0's.
-        splits = _fold_splits(ctx.cv_folds, None)
-        x, y = load_splits(ctx.output_dir, spec, splits, cache_key=ctx.run_id)
+        params, fitted, train_rows = _fit_selected(ctx, best, results, counts, _fold_splits(ctx.cv_folds, None),
+                                                   "final", log)
+        model, history, solver, batch_size = fitted.model, fitted.history, fitted.solver, fitted.batch_size
         median = _median_fold(results, best["set_id"])
-        params["epochs"] = int(median["best_epoch"])
-        lr = median["history"].get("lr", [])[: params["epochs"]]
-        how = f"fitted exactly ({exact})" if exact else f"{params['epochs']} epochs (the median fold's best)"
-        log(f"[beam_ml] final model: {describe(params)} on all {len(x)} train+validation rows, {how}")
-        fitted = families.fit_model(params, spec.task, x, y, validation=None,
-                           class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
-                           verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", "final", "backup"),
-                           lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
-                               fs.join(ctx.output_dir, "logs", "final"))])
-        model, history, train_rows = fitted.model, fitted.history, int(len(x))
-        solver = fitted.solver
         if ctx.tune:
             threshold = _oof_threshold(results, best["set_id"])
             threshold_from = "out-of-fold validation scores of the best set"
         else:
             threshold = median["validation"].get("threshold")
             threshold_from = "the validation fold"
-        batch_size = fitted.batch_size
     else:
         trial = next(r for r in results if r["set_id"] == best["set_id"])
         model = families.build_model(params, spec.task, _input_dim(ctx, spec), spec.num_classes)
@@ -229,18 +283,49 @@ def train_final(ctx: TrialContext, board: list[dict], results: list[dict], count
         threshold = 0.5
     cv = {"metric": best["metric"], "mean": best["mean"], "std": best["std"], "se": best.get("se"),
           "scores": best["scores"], "folds": best["folds"], "selection_rule": ctx.selection_rule}
-    tft_output = tft.TFTransformOutput(ctx.output_dir)
-    version_dir = export_model(fs.join(ctx.output_dir, "model"), tft_output, model, spec, threshold, metadata={
-        "dataset": ctx.dataset_name, "params": params, "family": families.of(params, spec.task).name,
-        "model_name": describe(params), "cv": cv,
-        "tuned": ctx.tune, "threshold_from": threshold_from, "train_rows": train_rows, "solver": solver})
-    # The Keras model over transformed features, kept for skew checks against the export.
-    model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)
+    served = ctx.final_fit == "non_test"
+    root = fs.join(ctx.output_dir, "model" if served else EVALUATED_MODEL)
+    version_dir = _export(ctx, model, params, threshold, root, {
+        "cv": cv, "threshold_from": threshold_from, "train_rows": train_rows, "solver": solver,
+        "final_fit": "non_test"})
+    if served:
+        # The Keras model over transformed features, kept for skew checks against the export.
+        model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)
     log(f"[beam_ml] exported {version_dir} ({time.time() - start:.1f} s)")
     return {"version_dir": version_dir, "threshold": float(threshold), "threshold_from": threshold_from,
             "params": params, "name": describe(params), "history": history, "train_rows": train_rows,
             "batch_size": batch_size, "epochs_run": len(history.get("loss", [])), "cv": cv, "solver": solver,
-            "seconds": round(time.time() - start, 2)}
+            "final_fit": "non_test", "seconds": round(time.time() - start, 2)}
+
+
+def refit_all(ctx: TrialContext, board: list[dict], results: list[dict], counts: dict, evaluated: dict, test: dict,
+              log=print) -> dict:
+    """Refits the selected set on every good row (folds and test) and exports it as the served version.
+
+    The settings are those selection chose (the exact fit; or the epoch count
+    and learning-rate schedule of the validation), the decision threshold the
+    evaluated model's. The test metrics stay those of `evaluated` (scored
+    before this refit): the returned dict's `test_note` says so.
+    """
+    from beam_ml.preprocess import TEST_SPLIT
+
+    start = time.time()
+    best = selected(board)
+    splits = _fold_splits(ctx.cv_folds, None) + [TEST_SPLIT]
+    params, fitted, rows = _fit_selected(ctx, best, results, counts, splits, "refit", log)
+    note = refit_note(int(test.get("rows", 0)), rows)
+    version_dir = _export(ctx, fitted.model, params, evaluated["threshold"], fs.join(ctx.output_dir, "model"), {
+        "cv": evaluated["cv"], "threshold_from": evaluated["threshold_from"], "train_rows": rows,
+        "solver": fitted.solver, "final_fit": "all", "test_metrics_note": note,
+        "evaluated_model": evaluated["version_dir"], "evaluated_train_rows": evaluated["train_rows"]})
+    fitted.model.save(fs.join(ctx.output_dir, "keras_model"), save_format="tf", include_optimizer=False)
+    log(f"[beam_ml] exported {version_dir}, refit on all {rows} rows; test metrics {note} "
+        f"({time.time() - start:.1f} s)")
+    return dict(evaluated, version_dir=version_dir, params=params, name=describe(params), history=fitted.history,
+                train_rows=rows, batch_size=fitted.batch_size, epochs_run=len(fitted.history.get("loss", [])),
+                solver=fitted.solver, final_fit="all", test_note=note,
+                evaluated={k: v for k, v in evaluated.items() if k != "params"},
+                seconds=round(time.time() - start, 2))
 
 
 def _input_dim(ctx: TrialContext, spec: DatasetSpec) -> int:
@@ -253,16 +338,16 @@ def _input_dim(ctx: TrialContext, spec: DatasetSpec) -> int:
                        transformed_feature_names(spec))
 
 
-class TrainFinalDoFn(beam.DoFn):
+class TrainFinalDoFn(_TrainingDoFn):
     """Trains and exports the final model from the leaderboard (one element)."""
-
-    def __init__(self, ctx: TrialContext):
-        self._ctx = ctx
-
-    def setup(self):
-        from beam_ml.training.trainer import limit_threads
-
-        limit_threads(self._ctx.threads)
 
     def process(self, board: list, results: list, ready: dict):
         yield train_final(self._ctx, board, list(results), ready["splits"], log=lambda m: print(m, flush=True))
+
+
+class RefitDoFn(_TrainingDoFn):
+    """Refits on every good row and exports the served version; its element is the test metrics (so it runs after)."""
+
+    def process(self, test: dict, board: list, results: list, ready: dict, evaluated: dict):
+        yield refit_all(self._ctx, board, list(results), ready["splits"], evaluated, test,
+                        log=lambda m: print(m, flush=True))
