@@ -52,11 +52,8 @@ def _offline_scores(path, out, model_dir):
     return rows, dict(zip(ids, model.predict_records([rows[i] for i in ids])))
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_a_restarted_run_rebuilds_its_windows_from_the_topic(kafka_broker, new_topic, tmp_path):
-    """Two runs of one --group_id (the second one started fresh): the second scores as if never stopped."""
-    rows = card_events(1200, cards=30, seed=9)
+def _trained_and_produced(kafka_broker, new_topic, tmp_path, rows, group: str, batch: int):
+    """(csv path, output dir, model dir, predictions topic, stream_predict argv) for `rows` on a fresh topic."""
     path = write_card_csv(str(tmp_path / "cards.csv"), rows)
     out = tmp_path / "model_out"
     model_dir = _train(path, out)
@@ -64,7 +61,17 @@ def test_a_restarted_run_rebuilds_its_windows_from_the_topic(kafka_broker, new_t
     produce.run([f"--input={path}", f"--topic={source}", f"--bootstrap_servers={kafka_broker}"])
     argv = [f"--model_dir={model_dir}", f"--input_topic={source}", f"--output_topic={predictions}",
             f"--dead_letter_topic={dlq}", f"--bootstrap_servers={kafka_broker}", "--runner=DirectRunner",
-            "--streaming", "--max_read_time=120", "--group_id=restart", "--max_batch_size=50"]
+            "--streaming", "--max_read_time=120", f"--group_id={group}", f"--max_batch_size={batch}"]
+    return path, out, model_dir, predictions, argv
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_restarted_run_rebuilds_its_windows_from_the_topic(kafka_broker, new_topic, tmp_path):
+    """Two runs of one --group_id (the second one started fresh): the second scores as if never stopped."""
+    rows = card_events(1200, cards=30, seed=9)
+    path, out, model_dir, predictions, argv = _trained_and_produced(kafka_broker, new_topic, tmp_path, rows,
+                                                                    "restart", 50)
     offline_rows, offline = _offline_scores(path, out, model_dir)
     # stop the first run inside a burst: the next event's features need events the first run saw
     cut = next(i for i in range(600, len(rows)) if offline_rows[f"cards.csv:{i + 2}"]["tx_10m"] >= 2)
@@ -81,17 +88,10 @@ def test_a_restarted_run_rebuilds_its_windows_from_the_topic(kafka_broker, new_t
 @pytest.mark.slow
 def test_stream_predict_reproduces_training_features_and_scores(kafka_broker, new_topic, tmp_path):
     rows = card_events(1500, cards=40, seed=7)
-    path = write_card_csv(str(tmp_path / "cards.csv"), rows)
-    out = tmp_path / "model_out"
-    model_dir = _train(path, out)
-    source, predictions, dlq = new_topic(prefix="in"), new_topic(prefix="out"), new_topic(prefix="dlq")
-    produce.run([f"--input={path}", f"--topic={source}", f"--bootstrap_servers={kafka_broker}"])
+    path, out, model_dir, predictions, argv = _trained_and_produced(kafka_broker, new_topic, tmp_path, rows,
+                                                                    "w1", 64)
     n = len(rows)
-    result = stream_predict.run([f"--model_dir={model_dir}", f"--input_topic={source}",
-                                 f"--output_topic={predictions}", f"--dead_letter_topic={dlq}",
-                                 f"--bootstrap_servers={kafka_broker}", "--runner=DirectRunner", "--streaming",
-                                 f"--max_records={n}", "--max_read_time=120", "--group_id=w1",
-                                 "--max_batch_size=64"])  # the stored statement applies by default
+    result = stream_predict.run(argv + [f"--max_records={n}"])  # the stored statement applies by default
     assert result.counts["predictions"] == n and result.counts["dead_letters"] == 0, result.counts
     assert result.counts["late_events"] == 0
     live = {p["event_id"]: p for p in (json.loads(r.value) for r in read_topic(kafka_broker, predictions, n, 60))}
