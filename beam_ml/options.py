@@ -47,6 +47,7 @@ __all__ = [
     "CsvReadOptions",
     "BigQueryOptions",
     "CleanOptions",
+    "FeatureOptions",
     "KafkaToBigQueryOptions",
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
@@ -668,7 +669,15 @@ class CleanOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml cleaning (ksqlDB-style SQL)"
-    FLAGS = ("sql", "lookup", "lookup_refresh", "features_sql", "event_time_column")
+    FLAGS = ("sql", "lookup", "lookup_refresh")
+
+
+class FeatureOptions(PipelineOptions):
+    """Windowed features (see beam_ml.features): train, batch_predict and stream_predict."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml windowed features (ksqlDB WINDOW ... GROUP BY)"
+    FLAGS = ("features_sql", "event_time_column")
 
 
 class KafkaToBigQueryOptions(PipelineOptions):

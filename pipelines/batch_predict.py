@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.jobs.batch_predict import batch_predict
-from beam_ml.options import (BatchPredictOptions, CleanOptions, CsvReadOptions, KafkaOptions, MonitorOptions,
-                             parse_pipeline_options)
+from beam_ml.options import (BatchPredictOptions, CleanOptions, CsvReadOptions, FeatureOptions, KafkaOptions,
+                             MonitorOptions, parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
@@ -30,7 +30,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
       UserError: a bad flag, file or model directory.
     """
     options = parse_pipeline_options(argv, BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions,
-                                     MonitorOptions, prog="python -m pipelines.batch_predict",
+                                     FeatureOptions, MonitorOptions, prog="python -m pipelines.batch_predict",
                                      description="Score a CSV file or a Kafka topic snapshot with an exported model.")
 
     return batch_predict(options, test_pipeline=test_pipeline)

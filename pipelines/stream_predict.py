@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.jobs.stream_predict import stream_predict
-from beam_ml.options import (CleanOptions, KafkaOptions, MonitorOptions, StreamPredictOptions,
+from beam_ml.options import (CleanOptions, FeatureOptions, KafkaOptions, MonitorOptions, StreamPredictOptions,
                              parse_pipeline_options)
 
 __all__ = ["run", "main"]
@@ -33,7 +33,8 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None):
     Raises:
       UserError: a bad flag or model directory.
     """
-    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions, CleanOptions, MonitorOptions,
+    options = parse_pipeline_options(argv, StreamPredictOptions, KafkaOptions, CleanOptions, FeatureOptions,
+                                     MonitorOptions,
                                      prog="python -m pipelines.stream_predict",
                                      description="Score a Kafka stream with an exported model; predictions and "
                                                  "dead letters to Kafka and/or BigQuery.")

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.jobs.train import TrainRun, train
-from beam_ml.options import CleanOptions, CsvReadOptions, KafkaOptions, TrainOptions, parse_pipeline_options
+from beam_ml.options import (CleanOptions, CsvReadOptions, FeatureOptions, KafkaOptions, TrainOptions,
+                             parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
@@ -34,7 +35,7 @@ def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
     Raises:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
-    options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions,
+    options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions,
                                      prog="python -m pipelines.train",
                                      description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or "
                                                  "query, or a bundled dataset.")

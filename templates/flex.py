@@ -23,7 +23,7 @@ import sys
 from typing import Sequence
 
 from beam_ml.options import (KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, BatchPredictOptions, BigQueryOptions, CleanOptions,
-                             CsvReadOptions, KafkaOptions, KafkaToBigQueryOptions, StreamPredictOptions,
+                             CsvReadOptions, FeatureOptions, KafkaOptions, KafkaToBigQueryOptions, StreamPredictOptions,
                              TrainOptions)
 
 __all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
@@ -31,13 +31,14 @@ __all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
 # pipeline module → (display name, options classes, description)
 TEMPLATES = {
     "train": ("beam_ml: train a model from CSV, a Kafka topic or BigQuery",
-              [TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions],
+              [TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions],
               "CSV/Kafka/BigQuery → optional --sql → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
-    "batch_predict": ("beam_ml: batch predictions", [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions],
+    "batch_predict": ("beam_ml: batch predictions",
+                      [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions],
                       "Scores a CSV file or a bounded topic with an exported model (its --sql statement first); "
                       "predictions to a file, a topic or a BigQuery table."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka and/or BigQuery",
-                       [StreamPredictOptions, KafkaOptions, CleanOptions],
+                       [StreamPredictOptions, KafkaOptions, CleanOptions, FeatureOptions],
                        "Kafka JSON events → the model's --sql statement → validate → RunInference → prediction "
                        "events to a topic and/or a BigQuery table; dead letters likewise."),
     "kafka_to_bigquery": ("beam_ml: Kafka to BigQuery",

@@ -47,7 +47,7 @@ from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import load_model_metadata
 from beam_ml.monitoring.beam import WatchBatchPredictions, plan_monitor
-from beam_ml.options import BatchPredictOptions, CleanOptions, MonitorOptions
+from beam_ml.options import BatchPredictOptions, CleanOptions, FeatureOptions, MonitorOptions
 from beam_ml.records import RowRef
 from beam_ml.runner import new_pipeline, run_pipeline
 from beam_ml.spec import DatasetSpec, read_header
@@ -125,7 +125,7 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
             raise UserError("--features_sql: not supported together with a --sql statement yet")
     else:
         id_name = "event_id"
-        if spec.features or options.view_as(CleanOptions).features_sql:
+        if spec.features or options.view_as(FeatureOptions).features_sql:
             raise UserError("--features_sql: batch_predict computes window features on --input files only; "
                             "on a topic use stream_predict")
         if spec.cleaning or options.view_as(CleanOptions).sql:

@@ -27,7 +27,7 @@ from beam_ml.features import FeaturePlan
 from beam_ml.features.csv_source import FeatureCsvSource, sample_with_features
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.dialect import detect_dialect
-from beam_ml.options import CleanOptions
+from beam_ml.options import CleanOptions, FeatureOptions
 from beam_ml.spec import DEFAULT_NA_VALUES, DatasetSpec, infer_spec
 
 __all__ = ["TrainingFeatures", "plan_training_features", "serving_features"]
@@ -46,7 +46,7 @@ class TrainingFeatures:
 
 
 def _flag_plan(options, columns=None) -> Optional[FeaturePlan]:
-    opts = options.view_as(CleanOptions)
+    opts = options.view_as(FeatureOptions)
     if not opts.features_sql:
         if opts.event_time_column:
             raise UserError("--event_time_column: only used with --features_sql; none was given")
@@ -66,7 +66,7 @@ def plan_training_features(options, path: str, output_dir: str, spec_path: Optio
     Raises:
       UserError: a bad statement (naming --features_sql), or a spec without the feature columns.
     """
-    if not options.view_as(CleanOptions).features_sql:
+    if not options.view_as(FeatureOptions).features_sql:
         _flag_plan(options)
         return None
     if options.view_as(CleanOptions).sql:
@@ -104,7 +104,7 @@ def serving_features(options, spec: DatasetSpec, log=None) -> Optional[FeaturePl
     Raises:
       UserError: a bad flag, or a model whose features cannot be computed without one.
     """
-    opts = options.view_as(CleanOptions)
+    opts = options.view_as(FeatureOptions)
     if opts.features_sql:
         if spec.features:
             message = ("--features_sql overrides the statement stored with the model (training and serving may now "

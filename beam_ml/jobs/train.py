@@ -60,7 +60,7 @@ from beam_ml.jobs.features import plan_training_features
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
-from beam_ml.options import CleanOptions, TrainOptions
+from beam_ml.options import CleanOptions, FeatureOptions, TrainOptions
 from beam_ml.runner import new_pipeline
 from beam_ml.spec import DatasetSpec, infer_spec, infer_spec_from_rows
 from beam_ml.training.families.mlp import default_network
@@ -229,7 +229,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
         sql = plan_training_sql(options, infer_from, output_dir, opts.spec,
                                 dict(label=label, positive_label=positive, task=task, key=key, drop=drop), csv_flags)
     features = None
-    if options.view_as(CleanOptions).features_sql and (opts.input_topic or bigquery is not None):
+    if options.view_as(FeatureOptions).features_sql and (opts.input_topic or bigquery is not None):
         raise UserError("--features_sql: training from a topic or a table with window features is not supported yet; "
                         "train from CSV (--input)")
     if not (opts.input_topic or bigquery is not None):
