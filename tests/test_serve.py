@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from beam_ml.errors import UserError
 from beam_ml.jobs.demo import ensure_fraud_sql_model, users_rows
-from beam_ml.server.process import ServerProcess, free_port
+from beam_ml.server.process import ServerProcess
 from beam_ml.serving import ServingModel, score_records
+from beam_ml.testing.process import find_free_port
 from pipelines import predict
 from tests.model_fixture import export_copy, feature_rows, trained_fraud_model
 
@@ -212,7 +213,7 @@ def test_hot_reload_under_concurrent_clients(server, model):
 
 # ------------------------------------------------------------------ Vertex AI, drain, cleaning
 def test_vertex_ai_variables(model, tmp_path):
-    port = free_port()
+    port = find_free_port()
     env = {"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": "/health/check",
            "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_STORAGE_URI": model[0]}
     s = Server("", env=env, port=port)

@@ -4,7 +4,6 @@ import glob
 import html.parser
 import json
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -13,6 +12,7 @@ import tensorflow as tf
 
 from beam_ml import datasets
 from beam_ml.errors import UserError
+from beam_ml.monitoring.browser import chromium
 from beam_ml.records import records_to_columns
 from beam_ml.serving import ServingModel
 from beam_ml.spec import DatasetSpec
@@ -273,18 +273,14 @@ def test_report_html_is_self_contained_with_every_section_and_real_images(retent
     assert "linear lbfgs C=1" in text  # the leaderboard
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed")
+@pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed")
 def test_report_html_renders_in_headless_chromium(retention_run, tmp_path):
     """The page loads without console errors and lays out to its full height with every image decoded."""
     result, _, _ = retention_run
     page = os.path.join(result.output_dir, "report.html")
     shot = tmp_path / "report.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000", f"--screenshot={shot}",
            f"file://{page}"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -295,7 +291,7 @@ def test_report_html_renders_in_headless_chromium(retention_run, tmp_path):
 
     image = matplotlib.image.imread(str(shot))
     assert image.shape[0] >= 1000 and image.std() > 0.05  # drawn, not blank
-    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu",
                           f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", f"file://{page}"],
                          capture_output=True, text=True, timeout=120)
     from beam_ml.training.report_html import SECTIONS

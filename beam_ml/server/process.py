@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Optional, Sequence
 
-__all__ = ["ServerProcess", "free_port"]
+from beam_ml.testing.process import find_free_port
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["ServerProcess"]
 
 
 class ServerProcess:
@@ -40,7 +34,7 @@ class ServerProcess:
           cwd: the working directory (default: the current one).
           add_port: append --host=127.0.0.1 --port=P (False when the environment chooses the port).
         """
-        self.port = port or free_port()
+        self.port = port or find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, *args] + (["--host=127.0.0.1", f"--port={self.port}"] if add_port else [])
         self.proc = subprocess.Popen(argv, cwd=cwd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
