@@ -48,6 +48,7 @@ __all__ = [
     "BigQueryOptions",
     "CleanOptions",
     "FeatureOptions",
+    "WindowQueryOptions",
     "KafkaToBigQueryOptions",
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
@@ -286,6 +287,9 @@ flag("features_sql", help="windowed features (ksqlDB): SELECT card_id, COUNT(*) 
                           "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY card_id, or a "
                           ".sql file; each event gets its key's aggregates over earlier events in its window "
                           "(docs/WINDOWED_FEATURES.md). Stored with the model; serving applies it")
+flag("window_sql", help="a persistent windowed query (ksqlDB): [CREATE TABLE t AS] SELECT card_id, COUNT(*) AS n, "
+     "SUM(Amount) AS total FROM events WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS) GROUP BY card_id "
+     "[EMIT CHANGES], or a .sql file holding one")
 flag("event_time_column", help="the column of event times --features_sql windows by: epoch milliseconds or ISO-8601")
 
 # ------------------------------------------------------ Kafka -> BigQuery
@@ -678,6 +682,33 @@ class FeatureOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml windowed features (ksqlDB WINDOW ... GROUP BY)"
     FLAGS = ("features_sql", "event_time_column")
+
+
+class WindowQueryOptions(PipelineOptions):
+    """Flags of `python -m pipelines.window_query` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml persistent windowed query (ksqlDB CREATE TABLE ... WINDOW ... EMIT CHANGES)"
+    FLAGS = ("window_sql", "event_time_column", "input_topic", "output_topic", "dead_letter_topic", "group_id", "start",
+             "max_records", "max_read_time", "timestamp_policy", "max_batch_size", "checkpoint_interval",
+             "poll_timeout", "compression_type")
+
+    def validated(self) -> "WindowQueryOptions":
+        """Checks the values; raises UserError naming the flag."""
+        for name in ("window_sql", "input_topic", "output_topic", "dead_letter_topic"):
+            if not getattr(self, name):
+                raise UserError(f"--{name}: required")
+        _check_start(self.start)
+        if self.max_records is not None and self.max_records <= 0:
+            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
+        if self.max_read_time is not None and self.max_read_time <= 0:
+            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
+        if self.max_batch_size < 1:
+            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
+        for name in ("checkpoint_interval", "poll_timeout"):
+            if not 0 < getattr(self, name) <= 60:
+                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        return self
 
 
 class KafkaToBigQueryOptions(PipelineOptions):

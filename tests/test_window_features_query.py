@@ -4,12 +4,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
+from kafka import KafkaProducer
 
 from beam_ml.clean import conformance
 from beam_ml.errors import UserError
+from beam_ml.features.cards import card_events
 from beam_ml.features.query import WindowChange, WindowQuery
+from beam_ml.testing import read_topic
+from pipelines import window_query
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 QTT = os.path.join(conformance.DEFAULT_DIR, "qtt")
 needs_data = pytest.mark.skipif(not os.path.isdir(QTT), reason=f"no ksqlDB tests at {QTT}")
@@ -93,3 +102,85 @@ def test_bad_statements_fail_with_one_line_naming_the_flag(sql, fragment):
     with pytest.raises(UserError) as e:
         WindowQuery.parse(sql)
     assert str(e.value).startswith("--window_sql") and fragment in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ the pipeline, on Tansu
+SQL = ("CREATE TABLE velocity AS SELECT card_id, COUNT(*) AS tx, SUM(Amount) AS total, MAX(Amount) AS biggest "
+       "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 5 MINUTES, GRACE PERIOD 1 MINUTE) GROUP BY card_id "
+       "EMIT CHANGES")
+
+
+def _produce(broker: str, topic: str, rows: list, bad: int = 0) -> None:
+    """Card events keyed by card, record timestamp = event time (ROWTIME), then `bad` values that are not JSON."""
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for r in rows:
+        producer.send(topic, key=r["card_id"].encode(), value=json.dumps(r).encode(), timestamp_ms=r["ts"])
+    for i in range(bad):
+        producer.send(topic, key=b"x", value=b"{not json", timestamp_ms=rows[-1]["ts"])
+    producer.flush(30)
+    producer.close()
+
+
+def _events(n: int, seed: int) -> list:
+    """card_events plus one event 2 hours late (beyond the grace period)."""
+    rows = card_events(n, cards=15, seed=seed)
+    late = dict(rows[n // 2], ts=rows[n // 2]["ts"] - 2 * 3_600_000)
+    return rows[:n - n // 4] + [late] + rows[n - n // 4:]
+
+
+def _expected(rows: list) -> tuple[list, int]:
+    """The changelog the query state gives for these events (checked against ksqlDB above), and the late count."""
+    query = WindowQuery.parse(SQL)
+    out = []
+    for r in rows:
+        changes, _ = query.add("p", r["card_id"], r["ts"], query.plan.values_of(r))
+        out += [({"card_id": c.key, "WINDOWSTART": c.start, "WINDOWEND": c.end}, c.row) for c in changes]
+    return out, query.late
+
+
+def _argv(broker, source, sink, dlq, *extra):
+    return [f"--window_sql={SQL}", f"--input_topic={source}", f"--output_topic={sink}", f"--dead_letter_topic={dlq}",
+            f"--bootstrap_servers={broker}", "--runner=DirectRunner", "--streaming", "--max_batch_size=50", *extra]
+
+
+def _decode(record):
+    return json.loads(record.key), None if record.value is None else json.loads(record.value)
+
+
+@pytest.mark.integration
+def test_the_query_writes_each_windows_changes_and_counts_late_events(kafka_broker, new_topic):
+    rows = _events(400, seed=3)
+    source, sink, dlq = new_topic(prefix="in"), new_topic(prefix="win"), new_topic(prefix="dlq")
+    _produce(kafka_broker, source, rows, bad=2)
+    n = len(rows) + 2
+    counts = window_query.run(_argv(kafka_broker, source, sink, dlq, f"--max_records={n}", "--max_read_time=120")
+                              ).counts
+    expected, late = _expected(rows)
+    assert late == 1
+    assert counts["records_in"] == n == counts["aggregated"] + counts["dead_letters"], counts
+    assert counts["late_events"] == 1 and counts["dead_letters"] == 3 and counts["window_rows"] == len(expected)
+    assert read_topic(kafka_broker, sink, len(expected), 60, decode=_decode) == expected
+    dead = read_topic(kafka_broker, dlq, 3, 60, decode=lambda r: json.loads(r.value))
+    assert sorted(d["stage"] for d in dead) == ["late", "parse", "parse"]
+    assert all(d["source"] == f"{source}/0" and isinstance(d["position"], int) for d in dead)
+
+
+@pytest.mark.integration
+def test_the_query_emits_live_while_the_read_runs(kafka_broker, new_topic):
+    """A run with no stop condition in sight: rows appear on the output topic while it is still reading."""
+    rows = card_events(60, cards=5, seed=4)
+    source, sink, dlq = new_topic(prefix="in"), new_topic(prefix="win"), new_topic(prefix="dlq")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.window_query",
+                             *_argv(kafka_broker, source, sink, dlq, "--max_read_time=300")],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        _produce(kafka_broker, source, rows)
+        expected, _ = _expected(rows)
+        got = read_topic(kafka_broker, sink, len(expected), 150, decode=_decode)
+        assert proc.poll() is None  # still running: the rows did not wait for the read to end
+        assert got == expected
+    finally:
+        proc.kill()
+        proc.wait(30)

@@ -83,6 +83,10 @@ class WindowQuery:
         grace = plan.window.grace_ms if _GRACE.search(sql) else DEFAULT_GRACE_MS
         return cls(plan, grace)
 
+    def stream_time(self, source: Any) -> Optional[int]:
+        part = self._parts.get(source)
+        return None if part is None else part.stream
+
     @property
     def open_windows(self) -> int:
         return sum(len(w) for p in self._parts.values() for w in p.windows.values())
