@@ -29,6 +29,7 @@ from beam_ml.formats import RecordFormat
 from beam_ml.inference.batches import RowBatch, parse_event_batch
 from beam_ml.inference.events import EventParserFn, invalid_row
 from beam_ml.io.kafka import list_partitions
+from beam_ml.io.kafka.offsets import offset_for_time
 from beam_ml.records import raw_text, validate_record
 from beam_ml.spec import DatasetSpec
 
@@ -115,24 +116,21 @@ class Rebuilt(NamedTuple):
 
 
 def _rebuild_starts(consumer, ends: dict, span_ms: Optional[int], deadline: float) -> dict:
-    """Each partition's first offset to re-read: the earliest whose timestamp >= (last committed record's - span)."""
+    """Each partition's first offset to re-read: the first whose timestamp >= (last committed record's - span)."""
     starts = consumer.beginning_offsets(list(ends))
-    if span_ms is None:
-        return starts
-    last: dict = {}
-    for tp, end in ends.items():
-        consumer.seek(tp, end - 1)
-    while len(last) < len(ends) and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=200, max_records=1).items():
-            for r in records:
-                if r.offset == ends[tp] - 1:
-                    last[tp] = r.timestamp
-                    consumer.pause(tp)
-    targets = {tp: t - span_ms for tp, t in last.items()}
-    found = consumer.offsets_for_times(targets) if targets else {}
-    consumer.resume(*ends)
-    for tp, hit in found.items():
-        starts[tp] = max(starts[tp], min(hit.offset, ends[tp]) if hit is not None else ends[tp])
+    if span_ms is not None:
+        for tp, end in ends.items():
+            consumer.assign([tp])
+            consumer.seek(tp, end - 1)
+            last = None
+            while last is None and time.monotonic() < deadline:
+                for r in consumer.poll(timeout_ms=200, max_records=1).get(tp, []):
+                    last = r.timestamp
+            if last is None:  # not readable in time: re-read from the start
+                continue
+            found = offset_for_time(consumer, tp, last - span_ms, end, max(1.0, deadline - time.monotonic()))
+            starts[tp] = max(starts[tp], min(found, end) if found is not None else end)
+    consumer.assign(list(ends))
     return starts
 
 
@@ -158,7 +156,6 @@ def rebuild_state(fn: Any, rebuild: Rebuild) -> Rebuilt:
         ends = {tp: end for tp, end in ends.items() if end}
         if not ends:
             return Rebuilt(0, 0)
-        consumer.assign(list(ends))
         deadline = time.monotonic() + rebuild.timeout
         first = consumer.beginning_offsets(list(ends))
         starts = _rebuild_starts(consumer, ends, rebuild.span_ms, deadline)
