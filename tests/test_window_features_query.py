@@ -184,3 +184,18 @@ def test_the_query_emits_live_while_the_read_runs(kafka_broker, new_topic):
     finally:
         proc.kill()
         proc.wait(30)
+
+
+@pytest.mark.integration
+def test_a_restarted_query_rebuilds_its_windows_and_continues_the_changelog(kafka_broker, new_topic):
+    """Two runs of one --group_id: the second rebuilds the open windows (one span back) and its rows go on from there."""
+    rows = card_events(300, cards=6, seed=8)
+    source, sink, dlq = new_topic(prefix="in"), new_topic(prefix="win"), new_topic(prefix="dlq")
+    _produce(kafka_broker, source, rows)
+    argv = _argv(kafka_broker, source, sink, dlq, "--group_id=velocity", "--max_read_time=120")
+    first = window_query.run(argv + ["--max_records=170"]).counts
+    second = window_query.run(argv + [f"--max_records={len(rows) - 170}"]).counts
+    assert first["records_in"] == 170 and second["records_in"] == len(rows) - 170
+    expected, _ = _expected(rows)
+    assert read_topic(kafka_broker, sink, len(expected), 60, decode=_decode) == expected
+    assert 0 < second["rebuild_records"] < 170  # one window span of record time, not the whole topic
