@@ -571,6 +571,19 @@ def _check_start(start: str) -> None:
         raise UserError(f"--start: expected committed, earliest, latest or a timestamp in ms, got {start!r}")
 
 
+def _check_stream_read(opts) -> None:
+    """--max_records, --max_read_time, --max_batch_size, --checkpoint_interval, --poll_timeout of a streaming read."""
+    if opts.max_records is not None and opts.max_records <= 0:
+        raise UserError(f"--max_records: expected a positive count, got {opts.max_records}")
+    if opts.max_read_time is not None and opts.max_read_time <= 0:
+        raise UserError(f"--max_read_time: expected positive seconds, got {opts.max_read_time}")
+    if opts.max_batch_size < 1:
+        raise UserError(f"--max_batch_size: expected a positive count, got {opts.max_batch_size}")
+    for name in ("checkpoint_interval", "poll_timeout"):
+        if not 0 < getattr(opts, name) <= 60:
+            raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(opts, name)}")
+
+
 class StreamPredictOptions(PipelineOptions):
     """Flags of `python -m pipelines.stream_predict` (Kafka connection flags: KafkaOptions)."""
 
@@ -599,15 +612,7 @@ class StreamPredictOptions(PipelineOptions):
         _check_start(self.start)
         if self.reload_interval < 0:
             raise UserError(f"--reload_interval: expected >= 0 seconds, got {self.reload_interval}")
-        if self.max_records is not None and self.max_records <= 0:
-            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
-        if self.max_read_time is not None and self.max_read_time <= 0:
-            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
-        if self.max_batch_size < 1:
-            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
-        for name in ("checkpoint_interval", "poll_timeout"):
-            if not 0 < getattr(self, name) <= 60:
-                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        _check_stream_read(self)
         return self
 
 
@@ -699,15 +704,7 @@ class WindowQueryOptions(PipelineOptions):
             if not getattr(self, name):
                 raise UserError(f"--{name}: required")
         _check_start(self.start)
-        if self.max_records is not None and self.max_records <= 0:
-            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
-        if self.max_read_time is not None and self.max_read_time <= 0:
-            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
-        if self.max_batch_size < 1:
-            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
-        for name in ("checkpoint_interval", "poll_timeout"):
-            if not 0 < getattr(self, name) <= 60:
-                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        _check_stream_read(self)
         return self
 
 
