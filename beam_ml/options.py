@@ -23,13 +23,13 @@ import argparse
 import os
 import re
 import sys
-import uuid
 from typing import Any, Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
@@ -760,33 +760,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
 
 
-# Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
-# Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
-# options and display data) never hold it; this process keeps it for kafka_client_config.
-SECRET_FLAGS = ("sasl_password", "ssl_password")
-_SECRET_VALUES: dict[str, str] = {}
-
-
-def secret_flag_value(value: Any) -> Any:
-    """The secret a placeholder stands for (other values unchanged)."""
-    return _SECRET_VALUES.get(value, value) if isinstance(value, str) else value
-
-
-def _hide_secrets(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if name.lstrip("-") in SECRET_FLAGS and name.startswith("--"):
-            if not eq:
-                value = next(args, "")
-            token = f"<redacted-{uuid.uuid4().hex[:8]}>"
-            _SECRET_VALUES[token] = value
-            arg = f"{name}={token}"
-        out.append(arg)
-    return out
-
-
 def parse_int_list(text: str, name: str) -> list[int]:
     """Parses "64,32" into [64, 32]; raises UserError naming the flag."""
     try:
@@ -880,7 +853,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       UserError: naming the unknown or malformed flag.
       SystemExit: after printing the help.
     """
-    argv = _hide_secrets(_apply_aliases(argv or []))
+    argv = hide_secrets(_apply_aliases(argv or []))
     option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
