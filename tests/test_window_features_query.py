@@ -9,6 +9,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from beam_ml.clean import conformance
@@ -199,3 +201,37 @@ def test_a_restarted_query_rebuilds_its_windows_and_continues_the_changelog(kafk
     expected, _ = _expected(rows)
     assert read_topic(kafka_broker, sink, len(expected), 60, decode=_decode) == expected
     assert 0 < second["rebuild_records"] < 170  # one window span of record time, not the whole topic
+
+
+# ------------------------------------------------------------------ the definition, brute force
+def _final_rows_by_definition(query: WindowQuery, events: list) -> dict:
+    """(partition, key, start) -> the aggregates of every event the window took, stated literally: an event
+    of time t joins each time window [s, s+SIZE) holding it (s >= 0, a multiple of ADVANCE) whose end is
+    above its partition's stream time (this event included) minus grace."""
+    w, stream, members = query.plan.window, {}, {}
+    for part, key, t, v in events:
+        stream[part] = max(stream.get(part, t), t)
+        for s in range(0, t + 1, w.advance_ms):
+            if s <= t < s + w.size_ms and s + w.size_ms > stream[part] - query.grace_ms:
+                members.setdefault((part, key, s), []).append(v)
+    return {k: (len(vs), sum(vs), max(vs)) for k, vs in members.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(["TUMBLING (SIZE 10 MILLISECONDS", "HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 3 MILLISECONDS",
+                             "HOPPING (SIZE 12 MILLISECONDS, ADVANCE BY 4 MILLISECONDS"]),
+       grace=st.integers(0, 15),
+       events=st.lists(st.tuples(st.integers(0, 1), st.sampled_from("ab"), st.integers(0, 80), st.integers(1, 9)),
+                       max_size=60))
+def test_time_windows_end_with_the_definitions_aggregates(kind, grace, events):
+    """The last row each window emitted = its aggregates by the definition (closed windows dropped early lose nothing)."""
+    query = WindowQuery.parse(f"SELECT k, COUNT(*) AS n, SUM(v) AS s, MAX(v) AS m FROM e WINDOW {kind}, "
+                              f"GRACE PERIOD {grace} MILLISECONDS) GROUP BY k")
+    last, late = {}, 0
+    for part, key, t, v in events:
+        changes, was_late = query.add(part, key, t, (None, float(v), float(v)))
+        late += was_late
+        for c in changes:
+            last[(part, key, c.start)] = (c.row["n"], c.row["s"], c.row["m"])
+    assert last == _final_rows_by_definition(query, events)
+    assert late == query.late
