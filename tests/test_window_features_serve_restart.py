@@ -40,6 +40,8 @@ def test_a_restart_rereads_only_the_last_window_span(kafka_broker, new_topic, tm
     second = stream_predict.run(argv + [f"--max_records={1200 - cut}"]).counts
     assert first["predictions"] == cut and second["predictions"] == 1200 - cut and second["late_events"] == 0
     # the committed records = re-read (the last 10 min + 1 min skew margin of record time) + not re-read
+    print(f"restart: {cut} committed records, {second['rebuild_records']} re-read, "
+          f"{second['rebuild_skipped']} not re-read")
     assert second["rebuild_records"] + second["rebuild_skipped"] == cut, second
     assert 2 <= second["rebuild_records"] < 50 and second["rebuild_skipped"] > cut - 50, second
     live = [json.loads(r.value) for r in read_topic(kafka_broker, predictions, 1200, 60)]
