@@ -1,4 +1,4 @@
-"""The persistent windowed query (ksqlDB CREATE TABLE ... WINDOW ... EMIT CHANGES): ksqlDB's own test cases, then live."""
+"""The persistent windowed query (ksqlDB CREATE TABLE ... WINDOW ... EMIT CHANGES): ksqlDB's test cases, then live."""
 from __future__ import annotations
 
 import json
@@ -112,13 +112,16 @@ SQL = ("CREATE TABLE velocity AS SELECT card_id, COUNT(*) AS tx, SUM(Amount) AS 
        "EMIT CHANGES")
 
 
-def _produce(broker: str, topic: str, rows: list, bad: int = 0) -> None:
-    """Card events keyed by card, record timestamp = event time (ROWTIME), then `bad` values that are not JSON."""
+BAD_VALUES = [b"{not json", b'{"card_id": [1, 2], "Amount": 2.0}', b"[1, 2]"]  # stages parse, window, parse
+
+
+def _produce(broker: str, topic: str, rows: list, bad: bool = False) -> None:
+    """Card events keyed by card, record timestamp = event time (ROWTIME), then (`bad`) BAD_VALUES."""
     producer = KafkaProducer(bootstrap_servers=broker)
     for r in rows:
         producer.send(topic, key=r["card_id"].encode(), value=json.dumps(r).encode(), timestamp_ms=r["ts"])
-    for i in range(bad):
-        producer.send(topic, key=b"x", value=b"{not json", timestamp_ms=rows[-1]["ts"])
+    for value in BAD_VALUES if bad else ():
+        producer.send(topic, key=b"x", value=value, timestamp_ms=rows[-1]["ts"])
     producer.flush(30)
     producer.close()
 
@@ -153,17 +156,17 @@ def _decode(record):
 def test_the_query_writes_each_windows_changes_and_counts_late_events(kafka_broker, new_topic):
     rows = _events(400, seed=3)
     source, sink, dlq = new_topic(prefix="in"), new_topic(prefix="win"), new_topic(prefix="dlq")
-    _produce(kafka_broker, source, rows, bad=2)
-    n = len(rows) + 2
+    _produce(kafka_broker, source, rows, bad=True)
+    n = len(rows) + len(BAD_VALUES)
     counts = window_query.run(_argv(kafka_broker, source, sink, dlq, f"--max_records={n}", "--max_read_time=120")
                               ).counts
     expected, late = _expected(rows)
     assert late == 1
     assert counts["records_in"] == n == counts["aggregated"] + counts["dead_letters"], counts
-    assert counts["late_events"] == 1 and counts["dead_letters"] == 3 and counts["window_rows"] == len(expected)
+    assert counts["late_events"] == 1 and counts["dead_letters"] == 4 and counts["window_rows"] == len(expected)
     assert read_topic(kafka_broker, sink, len(expected), 60, decode=_decode) == expected
-    dead = read_topic(kafka_broker, dlq, 3, 60, decode=lambda r: json.loads(r.value))
-    assert sorted(d["stage"] for d in dead) == ["late", "parse", "parse"]
+    dead = read_topic(kafka_broker, dlq, 4, 60, decode=lambda r: json.loads(r.value))
+    assert sorted(d["stage"] for d in dead) == ["late", "parse", "parse", "window"]
     assert all(d["source"] == f"{source}/0" and isinstance(d["position"], int) for d in dead)
 
 
@@ -190,7 +193,7 @@ def test_the_query_emits_live_while_the_read_runs(kafka_broker, new_topic):
 
 @pytest.mark.integration
 def test_a_restarted_query_rebuilds_its_windows_and_continues_the_changelog(kafka_broker, new_topic):
-    """Two runs of one --group_id: the second rebuilds the open windows (one span back) and its rows go on from there."""
+    """Two runs of one --group_id: the second rebuilds the open windows (one span back); its rows go on from there."""
     rows = card_events(300, cards=6, seed=8)
     source, sink, dlq = new_topic(prefix="in"), new_topic(prefix="win"), new_topic(prefix="dlq")
     _produce(kafka_broker, source, rows)
@@ -218,13 +221,14 @@ def _final_rows_by_definition(query: WindowQuery, events: list) -> dict:
 
 
 @settings(max_examples=150, deadline=None)
-@given(kind=st.sampled_from(["TUMBLING (SIZE 10 MILLISECONDS", "HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 3 MILLISECONDS",
+@given(kind=st.sampled_from(["TUMBLING (SIZE 10 MILLISECONDS",
+                             "HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 3 MILLISECONDS",
                              "HOPPING (SIZE 12 MILLISECONDS, ADVANCE BY 4 MILLISECONDS"]),
        grace=st.integers(0, 15),
        events=st.lists(st.tuples(st.integers(0, 1), st.sampled_from("ab"), st.integers(0, 80), st.integers(1, 9)),
                        max_size=60))
 def test_time_windows_end_with_the_definitions_aggregates(kind, grace, events):
-    """The last row each window emitted = its aggregates by the definition (closed windows dropped early lose nothing)."""
+    """Each window's last row = its aggregates by the definition (closed windows dropped early lose nothing)."""
     query = WindowQuery.parse(f"SELECT k, COUNT(*) AS n, SUM(v) AS s, MAX(v) AS m FROM e WINDOW {kind}, "
                               f"GRACE PERIOD {grace} MILLISECONDS) GROUP BY k")
     last, late = {}, 0

@@ -65,8 +65,8 @@ def add_live_features(live: LiveFeatures, batch: RowBatch, spec: DatasetSpec, la
     refs, rows, dead = [], [], []
     for ref, row in zip(batch.refs, batch.rows):
         key, t = row.get(plan.key), event_time_ms(row.get(plan.event_time_column))
-        if key is None or t is None:
-            what = plan.key if key is None else plan.event_time_column
+        if key is None or t is None or isinstance(key, (list, dict)):
+            what = plan.key if key is None or t is not None else plan.event_time_column
             dead.append(DeadLetter(ref.source, ref.position, f"{what}: missing or unreadable (needed by "
                                    "--features_sql)", raw_text(row, spec.mask_columns), stage="features"))
             continue

@@ -118,11 +118,12 @@ class WindowQueryFn(beam.DoFn):
             if reason is None:
                 key = row.get(plan.key)
                 t = r.timestamp if plan.event_time_column == ROWTIME else event_time_ms(row.get(plan.event_time_column))
-                if key is None or t is None:
-                    what = plan.key if key is None else plan.event_time_column
+                if key is None or t is None or isinstance(key, (list, dict)):
+                    what = plan.key if key is None or t is not None else plan.event_time_column
                     reason = f"{what}: missing or unreadable (needed by {QUERY_FLAG})"
             if reason is not None:
-                dead.append(DeadLetter(source, r.offset, reason, text, stage="parse" if row is None else "window"))
+                stage = "window" if isinstance(row, dict) else "parse"
+                dead.append(DeadLetter(source, r.offset, reason, text, stage=stage))
                 continue
             changes, late = query.add(source, key, t, plan.values_of(row))
             if late:
@@ -157,7 +158,8 @@ def plan_window_query(options: PipelineOptions) -> WindowQueryPlan:
     """
     opts = options.view_as(WindowQueryOptions).validated()
     sql = read_statement(opts.window_sql, QUERY_FLAG)
-    return WindowQueryPlan(opts, kafka_client_config(options), sql, WindowQuery.parse(sql, opts.event_time_column or ROWTIME))
+    query = WindowQuery.parse(sql, opts.event_time_column or ROWTIME)
+    return WindowQueryPlan(opts, kafka_client_config(options), sql, query)
 
 
 def build_window_query(pipeline: beam.Pipeline, plan: WindowQueryPlan) -> None:
