@@ -41,6 +41,14 @@ class NotFound(Exception):
     """No such model version (404)."""
 
 
+def _score_one(model: ServingModel, row: dict) -> dict:
+    """score_records for one row; a failure becomes its error result."""
+    try:
+        return score_records(model, [row])[0]
+    except Exception as e:  # pylint: disable=broad-except
+        return {"record": 0, "error": f"scoring failed: {type(e).__name__}: {e}"}
+
+
 def _fill_missing(instances: Sequence[dict], features: Sequence[str]) -> list[dict]:
     """A missing feature is a missing value: the model imputes its default (numeric: the train mean; categorical: OOV)."""
     out = []
@@ -140,8 +148,15 @@ class LoadedModel:
                          [dict(inst) for inst in instances])
         featured, dead = add_live_features(self.features, batch, self.model.spec)
         errors = {d.position: d.reason for d in dead}
-        scored = dict(zip((ref.position for ref in featured.refs),
-                          score_records(self.model, _fill_missing(featured.rows, self._features))))
+        rows = _fill_missing(featured.rows, self._features)
+        try:
+            results = score_records(self.model, rows)
+        except Exception:  # pylint: disable=broad-except
+            # The events have joined their windows: this method must not raise, or the batcher's retry of
+            # each request alone would add them a second time. Each row alone instead; a failing one is an error.
+            _LOGGER.exception("scoring %d featured instances with version %d failed", len(rows), self.version)
+            results = [_score_one(self.model, row) for row in rows]
+        scored = dict(zip((ref.position for ref in featured.refs), results))
         return [{"error": errors[i]} if i in errors else
                 {"error": scored[i]["error"]} if "error" in scored[i] else scored[i] for i in range(len(instances))]
 
