@@ -63,11 +63,18 @@ def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchL
         if monitor.label_topic:
             raise UserError("--label_topic: the model server has no event ids to join labels to; use it with "
                             "stream_predict")
-        batch_listeners = [*batch_listeners, MonitorListener(
-            monitor, resolve_version_dir(config.model_dir),
-            kafka.client_kwargs() if monitor.topic or monitor.alert_topic else None, source=config.model_name)]
+        listener = MonitorListener(monitor, resolve_version_dir(config.model_dir),
+                                   kafka.client_kwargs() if monitor.topic or monitor.alert_topic else None,
+                                   source=config.model_name)
+        batch_listeners = [*batch_listeners, listener]
+    else:
+        listener = None
 
     def cleaning_for(spec) -> Any:
         return serving_cleaning(options, spec, kafka_config=kafka, log=_LOGGER.warning)
 
-    return server.serve(config, cleaning_for, ready, batch_listeners)
+    try:
+        return server.serve(config, cleaning_for, ready, batch_listeners)
+    finally:
+        if listener is not None:  # what the monitor still holds: to its topics and table before exit
+            listener.close()

@@ -36,6 +36,7 @@ from beam_ml.model_store import load_model_metadata, resolve_version_dir
 from beam_ml.monitoring.drift import WindowAccumulator
 from beam_ml.monitoring.follow import TopicFollower
 from beam_ml.monitoring.prom import serve_metrics
+from beam_ml.monitoring.table import WriteMonitorRecordsToBigQuery
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
                                       prune_counts, read_training_statistics, write_training_statistics)
@@ -386,6 +387,8 @@ def plan_monitor(settings, model_dir: str):
     if read_training_statistics(version_dir) is None:
         raise UserError(f"--monitor: {version_dir} has no training statistics (assets.extra/monitoring.json): "
                         "train it again with this beam_ml to monitor it")
+    if settings.table is not None and settings.table.endpoint is not None:
+        settings.table.endpoint.announce("writes")  # fails fast when nothing answers there
     return settings
 
 
@@ -421,6 +424,8 @@ class WatchPredictions(beam.PTransform):
         if s.alert_topic:
             _ = out.alerts | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka,
                                                            producer_config=self._producer)
+        if s.table is not None:  # monitoring and alert records, one row each (kind column)
+            _ = out.records | "WriteMonitorTable" >> WriteMonitorRecordsToBigQuery(s.table)
         return out
 
 
@@ -460,7 +465,8 @@ class WatchBatchPredictions(beam.PTransform):
     """batch_predict --monitor: (PCollection[(RowRef, PredictionResult)], PCollection[DeadLetter]) -> the records.
 
     The whole input is one window (kind 'all'): one monitoring record and its alerts, written to
-    --monitor_topic (and alerts to --alert_topic) or, without a topic, as JSON lines to `output_path`.
+    --monitor_topic (and alerts to --alert_topic) and/or --monitor_table or, without either, as JSON lines to
+    `output_path`.
     """
 
     def __init__(self, settings, version_dir: str, source: str, kafka_config=None, output_path: Optional[str] = None):
@@ -489,6 +495,8 @@ class WatchBatchPredictions(beam.PTransform):
         if s.alert_topic:
             _ = (records | "EncodeAlerts" >> beam.Map(lambda rs: [encode_record(r) for r in rs if r["type"] == "alert"])
                  | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka))
+        if s.table is not None:
+            _ = records | "WriteMonitorTable" >> WriteMonitorRecordsToBigQuery(s.table)
         if self._output_path:
             _ = (records | "RecordLines" >> beam.FlatMap(lambda rs: [json.dumps(r) for r in rs])
                  | "WriteMonitorFile" >> beam.io.WriteToText(self._output_path, shard_name_template=""))

@@ -4,8 +4,9 @@
     server.serve(config, batch_listeners=[listener])      # listener(version, instances, results) per batch
 
 It runs in the server's scoring thread after each model call. Records of closed windows go to
---monitor_topic, and alerts also to --alert_topic. A send is queued by the producer and never
-awaited, so the server does not wait for the broker. A failed send is logged, never raised.
+--monitor_topic, and alerts also to --alert_topic; with --monitor_table, rows of that table (queued, inserted
+by a daemon thread: beam_ml.monitoring.table.TableRecordWriter). A send is queued and never awaited, so the
+server does not wait for the broker or BigQuery. A failed send is logged, never raised.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from kafka import KafkaProducer
 from beam_ml.monitoring.config import MonitorSettings
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import read_training_statistics
+from beam_ml.monitoring.table import TableRecordWriter
 from beam_ml.monitoring.window import WindowMonitor, clean_record, encode_record
 
 __all__ = ["MonitorListener"]
@@ -42,6 +44,7 @@ class MonitorListener:
         self._lock = threading.Lock()
         self._producer = (KafkaProducer(**(client_kwargs or {}), linger_ms=20)
                           if settings.topic or settings.alert_topic else None)
+        self._table = TableRecordWriter(settings.table) if settings.table is not None else None
         self._gauges = serve_metrics(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
         self.records: collections.deque = collections.deque(maxlen=1000)  # the last records (tests, no topic)
 
@@ -54,6 +57,8 @@ class MonitorListener:
             if record["type"] == "monitoring" and self._gauges is not None:
                 self._gauges.update(record)
             self._send(record)
+            if self._table is not None:
+                self._table.put(record)
 
     def _send(self, record: dict) -> None:
         if self._producer is None:
@@ -69,6 +74,8 @@ class MonitorListener:
                 _LOGGER.exception("monitoring record to %s not sent", topic)
 
     def close(self) -> None:
+        if self._table is not None:
+            self._table.close()
         if self._producer is not None:
             self._producer.flush(10)
             self._producer.close(10)
