@@ -19,7 +19,7 @@ from beam_ml import server
 from beam_ml.errors import UserError
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
-from beam_ml.model_store import resolve_version_dir
+from beam_ml.model_store import model_root_of, resolve_version_dir
 from beam_ml.monitoring.beam import plan_monitor
 from beam_ml.monitoring.listener import MonitorListener
 from beam_ml.options import MonitorOptions, ServeOptions
@@ -65,7 +65,7 @@ def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchL
                             "stream_predict")
         listener = MonitorListener(monitor, resolve_version_dir(config.model_dir),
                                    kafka.client_kwargs() if monitor.topic or monitor.alert_topic else None,
-                                   source=config.model_name)
+                                   source=config.model_name, model_root=model_root_of(config.model_dir))
         batch_listeners = [*batch_listeners, listener]
     else:
         listener = None

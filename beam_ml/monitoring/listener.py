@@ -1,6 +1,6 @@
 """--monitor for the model server: a batch listener feeding the same windows, records and alerts.
 
-    listener = MonitorListener(settings, version_dir, kafka_client_kwargs, source="server")
+    listener = MonitorListener(settings, version_dir, kafka_client_kwargs, source="server", model_root=root)
     server.serve(config, batch_listeners=[listener])      # listener(version, instances, results) per batch
 
 It runs in the server's scoring thread after each model call. Records of closed windows go to
@@ -16,6 +16,8 @@ import threading
 from typing import Optional, Sequence
 
 from kafka import KafkaProducer
+
+from beam_ml import fs
 
 from beam_ml.monitoring.config import MonitorSettings
 from beam_ml.monitoring.prom import serve_metrics
@@ -34,12 +36,19 @@ class MonitorListener:
       version_dir: the served version (its training statistics are the reference).
       client_kwargs: kafka-python connection settings (with --monitor_topic / --alert_topic).
       source: copied into every record.
+      model_root: the directory the server hot-reloads versions from (None: a pinned version). When a
+        batch comes from a newer version than the one compared with, the monitor closes its current
+        window (if it holds anything) and compares with that version's training statistics from then on.
+        Batches of older versions (pinned by URL) are compared with the newest version's statistics.
     """
 
     def __init__(self, settings: MonitorSettings, version_dir: str, client_kwargs: Optional[dict] = None,
-                 source: str = "server"):
+                 source: str = "server", model_root: Optional[str] = None):
         self.monitor = WindowMonitor(read_training_statistics(version_dir), settings.window, settings.thresholds,
                                      source=source)
+        self._root = model_root
+        base = version_dir.rstrip("/").rsplit("/", 1)[-1]
+        self.version = int(base) if base.isdigit() else 0  # whose statistics the windows are compared with
         self._settings = settings
         self._lock = threading.Lock()
         self._producer = (KafkaProducer(**(client_kwargs or {}), linger_ms=20)
@@ -51,7 +60,8 @@ class MonitorListener:
     def __call__(self, version: int, instances: Sequence[dict], results: Sequence[dict]) -> None:
         predictions = [dict(r, model_version=version) for r in results]
         with self._lock:
-            records = [clean_record(r) for r in self.monitor.observe(list(instances), predictions)]
+            records = self._switch(version) if self._root and version > self.version else []
+            records = [clean_record(r) for r in records + self.monitor.observe(list(instances), predictions)]
         for record in records:
             self.records.append(record)
             if record["type"] == "monitoring" and self._gauges is not None:
@@ -59,6 +69,17 @@ class MonitorListener:
             self._send(record)
             if self._table is not None:
                 self._table.put(record)
+
+    def _switch(self, version: int) -> list[dict]:
+        """A newer version is served: its statistics from now on (kept: the old ones, if it has none)."""
+        stats = read_training_statistics(fs.join(self._root, str(version)))
+        self.version = version
+        if stats is None:
+            _LOGGER.warning("model version %d has no training statistics: its windows are compared with an "
+                            "older version's", version)
+            return []
+        _LOGGER.info("monitor: comparing with the training statistics of model version %d", version)
+        return self.monitor.switch_statistics(stats)
 
     def _send(self, record: dict) -> None:
         if self._producer is None:

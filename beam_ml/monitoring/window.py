@@ -239,6 +239,14 @@ class WindowMonitor:
         self._new_window()
         return out
 
+    def switch_statistics(self, stats: TrainingStatistics) -> list[dict]:
+        """Compares from now on with `stats` (a newly served model version's); returns the records of the
+        window this closes early (a window is compared with one version's statistics), or [] when it was empty."""
+        out = self.flush()
+        self.stats = stats
+        self._new_window()
+        return out
+
     def flush(self) -> list[dict]:
         """The last window's records when it holds anything (the end of a bounded run), else []."""
         if self.acc.events or self.acc.rows or self.acc.bad_rows:

@@ -1,0 +1,82 @@
+"""The model server's monitor across a hot reload (a real server process over real sockets, Tansu on 127.0.0.1).
+
+Version 2 of the model is version 1 with training statistics in which `average_montly_hours` is 3 times larger.
+Events with that feature ×3 alert under version 1 and not under version 2: the windows after the reload are
+compared with version 2's statistics, and each record names the version it was compared with.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from beam_ml.model_store import resolve_version_dir
+from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics, write_training_statistics
+from beam_ml.server.process import ServerProcess
+from beam_ml.testing import read_topic
+from tests.test_monitor_stream import REPO, _rows, trained_monitor_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FEATURE = "average_montly_hours"
+
+
+def _version_two(root: str) -> None:
+    """<root>/2: version 1's files, its FEATURE statistics scaled by 3 (written aside, then renamed: complete)."""
+    one = resolve_version_dir(root)
+    tmp = os.path.join(root, "2.tmp")
+    shutil.copytree(one, tmp)
+    stats = read_training_statistics(tmp)
+    f = stats.features[FEATURE]
+    f.edges = [e * 3 for e in f.edges]
+    f.min, f.max = f.min * 3, f.max * 3
+    write_training_statistics(tmp, stats)
+    os.rename(tmp, os.path.join(root, "2"))
+
+
+def _served_version(server: ServerProcess) -> str:
+    status, body = server.get("/v1/models/model")
+    return body["model_version_status"][0]["version"] if status == 200 else ""
+
+
+def test_the_server_monitor_switches_to_the_new_versions_statistics(kafka_broker, new_topic, tmp_path_factory,
+                                                                    tmp_path):
+    trained_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
+    root = str(tmp_path / "model")
+    shutil.copytree(resolve_version_dir(trained_root), os.path.join(root, "1"))
+    rows, _ = _rows(csv_path, "left")
+    rng = np.random.default_rng(9)
+
+    def shifted(n):
+        return [dict(rows[j], **{FEATURE: rows[j][FEATURE] * 3}) for j in rng.integers(0, len(rows), n)]
+
+    mon = new_topic(prefix="mon")
+    with ServerProcess(["-m", "pipelines.serve", f"--model_dir={root}", "--reload_interval=0.3", "--monitor",
+                        "--monitor_window=100", f"--monitor_topic={mon}", f"--bootstrap_servers={kafka_broker}"],
+                       env={"PYTHONPATH": REPO}, cwd=REPO) as server:
+        server.wait_ready()
+        for batch in (shifted(100), shifted(50)):  # window 0 (v1), then half of window 1
+            status, body = server.predict(batch)
+            assert status == 200 and {p["model_version"] for p in body["predictions"]} == {1}
+        _version_two(root)
+        deadline = time.monotonic() + 120
+        while _served_version(server) != "2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _served_version(server) == "2"
+        status, body = server.predict(shifted(100))  # closes window 1 early (v1), fills window 2 (v2)
+        assert status == 200 and {p["model_version"] for p in body["predictions"]} == {2}
+        assert server.stop() == 0
+    got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
+    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
+    alerts = [r for r in got if r["type"] == "alert"]
+    assert sorted(records) == [0, 1, 2]
+    assert [records[w]["events"]["predictions"] for w in (0, 1, 2)] == [100, 50, 100]
+    assert [records[w]["model_version"] for w in (0, 1, 2)] == [1, 1, 2]
+    by_window = {w: {a["feature"] for a in alerts if a["window"]["id"] == w} - {SCORE_FEATURE} for w in records}
+    assert by_window[0] == {FEATURE} and by_window[1] == {FEATURE}  # v1's statistics: ×3 is drift
+    assert by_window[2] == set(), alerts  # v2's statistics expect ×3
+    assert records[2]["features"][FEATURE]["js"] < 0.1 < records[0]["features"][FEATURE]["js"]
