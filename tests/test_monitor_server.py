@@ -14,10 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from beam_ml.model_store import resolve_version_dir
+from beam_ml.model_store import read_model_metadata, resolve_version_dir
 from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics, write_training_statistics
 from beam_ml.server.process import ServerProcess
 from beam_ml.testing import read_topic
+from tests.model_fixture import export_copy
 from tests.test_monitor_stream import REPO, _rows, trained_monitor_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,16 +27,14 @@ FEATURE = "average_montly_hours"
 
 
 def _version_two(root: str) -> None:
-    """<root>/2: version 1's files, its FEATURE statistics scaled by 3 (written aside, then renamed: complete)."""
-    one = resolve_version_dir(root)
-    tmp = os.path.join(root, "2.tmp")
-    shutil.copytree(one, tmp)
-    stats = read_training_statistics(tmp)
+    """<root>/2 (exported as a copy of version 1, atomically), its FEATURE statistics then scaled by 3."""
+    threshold = read_model_metadata(resolve_version_dir(root))["threshold"]
+    two = export_copy(root, threshold)
+    stats = read_training_statistics(two)
     f = stats.features[FEATURE]
     f.edges = [e * 3 for e in f.edges]
     f.min, f.max = f.min * 3, f.max * 3
-    write_training_statistics(tmp, stats)
-    os.rename(tmp, os.path.join(root, "2"))
+    write_training_statistics(two, stats)
 
 
 def _served_version(server: ServerProcess) -> str:
