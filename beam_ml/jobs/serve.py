@@ -16,7 +16,6 @@ from typing import Any, Mapping, Optional, Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import server
-from beam_ml.errors import UserError
 from beam_ml.jobs.settings import kafka_client_config
 from beam_ml.jobs.sql import serving_cleaning
 from beam_ml.model_store import model_root_of, resolve_version_dir
@@ -60,11 +59,9 @@ def serve(options: PipelineOptions, ready=None, batch_listeners: Sequence[BatchL
     kafka = kafka_client_config(options)
     monitor = plan_monitor(options.view_as(MonitorOptions).validated(), config.model_dir)
     if monitor is not None:  # --monitor: the served version's windows, records and alerts (beam_ml.monitoring)
-        if monitor.label_topic:
-            raise UserError("--label_topic: the model server has no event ids to join labels to; use it with "
-                            "stream_predict")
         listener = MonitorListener(monitor, resolve_version_dir(config.model_dir),
-                                   kafka.client_kwargs() if monitor.topic or monitor.alert_topic else None,
+                                   kafka.client_kwargs() if monitor.topic or monitor.alert_topic or monitor.label_topic
+                                   else None,
                                    source=config.model_name, model_root=model_root_of(config.model_dir))
         batch_listeners = [*batch_listeners, listener]
     else:

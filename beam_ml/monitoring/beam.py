@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import json
-import queue
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from beam_ml.errors import UserError
 from beam_ml.io.kafka import WriteToKafka
 from beam_ml.model_store import load_model_metadata, resolve_version_dir
 from beam_ml.monitoring.drift import WindowAccumulator
-from beam_ml.monitoring.follow import TopicFollower
+from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.table import WriteMonitorRecordsToBigQuery
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
@@ -243,36 +242,6 @@ class TallyDeadLetters(beam.DoFn):
             _TALLIES[self._token][getattr(dead, "stage", "unknown") or "unknown"] += 1
 
 
-class _LabelReader:
-    """`{"event_id": ..., "label": ...}` JSON events of a topic into a queue (a TopicFollower thread)."""
-
-    def __init__(self, client_kwargs: dict, topic: str, label_field: str):
-        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._field = label_field
-        self.bad = 0
-        self._follower = TopicFollower(client_kwargs, topic, self._add, name="labels")
-
-    def _add(self, value: bytes) -> None:
-        try:
-            event = json.loads(value)
-            item = (event["event_id"], event[self._field])
-        except Exception:  # pylint: disable=broad-except  # counted, never raised
-            self.bad += 1
-            return
-        self._queue.put(item)
-
-    def drain(self) -> list:
-        out = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
-
-    def stop(self):
-        self._follower.stop()
-
-
 class MonitorBatchesFn(beam.DoFn):
     """ScoredBatch (rows kept) -> lists of (key, value) monitoring messages; alerts also tagged 'alerts'.
 
@@ -315,7 +284,7 @@ class MonitorBatchesFn(beam.DoFn):
                                "retrain it with this version of beam_ml")
         labels = LabelJoin(self._positive_label) if self._label_topic else None
         self.monitor = WindowMonitor(stats, self._window, self._thresholds, source=self._source, labels=labels)
-        self._labels = (_LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
+        self._labels = (LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
                         if self._label_topic else None)
         self._gauges = None
         if self._metrics_port:

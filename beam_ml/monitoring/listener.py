@@ -6,7 +6,9 @@
 It runs in the server's scoring thread after each model call. Records of closed windows go to
 --monitor_topic, and alerts also to --alert_topic; with --monitor_table, rows of that table (queued, inserted
 by a daemon thread: beam_ml.monitoring.table.TableRecordWriter). A send is queued and never awaited, so the
-server does not wait for the broker or BigQuery. A failed send is logged, never raised.
+server does not wait for the broker or BigQuery. A failed send is logged, never raised. With --label_topic,
+delayed labels are joined to the instances' `event_id` (else the model's key column), as stream_predict does,
+and each record reports live precision, recall and ROC-AUC.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from kafka import KafkaProducer
 
 from beam_ml import fs
 
+from beam_ml.model_store import load_model_metadata
 from beam_ml.monitoring.config import MonitorSettings
+from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import read_training_statistics
 from beam_ml.monitoring.table import TableRecordWriter
-from beam_ml.monitoring.window import WindowMonitor, clean_record, encode_record
+from beam_ml.monitoring.window import LabelJoin, WindowMonitor, clean_record, encode_record
 
 __all__ = ["MonitorListener"]
 
@@ -44,8 +48,16 @@ class MonitorListener:
 
     def __init__(self, settings: MonitorSettings, version_dir: str, client_kwargs: Optional[dict] = None,
                  source: str = "server", model_root: Optional[str] = None):
+        _, _, spec = load_model_metadata(version_dir)
+        # Delayed labels (--label_topic) join by event id: an instance's `event_id`, else its key column
+        # (the rule stream_predict follows for events).
+        self._id_fields = ("event_id",) + ((spec.key_column,) if spec.key_column else ())
+        labels = (LabelJoin(spec.label_classes[-1] if spec.task != "multiclass" else None)
+                  if settings.label_topic else None)
+        self._labels = (LabelReader(client_kwargs or {}, settings.label_topic, "label")
+                        if settings.label_topic else None)
         self.monitor = WindowMonitor(read_training_statistics(version_dir), settings.window, settings.thresholds,
-                                     source=source)
+                                     source=source, labels=labels)
         self._root = model_root
         base = version_dir.rstrip("/").rsplit("/", 1)[-1]
         self.version = int(base) if base.isdigit() else 0  # whose statistics the windows are compared with
@@ -59,9 +71,13 @@ class MonitorListener:
 
     def __call__(self, version: int, instances: Sequence[dict], results: Sequence[dict]) -> None:
         predictions = [dict(r, model_version=version) for r in results]
+        ids = [self._event_id(i) for i in instances] if self._labels is not None else ()
         with self._lock:
             records = self._switch(version) if self._root and version > self.version else []
-            records = [clean_record(r) for r in records + self.monitor.observe(list(instances), predictions)]
+            if self._labels is not None:
+                self.monitor.labels(self._labels.drain())
+            records += self.monitor.observe(list(instances), predictions, event_ids=ids)
+            records = [clean_record(r) for r in records]
         for record in records:
             self.records.append(record)
             if record["type"] == "monitoring" and self._gauges is not None:
@@ -69,6 +85,13 @@ class MonitorListener:
             self._send(record)
             if self._table is not None:
                 self._table.put(record)
+
+    def _event_id(self, instance) -> Optional[str]:
+        if isinstance(instance, dict):
+            for field in self._id_fields:
+                if instance.get(field) is not None:
+                    return str(instance[field])
+        return None
 
     def _switch(self, version: int) -> list[dict]:
         """A newer version is served: its statistics from now on (kept: the old ones, if it has none)."""
@@ -95,6 +118,8 @@ class MonitorListener:
                 _LOGGER.exception("monitoring record to %s not sent", topic)
 
     def close(self) -> None:
+        if self._labels is not None:
+            self._labels.stop()
         if self._table is not None:
             self._table.close()
         if self._producer is not None:

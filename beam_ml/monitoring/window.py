@@ -212,7 +212,8 @@ class WindowMonitor:
             if self.label_join is not None and len(event_ids):
                 self.label_join.add_predictions(
                     (e, p.get("score"), p.get("class_id")) for e, p in zip(event_ids[i:j], predictions[i:j])
-                    if isinstance(p, Mapping))
+                    # scored events with an id (the server's instances may carry none, or fail)
+                    if e is not None and isinstance(p, Mapping) and p.get("score") is not None)
             self.filled += j - i
             if count and self.filled >= self.window.size:
                 out += self.close()
