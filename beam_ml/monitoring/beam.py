@@ -25,6 +25,7 @@ import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -327,6 +328,22 @@ class MonitorBatchesFn(beam.DoFn):
             if event_ts is not None:
                 latencies.append(now_ms - float(event_ts))
         yield from self._emit(m.observe(good_rows, predictions, latencies, ids))
+
+    def finish_bundle(self):
+        # A due duration window closes here too. On an idle stream the Kafka read ends a bundle at every empty
+        # poll (--poll_timeout), so windows close on time without events (a timer would not fire on the local
+        # runner while the source runs).
+        m = self.monitor
+        if m.window.kind != "duration":
+            return
+        if self._labels is not None:
+            m.labels(self._labels.drain())
+        now = time.time()
+        for out in self._emit(m.tick()):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value, now))
+            else:
+                yield GlobalWindows.windowed_value(out, now)
 
     def teardown(self):
         if getattr(self, "_labels", None) is not None:

@@ -8,7 +8,8 @@ It runs in the server's scoring thread after each model call. Records of closed 
 by a daemon thread: beam_ml.monitoring.table.TableRecordWriter). A send is queued and never awaited, so the
 server does not wait for the broker or BigQuery. A failed send is logged, never raised. With --label_topic,
 delayed labels are joined to the instances' `event_id` (else the model's key column), as stream_predict does,
-and each record reports live precision, recall and ROC-AUC.
+and each record reports live precision, recall and ROC-AUC. A duration window (--monitor_window=30s) closes on
+a timer thread when it is due, with or without requests.
 """
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ class MonitorListener:
         self._table = TableRecordWriter(settings.table) if settings.table is not None else None
         self._gauges = serve_metrics(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
         self.records: collections.deque = collections.deque(maxlen=1000)  # the last records (tests, no topic)
+        self._stop = threading.Event()
+        self._ticker = None
+        if settings.window.kind == "duration":  # closes a due window even when no request comes
+            self._ticker = threading.Thread(target=self._tick, args=(min(settings.window.size / 4, 1.0),),
+                                            daemon=True, name="monitor-windows")
+            self._ticker.start()
 
     def __call__(self, version: int, instances: Sequence[dict], results: Sequence[dict]) -> None:
         predictions = [dict(r, model_version=version) for r in results]
@@ -77,8 +84,19 @@ class MonitorListener:
             if self._labels is not None:
                 self.monitor.labels(self._labels.drain())
             records += self.monitor.observe(list(instances), predictions, event_ids=ids)
-            records = [clean_record(r) for r in records]
-        for record in records:
+        self._dispatch(records)
+
+    def _tick(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with self._lock:
+                if self._labels is not None:
+                    self.monitor.labels(self._labels.drain())
+                records = self.monitor.tick()
+            self._dispatch(records)
+
+    def _dispatch(self, records: list) -> None:
+        """Records of closed windows to the gauges, the topics and the table."""
+        for record in map(clean_record, records):
             self.records.append(record)
             if record["type"] == "monitoring" and self._gauges is not None:
                 self._gauges.update(record)
@@ -118,6 +136,9 @@ class MonitorListener:
                 _LOGGER.exception("monitoring record to %s not sent", topic)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(10)
         if self._labels is not None:
             self._labels.stop()
         if self._table is not None:

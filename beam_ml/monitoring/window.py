@@ -240,6 +240,10 @@ class WindowMonitor:
         self._new_window()
         return out
 
+    def tick(self) -> list[dict]:
+        """The records of the duration window, if it is due (called by a timer: it closes with no traffic)."""
+        return self.close() if self._due(self.clock()) else []
+
     def switch_statistics(self, stats: TrainingStatistics) -> list[dict]:
         """Compares from now on with `stats` (a newly served model version's); returns the records of the
         window this closes early (a window is compared with one version's statistics), or [] when it was empty."""
