@@ -29,11 +29,10 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_ml import fs
 from beam_ml.errors import UserError
-from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
-from beam_ml.io.bigquery import BigQueryEndpoint
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 from beam_ml.monitoring.table import monitor_table
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 
 __all__ = [
     "FlagConflict",
@@ -938,8 +937,8 @@ class MonitorOptions(PipelineOptions):
         """
         if not self.monitor_table:
             return None
-        endpoint = BigQueryEndpoint(self.bigquery_endpoint) if self.bigquery_endpoint else None
-        return monitor_table(self.monitor_table, self.view_as(GoogleCloudOptions).project, endpoint)
+        return monitor_table(self.monitor_table, self.view_as(GoogleCloudOptions).project,
+                             self.bigquery_endpoint or None)
 
 
 class MonitorReportOptions(PipelineOptions):

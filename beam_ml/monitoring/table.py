@@ -77,14 +77,18 @@ class MonitorTable:
 
 
 def monitor_table(table: Optional[str], project: Optional[str] = None,
-                  endpoint: Optional[BigQueryEndpoint] = None) -> Optional[MonitorTable]:
+                  endpoint: "BigQueryEndpoint | str | None" = None) -> Optional[MonitorTable]:
     """--monitor_table checked (``project:dataset.table``; `project` fills a missing project), or None.
+
+    `endpoint` is a BigQueryEndpoint or the --bigquery_endpoint text (None: Google's service).
 
     Raises:
       UserError: a malformed table, naming --monitor_table.
     """
     if not table:
         return None
+    if isinstance(endpoint, str):
+        endpoint = BigQueryEndpoint(endpoint)
     return MonitorTable("{}:{}.{}".format(*parse_table(table, "--monitor_table", project)), endpoint)
 
 
