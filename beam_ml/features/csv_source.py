@@ -18,8 +18,8 @@ import pyarrow as pa
 from beam_ml.clean.windows import RowsAndDead
 from beam_ml.clean.layout import events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.errors import DEAD_TAG, DeadLetter
-from beam_ml.features.beam import PointInTimeFeatures, feature_schema, score_group
-from beam_ml.features.plan import FeaturePlan, event_time_ms
+from beam_ml.features.beam import PointInTimeFeatures, features_of_table
+from beam_ml.features.plan import FeaturePlan
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.csv import ReadCsvBatches
 from beam_ml.spec import DatasetSpec
@@ -30,19 +30,9 @@ __all__ = ["FeatureCsvSource", "sample_with_features", "add_features"]
 def add_features(plan: FeaturePlan, table: pa.Table) -> pa.Table:
     """Features of a small table of events in arrival (row) order, computed in-process (samples, tests).
 
-    Rows without a key or a readable event time get no features (NULL).
+    Rows without a key or a readable event time are left out (training dead-letters them).
     """
-    rows = table.to_pylist()
-    groups: dict = {}
-    for i, row in enumerate(rows):
-        key, t = row.get(plan.key), event_time_ms(row.get(plan.event_time_column))
-        if key is not None and t is not None:
-            groups.setdefault(key, []).append((i, t, plan.values_of(row), row))
-    for events in groups.values():
-        for _ in score_group(plan, events):
-            pass  # score_group adds the features to each row in place
-    schema = feature_schema(plan, table.schema)
-    return pa.Table.from_pylist([{**{n: None for n in plan.names}, **r} for r in rows], schema=schema)
+    return features_of_table(plan, table)[0]
 
 
 def sample_with_features(plan: FeaturePlan, sample: pa.Table) -> pa.Table:
