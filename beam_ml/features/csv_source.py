@@ -15,8 +15,9 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_ml.clean.cleaning import Cleaning
+from beam_ml.clean.layout import CleanToLayoutFn, events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.clean.windows import RowsAndDead
-from beam_ml.clean.layout import events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.features.beam import PointInTimeFeatures, features_of_table
 from beam_ml.features.plan import FeaturePlan
@@ -57,6 +58,16 @@ class _EventsFn(beam.DoFn):
                 yield b
 
 
+class _CleanEventsFn(CleanToLayoutFn):
+    """--sql before the windows: a read batch -> the statement's output (its columns + the line), as a batch."""
+
+    def clean(self, events: pa.Table, source: str = ""):
+        table = yield from self.run_sql(events, source)
+        if table is None or not table.num_rows:
+            return None
+        return table.combine_chunks().to_batches()[0]
+
+
 class _LayoutFn(beam.DoFn):
     def __init__(self, spec: DatasetSpec, with_label: bool, source: str):
         self._spec, self._with_label, self._source = spec, with_label, source
@@ -72,26 +83,38 @@ class _LayoutFn(beam.DoFn):
 
 
 class FeatureCsvSource(beam.PTransform):
-    """CSV files as events, + the statement's features (per key, in line order), in the model spec's layout.
+    """CSV files as events, [cleaned by --sql,] + the statement's features (per key, in line order), in the model
+    spec's layout.
+
+    With `cleaning`, the statement runs first (its WHERE and projections) and
+    the windows see only the rows and columns it outputs; `events_schema` is then
+    the statement's own (`cleaning.statement.events_schema`).
 
     Returns {'rows': RecordBatches in `arrow_schema_for(spec, with_label)`, DEAD_TAG: DeadLetters}.
     """
 
     def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
-                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None):
+                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None,
+                 cleaning: Optional[Cleaning] = None):
         super().__init__()
         self._pattern, self._spec, self._plan, self._events = pattern, spec, plan, events_schema
         self._with_label, self._counted, self._chunk_bytes = with_label, counted, chunk_bytes
+        self._cleaning = cleaning
 
     def expand(self, pbegin):
         read_spec = raw_read_spec(self._events, self._spec.dialect, self._spec.na_values)
         kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
         read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False,
                                                           validate=self._counted, counted=self._counted, **kwargs)
-        events = read["rows"] | "TypeEvents" >> beam.ParDo(
-            _EventsFn(self._events, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+        if self._cleaning is not None:
+            events = read["rows"] | "CleanWithSql" >> beam.ParDo(_CleanEventsFn(
+                self._cleaning, self._spec, self._with_label, source=self._pattern,
+                counted=self._counted)).with_outputs(DEAD_TAG, main="rows")
+        else:
+            events = read["rows"] | "TypeEvents" >> beam.ParDo(
+                _EventsFn(self._events, self._pattern)).with_outputs(DEAD_TAG, main="rows")
         featured = events["rows"] | "WindowFeatures" >> PointInTimeFeatures(
-            self._plan, LINE_COLUMN, self._events, source=self._pattern)
+            self._plan, LINE_COLUMN, source=self._pattern)
         layout = featured["rows"] | "ToModelLayout" >> beam.ParDo(
             _LayoutFn(self._spec, self._with_label, self._pattern)).with_outputs(DEAD_TAG, main="rows")
         dead = ((read[DEAD_TAG], events[DEAD_TAG], featured[DEAD_TAG], layout[DEAD_TAG])

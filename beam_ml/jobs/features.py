@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -26,8 +26,9 @@ from beam_ml.errors import UserError
 from beam_ml.features import FeaturePlan
 from beam_ml.features.csv_source import FeatureCsvSource, sample_with_features
 from beam_ml.io.batches import LINE_COLUMN
+from beam_ml.jobs.sql import cleaned_sample
 from beam_ml.io.dialect import detect_dialect
-from beam_ml.options import CleanOptions, FeatureOptions
+from beam_ml.options import FeatureOptions
 from beam_ml.spec import DEFAULT_NA_VALUES, DatasetSpec, infer_spec
 
 __all__ = ["TrainingFeatures", "plan_training_features", "serving_features"]
@@ -40,9 +41,10 @@ class TrainingFeatures:
     plan: FeaturePlan
     spec: DatasetSpec
     events_schema: pa.Schema
+    cleaning: Any = None  # --sql, applied before the windows (beam_ml.clean.Cleaning), or None
 
     def source(self, pattern: str) -> FeatureCsvSource:
-        return FeatureCsvSource(pattern, self.spec, self.plan, self.events_schema)
+        return FeatureCsvSource(pattern, self.spec, self.plan, self.events_schema, cleaning=self.cleaning)
 
 
 def _flag_plan(options, columns=None) -> Optional[FeaturePlan]:
@@ -56,12 +58,17 @@ def _flag_plan(options, columns=None) -> Optional[FeaturePlan]:
 
 
 def plan_training_features(options, path: str, output_dir: str, spec_path: Optional[str], infer: dict,
-                           csv_flags: dict, sample_rows: int = 20000) -> Optional[TrainingFeatures]:
+                           csv_flags: dict, sample_rows: int = 20000, sql=None) -> Optional[TrainingFeatures]:
     """Parses --features_sql against the CSV's columns and infers (or checks) the spec with the features in it.
 
     The key and event-time columns are dropped from the model's features
     unless named otherwise (--key_column): the windows use them, the model
     should not learn from raw ids and clock times.
+
+    With `sql` (the prepared --sql, `beam_ml.jobs.sql.TrainingSql`), the
+    statement runs first: the feature statement is checked against its output
+    columns, and the spec is inferred from its output over the sample + the
+    features; the spec stores both statements (`cleaning`, then `features`).
 
     Raises:
       UserError: a bad statement (naming --features_sql), or a spec without the feature columns.
@@ -69,22 +76,26 @@ def plan_training_features(options, path: str, output_dir: str, spec_path: Optio
     if not options.view_as(FeatureOptions).features_sql:
         _flag_plan(options)
         return None
-    if options.view_as(CleanOptions).sql:
-        raise UserError("--features_sql: not supported together with --sql yet; clean the file first, or drop one")
     stored = DatasetSpec.load(spec_path) if spec_path else None
     na_values = stored.na_values if stored else list(DEFAULT_NA_VALUES)
     dialect = detect_dialect(path, **csv_flags)
-    events = events_schema_for_csv(path, dialect, na_values)
-    plan = _flag_plan(options, [n for n in events.names if n != LINE_COLUMN])
+    cleaning = sql.cleaning if sql is not None else None
+    events = cleaning.statement.events_schema if cleaning else events_schema_for_csv(path, dialect, na_values)
+    plan = _flag_plan(options, cleaning.statement.columns if cleaning else
+                      [n for n in events.names if n != LINE_COLUMN])
     if stored is not None:
         missing = [n for n in plan.names if n not in stored.column_names]
         if missing:
             raise UserError(f"--spec: the --features_sql column(s) {', '.join(missing)} are not in the spec")
-        return TrainingFeatures(plan, dataclasses.replace(stored, dialect=dialect, features=plan.to_dict()), events)
+        spec = dataclasses.replace(stored, dialect=dialect, features=plan.to_dict(),
+                                   cleaning=sql.spec.cleaning if sql is not None else stored.cleaning)
+        return TrainingFeatures(plan, spec, events, cleaning)
     drop = list(infer.get("drop") or [])
     drop += [c for c in (plan.key, plan.event_time_column) if c not in drop and c != infer.get("key")
              and c != infer.get("label")]
-    sample = sample_with_features(plan, sample_events(path, events, dialect, na_values, sample_rows))
+    sample = (cleaned_sample(cleaning, path, dialect, na_values, sample_rows) if cleaning
+              else sample_events(path, events, dialect, na_values, sample_rows))
+    sample = sample_with_features(plan, sample)
     local = fs.is_local(output_dir)
     tmp_dir = output_dir if local else tempfile.mkdtemp()
     os.makedirs(tmp_dir, exist_ok=True)
@@ -95,7 +106,9 @@ def plan_training_features(options, path: str, output_dir: str, spec_path: Optio
         if spec.column(name).role != "numeric":
             spec = dataclasses.replace(spec, columns=[dataclasses.replace(c, role="numeric") if c.name == name else c
                                                       for c in spec.columns])
-    return TrainingFeatures(plan, dataclasses.replace(spec, dialect=dialect, features=plan.to_dict()), events)
+    spec = dataclasses.replace(spec, dialect=dialect, features=plan.to_dict(),
+                               cleaning=sql.spec.cleaning if sql is not None else None)
+    return TrainingFeatures(plan, spec, events, cleaning)
 
 
 def serving_features(options, spec: DatasetSpec, log=None) -> Optional[FeaturePlan]:

@@ -235,11 +235,11 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     if not (opts.input_topic or bigquery is not None):
         features = plan_training_features(options, infer_from, output_dir, opts.spec,
                                           dict(label=label, positive_label=positive, task=task, key=key, drop=drop),
-                                          csv_flags)
-    if sql is not None:
-        spec = sql.spec
-    elif features is not None:
+                                          csv_flags, sql=sql)
+    if features is not None:  # with --sql too: cleaned first, then the windows (features.spec stores both)
         spec = features.spec
+    elif sql is not None:
+        spec = sql.spec
     elif opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))
