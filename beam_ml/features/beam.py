@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.features.plan import FeaturePlan, event_times_ms
 from beam_ml.features.point_in_time import KeyState
+from beam_ml.io.batches import LINE_COLUMN
 
 __all__ = ["PointInTimeFeatures", "NAMESPACE", "feature_schema", "split_batch", "score_chunks", "with_features",
            "features_of_table"]
@@ -38,8 +39,10 @@ def feature_schema(plan: FeaturePlan, schema: pa.Schema) -> pa.Schema:
     return pa.schema(list(schema) + [pa.field(name, pa.float64()) for name in plan.names])
 
 
-def split_batch(plan: FeaturePlan, batch, order_column: str, batch_id) -> tuple:
+def split_batch(plan: FeaturePlan, batch, order_column: Optional[str], batch_id) -> tuple:
     """One batch of events -> (the batch's rows with a key and an event time, [(key, chunk)], [(row index, reason)]).
+
+    `order_column` gives the arrival order; None: the event time is the arrival order (a table's rows).
 
     A chunk is (batch_id, row indices, arrival orders, event times, values) of
     one key's rows in the kept batch, as plain lists (cheap to shuffle).
@@ -54,7 +57,7 @@ def split_batch(plan: FeaturePlan, batch, order_column: str, batch_id) -> tuple:
         batch = batch.filter(pa.array(keep))
         keys = [k for k, ok in zip(keys, keep.tolist()) if ok]
         times = [t for t, ok in zip(times, keep.tolist()) if ok]
-    orders = batch.column(order_column).to_pylist()
+    orders = batch.column(order_column).to_pylist() if order_column else times
     values = plan.values_of_batch(batch)
     groups: dict = {}
     for i, k in enumerate(keys):
@@ -102,10 +105,11 @@ def with_features(plan: FeaturePlan, batch, scored: Iterable[tuple]) -> pa.Recor
     return pa.RecordBatch.from_arrays(arrays, schema=feature_schema(plan, batch.schema))
 
 
-def _dead(batch, i: int, reason: str, source: str, order_column: str) -> DeadLetter:
+def _dead(batch, i: int, reason: str, source: str, order_column: Optional[str]) -> DeadLetter:
     row = batch.slice(i, 1).to_pylist()[0]
-    raw = json.dumps({k: v for k, v in row.items() if k != order_column}, default=str)
-    return DeadLetter(source, row.get(order_column), reason, raw, stage="features")
+    position = order_column or LINE_COLUMN
+    raw = json.dumps({k: v for k, v in row.items() if k != position}, default=str)
+    return DeadLetter(source, row.get(position), reason, raw, stage="features")
 
 
 class _SplitFn(beam.DoFn):
@@ -162,12 +166,14 @@ class PointInTimeFeatures(beam.PTransform):
 
     Args:
       plan: the parsed --features_sql.
-      order_column: the arrival order within a key (a file's line, a topic's offset).
+      order_column: the arrival order within a key (a file's line, a topic's partition+offset); None: the event
+        time (rows without an order of their own, a table's: no event is late, and as events at one time never feed
+        each other, ties need no order).
       schema: the input batches' schema (the output adds the feature columns); kept for callers.
       source: named in dead letters.
     """
 
-    def __init__(self, plan: FeaturePlan, order_column: str, schema: Optional[pa.Schema] = None, source: str = ""):
+    def __init__(self, plan: FeaturePlan, order_column: Optional[str], schema: Optional[pa.Schema] = None, source: str = ""):
         super().__init__()
         self._plan, self._order, self._schema, self._source = plan, order_column, schema, source
 

@@ -25,7 +25,7 @@ from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.csv import ReadCsvBatches
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["FeatureCsvSource", "sample_with_features", "add_features"]
+__all__ = ["FeatureEventsSource", "FeatureCsvSource", "sample_with_features", "add_features"]
 
 
 def add_features(plan: FeaturePlan, table: pa.Table) -> pa.Table:
@@ -82,9 +82,9 @@ class _LayoutFn(beam.DoFn):
             yield out
 
 
-class FeatureCsvSource(beam.PTransform):
-    """CSV files as events, [cleaned by --sql,] + the statement's features (per key, in line order), in the model
-    spec's layout.
+class FeatureEventsSource(beam.PTransform):
+    """Events read as text, [cleaned by --sql,] + the statement's features (per key, in arrival order), in the model
+    spec's layout. Subclasses say how the text batches are read (`_read`) and what the arrival order is.
 
     With `cleaning`, the statement runs first (its WHERE and projections) and
     the windows see only the rows and columns it outputs; `events_schema` is then
@@ -93,30 +93,48 @@ class FeatureCsvSource(beam.PTransform):
     Returns {'rows': RecordBatches in `arrow_schema_for(spec, with_label)`, DEAD_TAG: DeadLetters}.
     """
 
-    def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
-                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None,
-                 cleaning: Optional[Cleaning] = None):
+    # The arrival order within a key: a column of the read batches, or None for the event time
+    # (a source without an order of its own: a table).
+    order_column: Optional[str] = LINE_COLUMN
+
+    def __init__(self, source: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
+                 with_label: bool = True, counted: bool = True, cleaning: Optional[Cleaning] = None):
         super().__init__()
-        self._pattern, self._spec, self._plan, self._events = pattern, spec, plan, events_schema
-        self._with_label, self._counted, self._chunk_bytes = with_label, counted, chunk_bytes
-        self._cleaning = cleaning
+        self._source, self._spec, self._plan, self._events = source, spec, plan, events_schema
+        self._with_label, self._counted, self._cleaning = with_label, counted, cleaning
+
+    def _read(self, pbegin, read_spec: DatasetSpec):
+        """pbegin -> {'rows': batches of `read_spec` (every column text, no label check), DEAD_TAG: DeadLetters}."""
+        raise NotImplementedError
 
     def expand(self, pbegin):
-        read_spec = raw_read_spec(self._events, self._spec.dialect, self._spec.na_values)
-        kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
-        read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False,
-                                                          validate=self._counted, counted=self._counted, **kwargs)
+        read = self._read(pbegin, raw_read_spec(self._events, self._spec.dialect, self._spec.na_values))
         if self._cleaning is not None:
             events = read["rows"] | "CleanWithSql" >> beam.ParDo(_CleanEventsFn(
-                self._cleaning, self._spec, self._with_label, source=self._pattern,
+                self._cleaning, self._spec, self._with_label, source=self._source,
                 counted=self._counted)).with_outputs(DEAD_TAG, main="rows")
         else:
             events = read["rows"] | "TypeEvents" >> beam.ParDo(
-                _EventsFn(self._events, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+                _EventsFn(self._events, self._source)).with_outputs(DEAD_TAG, main="rows")
         featured = events["rows"] | "WindowFeatures" >> PointInTimeFeatures(
-            self._plan, LINE_COLUMN, source=self._pattern)
+            self._plan, self.order_column, source=self._source)
         layout = featured["rows"] | "ToModelLayout" >> beam.ParDo(
-            _LayoutFn(self._spec, self._with_label, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+            _LayoutFn(self._spec, self._with_label, self._source)).with_outputs(DEAD_TAG, main="rows")
         dead = ((read[DEAD_TAG], events[DEAD_TAG], featured[DEAD_TAG], layout[DEAD_TAG])
                 | "FlattenFeatureDead" >> beam.Flatten())
         return RowsAndDead(layout["rows"], dead)
+
+
+class FeatureCsvSource(FeatureEventsSource):
+    """CSV files (arrival order: line order) as `FeatureEventsSource` events."""
+
+    def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
+                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None,
+                 cleaning: Optional[Cleaning] = None):
+        super().__init__(pattern, spec, plan, events_schema, with_label, counted, cleaning)
+        self._chunk_bytes = chunk_bytes
+
+    def _read(self, pbegin, read_spec: DatasetSpec):
+        kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
+        return pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._source, read_spec, with_label=False,
+                                                          validate=self._counted, counted=self._counted, **kwargs)
