@@ -130,7 +130,10 @@ def plan_records_training_features(options, records: list, described: str, spec_
     table = rows_as_events(records, events)
     if by_event_time:
         table = in_event_time_order(plan, table)
-    sample = sample_with_features(plan, table).drop_columns([LINE_COLUMN]).to_pylist()
+    featured = sample_with_features(plan, table)
+    # the records as decoded (the label's text as the reader will see it) + their features
+    sample = [{**records[i], **f} for i, f in zip(featured.column(LINE_COLUMN).to_pylist(),
+                                                  featured.select(plan.names).to_pylist())]
     spec = infer_spec_from_rows(sample, infer.get("label"), described, hints=hints,
                                 **{k: v for k, v in _infer_without_key_and_time(infer, plan).items() if k != "label"})
     return TrainingFeatures(plan, _with_features(spec, plan), events)
