@@ -57,7 +57,7 @@ def test_split_shuffle_score_join_equals_the_definition(window, events, sizes, r
     for chunks in per_key.values():
         rnd.shuffle(chunks)  # a shuffle delivers a key's chunks in any order
         out, _ = score_chunks(plan, chunks)
-        for batch_id, piece in out.items():
+        for batch_id, piece in out:
             scored.setdefault(batch_id, []).append(piece)
     got = []
     for batch_id in sorted(kept):
@@ -75,12 +75,13 @@ def test_event_times_of_columns_equal_the_per_value_rule():
         assert event_times_ms(col) == [event_time_ms(v) for v in col.to_pylist()]
 
 
-def test_values_of_batch_equals_values_of_each_row():
+def test_values_matrix_equals_values_of_each_row():
     plan = FeaturePlan.parse(f"SELECT card_id, {AGGS} FROM events WINDOW SESSION (1 SECOND) GROUP BY card_id", "ts")
     for col in (pa.array([1.5, None, float("nan"), float("-inf")]), pa.array([1, None, 3, 4]),
                 pa.array(["2.5", "x", None, "inf"])):
         table = pa.table({"Amount": col})
-        assert plan.values_of_batch(table) == [plan.values_of(r) for r in table.to_pylist()]
+        got = [tuple(None if v != v else v for v in row) for row in plan.values_matrix(table).tolist()]
+        assert got == [plan.values_of(r) for r in table.to_pylist()]
 
 
 def test_features_of_table_keeps_row_order_and_reports_rows_without_key():

@@ -20,6 +20,7 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from beam_ml.errors import DEAD_TAG, DeadLetter
@@ -43,64 +44,69 @@ def split_batch(plan: FeaturePlan, batch, order_column: Optional[str], batch_id)
     """One batch of events -> (the batch's rows with a key and an event time, [(key, chunk)], [(row index, reason)]).
 
     `order_column` gives the arrival order; None: the event time is the arrival order (a table's rows).
-
-    A chunk is (batch_id, row indices, arrival orders, event times, values) of
-    one key's rows in the kept batch, as plain lists (cheap to shuffle).
+    A chunk is (batch_id, row indices, arrival orders, event times, values) of one key's rows in the kept
+    batch, as numpy arrays (values: rows x aggregates, NaN for a missing value).
     """
-    keys = batch.column(plan.key).to_pylist()
+    key_column = batch.column(plan.key)
     times = event_times_ms(batch.column(plan.event_time_column))
-    bad = [(i, plan.key if k is None else plan.event_time_column)
-           for i, (k, t) in enumerate(zip(keys, times)) if k is None or t is None]
+    bad = [(i, plan.key if no_key else plan.event_time_column)
+           for i, (no_key, t) in enumerate(zip(key_column.is_null().to_pylist(), times)) if no_key or t is None]
     if bad:
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[[i for i, _ in bad]] = False
         batch = batch.filter(pa.array(keep))
-        keys = [k for k, ok in zip(keys, keep.tolist()) if ok]
         times = [t for t, ok in zip(times, keep.tolist()) if ok]
-    orders = batch.column(order_column).to_pylist() if order_column else times
-    values = plan.values_of_batch(batch)
-    groups: dict = {}
-    for i, k in enumerate(keys):
-        idx = groups.get(k)
-        if idx is None:
-            groups[k] = [i]
-        else:
-            idx.append(i)
-    chunks = [(k, (batch_id, idx, [orders[i] for i in idx], [times[i] for i in idx], [values[i] for i in idx]))
-              for k, idx in groups.items()]
+        key_column = batch.column(plan.key)
     reasons = [(i, f"{what}: missing or unreadable (needed by --features_sql)") for i, what in bad]
+    if not batch.num_rows:
+        return batch, [], reasons
+    times = np.asarray(times, dtype=np.int64)
+    orders = batch.column(order_column).to_numpy() if order_column else times
+    values = plan.values_matrix(batch)
+    encoded = pc.dictionary_encode(key_column)
+    codes = encoded.indices.to_numpy()
+    keys = encoded.dictionary.to_pylist()
+    rows = np.argsort(codes, kind="stable")  # each key's rows together, in batch order
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(codes[rows])) + 1, [len(rows)]))
+    chunks = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        idx = rows[a:b]
+        chunks.append((keys[codes[idx[0]]], (batch_id, idx, orders[idx], times[idx], values[idx])))
     return batch, chunks, reasons
 
 
-def score_chunks(plan: FeaturePlan, chunks: Iterable[tuple]) -> tuple[dict, int]:
-    """One key's chunks -> ({batch_id: (row indices, flat feature values)}, late events), scored in arrival order.
-
-    Arrival order is the order value, then the batch's own row order (a stable sort).
-    """
-    events = []
-    for batch_id, idx, orders, times, values in chunks:
-        events.extend(zip(orders, times, values, [batch_id] * len(idx), idx))
-    events.sort(key=lambda e: e[0])
+def score_chunks(plan: FeaturePlan, chunks: Iterable[tuple]) -> tuple[list, int]:
+    """One key's chunks -> ([(batch_id, (row indices, features rows x aggregates))] per chunk, late events),
+    scored in arrival order: the order value, then the chunk's own row order (a stable sort)."""
+    chunks = list(chunks)
+    orders = np.concatenate([c[2] for c in chunks])
+    times = np.concatenate([c[3] for c in chunks]).tolist()
+    values = np.concatenate([c[4] for c in chunks])
+    missing = np.isnan(values)
+    rows = values.tolist()
+    if missing.any():
+        rows = [tuple(None if m else v for v, m in zip(row, miss)) for row, miss in zip(rows, missing.tolist())]
     state = KeyState(plan)
-    out: dict = {}
+    score = state.score
+    features = [None] * len(times)
     late_events = 0
-    for _, t, values, batch_id, i in events:
-        features, late = state.score(t, values)
+    for i in np.argsort(orders, kind="stable").tolist():
+        features[i], late = score(times[i], rows[i])
         late_events += late
-        slot = out.get(batch_id)
-        if slot is None:
-            slot = out[batch_id] = ([], [])
-        slot[0].append(i)
-        slot[1].extend(features)
+    matrix = np.asarray(features, dtype=np.float64).reshape(len(times), len(plan.names))
+    out, start = [], 0
+    for batch_id, idx, _, _, _ in chunks:
+        out.append((batch_id, (idx, matrix[start:start + len(idx)])))
+        start += len(idx)
     return out, late_events
 
 
 def with_features(plan: FeaturePlan, batch, scored: Iterable[tuple]) -> pa.RecordBatch:
-    """A kept batch + its (row indices, flat feature values) pieces -> the batch with the feature columns."""
+    """A kept batch + its (row indices, features) pieces -> the batch with the feature columns."""
     width = len(plan.names)
     matrix = np.zeros((batch.num_rows, width), dtype=np.float64)
-    for idx, flat in scored:
-        matrix[np.asarray(idx, dtype=np.int64)] = np.asarray(flat, dtype=np.float64).reshape(-1, width)
+    for idx, features in scored:
+        matrix[idx] = features
     arrays = list(batch.columns) + [pa.array(matrix[:, j]) for j in range(width)]
     return pa.RecordBatch.from_arrays(arrays, schema=feature_schema(plan, batch.schema))
 
@@ -137,7 +143,7 @@ class _SplitFn(beam.DoFn):
 
 
 class _ScoreKeyFn(beam.DoFn):
-    """(key, chunks) -> (batch id, (row indices, flat features)) per batch the key has rows in."""
+    """(key, chunks) -> (batch id, (row indices, features)) per chunk."""
 
     def __init__(self, plan: FeaturePlan):
         self._plan = plan
@@ -148,7 +154,7 @@ class _ScoreKeyFn(beam.DoFn):
         out, late = score_chunks(self._plan, chunks)
         if late:
             self._late.inc(late)
-        yield from out.items()
+        yield from out
 
 
 class _JoinFn(beam.DoFn):
@@ -202,7 +208,7 @@ def features_of_table(plan: FeaturePlan, table: pa.Table, order_column: Optional
     scored = []
     for _, chunk in chunks:
         out, _ = score_chunks(plan, [chunk])
-        scored.extend(out.values())
+        scored.extend(piece for _, piece in out)
     result = pa.Table.from_batches([with_features(plan, kept, scored)])
     if order_column is None:
         result = result.drop_columns([order])

@@ -131,23 +131,19 @@ class FeaturePlan:
             out.append(v if v.__class__ is float and v == v and v not in _INFINITE else _number(v))
         return tuple(out)
 
-    def values_of_batch(self, batch) -> list[tuple]:
-        """`values_of` for every row of a RecordBatch/Table, column by column (the same values, no row dicts)."""
-        n = batch.num_rows
-        columns = []
-        for a in self.aggregates:
+    def values_matrix(self, batch) -> np.ndarray:
+        """`values_of` for every row of a RecordBatch/Table at once: float64 (rows x aggregates), NaN for None."""
+        out = np.full((batch.num_rows, len(self.aggregates)), np.nan)
+        for j, a in enumerate(self.aggregates):
             if a.column is None:
-                columns.append([None] * n)
                 continue
             col = batch.column(a.column)
             if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
                 values = col.to_numpy(zero_copy_only=False).astype(np.float64)
-                good = np.isfinite(values)
-                listed = values.tolist()
-                columns.append(listed if good.all() else [v if ok else None for v, ok in zip(listed, good.tolist())])
             else:
-                columns.append([_number(v) for v in col.to_pylist()])
-        return list(zip(*columns)) if columns else [()] * n
+                values = np.array([_number(v) for v in col.to_pylist()], dtype=np.float64)  # None -> NaN
+            out[:, j] = np.where(np.isfinite(values), values, np.nan)
+        return out
 
     def to_dict(self) -> dict:
         """What is stored with the model (spec.json `features`, beam_ml.json)."""
