@@ -23,13 +23,13 @@ import argparse
 import os
 import re
 import sys
-import uuid
 from typing import Any, Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
@@ -48,6 +48,7 @@ __all__ = [
     "BigQueryOptions",
     "CleanOptions",
     "FeatureOptions",
+    "WindowQueryOptions",
     "KafkaToBigQueryOptions",
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
@@ -286,6 +287,9 @@ flag("features_sql", help="windowed features (ksqlDB): SELECT card_id, COUNT(*) 
                           "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY card_id, or a "
                           ".sql file; each event gets its key's aggregates over earlier events in its window "
                           "(docs/WINDOWED_FEATURES.md). Stored with the model; serving applies it")
+flag("window_sql", help="a persistent windowed query (ksqlDB): [CREATE TABLE t AS] SELECT card_id, COUNT(*) AS n, "
+     "SUM(Amount) AS total FROM events WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS) GROUP BY card_id "
+     "[EMIT CHANGES], or a .sql file holding one")
 flag("event_time_column", help="the column of event times --features_sql windows by: epoch milliseconds or ISO-8601")
 
 # ------------------------------------------------------ Kafka -> BigQuery
@@ -567,6 +571,19 @@ def _check_start(start: str) -> None:
         raise UserError(f"--start: expected committed, earliest, latest or a timestamp in ms, got {start!r}")
 
 
+def _check_stream_read(opts) -> None:
+    """--max_records, --max_read_time, --max_batch_size, --checkpoint_interval, --poll_timeout of a streaming read."""
+    if opts.max_records is not None and opts.max_records <= 0:
+        raise UserError(f"--max_records: expected a positive count, got {opts.max_records}")
+    if opts.max_read_time is not None and opts.max_read_time <= 0:
+        raise UserError(f"--max_read_time: expected positive seconds, got {opts.max_read_time}")
+    if opts.max_batch_size < 1:
+        raise UserError(f"--max_batch_size: expected a positive count, got {opts.max_batch_size}")
+    for name in ("checkpoint_interval", "poll_timeout"):
+        if not 0 < getattr(opts, name) <= 60:
+            raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(opts, name)}")
+
+
 class StreamPredictOptions(PipelineOptions):
     """Flags of `python -m pipelines.stream_predict` (Kafka connection flags: KafkaOptions)."""
 
@@ -595,15 +612,7 @@ class StreamPredictOptions(PipelineOptions):
         _check_start(self.start)
         if self.reload_interval < 0:
             raise UserError(f"--reload_interval: expected >= 0 seconds, got {self.reload_interval}")
-        if self.max_records is not None and self.max_records <= 0:
-            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
-        if self.max_read_time is not None and self.max_read_time <= 0:
-            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
-        if self.max_batch_size < 1:
-            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
-        for name in ("checkpoint_interval", "poll_timeout"):
-            if not 0 < getattr(self, name) <= 60:
-                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        _check_stream_read(self)
         return self
 
 
@@ -680,6 +689,25 @@ class FeatureOptions(PipelineOptions):
     FLAGS = ("features_sql", "event_time_column")
 
 
+class WindowQueryOptions(PipelineOptions):
+    """Flags of `python -m pipelines.window_query` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml persistent windowed query (ksqlDB CREATE TABLE ... WINDOW ... EMIT CHANGES)"
+    FLAGS = ("window_sql", "event_time_column", "input_topic", "output_topic", "dead_letter_topic", "group_id", "start",
+             "max_records", "max_read_time", "timestamp_policy", "max_batch_size", "checkpoint_interval",
+             "poll_timeout", "compression_type")
+
+    def validated(self) -> "WindowQueryOptions":
+        """Checks the values; raises UserError naming the flag."""
+        for name in ("window_sql", "input_topic", "output_topic", "dead_letter_topic"):
+            if not getattr(self, name):
+                raise UserError(f"--{name}: required")
+        _check_start(self.start)
+        _check_stream_read(self)
+        return self
+
+
 class KafkaToBigQueryOptions(PipelineOptions):
     """Flags of `python -m pipelines.kafka_to_bigquery` (also: KafkaOptions, BigQueryOptions, CleanOptions).
 
@@ -730,33 +758,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
     def topics(self) -> list[str]:
         """The --input_topic value split at commas."""
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
-
-
-# Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
-# Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
-# options and display data) never hold it; this process keeps it for kafka_client_config.
-SECRET_FLAGS = ("sasl_password", "ssl_password")
-_SECRET_VALUES: dict[str, str] = {}
-
-
-def secret_flag_value(value: Any) -> Any:
-    """The secret a placeholder stands for (other values unchanged)."""
-    return _SECRET_VALUES.get(value, value) if isinstance(value, str) else value
-
-
-def _hide_secrets(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if name.lstrip("-") in SECRET_FLAGS and name.startswith("--"):
-            if not eq:
-                value = next(args, "")
-            token = f"<redacted-{uuid.uuid4().hex[:8]}>"
-            _SECRET_VALUES[token] = value
-            arg = f"{name}={token}"
-        out.append(arg)
-    return out
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -852,7 +853,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       UserError: naming the unknown or malformed flag.
       SystemExit: after printing the help.
     """
-    argv = _hide_secrets(_apply_aliases(argv or []))
+    argv = hide_secrets(_apply_aliases(argv or []))
     option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)
