@@ -1,7 +1,12 @@
-"""Training and batch prediction from CSV with --features_sql: events -> point-in-time features -> model layout.
+"""Training and batch prediction from CSV with --features_sql: events [-> --sql] -> point-in-time features -> model
+layout.
 
     source = FeatureCsvSource(pattern, spec, plan, events_schema)   # the `source=` of build_preprocess
+    source = FeatureCsvSource(pattern, spec, plan, cleaning.statement.events_schema, cleaning=cleaning)  # --sql first
     sample = sample_with_features(plan, sample_events_table)        # spec inference over the same values
+
+`FeatureEventsSource` is the shared part (typing or cleaning, the features,
+the model layout); topics and tables read through it too (`sources.py`).
 
 The arrival order of a CSV is its line order: a row's features are the
 aggregates of the key's rows on earlier lines (and earlier event times) in
