@@ -25,13 +25,14 @@ import re
 import sys
 from typing import Any, Mapping, Optional, Sequence, Type
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
-from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
+from beam_ml.monitoring.table import monitor_table
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 
 __all__ = [
     "FlagConflict",
@@ -887,7 +888,8 @@ flag("monitor", action="store_true",
      help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
 flag("monitor_window", default="1000", help="a monitoring window: a count of events (1000) or a duration (30s, 5m)")
 flag("monitor_topic", help="Kafka topic for monitoring records (one per window) and alert records (JSON)")
-flag("monitor_table", help="BigQuery table (project:dataset.table) for monitoring and alert records")
+flag("monitor_table", help="BigQuery table PROJECT:DATASET.TABLE for monitoring and alert records (one row each, "
+                           "a kind column tells them apart; created if missing; --bigquery_endpoint applies)")
 flag("alert_topic", help="Kafka topic that also receives every alert record")
 flag("monitor_thresholds",
      help="alert thresholds: a .json/.yaml file or key=value pairs (numeric=0.3, categorical=0.3, score=0.3, "
@@ -904,7 +906,7 @@ class MonitorOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml monitoring"
     FLAGS = ("monitor", "monitor_window", "monitor_topic", "monitor_table", "alert_topic", "monitor_thresholds",
-             "label_topic", "metrics_port", "metrics_host")
+             "label_topic", "metrics_port", "metrics_host", "bigquery_endpoint")
 
     def validated(self) -> Optional[MonitorSettings]:
         """The settings with --monitor, else None (and no other monitor flag may be given).
@@ -912,21 +914,31 @@ class MonitorOptions(PipelineOptions):
         Raises:
           UserError: one line naming the flag.
         """
-        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host")
+        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host",
+                                                        "bigquery_endpoint")
                  and getattr(self, f)]
         if not self.monitor:
             if given:
                 raise UserError(f"--{given[0]}: only applies with --monitor")
             return None
-        if self.monitor_table:
-            raise UserError("--monitor_table: writing monitoring records to BigQuery is not supported yet; use "
-                            "--monitor_topic")
         if not 0 <= self.metrics_port <= 65535:
             raise UserError(f"--metrics_port: expected a port in 0..65535, got {self.metrics_port}")
         return MonitorSettings(window=parse_window(self.monitor_window),
                                thresholds=parse_thresholds(self.monitor_thresholds), topic=self.monitor_topic,
-                               table=self.monitor_table, alert_topic=self.alert_topic, label_topic=self.label_topic,
+                               table=self.monitor_destination(), alert_topic=self.alert_topic,
+                               label_topic=self.label_topic,
                                metrics_port=self.metrics_port, metrics_host=self.metrics_host)
+
+    def monitor_destination(self):
+        """--monitor_table (with --bigquery_endpoint, --project) as a beam_ml.monitoring.table.MonitorTable, or None.
+
+        Raises:
+          UserError: a malformed table or endpoint, naming the flag.
+        """
+        if not self.monitor_table:
+            return None
+        return monitor_table(self.monitor_table, self.view_as(GoogleCloudOptions).project,
+                             self.bigquery_endpoint or None)
 
 
 class MonitorReportOptions(PipelineOptions):

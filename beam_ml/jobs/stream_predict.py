@@ -312,7 +312,7 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     if plan.monitor is not None:
         m = plan.monitor
         log(f"[beam_ml] monitoring every {m.window.describe()} against the training statistics -> "
-            f"{m.topic or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
+            f"{' and '.join(x for x in (m.topic, m.table and f'bigquery:{m.table.table}') if x) or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
             + (f", labels from {m.label_topic}" if m.label_topic else ""))
     outcome = run_pipeline(pipeline)
     if not outcome.finished:
