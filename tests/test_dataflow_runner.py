@@ -9,9 +9,14 @@ the way the launcher does, in a subprocess.
 import argparse
 
 import pytest
+from apache_beam.internal import pickler
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from beam_ml import fs
+from beam_ml.features.cards import card_events, write_card_csv
+from beam_ml.features.live import FeatureEventBatchesFn
 from beam_ml.testing.dataflow import launch_flex_template, stage_on_dataflow
+from tests.test_window_features_stream import _train
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +198,27 @@ def test_stream_predict_is_translated_and_staged_with_a_gcs_model_root(gcs_root,
     assert PACKAGE_MODULES <= job.package_modules
     options = staged.template["environment"]["sdkPipelineOptions"]["options"]
     assert options["streaming"] is True and options["model_dir"] == f"{gcs_root}/models"
+
+
+@pytest.mark.slow
+def test_stream_predict_with_windowed_features_is_staged_with_the_feature_step(gcs_root, gcs_bucket, tmp_path):
+    """A model trained with --features_sql: the staged streaming job's parse step is the keyed-state feature step,
+    carrying the model's statement and a restart rebuild for its --group_id (what the Dataflow workers run)."""
+    path = write_card_csv(str(tmp_path / "cards.csv"), card_events(400, cards=10, seed=3))
+    model_dir = _train(path, tmp_path / "out")
+    fs.copy_tree(model_dir, f"{gcs_root}/cards")
+    staged = stage_on_dataflow(
+        "pipelines.stream_predict",
+        [f"--model_dir={gcs_root}/cards", "--input_topic=cards", "--output_topic=scores",
+         "--dead_letter_topic=scores-dlq", "--bootstrap_servers=127.0.0.1:9", "--group_id=scorer", "--streaming"],
+        bucket=gcs_bucket, name="spf", raise_errors=False)
+    assert staged.error is None, repr(staged.error)
+    job = staged.job
+    assert job.top_level_labels[:3] == ["ReadFromKafka", "ParseAndValidate", "RunInference"]
+    transforms = job.pipeline.components.transforms
+    pardo = next(t for t in transforms.values() if t.unique_name.startswith("ParseAndValidate/")
+                 and t.spec.urn == "beam:transform:pardo:v1")
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(pardo.spec.payload)
+    fn = pickler.loads(payload.do_fn.payload)[0]
+    assert isinstance(fn, FeatureEventBatchesFn)
+    assert fn._plan.names == ["tx_10m", "amount_10m", "max_10m"] and fn._rebuild is not None
