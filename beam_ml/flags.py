@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from typing import Any, NamedTuple, Optional, Sequence
 
 from beam_ml.errors import UserError
@@ -334,33 +333,6 @@ flag("label_topic", help="Kafka topic of delayed labels {\"event_id\": ..., \"la
                          "for live precision, recall and ROC-AUC")
 flag("metrics_port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
 flag("metrics_host", default="127.0.0.1", help="the address /metrics listens on")
-
-
-# Flags whose value is a secret: at parse time the value is swapped for a placeholder, so
-# Beam's displays of the options (str(options), get_all_options(), the Dataflow job's
-# options and display data) never hold it; this process keeps it for kafka_client_config.
-SECRET_FLAGS = ("sasl_password", "ssl_password")
-_SECRET_VALUES: dict[str, str] = {}
-
-
-def secret_flag_value(value: Any) -> Any:
-    """The secret a placeholder stands for (other values unchanged)."""
-    return _SECRET_VALUES.get(value, value) if isinstance(value, str) else value
-
-
-def _hide_secrets(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if name.lstrip("-") in SECRET_FLAGS and name.startswith("--"):
-            if not eq:
-                value = next(args, "")
-            token = f"<redacted-{uuid.uuid4().hex[:8]}>"
-            _SECRET_VALUES[token] = value
-            arg = f"{name}={token}"
-        out.append(arg)
-    return out
 
 
 def parse_int_list(text: str, name: str) -> list[int]:

@@ -32,9 +32,10 @@ from beam_ml import fs
 from beam_ml.errors import UserError
 from beam_ml.flags import (_FLAGS, _RECORD_FORMAT_FLAGS, BIGQUERY_CREATE_DISPOSITIONS,  # noqa: F401 (re-exported)
                            BIGQUERY_WRITE_DISPOSITIONS, CLEAN, CSV_READ, FEATURES, FLAG_ALIASES, KAFKA,
-                           KAFKA_TEMPLATE_AUTH_FLAGS, KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, OUTPUT, PREDICT, SECRET_FLAGS,
-                           TRAIN, FlagConflict, FlagGroup, _apply_aliases, _ErrorRaisingParser, _hide_secrets,
-                           check_predict_flags, check_values, declared_flags, flag, help_parser, parse_int_list, secret_flag_value)
+                           KAFKA_TEMPLATE_AUTH_FLAGS, KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, OUTPUT, PREDICT, TRAIN,
+                           FlagConflict, FlagGroup, _apply_aliases, _ErrorRaisingParser, check_predict_flags,
+                           check_values, declared_flags, flag, help_parser, parse_int_list)
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 
 __all__ = [
@@ -473,7 +474,7 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
       UserError: naming the unknown or malformed flag.
       SystemExit: after printing the help.
     """
-    argv = _hide_secrets(_apply_aliases(argv or []))
+    argv = hide_secrets(_apply_aliases(argv or []))
     option_classes = tuple(dict.fromkeys((*option_classes, OutputOptions)))
     if "--help" in argv or "-h" in argv:
         _print_help(prog or "python -m pipelines.<name>", option_classes, description)

@@ -54,6 +54,7 @@ from beam_ml.jobs.demo import ensure_fraud_model
 from beam_ml.model_store import latest_version_dir, list_versions, load_model_metadata, model_root_of
 from beam_ml.records import records_to_columns, validate_record
 from beam_ml.server.process import ServerProcess
+from benchmarks._stats import nearest_rank
 from tests.model_fixture import export_copy, feature_rows
 
 __all__ = ["run", "main"]
@@ -63,10 +64,8 @@ _PATH = "/v1/models/model:predict"
 
 
 # ------------------------------------------------------------------ load generator (its own process)
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
+def _ms(seconds: Optional[float]) -> float:
+    return float("nan") if seconds is None else 1e3 * seconds
 
 
 async def _load(url: str, body: bytes, clients: int, requests: int, seconds: float,
@@ -119,7 +118,7 @@ async def _load(url: str, body: bytes, clients: int, requests: int, seconds: flo
     return {"clients": clients, "requests": ok + len(errors), "ok": ok, "errors": len(errors),
             "error_samples": errors[:5],
         "seconds": elapsed, "requests_per_s": ok / elapsed if elapsed else 0.0,
-        "p50_ms": 1e3 * _percentile(lat, 0.50), "p99_ms": 1e3 * _percentile(lat, 0.99),
+        "p50_ms": _ms(nearest_rank(lat, 50)), "p99_ms": _ms(nearest_rank(lat, 99)),
         "max_ms": 1e3 * lat[-1] if lat else float("nan"), "versions": versions, "unnamed": unnamed}
 
 
@@ -209,7 +208,7 @@ def _cli_per_row(version_dir: str, row: dict, times: int) -> dict[str, Any]:
         if proc.returncode != 0 or '"score"' not in proc.stdout:
             raise RuntimeError(f"pipelines.predict failed: {proc.stderr[-500:]}")
     walls.sort()
-    return {"calls": times, "p50_ms": 1e3 * _percentile(walls, 0.5), "max_ms": 1e3 * walls[-1],
+    return {"calls": times, "p50_ms": _ms(nearest_rank(walls, 50)), "max_ms": 1e3 * walls[-1],
             "requests_per_s": times / sum(walls)}
 
 

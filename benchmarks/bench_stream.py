@@ -98,6 +98,8 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
+from benchmarks._stats import nearest_rank
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 __all__ = ["run", "main", "ensure_model", "bench_inputs", "machine", "baseline_loop", "run_ours", "run_baseline", "measure_latency",
@@ -531,13 +533,6 @@ def run_baseline(mode: str, bootstrap: str, model_dir: str, input_topic: str, n:
 
 
 # ------------------------------------------------------------------ latency
-def _percentile(values: Sequence[float], q: float) -> Optional[float]:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))]
-
-
 def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[tuple[str, dict]],
                     offline: dict[str, float], rate: float, seconds: float, args, log_dir: str) -> dict:
     """End-to-end latency of `method` ('ours' or 'b') at `rate` events/s for `seconds`.
@@ -659,11 +654,11 @@ def measure_latency(method: str, bootstrap: str, model_dir: str, pool: Sequence[
     fifth = max(1, len(sent_ids) // 5)
     head = [received[i] for i in sent_ids[:fifth] if i in received]
     tail = [received[i] for i in sent_ids[-fifth:] if i in received]
-    return {"p50_first_fifth_ms": _round(_percentile(head, 50)), "p50_last_fifth_ms": _round(_percentile(tail, 50)),
+    return {"p50_first_fifth_ms": _round(nearest_rank(head, 50)), "p50_last_fifth_ms": _round(nearest_rank(tail, 50)),
             "rate": round(rate, 1), "seconds": seconds, "send_seconds": round(send_seconds, 2),
             "sent": len(sent_ids), "received": len(received),
-            "p50_ms": _round(_percentile(lat, 50)), "p90_ms": _round(_percentile(lat, 90)),
-            "p99_ms": _round(_percentile(lat, 99)), "max_ms": _round(max(lat) if lat else None),
+            "p50_ms": _round(nearest_rank(lat, 50)), "p90_ms": _round(nearest_rank(lat, 90)),
+            "p99_ms": _round(nearest_rank(lat, 99)), "max_ms": _round(max(lat) if lat else None),
             "problems": problems}
 
 

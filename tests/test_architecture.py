@@ -24,7 +24,8 @@ PACKAGES = ("beam_ml", "pipelines", "transforms", "templates")
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # errors, file systems, counters, how much a command prints, the command-line wrapper: no beam_ml imports
     # but these.
-    ("core", ("beam_ml", "beam_ml.errors", "beam_ml.fs", "beam_ml.metrics", "beam_ml.logs", "beam_ml.cli")),
+    ("core", ("beam_ml", "beam_ml.errors", "beam_ml.fs", "beam_ml.metrics", "beam_ml.logs", "beam_ml.cli",
+              "beam_ml.redaction")),
     # what a dataset and a model are: the spec, records (and their wire formats), exported models on disk,
     # scoring one row.
     ("model", ("beam_ml.spec", "beam_ml.records", "beam_ml.formats", "beam_ml.model_store", "beam_ml.serving")),

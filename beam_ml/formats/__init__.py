@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from beam_ml.errors import UserError
+from beam_ml.redaction import secret_flag_value
 from beam_ml.formats.avro import (AvroFormat, avro_arrow_schema, avro_type_hints, load_avro_schema,
                                   record_schema_of)
 from beam_ml.formats.base import RecordFormat, cell_text, kafka_dead_letter, value_text
@@ -85,7 +86,7 @@ def registry_from_flags(opts: Any) -> Optional[RegistryConfig]:
     url = getattr(opts, "schema_registry_url", None)
     if not url:
         return None
-    user_info = read_user_info(getattr(opts, "schema_registry_user_info", None),
+    user_info = read_user_info(secret_flag_value(getattr(opts, "schema_registry_user_info", None)),
                                getattr(opts, "schema_registry_user_info_file", None))
     return RegistryConfig(url, user_info=user_info, ca_file=getattr(opts, "schema_registry_ca_file", None)).validated()
 

@@ -35,7 +35,7 @@ import urllib.request
 from typing import Optional
 
 from beam_ml.io.bigquery import endpoint_client
-from beam_ml.testing.process import ServerProcess, find_free_port
+from beam_ml.testing.process import ThrowawayServer, find_free_port
 
 __all__ = ["BigQueryEmulator", "emulator_venv", "EMULATOR_VENV_ENV", "MAKE_TARGET"]
 
@@ -89,7 +89,7 @@ def _grpc_ready(host: str, port: int, timeout: float = 1.0) -> bool:
         channel.close()
 
 
-class BigQueryEmulator(ServerProcess):
+class BigQueryEmulator(ThrowawayServer):
     """Runs an in-memory bqemulator as a subprocess for the `with` block.
 
     Args:

@@ -24,7 +24,7 @@ import shutil
 import time
 from typing import Optional
 
-from beam_ml.testing.process import ServerProcess, accepts_connections, find_free_port
+from beam_ml.testing.process import ThrowawayServer, accepts_connections, find_free_port
 
 __all__ = ["TansuBroker", "create_topic", "find_free_port", "read_topic", "tansu_binary"]
 
@@ -87,7 +87,7 @@ def create_topic(bootstrap_servers: str,
         admin.close()
 
 
-class TansuBroker(ServerProcess):
+class TansuBroker(ThrowawayServer):
     """Runs an in-memory Tansu broker as a subprocess for the `with` block.
 
     Args:

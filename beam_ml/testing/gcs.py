@@ -50,7 +50,7 @@ import urllib.request
 import uuid
 from typing import Iterator, Mapping, Optional, Sequence
 
-from beam_ml.testing.process import ServerProcess, accepts_connections, find_free_port
+from beam_ml.testing.process import ThrowawayServer, accepts_connections, find_free_port
 
 __all__ = ["GcsEmulator", "GcsTlsProxy", "LocalGcs", "TlsFiles", "STATIC_ENVIRON", "gcs_environ", "applied_environ",
            "make_test_ca", "write_fake_credentials", "GCS_HOSTS", "DEFAULT_BUCKET"]
@@ -127,7 +127,7 @@ def gcs_environ(emulator_endpoint: str,
 # Subprocess plumbing shared by the emulator and the proxy.
 
 
-class _ServerProcess(ServerProcess):
+class _EmulatorProcess(ThrowawayServer):
     """A `python -m beam_ml.testing.gcs <role> ...` subprocess listening on a free port."""
 
     role = ""
@@ -165,7 +165,7 @@ class _ServerProcess(ServerProcess):
 # The emulator.
 
 
-class GcsEmulator(_ServerProcess):
+class GcsEmulator(_EmulatorProcess):
     """gcp-storage-emulator, in memory, with a default bucket, in a subprocess.
 
     Args:
@@ -320,7 +320,7 @@ def make_test_ca(directory: str, hosts: Sequence[str] = GCS_HOSTS) -> TlsFiles:
     return files
 
 
-class GcsTlsProxy(_ServerProcess):
+class GcsTlsProxy(_EmulatorProcess):
     """An HTTPS CONNECT proxy that serves the GCS hosts from a `GcsEmulator`, in a subprocess.
 
     Only CONNECT to `GCS_HOSTS` port 443 is accepted; every other request is

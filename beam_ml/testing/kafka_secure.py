@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from beam_ml.testing.broker import TansuBroker, create_topic
-from beam_ml.testing.process import HOST, ServerProcess, accepts_connections, find_free_port
+from beam_ml.testing.process import HOST, ThrowawayServer, accepts_connections, find_free_port
 
 __all__ = ["Certificates", "SaslFront", "SecureKafka", "TlsTerminator", "make_certificates", "stunnel_binary",
            "SASL_AUTHENTICATION_FAILED", "PROTOCOLS"]
@@ -145,7 +145,7 @@ def stunnel_binary() -> str:
     return found
 
 
-class TlsTerminator(ServerProcess):
+class TlsTerminator(ThrowawayServer):
     """stunnel accepting TLS on `port` (127.0.0.1) and forwarding plaintext to `target_port`.
 
     Args:

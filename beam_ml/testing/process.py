@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-__all__ = ["ServerProcess", "accepts_connections", "find_free_port", "start_module", "HOST"]
+__all__ = ["ThrowawayServer", "accepts_connections", "find_free_port", "start_module", "HOST"]
 
 _LOGGER = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -52,7 +52,7 @@ def accepts_connections(host: str, port: int) -> bool:
         return False
 
 
-class ServerProcess:
+class ThrowawayServer:
     """Base of the throwaway servers: subclasses implement `_launch` and `_ready`.
 
     Args:

@@ -14,12 +14,14 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from apache_beam.transforms.display import DisplayData
 from hypothesis import given, settings, strategies as st
 
 from beam_ml.errors import UserError
 from beam_ml.formats import (ConfluentAvroWriter, RegistryConfig, SchemaRegistry, format_from_flags, record_format,
-                             value_format_name)
+                             registry_from_flags, value_format_name)
 from beam_ml.formats.registry import USER_INFO_ENV, RegistryUnavailable
+from beam_ml.options import StreamPredictOptions, parse_pipeline_options
 from beam_ml.testing.schema_registry import SchemaRegistryServer
 
 V1 = {"type": "record", "name": "Transaction", "namespace": "fraud", "fields": [
@@ -204,6 +206,25 @@ def test_basic_auth_and_tls(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="--schema_registry_ca_file: .* not trusted") as e:
             format_from_flags(untrusted, "secure")
         assert "pw-XYZZY" not in str(e.value) and "pw-XYZZY" not in repr(RegistryConfig(server.url, "alice:pw-XYZZY"))
+
+
+def test_a_user_info_flag_never_reaches_beams_displayed_options(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    with SchemaRegistryServer(users={"alice": "pw-Qv27-never-shown"}, tls=(cert, key)) as server:
+        _, ser = _serializer(server.url, V1, **{"basic.auth.user.info": "alice:pw-Qv27-never-shown",
+                                                "ssl.ca.location": cert})
+        value = ser({"event_id": "e1", "amount": 1.0, "merchant": "m"}, _ctx("t"))
+        options = parse_pipeline_options(["--input_topic=t", f"--schema_registry_url={server.url}",
+                                          "--schema_registry_user_info", "alice:pw-Qv27-never-shown",
+                                          f"--schema_registry_ca_file={cert}", "--value_format=avro_confluent"],
+                                         StreamPredictOptions)
+        shown = " ".join([str(options), repr(options.get_all_options()),
+                          repr(DisplayData.create_from_options(options).items)])
+        assert "pw-Qv27" not in shown
+        # the job still logs in with the real value (a wrong one is refused at start, see above)
+        opts = options.view_as(StreamPredictOptions)
+        assert registry_from_flags(opts).user_info == "alice:pw-Qv27-never-shown"
+        assert format_from_flags(opts, "t").decode(value)["event_id"] == "e1"
 
 
 def test_message_format_names():
