@@ -250,6 +250,9 @@ flag("features_sql", help="windowed features (ksqlDB): SELECT card_id, COUNT(*) 
                           "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY card_id, or a "
                           ".sql file; each event gets its key's aggregates over earlier events in its window "
                           "(docs/WINDOWED_FEATURES.md). Stored with the model; serving applies it")
+flag("window_sql", help="a persistent windowed query (ksqlDB): [CREATE TABLE t AS] SELECT card_id, COUNT(*) AS n, "
+     "SUM(Amount) AS total FROM events WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS) GROUP BY card_id "
+     "[EMIT CHANGES], or a .sql file holding one")
 flag("event_time_column", help="the column of event times --features_sql windows by: epoch milliseconds or ISO-8601")
 
 # ------------------------------------------------------ Kafka -> BigQuery
@@ -319,12 +322,14 @@ _RECORD_FORMAT_FLAGS = ("value_format", "avro_schema", "schema_registry_url", "s
 FLAG_ALIASES = {"--label": "--label_column",
                 **{f"--{alias}": f"--{name}" for name, alias in KAFKA_TO_BIGQUERY_TEMPLATE_NAMES.items()}}
 
+
 # --monitor (beam_ml.monitoring): stream_predict, batch_predict; pipelines.monitor reads the same.
 flag("monitor", action="store_true",
      help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
 flag("monitor_window", default="1000", help="a monitoring window: a count of events (1000) or a duration (30s, 5m)")
 flag("monitor_topic", help="Kafka topic for monitoring records (one per window) and alert records (JSON)")
-flag("monitor_table", help="BigQuery table (project:dataset.table) for monitoring and alert records")
+flag("monitor_table", help="BigQuery table PROJECT:DATASET.TABLE for monitoring and alert records (one row each, "
+                           "a kind column tells them apart; created if missing; --bigquery_endpoint applies)")
 flag("alert_topic", help="Kafka topic that also receives every alert record")
 flag("monitor_thresholds",
      help="alert thresholds: a .json/.yaml file or key=value pairs (numeric=0.3, categorical=0.3, score=0.3, "

@@ -26,7 +26,7 @@ import re
 import sys
 from typing import Mapping, Optional, Sequence, Type
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
@@ -35,8 +35,9 @@ from beam_ml.flags import (_FLAGS, _RECORD_FORMAT_FLAGS, BIGQUERY_CREATE_DISPOSI
                            KAFKA_TEMPLATE_AUTH_FLAGS, KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, OUTPUT, PREDICT, TRAIN,
                            FlagConflict, FlagGroup, _apply_aliases, _ErrorRaisingParser, check_predict_flags,
                            check_values, declared_flags, flag, help_parser, parse_int_list)
-from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
+from beam_ml.monitoring.table import monitor_table
+from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
 
 __all__ = [
     "FlagConflict",
@@ -53,6 +54,7 @@ __all__ = [
     "BigQueryOptions",
     "CleanOptions",
     "FeatureOptions",
+    "WindowQueryOptions",
     "KafkaToBigQueryOptions",
     "KAFKA_TO_BIGQUERY_TEMPLATE_NAMES",
     "parse_pipeline_options",
@@ -262,6 +264,19 @@ def _check_start(start: str) -> None:
         raise UserError(f"--start: expected committed, earliest, latest or a timestamp in ms, got {start!r}")
 
 
+def _check_stream_read(opts) -> None:
+    """--max_records, --max_read_time, --max_batch_size, --checkpoint_interval, --poll_timeout of a streaming read."""
+    if opts.max_records is not None and opts.max_records <= 0:
+        raise UserError(f"--max_records: expected a positive count, got {opts.max_records}")
+    if opts.max_read_time is not None and opts.max_read_time <= 0:
+        raise UserError(f"--max_read_time: expected positive seconds, got {opts.max_read_time}")
+    if opts.max_batch_size < 1:
+        raise UserError(f"--max_batch_size: expected a positive count, got {opts.max_batch_size}")
+    for name in ("checkpoint_interval", "poll_timeout"):
+        if not 0 < getattr(opts, name) <= 60:
+            raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(opts, name)}")
+
+
 class StreamPredictOptions(PipelineOptions):
     """Flags of `python -m pipelines.stream_predict` (Kafka connection flags: KafkaOptions)."""
 
@@ -290,15 +305,7 @@ class StreamPredictOptions(PipelineOptions):
         _check_start(self.start)
         if self.reload_interval < 0:
             raise UserError(f"--reload_interval: expected >= 0 seconds, got {self.reload_interval}")
-        if self.max_records is not None and self.max_records <= 0:
-            raise UserError(f"--max_records: expected a positive count, got {self.max_records}")
-        if self.max_read_time is not None and self.max_read_time <= 0:
-            raise UserError(f"--max_read_time: expected positive seconds, got {self.max_read_time}")
-        if self.max_batch_size < 1:
-            raise UserError(f"--max_batch_size: expected a positive count, got {self.max_batch_size}")
-        for name in ("checkpoint_interval", "poll_timeout"):
-            if not 0 < getattr(self, name) <= 60:
-                raise UserError(f"--{name}: expected seconds in (0, 60], got {getattr(self, name)}")
+        _check_stream_read(self)
         return self
 
 
@@ -366,6 +373,25 @@ class FeatureOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
     GROUP, FLAGS = FEATURES
+
+
+class WindowQueryOptions(PipelineOptions):
+    """Flags of `python -m pipelines.window_query` (Kafka connection flags: KafkaOptions)."""
+
+    _add_argparse_args = classmethod(_add_flags)
+    GROUP = "beam_ml persistent windowed query (ksqlDB CREATE TABLE ... WINDOW ... EMIT CHANGES)"
+    FLAGS = ("window_sql", "event_time_column", "input_topic", "output_topic", "dead_letter_topic", "group_id", "start",
+             "max_records", "max_read_time", "timestamp_policy", "max_batch_size", "checkpoint_interval",
+             "poll_timeout", "compression_type")
+
+    def validated(self) -> "WindowQueryOptions":
+        """Checks the values; raises UserError naming the flag."""
+        for name in ("window_sql", "input_topic", "output_topic", "dead_letter_topic"):
+            if not getattr(self, name):
+                raise UserError(f"--{name}: required")
+        _check_start(self.start)
+        _check_stream_read(self)
+        return self
 
 
 class KafkaToBigQueryOptions(PipelineOptions):
@@ -506,7 +532,7 @@ class MonitorOptions(PipelineOptions):
     _add_argparse_args = classmethod(_add_flags)
     GROUP = "beam_ml monitoring"
     FLAGS = ("monitor", "monitor_window", "monitor_topic", "monitor_table", "alert_topic", "monitor_thresholds",
-             "label_topic", "metrics_port", "metrics_host")
+             "label_topic", "metrics_port", "metrics_host", "bigquery_endpoint")
 
     def validated(self) -> Optional[MonitorSettings]:
         """The settings with --monitor, else None (and no other monitor flag may be given).
@@ -514,21 +540,31 @@ class MonitorOptions(PipelineOptions):
         Raises:
           UserError: one line naming the flag.
         """
-        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host")
+        given = [f for f in self.FLAGS[1:] if f not in ("monitor_window", "metrics_port", "metrics_host",
+                                                        "bigquery_endpoint")
                  and getattr(self, f)]
         if not self.monitor:
             if given:
                 raise UserError(f"--{given[0]}: only applies with --monitor")
             return None
-        if self.monitor_table:
-            raise UserError("--monitor_table: writing monitoring records to BigQuery is not supported yet; use "
-                            "--monitor_topic")
         if not 0 <= self.metrics_port <= 65535:
             raise UserError(f"--metrics_port: expected a port in 0..65535, got {self.metrics_port}")
         return MonitorSettings(window=parse_window(self.monitor_window),
                                thresholds=parse_thresholds(self.monitor_thresholds), topic=self.monitor_topic,
-                               table=self.monitor_table, alert_topic=self.alert_topic, label_topic=self.label_topic,
+                               table=self.monitor_destination(), alert_topic=self.alert_topic,
+                               label_topic=self.label_topic,
                                metrics_port=self.metrics_port, metrics_host=self.metrics_host)
+
+    def monitor_destination(self):
+        """--monitor_table (with --bigquery_endpoint, --project) as a beam_ml.monitoring.table.MonitorTable, or None.
+
+        Raises:
+          UserError: a malformed table or endpoint, naming the flag.
+        """
+        if not self.monitor_table:
+            return None
+        return monitor_table(self.monitor_table, self.view_as(GoogleCloudOptions).project,
+                             self.bigquery_endpoint or None)
 
 
 class MonitorReportOptions(PipelineOptions):

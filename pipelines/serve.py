@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 
 from beam_ml import cli
 from beam_ml.jobs.serve import serve
-from beam_ml.options import CleanOptions, KafkaOptions, MonitorOptions, ServeOptions, parse_pipeline_options
+from beam_ml.options import (CleanOptions, FeatureOptions, KafkaOptions, MonitorOptions, ServeOptions,
+                             parse_pipeline_options)
 
 __all__ = ["run", "main"]
 
@@ -31,8 +32,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     Raises:
       UserError: a bad flag or model directory.
     """
-    options = parse_pipeline_options(argv, ServeOptions, CleanOptions, KafkaOptions, MonitorOptions,
-                                     prog="python -m pipelines.serve",
+    options = parse_pipeline_options(argv, ServeOptions, CleanOptions, FeatureOptions, KafkaOptions,
+                                     MonitorOptions, prog="python -m pipelines.serve",
                                      description="Serve an exported model over HTTP (TF Serving REST API, "
                                                  "Vertex AI custom container).")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -23,8 +23,8 @@ import sys
 from typing import Sequence
 
 from beam_ml.options import (KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, BatchPredictOptions, BigQueryOptions, CleanOptions,
-                             CsvReadOptions, FeatureOptions, KafkaOptions, KafkaToBigQueryOptions, StreamPredictOptions,
-                             TrainOptions)
+                             CsvReadOptions, FeatureOptions, KafkaOptions, KafkaToBigQueryOptions, MonitorOptions,
+                             StreamPredictOptions, TrainOptions)
 
 __all__ = ["TEMPLATES", "PARAMETER_NAMES", "metadata_for", "main"]
 
@@ -34,11 +34,12 @@ TEMPLATES = {
               [TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions],
               "CSV/Kafka/BigQuery → optional --sql → tf.Transform → TFRecords → Keras → SavedModel over raw features."),
     "batch_predict": ("beam_ml: batch predictions",
-                      [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions],
+                      [BatchPredictOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions,
+                       MonitorOptions],
                       "Scores a CSV file or a bounded topic with an exported model (its --sql statement first); "
                       "predictions to a file, a topic or a BigQuery table."),
     "stream_predict": ("beam_ml: streaming predictions Kafka → Kafka and/or BigQuery",
-                       [StreamPredictOptions, KafkaOptions, CleanOptions, FeatureOptions],
+                       [StreamPredictOptions, KafkaOptions, CleanOptions, FeatureOptions, MonitorOptions],
                        "Kafka JSON events → the model's --sql statement → validate → RunInference → prediction "
                        "events to a topic and/or a BigQuery table; dead letters likewise."),
     "kafka_to_bigquery": ("beam_ml: Kafka to BigQuery",

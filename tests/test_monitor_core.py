@@ -268,7 +268,7 @@ def test_monitor_flags_fail_fast_naming_the_flag(tmp_path):
     assert s.window.kind == "duration" and s.thresholds.get("x", "numeric", "js") == 0.2 and s.topic == "m"
     for argv, flag in [(["--alert_topic=a"], "--alert_topic"), (["--monitor", "--monitor_window=soon"],
                                                                   "--monitor_window"),
-                       (["--monitor", "--monitor_table=p:d.t"], "--monitor_table"),
+                       (["--monitor", "--monitor_table=p:d"], "--monitor_table"),
                        (["--monitor", "--metrics_port=70000"], "--metrics_port")]:
         with pytest.raises(UserError, match=flag):
             monitor_settings(*argv)

@@ -137,9 +137,9 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
         schema = prediction_table_schema(spec, id_name, with_label=with_label, kafka_input=bool(opts.input_topic))
         bigquery = bigquery_output(options, opts.output_table, opts.dead_letter_table, schema)
     monitor = plan_monitor(options.view_as(MonitorOptions).validated(), version_dir)
-    if monitor is not None and not (monitor.topic or opts.output):
-        raise UserError("--monitor_topic: required with --monitor when predictions go to a table or topic (with "
-                        "--output the records go to <output>.monitoring.jsonl)")
+    if monitor is not None and not (monitor.topic or monitor.table or opts.output):
+        raise UserError("--monitor_topic or --monitor_table: required with --monitor when predictions go to a table "
+                        "or topic (with --output the records go to <output>.monitoring.jsonl)")
     if monitor is not None and (monitor.topic or monitor.alert_topic) and kafka is None:
         kafka = kafka_client_config(options)
     return BatchPredictPlan(opts=opts, version_dir=version_dir, spec=spec, files=files, with_label=with_label,
@@ -231,7 +231,7 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
     dead = (dead_parts | "FlattenDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()))
     if plan.monitor is not None:  # the whole input against the training statistics (beam_ml.monitoring)
-        monitor_file = f"{opts.output}.monitoring.jsonl" if opts.output and not plan.monitor.topic else None
+        monitor_file = f"{opts.output}.monitoring.jsonl" if opts.output and not (plan.monitor.topic or plan.monitor.table) else None
         _ = (predictions, dead) | "Monitor" >> WatchBatchPredictions(
             plan.monitor, plan.version_dir, opts.input or opts.input_topic, plan.kafka, monitor_file)
     return BatchPredictOutputs(predictions=records_out, dead_letters=dead)

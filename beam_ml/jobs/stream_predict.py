@@ -55,7 +55,7 @@ from beam_ml.inference import (CountDeadLetters, ParseEventBatchesFn, RowBatchMo
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
 from beam_ml.formats.text import dumps_event
 from beam_ml.features.beam import NAMESPACE as FEATURES
-from beam_ml.features.live import FeatureEventBatchesFn, Rebuild
+from beam_ml.features.live import FeatureEventBatchesFn, Rebuild, rebuild_span_ms
 from beam_ml.jobs.bigquery import StreamPredictionsToBigQuery, bigquery_output, prediction_table_schema
 from beam_ml.jobs.features import serving_features
 from beam_ml.jobs.settings import kafka_client_config
@@ -196,8 +196,11 @@ def build_stream_predict(pipeline: beam.Pipeline, plan: StreamPredictPlan) -> St
         # One poll is one scoring batch.
         consumer_config={"max_poll_records": opts.max_batch_size})
     if plan.features is not None:  # parse, check, add each event's window features (per-process keyed state)
-        # A restart with the same --group_id re-reads what that group had scored to rebuild the windows.
-        rebuild = Rebuild(plan.kafka, opts.input_topic, opts.group_id) if opts.group_id else None
+        # A restart with the same --group_id re-reads the last window span of what that group had scored
+        # (by record timestamp) to rebuild the windows.
+        window = plan.features.window
+        rebuild = Rebuild(plan.kafka, opts.input_topic, opts.group_id,
+                          span_ms=rebuild_span_ms(window, window.grace_ms)) if opts.group_id else None
         parse_fn = FeatureEventBatchesFn(spec, plan.features, plan.features_state, value_format=plan.value_format,
                                          rebuild=rebuild)
     elif plan.cleaning is not None:  # parse, type as events, clean with the statement, check against the spec
@@ -270,6 +273,8 @@ def stream_counts(result) -> dict[str, int]:
     counts["rows_filtered"] = metrics.query_counter(result, metrics.SQL, "rows_filtered")
     counts["dead_features"] = metrics.query_counter(result, metrics.PREDICT, "dead_features")
     counts["late_events"] = metrics.query_counter(result, FEATURES, "late_events")
+    counts["rebuild_records"] = metrics.query_counter(result, FEATURES, "rebuild_records")
+    counts["rebuild_skipped"] = metrics.query_counter(result, FEATURES, "rebuild_skipped")
     return counts
 
 
@@ -307,7 +312,7 @@ def stream_predict(options: PipelineOptions, test_pipeline=None,
     if plan.monitor is not None:
         m = plan.monitor
         log(f"[beam_ml] monitoring every {m.window.describe()} against the training statistics -> "
-            f"{m.topic or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
+            f"{' and '.join(x for x in (m.topic, m.table and f'bigquery:{m.table.table}') if x) or '(no --monitor_topic)'}" + (f", alerts also -> {m.alert_topic}" if m.alert_topic else "")
             + (f", labels from {m.label_topic}" if m.label_topic else ""))
     outcome = run_pipeline(pipeline)
     if not outcome.finished:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import collections
 import json
-import queue
 import threading
 import time
 import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,8 +34,9 @@ from beam_ml.errors import UserError
 from beam_ml.io.kafka import WriteToKafka
 from beam_ml.model_store import load_model_metadata, resolve_version_dir
 from beam_ml.monitoring.drift import WindowAccumulator
-from beam_ml.monitoring.follow import TopicFollower
+from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
+from beam_ml.monitoring.table import WriteMonitorRecordsToBigQuery
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
                                       prune_counts, read_training_statistics, write_training_statistics)
@@ -242,36 +243,6 @@ class TallyDeadLetters(beam.DoFn):
             _TALLIES[self._token][getattr(dead, "stage", "unknown") or "unknown"] += 1
 
 
-class _LabelReader:
-    """`{"event_id": ..., "label": ...}` JSON events of a topic into a queue (a TopicFollower thread)."""
-
-    def __init__(self, client_kwargs: dict, topic: str, label_field: str):
-        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._field = label_field
-        self.bad = 0
-        self._follower = TopicFollower(client_kwargs, topic, self._add, name="labels")
-
-    def _add(self, value: bytes) -> None:
-        try:
-            event = json.loads(value)
-            item = (event["event_id"], event[self._field])
-        except Exception:  # pylint: disable=broad-except  # counted, never raised
-            self.bad += 1
-            return
-        self._queue.put(item)
-
-    def drain(self) -> list:
-        out = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
-
-    def stop(self):
-        self._follower.stop()
-
-
 class MonitorBatchesFn(beam.DoFn):
     """ScoredBatch (rows kept) -> lists of (key, value) monitoring messages; alerts also tagged 'alerts'.
 
@@ -314,7 +285,7 @@ class MonitorBatchesFn(beam.DoFn):
                                "retrain it with this version of beam_ml")
         labels = LabelJoin(self._positive_label) if self._label_topic else None
         self.monitor = WindowMonitor(stats, self._window, self._thresholds, source=self._source, labels=labels)
-        self._labels = (_LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
+        self._labels = (LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
                         if self._label_topic else None)
         self._gauges = None
         if self._metrics_port:
@@ -358,6 +329,22 @@ class MonitorBatchesFn(beam.DoFn):
                 latencies.append(now_ms - float(event_ts))
         yield from self._emit(m.observe(good_rows, predictions, latencies, ids))
 
+    def finish_bundle(self):
+        # A due duration window closes here too. On an idle stream the Kafka read ends a bundle at every empty
+        # poll (--poll_timeout), so windows close on time without events (a timer would not fire on the local
+        # runner while the source runs).
+        m = self.monitor
+        if m.window.kind != "duration":
+            return
+        if self._labels is not None:
+            m.labels(self._labels.drain())
+        now = time.time()
+        for out in self._emit(m.tick()):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value, now))
+            else:
+                yield GlobalWindows.windowed_value(out, now)
+
     def teardown(self):
         if getattr(self, "_labels", None) is not None:
             self._labels.stop()
@@ -386,6 +373,8 @@ def plan_monitor(settings, model_dir: str):
     if read_training_statistics(version_dir) is None:
         raise UserError(f"--monitor: {version_dir} has no training statistics (assets.extra/monitoring.json): "
                         "train it again with this beam_ml to monitor it")
+    if settings.table is not None and settings.table.endpoint is not None:
+        settings.table.endpoint.announce("writes")  # fails fast when nothing answers there
     return settings
 
 
@@ -421,6 +410,8 @@ class WatchPredictions(beam.PTransform):
         if s.alert_topic:
             _ = out.alerts | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka,
                                                            producer_config=self._producer)
+        if s.table is not None:  # monitoring and alert records, one row each (kind column)
+            _ = out.records | "WriteMonitorTable" >> WriteMonitorRecordsToBigQuery(s.table)
         return out
 
 
@@ -460,7 +451,8 @@ class WatchBatchPredictions(beam.PTransform):
     """batch_predict --monitor: (PCollection[(RowRef, PredictionResult)], PCollection[DeadLetter]) -> the records.
 
     The whole input is one window (kind 'all'): one monitoring record and its alerts, written to
-    --monitor_topic (and alerts to --alert_topic) or, without a topic, as JSON lines to `output_path`.
+    --monitor_topic (and alerts to --alert_topic) and/or --monitor_table or, without either, as JSON lines to
+    `output_path`.
     """
 
     def __init__(self, settings, version_dir: str, source: str, kafka_config=None, output_path: Optional[str] = None):
@@ -489,6 +481,8 @@ class WatchBatchPredictions(beam.PTransform):
         if s.alert_topic:
             _ = (records | "EncodeAlerts" >> beam.Map(lambda rs: [encode_record(r) for r in rs if r["type"] == "alert"])
                  | "WriteAlerts" >> WriteToKafka(None, s.alert_topic, client_config=self._kafka))
+        if s.table is not None:
+            _ = records | "WriteMonitorTable" >> WriteMonitorRecordsToBigQuery(s.table)
         if self._output_path:
             _ = (records | "RecordLines" >> beam.FlatMap(lambda rs: [json.dumps(r) for r in rs])
                  | "WriteMonitorFile" >> beam.io.WriteToText(self._output_path, shard_name_template=""))

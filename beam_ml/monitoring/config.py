@@ -182,7 +182,7 @@ class MonitorSettings:
     window: WindowSpec
     thresholds: Thresholds
     topic: Optional[str]
-    table: Optional[str]
+    table: Any  # --monitor_table: a beam_ml.monitoring.table.MonitorTable, or None
     alert_topic: Optional[str]
     label_topic: Optional[str]
     metrics_port: int

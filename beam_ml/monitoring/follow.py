@@ -2,18 +2,22 @@
 
     follower = TopicFollower(client_kwargs, "labels", on_value=lambda value: ...)   # bytes of each record
     follower.stop()
+    labels = LabelReader(client_kwargs, "labels", "label")   # {"event_id": ..., "label": ...} events
+    labels.drain()                                           # [(event id, label), ...] since the last drain
 
 Manual partition assignment (no consumer group: Tansu takes ~20 s to join one), every partition
 from its beginning; a topic that does not exist yet is waited for.
 """
 from __future__ import annotations
 
+import json
+import queue
 import threading
 from typing import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
-__all__ = ["TopicFollower"]
+__all__ = ["TopicFollower", "LabelReader"]
 
 
 class TopicFollower:
@@ -46,3 +50,33 @@ class TopicFollower:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+
+
+class LabelReader:
+    """`{"event_id": ..., "label": ...}` JSON events of a topic into a queue (a TopicFollower thread)."""
+
+    def __init__(self, client_kwargs: dict, topic: str, label_field: str):
+        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
+        self._field = label_field
+        self.bad = 0
+        self._follower = TopicFollower(client_kwargs, topic, self._add, name="labels")
+
+    def _add(self, value: bytes) -> None:
+        try:
+            event = json.loads(value)
+            item = (event["event_id"], event[self._field])
+        except Exception:  # pylint: disable=broad-except  # counted, never raised
+            self.bad += 1
+            return
+        self._queue.put(item)
+
+    def drain(self) -> list:
+        out = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self):
+        self._follower.stop()

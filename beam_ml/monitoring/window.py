@@ -212,7 +212,8 @@ class WindowMonitor:
             if self.label_join is not None and len(event_ids):
                 self.label_join.add_predictions(
                     (e, p.get("score"), p.get("class_id")) for e, p in zip(event_ids[i:j], predictions[i:j])
-                    if isinstance(p, Mapping))
+                    # scored events with an id (the server's instances may carry none, or fail)
+                    if e is not None and isinstance(p, Mapping) and p.get("score") is not None)
             self.filled += j - i
             if count and self.filled >= self.window.size:
                 out += self.close()
@@ -236,6 +237,18 @@ class WindowMonitor:
         self.window_id += 1
         self.windows_closed += 1
         self.alerts_total += len(out) - 1
+        self._new_window()
+        return out
+
+    def tick(self) -> list[dict]:
+        """The records of the duration window, if it is due (called by a timer: it closes with no traffic)."""
+        return self.close() if self._due(self.clock()) else []
+
+    def switch_statistics(self, stats: TrainingStatistics) -> list[dict]:
+        """Compares from now on with `stats` (a newly served model version's); returns the records of the
+        window this closes early (a window is compared with one version's statistics), or [] when it was empty."""
+        out = self.flush()
+        self.stats = stats
         self._new_window()
         return out
 

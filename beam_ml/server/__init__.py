@@ -21,12 +21,13 @@ __all__ = ["ModelServer", "ServerConfig", "Batcher", "BatchListener", "LoadedMod
            "RequestError", "parse_predict_body", "serve"]
 
 
-def serve(config: ServerConfig, cleaning_for=None, ready=None, batch_listeners=()) -> int:
+def serve(config: ServerConfig, cleaning_for=None, ready=None, batch_listeners=(), features_for=None) -> int:
     """Runs a ModelServer until SIGTERM/SIGINT; returns the exit status (0 after a drain).
 
     Args:
       config: what to serve and how.
       cleaning_for: spec -> the Cleaning applied to instances, or None (see ModelServer).
+      features_for: spec -> the window state of the model's --features_sql, or None (see ModelServer).
       ready: called with the bound port once listening.
       batch_listeners: each called as `fn(version, instances, results)` after every scored batch, in
         the scoring thread (the hook prediction monitoring uses; see Batcher.add_listener).
@@ -35,7 +36,7 @@ def serve(config: ServerConfig, cleaning_for=None, ready=None, batch_listeners=(
       UserError: no model version under config.model_dir, or a cleaning statement that does not fit,
         before anything listens.
     """
-    server = ModelServer(config, cleaning_for)
+    server = ModelServer(config, cleaning_for, features_for)
     for listener in batch_listeners:
         server.batcher.add_listener(listener)
     server.check_model()

@@ -86,11 +86,14 @@ class ServerConfig:
 class ModelServer:
     """One model root served over HTTP: the registry of versions, the batcher, the routes, the metrics."""
 
-    def __init__(self, config: ServerConfig, cleaning_for: Optional[Callable[[Any], Any]] = None):
+    def __init__(self, config: ServerConfig, cleaning_for: Optional[Callable[[Any], Any]] = None,
+                 features_for: Optional[Callable[[Any], Any]] = None):
         """Args:
           config: what to serve and how.
           cleaning_for: spec -> the `beam_ml.clean.Cleaning` applied to instances (the model's stored
             statement with its lookups, as stream_predict applies it), or None; None: no cleaning.
+          features_for: spec -> the window state (`beam_ml.features.LiveFeatures`) whose point-in-time
+            aggregates each instance gets (the model's stored --features_sql), or None; None: no features.
         """
         self.config = config
         self.name = config.model_name
@@ -102,10 +105,11 @@ class ModelServer:
         self.port: Optional[int] = None  # the bound port, once listening
         self._stopping = False
         self._cleaning_for = cleaning_for
+        self._features_for = features_for
 
     # ------------------------------------------------------------------ models
     def _load(self, version_dir: str) -> LoadedModel:
-        loaded = LoadedModel.open(version_dir, self._cleaning_for)
+        loaded = LoadedModel.open(version_dir, self._cleaning_for, self._features_for)
         # TensorFlow and the model are millions of objects: frozen out of the cyclic collector, whose
         # full passes would otherwise stop every request now and then (as in stream_predict).
         settle_heap()
@@ -120,6 +124,8 @@ class ModelServer:
         _, _, spec = load_model_metadata(self.config.model_dir)
         if self._cleaning_for is not None:
             self._cleaning_for(spec)
+        if self._features_for is not None:
+            self._features_for(spec)
 
     # ------------------------------------------------------------------ app
     def make_app(self) -> web.Application:

@@ -22,9 +22,11 @@ import apache_beam as beam
 
 from beam_ml import fs
 from beam_ml.clean.layout import CleanEventBatchesFn
+from beam_ml.features.live import add_live_features
 from beam_ml.inference.batches import RowBatch
 from beam_ml.io.kafka.records import KafkaRecord
 from beam_ml.model_store import list_versions, model_root_of, resolve_version_dir
+from beam_ml.records import RowRef
 from beam_ml.server.requests import json_bytes
 from beam_ml.serving import ServingModel, score_records
 
@@ -37,6 +39,14 @@ _PINNED_KEPT = 2  # pinned versions kept loaded besides the newest
 
 class NotFound(Exception):
     """No such model version (404)."""
+
+
+def _score_one(model: ServingModel, row: dict) -> dict:
+    """score_records for one row; a failure becomes its error result."""
+    try:
+        return score_records(model, [row])[0]
+    except Exception as e:  # pylint: disable=broad-except
+        return {"record": 0, "error": f"scoring failed: {type(e).__name__}: {e}"}
 
 
 def _fill_missing(instances: Sequence[dict], features: Sequence[str]) -> list[dict]:
@@ -61,10 +71,12 @@ class LoadedModel:
       in_flight: batches being scored with it (maintained by the registry).
     """
 
-    def __init__(self, model: ServingModel, cleaning: Any = None):
+    def __init__(self, model: ServingModel, cleaning: Any = None, features: Any = None):
         self.model = model
         self.version = model.version
         self.cleaning = cleaning
+        # The window state (a beam_ml.features.LiveFeatures, shared by the versions of one statement), or None.
+        self.features = features
         self.in_flight = 0
         self.retired = False
         self._features = model.spec.feature_columns
@@ -75,10 +87,13 @@ class LoadedModel:
             self._clean_fn.setup()
 
     @classmethod
-    def open(cls, version_dir: str, cleaning_for: Optional[Callable[[Any], Any]] = None) -> "LoadedModel":
-        """Loads a version directory; `cleaning_for(spec)` gives its Cleaning (or None)."""
+    def open(cls, version_dir: str, cleaning_for: Optional[Callable[[Any], Any]] = None,
+             features_for: Optional[Callable[[Any], Any]] = None) -> "LoadedModel":
+        """Loads a version directory; `cleaning_for(spec)` gives its Cleaning, `features_for(spec)` its
+        window state (a LiveFeatures), each or None."""
         model = ServingModel(version_dir)
-        return cls(model, cleaning_for(model.spec) if cleaning_for else None)
+        return cls(model, cleaning_for(model.spec) if cleaning_for else None,
+                   features_for(model.spec) if features_for else None)
 
     def close(self) -> None:
         if self._clean_fn is not None:
@@ -89,8 +104,11 @@ class LoadedModel:
         """One result per instance, in order: a prediction (score, class, ..., model_version), `{'filtered': True,
         'model_version': v}` for an instance the cleaning statement filters out, or `{'error': reason}`.
 
-        Called from the scoring thread only (the cleaning step holds one DuckDB connection).
+        Called from the scoring thread only (the cleaning step holds one DuckDB connection; the window
+        state is updated in instance order, which is request arrival order).
         """
+        if self.features is not None:
+            return self._score_featured(instances)
         if self._clean_fn is None:
             results = score_records(self.model, _fill_missing(instances, self._features))
             return [{"error": r["error"]} if "error" in r and "record" in r else r for r in results]
@@ -123,6 +141,25 @@ class LoadedModel:
                 results.append({"filtered": True, "model_version": self.version})
         return results
 
+    def _score_featured(self, instances: Sequence[dict]) -> list[dict]:
+        """The stored windowed-feature statement: each instance gets its key's point-in-time aggregates (then
+        joins the key's window state), as stream_predict computes them; no key or event time -> an error."""
+        batch = RowBatch([RowRef(_REQUEST_TOPIC, i, None) for i in range(len(instances))],
+                         [dict(inst) for inst in instances])
+        featured, dead = add_live_features(self.features, batch, self.model.spec)
+        errors = {d.position: d.reason for d in dead}
+        rows = _fill_missing(featured.rows, self._features)
+        try:
+            results = score_records(self.model, rows)
+        except Exception:  # pylint: disable=broad-except
+            # The events have joined their windows: this method must not raise, or the batcher's retry of
+            # each request alone would add them a second time. Each row alone instead; a failing one is an error.
+            _LOGGER.exception("scoring %d featured instances with version %d failed", len(rows), self.version)
+            results = [_score_one(self.model, row) for row in rows]
+        scored = dict(zip((ref.position for ref in featured.refs), results))
+        return [{"error": errors[i]} if i in errors else
+                {"error": scored[i]["error"]} if "error" in scored[i] else scored[i] for i in range(len(instances))]
+
     def signature_defs(self) -> dict[str, Any]:
         return self.model.signature_defs()
 
@@ -149,6 +186,10 @@ def spec_description(loaded: LoadedModel) -> dict[str, Any]:
         doc["cleaning"] = {"sql": statement.sql,
                            "instance_fields": [{"name": f.name, "type": str(f.type)}
                                                for f in statement.events_schema if not f.name.startswith("__")]}
+    if loaded.features is not None:
+        plan = loaded.features.plan
+        doc["window_features"] = {"sql": plan.sql, "key": plan.key, "event_time_column": plan.event_time_column,
+                                  "computed": plan.names, "keys_held": len(loaded.features)}
     return doc
 
 
