@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 from beam_ml.errors import UserError
 from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
 
+
 class FlagConflict(RuntimeError):
     """A flag declared twice with different definitions (a programming error, raised at import)."""
 
