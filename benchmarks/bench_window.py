@@ -14,8 +14,10 @@ One run, in one process, on 127.0.0.1 (its own in-memory Tansu broker):
   predictions / (last - first processing_ts). Goal (issue 26): with >= 0.8x without.
 * training: `pipelines.train --preprocess_only` (read, split, tf.Transform,
   TFRecords) on --rows rows, with the statement (the point-in-time computation:
-  key, group per key, run each key's events in line order) and without;
-  rows/s as the job reports it (rows / pipeline seconds).
+  each batch split per key into compact chunks, group per key, run each key's
+  events in line order, features joined back to the Arrow batches) and without;
+  rows/s as the job reports it (rows / pipeline seconds). The load average
+  before and after each run is printed with it: the machine is shared.
 """
 from __future__ import annotations
 
@@ -89,10 +91,12 @@ def bench_training(work: str, rows: int, keys: int) -> dict:
     csv_path = write_card_csv(os.path.join(work, "big.csv"), card_events(rows, cards=keys, seed=3))
     result = {"rows": rows, "distinct_keys": keys}
     for name, features in (("without", False), ("with", True)):
+        load_before = os.getloadavg()[0]
         run = _train(csv_path, os.path.join(work, f"pre_{name}"), features, "--preprocess_only")
         c = run.counts or {}
         result[name] = {"rows_per_second": c.get("rows_per_second"), "pipeline_seconds": c.get("pipeline_seconds"),
-                        "rows_good": c.get("rows_good")}
+                        "rows_good": c.get("rows_good"),
+                        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
         _log(f"train --preprocess_only {name} features: {result[name]}")
     w, wo = result["with"]["rows_per_second"], result["without"]["rows_per_second"]
     result["ratio_with_over_without"] = round(w / wo, 3) if w and wo else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from beam_ml.model_store import read_model_metadata, resolve_version_dir
 from beam_ml.monitoring import SCORE_FEATURE, read_training_statistics, write_training_statistics
 from beam_ml.server.process import ServerProcess
 from beam_ml.testing import read_topic
+from pipelines import stream_predict
 from tests.model_fixture import export_copy
 from tests.test_monitor_stream import REPO, _rows, _send, trained_monitor_model
 
@@ -117,3 +119,50 @@ def test_the_server_monitor_joins_delayed_labels_by_event_id(kafka_broker, new_t
     assert (sum(q["tp"] for q in quality), sum(q["fp"] for q in quality), sum(q["fn"] for q in quality)) == (tp, fp, fn)
     assert all(q["roc_auc"] is None or 0.5 < q["roc_auc"] <= 1 for q in quality)
     assert records[0]["labels"]["precision"] is not None and records[0]["labels"]["recall"] is not None
+
+
+def test_stream_predict_monitor_switches_to_the_new_versions_statistics(kafka_broker, new_topic, tmp_path_factory,
+                                                                        tmp_path):
+    """The same reload in stream_predict: version 2 appears mid-stream; its windows use its own statistics."""
+    trained_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
+    root = str(tmp_path / "model")
+    shutil.copytree(resolve_version_dir(trained_root), os.path.join(root, "1"))
+    rows, _ = _rows(csv_path, "left")
+    pick = np.random.default_rng(11).integers(0, len(rows), 300)
+    events = [dict(rows[j], event_id=f"e{i}", **{FEATURE: rows[j][FEATURE] * 3}) for i, j in enumerate(pick)]
+    source, out, dlq, mon = (new_topic(prefix=p) for p in ("in", "out", "dlq", "mon"))
+    argv = [f"--model_dir={root}", f"--input_topic={source}", f"--output_topic={out}", f"--dead_letter_topic={dlq}",
+            f"--bootstrap_servers={kafka_broker}", "--runner=DirectRunner", "--streaming", "--group_id=reload",
+            "--reload_interval=0.3", "--max_records=300", "--max_read_time=200", "--monitor",
+            "--monitor_window=100", f"--monitor_topic={mon}"]
+    results = {}
+
+    def run():
+        try:
+            results["run"] = stream_predict.run(argv)
+        except BaseException as e:  # pylint: disable=broad-except  # reported below, not lost in the thread
+            results["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        _send(kafka_broker, source, events[:150])  # window 0 and half of window 1, scored by version 1
+        first = read_topic(kafka_broker, out, 150, timeout=120, decode=lambda r: json.loads(r.value))
+        assert "error" not in results, results.get("error")
+        assert len(first) == 150 and {p["model_version"] for p in first} == {1}
+        _version_two(root)
+        time.sleep(2)  # > --reload_interval: the next batch is scored by version 2
+        _send(kafka_broker, source, events[150:])
+    finally:
+        thread.join(240)
+    assert "error" not in results, results.get("error")
+    assert not thread.is_alive() and results["run"].counts["model_reloads"] >= 1
+    got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
+    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
+    alerts = [r for r in got if r["type"] == "alert"]
+    # window 1 closes early when version 2's first prediction arrives; window 2 is version 2's first 100
+    assert [records[w]["events"]["predictions"] for w in (0, 1, 2)] == [100, 50, 100]
+    assert [records[w]["model_version"] for w in (0, 1, 2)] == [1, 1, 2]
+    by_window = {w: {a["feature"] for a in alerts if a["window"]["id"] == w} - {SCORE_FEATURE} for w in (0, 1, 2)}
+    assert by_window[0] == {FEATURE} and by_window[1] == {FEATURE}
+    assert by_window[2] == set(), alerts

@@ -1,7 +1,12 @@
-"""Training and batch prediction from CSV with --features_sql: events -> point-in-time features -> model layout.
+"""Training and batch prediction from CSV with --features_sql: events [-> --sql] -> point-in-time features -> model
+layout.
 
     source = FeatureCsvSource(pattern, spec, plan, events_schema)   # the `source=` of build_preprocess
+    source = FeatureCsvSource(pattern, spec, plan, cleaning.statement.events_schema, cleaning=cleaning)  # --sql first
     sample = sample_with_features(plan, sample_events_table)        # spec inference over the same values
+
+`FeatureEventsSource` is the shared part (typing or cleaning, the features,
+the model layout); topics and tables read through it too (`sources.py`).
 
 The arrival order of a CSV is its line order: a row's features are the
 aggregates of the key's rows on earlier lines (and earlier event times) in
@@ -15,34 +20,25 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_ml.clean.cleaning import Cleaning
+from beam_ml.clean.layout import CleanToLayoutFn, events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.clean.windows import RowsAndDead
-from beam_ml.clean.layout import events_from_read_batch, raw_read_spec, to_model_layout
 from beam_ml.errors import DEAD_TAG, DeadLetter
-from beam_ml.features.beam import PointInTimeFeatures, feature_schema, score_group
-from beam_ml.features.plan import FeaturePlan, event_time_ms
+from beam_ml.features.beam import PointInTimeFeatures, features_of_table
+from beam_ml.features.plan import FeaturePlan
 from beam_ml.io.batches import LINE_COLUMN
 from beam_ml.io.csv import ReadCsvBatches
 from beam_ml.spec import DatasetSpec
 
-__all__ = ["FeatureCsvSource", "sample_with_features", "add_features"]
+__all__ = ["FeatureEventsSource", "FeatureCsvSource", "sample_with_features", "add_features"]
 
 
 def add_features(plan: FeaturePlan, table: pa.Table) -> pa.Table:
     """Features of a small table of events in arrival (row) order, computed in-process (samples, tests).
 
-    Rows without a key or a readable event time get no features (NULL).
+    Rows without a key or a readable event time are left out (training dead-letters them).
     """
-    rows = table.to_pylist()
-    groups: dict = {}
-    for i, row in enumerate(rows):
-        key, t = row.get(plan.key), event_time_ms(row.get(plan.event_time_column))
-        if key is not None and t is not None:
-            groups.setdefault(key, []).append((i, t, plan.values_of(row), row))
-    for events in groups.values():
-        for _ in score_group(plan, events):
-            pass  # score_group adds the features to each row in place
-    schema = feature_schema(plan, table.schema)
-    return pa.Table.from_pylist([{**{n: None for n in plan.names}, **r} for r in rows], schema=schema)
+    return features_of_table(plan, table)[0]
 
 
 def sample_with_features(plan: FeaturePlan, sample: pa.Table) -> pa.Table:
@@ -67,6 +63,16 @@ class _EventsFn(beam.DoFn):
                 yield b
 
 
+class _CleanEventsFn(CleanToLayoutFn):
+    """--sql before the windows: a read batch -> the statement's output (its columns + the line), as a batch."""
+
+    def clean(self, events: pa.Table, source: str = ""):
+        table = yield from self.run_sql(events, source)
+        if table is None or not table.num_rows:
+            return None
+        return table.combine_chunks().to_batches()[0]
+
+
 class _LayoutFn(beam.DoFn):
     def __init__(self, spec: DatasetSpec, with_label: bool, source: str):
         self._spec, self._with_label, self._source = spec, with_label, source
@@ -81,29 +87,59 @@ class _LayoutFn(beam.DoFn):
             yield out
 
 
-class FeatureCsvSource(beam.PTransform):
-    """CSV files as events, + the statement's features (per key, in line order), in the model spec's layout.
+class FeatureEventsSource(beam.PTransform):
+    """Events read as text, [cleaned by --sql,] + the statement's features (per key, in arrival order), in the model
+    spec's layout. Subclasses say how the text batches are read (`_read`) and what the arrival order is.
+
+    With `cleaning`, the statement runs first (its WHERE and projections) and
+    the windows see only the rows and columns it outputs; `events_schema` is then
+    the statement's own (`cleaning.statement.events_schema`).
 
     Returns {'rows': RecordBatches in `arrow_schema_for(spec, with_label)`, DEAD_TAG: DeadLetters}.
     """
 
-    def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
-                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None):
+    # The arrival order within a key: a column of the read batches, or None for the event time
+    # (a source without an order of its own: a table).
+    order_column: Optional[str] = LINE_COLUMN
+
+    def __init__(self, source: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
+                 with_label: bool = True, counted: bool = True, cleaning: Optional[Cleaning] = None):
         super().__init__()
-        self._pattern, self._spec, self._plan, self._events = pattern, spec, plan, events_schema
-        self._with_label, self._counted, self._chunk_bytes = with_label, counted, chunk_bytes
+        self._source, self._spec, self._plan, self._events = source, spec, plan, events_schema
+        self._with_label, self._counted, self._cleaning = with_label, counted, cleaning
+
+    def _read(self, pbegin, read_spec: DatasetSpec):
+        """pbegin -> {'rows': batches of `read_spec` (every column text, no label check), DEAD_TAG: DeadLetters}."""
+        raise NotImplementedError
 
     def expand(self, pbegin):
-        read_spec = raw_read_spec(self._events, self._spec.dialect, self._spec.na_values)
-        kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
-        read = pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._pattern, read_spec, with_label=False,
-                                                          validate=self._counted, counted=self._counted, **kwargs)
-        events = read["rows"] | "TypeEvents" >> beam.ParDo(
-            _EventsFn(self._events, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+        read = self._read(pbegin, raw_read_spec(self._events, self._spec.dialect, self._spec.na_values))
+        if self._cleaning is not None:
+            events = read["rows"] | "CleanWithSql" >> beam.ParDo(_CleanEventsFn(
+                self._cleaning, self._spec, self._with_label, source=self._source,
+                counted=self._counted)).with_outputs(DEAD_TAG, main="rows")
+        else:
+            events = read["rows"] | "TypeEvents" >> beam.ParDo(
+                _EventsFn(self._events, self._source)).with_outputs(DEAD_TAG, main="rows")
         featured = events["rows"] | "WindowFeatures" >> PointInTimeFeatures(
-            self._plan, LINE_COLUMN, self._events, source=self._pattern)
+            self._plan, self.order_column, source=self._source)
         layout = featured["rows"] | "ToModelLayout" >> beam.ParDo(
-            _LayoutFn(self._spec, self._with_label, self._pattern)).with_outputs(DEAD_TAG, main="rows")
+            _LayoutFn(self._spec, self._with_label, self._source)).with_outputs(DEAD_TAG, main="rows")
         dead = ((read[DEAD_TAG], events[DEAD_TAG], featured[DEAD_TAG], layout[DEAD_TAG])
                 | "FlattenFeatureDead" >> beam.Flatten())
         return RowsAndDead(layout["rows"], dead)
+
+
+class FeatureCsvSource(FeatureEventsSource):
+    """CSV files (arrival order: line order) as `FeatureEventsSource` events."""
+
+    def __init__(self, pattern: str, spec: DatasetSpec, plan: FeaturePlan, events_schema: pa.Schema,
+                 with_label: bool = True, counted: bool = True, chunk_bytes: Optional[int] = None,
+                 cleaning: Optional[Cleaning] = None):
+        super().__init__(pattern, spec, plan, events_schema, with_label, counted, cleaning)
+        self._chunk_bytes = chunk_bytes
+
+    def _read(self, pbegin, read_spec: DatasetSpec):
+        kwargs = {"chunk_bytes": self._chunk_bytes} if self._chunk_bytes else {}
+        return pbegin | "ReadCsvEvents" >> ReadCsvBatches(self._source, read_spec, with_label=False,
+                                                          validate=self._counted, counted=self._counted, **kwargs)

@@ -7,10 +7,13 @@ import math
 import re
 from typing import Any, Iterable, Mapping, Optional
 
+import numpy as np
+import pyarrow as pa
+
 from beam_ml.clean.windows import Aggregate, WindowSpec, parse_windowed_select
 from beam_ml.errors import UserError
 
-__all__ = ["FeaturePlan", "event_time_ms", "FLAG"]
+__all__ = ["FeaturePlan", "event_time_ms", "event_times_ms", "FLAG"]
 
 FLAG = "--features_sql"
 _FUNCTIONS = {"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg"}
@@ -43,6 +46,22 @@ def event_time_ms(value: Any) -> Optional[int]:
     except ValueError:
         return None
     return event_time_ms(stamp)
+
+
+def event_times_ms(column: pa.Array) -> list:
+    """`event_time_ms` of every value of an Arrow column (None where missing or unreadable), numbers vectorised."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_integer(column.type):
+        return column.to_pylist()
+    if pa.types.is_floating(column.type):
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        good = np.isfinite(values)  # a null is NaN here
+        out = np.trunc(np.where(good, values, 0.0)).astype(np.int64).tolist()
+        if good.all():
+            return out
+        return [t if ok else None for t, ok in zip(out, good.tolist())]
+    return [event_time_ms(v) for v in column.to_pylist()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +130,20 @@ class FeaturePlan:
             # the common case (a JSON or Arrow float) without a call
             out.append(v if v.__class__ is float and v == v and v not in _INFINITE else _number(v))
         return tuple(out)
+
+    def values_matrix(self, batch) -> np.ndarray:
+        """`values_of` for every row of a RecordBatch/Table at once: float64 (rows x aggregates), NaN for None."""
+        out = np.full((batch.num_rows, len(self.aggregates)), np.nan)
+        for j, a in enumerate(self.aggregates):
+            if a.column is None:
+                continue
+            col = batch.column(a.column)
+            if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+                values = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            else:
+                values = np.array([_number(v) for v in col.to_pylist()], dtype=np.float64)  # None -> NaN
+            out[:, j] = np.where(np.isfinite(values), values, np.nan)
+        return out
 
     def to_dict(self) -> dict:
         """What is stored with the model (spec.json `features`, beam_ml.json)."""

@@ -120,9 +120,7 @@ def plan_batch_predict(options: PipelineOptions) -> BatchPredictPlan:
             if options.view_as(CleanOptions).sql and not spec.cleaning else None))
         if cleaning is not None:
             with_label = spec.label in cleaning.statement.columns
-        features = serving_features(options, spec, log=_print)
-        if features is not None and cleaning is not None:
-            raise UserError("--features_sql: not supported together with a --sql statement yet")
+        features = serving_features(options, spec, log=_print)  # with a statement too: cleaned, then windowed
     else:
         id_name = "event_id"
         if spec.features or options.view_as(FeatureOptions).features_sql:
@@ -186,11 +184,13 @@ def build_batch_predict(pipeline: beam.Pipeline, plan: BatchPredictPlan) -> Batc
         # a row's line number means nothing without it.
         for i, path in enumerate(plan.files):
             suffix = "" if len(plan.files) == 1 else str(i)
-            if plan.features is not None:  # read as events, add the window features, then the model's layout
-                read_spec = input_read_spec(spec, read_header(path, spec.dialect) + plan.features.names)
+            if plan.features is not None:  # read as events, [clean,] add the window features, model's layout
+                clean = plan.cleaning
+                read_spec = input_read_spec(spec, (clean.statement.columns if clean else
+                                                   read_header(path, spec.dialect)) + plan.features.names)
                 read = pipeline | f"ReadCsv{suffix}" >> FeatureCsvSource(
-                    path, read_spec, plan.features, events_schema_for_csv(path, spec.dialect, spec.na_values),
-                    with_label=False)
+                    path, read_spec, plan.features, clean.statement.events_schema if clean else
+                    events_schema_for_csv(path, spec.dialect, spec.na_values), with_label=False, cleaning=clean)
             elif plan.cleaning is not None:  # read as events, clean with the statement, then the model's layout
 
                 read_spec = input_read_spec(spec, plan.cleaning.statement.columns)

@@ -137,10 +137,10 @@ class BigQueryInput:
             client.close()
         check_columns(schema, spec, self.table)
 
-    def source(self, spec: DatasetSpec) -> beam.PTransform:
+    def source(self, spec: DatasetSpec, with_label: bool = True) -> beam.PTransform:
         """The read that replaces the CSV read: 'rows' RecordBatches and DEAD_TAG DeadLetters."""
-        return _ReadInput(ReadFromBigQueryBatches(spec, table=self.table, query=self.query, endpoint=self.endpoint,
-                                                  project=self.project), self.endpoint)
+        return _ReadInput(ReadFromBigQueryBatches(spec, table=self.table, query=self.query, with_label=with_label,
+                                                  endpoint=self.endpoint, project=self.project), self.endpoint)
 
 
 class _ReadInput(beam.PTransform):

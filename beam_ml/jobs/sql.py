@@ -45,7 +45,8 @@ from beam_ml.jobs.settings import bigquery_endpoint, kafka_client_config
 from beam_ml.options import CleanOptions
 from beam_ml.spec import DEFAULT_NA_VALUES, DatasetSpec, infer_spec
 
-__all__ = ["cleaning_record", "lookup_arguments", "serving_cleaning", "TrainingSql", "plan_training_sql"]
+__all__ = ["cleaning_record", "lookup_arguments", "serving_cleaning", "TrainingSql", "plan_training_sql",
+           "cleaned_sample"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,6 +119,29 @@ def serving_cleaning(options, spec: DatasetSpec, events_schema: Optional[pa.Sche
 
 
 # ----------------------------------------------------------------- training
+def cleaned_sample(cleaning: Cleaning, path: str, dialect, na_values, sample_rows: int = 20000) -> pa.Table:
+    """The statement's output (with the position column) over the first `sample_rows` rows of `path`.
+
+    Raises:
+      UserError: the statement keeps none of them (nothing to infer a spec from).
+    """
+    sample = sample_events(path, cleaning.statement.events_schema, dialect, na_values, sample_rows)
+    engine = Engine(cleaning.statement)
+    try:
+        for lookup in cleaning.lookups:
+            lookup.open()
+            engine.set_lookup(lookup.name, lookup.load())
+        table = engine.run(sample, source=path).table
+    finally:
+        engine.close()
+        for lookup in cleaning.lookups:
+            lookup.close()
+    if table.num_rows == 0:
+        raise UserError(f"--sql: the statement keeps none of the {sample.num_rows} sampled rows of {path}, so the "
+                        "columns cannot be inferred")
+    return table
+
+
 @dataclasses.dataclass
 class TrainingSql:
     """The prepared statement and the spec inferred from (or checked against) its output."""
@@ -169,21 +193,7 @@ def plan_training_sql(options, path: str, output_dir: str, spec_path: Optional[s
     label = infer.get("label")
     if label and label not in columns:
         raise UserError(f"--label: column '{label}' is not in the --sql statement's output ({', '.join(columns)})")
-    sample = sample_events(path, events, dialect, na_values, sample_rows)
-    engine = Engine(cleaning.statement)
-    try:
-        for lookup in cleaning.lookups:
-            lookup.open()
-            engine.set_lookup(lookup.name, lookup.load())
-        result = engine.run(sample, source=path)
-    finally:
-        engine.close()
-        for lookup in cleaning.lookups:
-            lookup.close()
-    table = result.table.select(columns)
-    if table.num_rows == 0:
-        raise UserError(f"--sql: the statement keeps none of the {sample.num_rows} sampled rows of {path}, so the "
-                        "columns cannot be inferred")
+    table = cleaned_sample(cleaning, path, dialect, na_values, sample_rows).select(columns)
     local = fs.is_local(output_dir)
     tmp_dir = output_dir if local else tempfile.mkdtemp()
     os.makedirs(tmp_dir, exist_ok=True)

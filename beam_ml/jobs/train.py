@@ -53,10 +53,11 @@ from apache_beam.runners.runner import PipelineState
 from beam_ml import datasets, formats, fs, metrics, tuning
 from beam_ml.clean.layout import CleanCsvSource
 from beam_ml.errors import UserError
+from beam_ml.features.sources import FeatureTableSource, FeatureTopicSource
 from beam_ml.io.csv import expand_input
 from beam_ml.io.kafka.topic_batches import ReadTopicSnapshot, sample_topic
 from beam_ml.jobs.bigquery import bigquery_input
-from beam_ml.jobs.features import plan_training_features
+from beam_ml.jobs.features import plan_records_training_features, plan_training_features
 from beam_ml.jobs.settings import csv_dialect_flags, kafka_client_config
 from beam_ml.jobs.sql import plan_training_sql
 from beam_ml.monitoring.beam import TrainingStatisticsTransform, write_model_statistics
@@ -137,10 +138,16 @@ class TrainPlan:
     def source(self):
         """The PTransform reading the input when it is not a plain CSV read (a topic snapshot, a table, --sql),
         else None."""
+        if self.features is not None:
+            f = self.features
+            if self.bigquery is not None:
+                return FeatureTableSource(self.bigquery, self.spec, f.plan, f.events_schema)
+            if self.kafka is not None:
+                return FeatureTopicSource(self.kafka, self.opts.input_topic, self.spec, f.plan, f.events_schema,
+                                          fmt=self.topic_format)
+            return f.source(self.input_pattern)
         if self.bigquery is not None:
             return self.bigquery.source(self.spec)
-        if self.features is not None:
-            return self.features.source(self.input_pattern)
         if self.cleaning is not None:
 
             return CleanCsvSource(self.input_pattern, self.spec, self.cleaning)
@@ -208,7 +215,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
     elif opts.input_topic:
         kafka = kafka_client_config(options)
         infer_from = None
-        if not opts.spec:
+        if not opts.spec or options.view_as(FeatureOptions).features_sql:  # the statement is checked on a sample
             topic_format = formats.format_from_flags(opts, opts.input_topic)
             topic_sample, envelope = _sample_topic(kafka, opts.input_topic, topic_format)
             drop += [f for f in envelope if f not in drop]
@@ -218,6 +225,7 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
 
     csv_flags = csv_dialect_flags(options)  # --delimiter/--encoding/--compression, when given
 
+    infer = dict(label=label, positive_label=positive, task=task, key=key, drop=drop)
     sql = None
     if opts.input_topic or bigquery is not None:
 
@@ -226,20 +234,19 @@ def plan_training(options: PipelineOptions) -> TrainPlan:
             raise UserError(f"--sql: training from {given} with a statement is not supported yet; "
                             "train from CSV (--input), or clean in the query itself")
     else:
-        sql = plan_training_sql(options, infer_from, output_dir, opts.spec,
-                                dict(label=label, positive_label=positive, task=task, key=key, drop=drop), csv_flags)
-    features = None
-    if options.view_as(FeatureOptions).features_sql and (opts.input_topic or bigquery is not None):
-        raise UserError("--features_sql: training from a topic or a table with window features is not supported yet; "
-                        "train from CSV (--input)")
-    if not (opts.input_topic or bigquery is not None):
-        features = plan_training_features(options, infer_from, output_dir, opts.spec,
-                                          dict(label=label, positive_label=positive, task=task, key=key, drop=drop),
-                                          csv_flags)
-    if sql is not None:
-        spec = sql.spec
-    elif features is not None:
+        sql = plan_training_sql(options, infer_from, output_dir, opts.spec, infer, csv_flags)
+    if bigquery is not None and options.view_as(FeatureOptions).features_sql:  # a table's order: its event times
+        features = plan_records_training_features(options, bigquery.sample()[1], bigquery.described, opts.spec,
+                                                  infer, by_event_time=True)
+    elif opts.input_topic:
+        features = plan_records_training_features(options, topic_sample, f"topic {opts.input_topic}", opts.spec,
+                                                  infer, hints=topic_format.type_hints() if topic_format else None)
+    else:
+        features = plan_training_features(options, infer_from, output_dir, opts.spec, infer, csv_flags, sql=sql)
+    if features is not None:  # with --sql too: cleaned first, then the windows (features.spec stores both)
         spec = features.spec
+    elif sql is not None:
+        spec = sql.spec
     elif opts.spec:
         spec = DatasetSpec.load(opts.spec)
         spec = dataclasses.replace(spec, dialect=spec.dialect.replace(**csv_flags))

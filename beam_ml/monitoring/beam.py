@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from beam_ml.errors import UserError
 from beam_ml.io.kafka import WriteToKafka
-from beam_ml.model_store import load_model_metadata, resolve_version_dir
+from beam_ml.model_store import load_model_metadata, model_root_of, resolve_version_dir
 from beam_ml.monitoring.drift import WindowAccumulator
 from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
@@ -40,7 +40,7 @@ from beam_ml.monitoring.table import WriteMonitorRecordsToBigQuery
 from beam_ml.monitoring.stats import (MAX_TRACKED_VALUES, NUMERIC_BINS, TOP_VALUES, CategoricalStats, NumericStats,
                                       ScoreStats, TrainingStatistics, bin_edges, category_counts, numeric_counts,
                                       prune_counts, read_training_statistics, write_training_statistics)
-from beam_ml.monitoring.window import LabelJoin, WindowMonitor, clean_record, encode_record, window_records
+from beam_ml.monitoring.window import LabelJoin, VersionFollower, WindowMonitor, clean_record, encode_record, window_records
 
 __all__ = ["TrainingStatisticsTransform", "HistogramCombineFn", "batch_histograms", "score_stats_from_evaluation",
            "write_model_statistics", "plan_monitor", "WatchPredictions", "WatchBatchPredictions", "MonitorBatchesFn", "TallyDeadLetters", "dead_tally"]
@@ -285,6 +285,8 @@ class MonitorBatchesFn(beam.DoFn):
                                "retrain it with this version of beam_ml")
         labels = LabelJoin(self._positive_label) if self._label_topic else None
         self.monitor = WindowMonitor(stats, self._window, self._thresholds, source=self._source, labels=labels)
+        # a hot-reloaded version is compared with its own training statistics from its first prediction on
+        self._versions = VersionFollower(self.monitor, version_dir, model_root_of(self._model_dir))
         self._labels = (LabelReader(self._kafka.client_kwargs(), self._label_topic, "label")
                         if self._label_topic else None)
         self._gauges = None
@@ -327,7 +329,8 @@ class MonitorBatchesFn(beam.DoFn):
             event_ts = dict(ref.carry).get("event_ts")
             if event_ts is not None:
                 latencies.append(now_ms - float(event_ts))
-        yield from self._emit(m.observe(good_rows, predictions, latencies, ids))
+        switched = self._versions.served(p.get("model_version") for p in predictions)
+        yield from self._emit(switched + m.observe(good_rows, predictions, latencies, ids))
 
     def finish_bundle(self):
         # A due duration window closes here too. On an idle stream the Kafka read ends a bundle at every empty

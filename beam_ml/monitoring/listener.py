@@ -20,15 +20,13 @@ from typing import Optional, Sequence
 
 from kafka import KafkaProducer
 
-from beam_ml import fs
-
 from beam_ml.model_store import load_model_metadata
 from beam_ml.monitoring.config import MonitorSettings
 from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.stats import read_training_statistics
 from beam_ml.monitoring.table import TableRecordWriter
-from beam_ml.monitoring.window import LabelJoin, WindowMonitor, clean_record, encode_record
+from beam_ml.monitoring.window import LabelJoin, VersionFollower, WindowMonitor, clean_record, encode_record
 
 __all__ = ["MonitorListener"]
 
@@ -59,9 +57,7 @@ class MonitorListener:
                         if settings.label_topic else None)
         self.monitor = WindowMonitor(read_training_statistics(version_dir), settings.window, settings.thresholds,
                                      source=source, labels=labels)
-        self._root = model_root
-        base = version_dir.rstrip("/").rsplit("/", 1)[-1]
-        self.version = int(base) if base.isdigit() else 0  # whose statistics the windows are compared with
+        self.versions = VersionFollower(self.monitor, version_dir, model_root)
         self._settings = settings
         self._lock = threading.Lock()
         self._producer = (KafkaProducer(**(client_kwargs or {}), linger_ms=20)
@@ -80,7 +76,7 @@ class MonitorListener:
         predictions = [dict(r, model_version=version) for r in results]
         ids = [self._event_id(i) for i in instances] if self._labels is not None else ()
         with self._lock:
-            records = self._switch(version) if self._root and version > self.version else []
+            records = self.versions.served([version])
             if self._labels is not None:
                 self.monitor.labels(self._labels.drain())
             records += self.monitor.observe(list(instances), predictions, event_ids=ids)
@@ -110,17 +106,6 @@ class MonitorListener:
                 if instance.get(field) is not None:
                     return str(instance[field])
         return None
-
-    def _switch(self, version: int) -> list[dict]:
-        """A newer version is served: its statistics from now on (kept: the old ones, if it has none)."""
-        stats = read_training_statistics(fs.join(self._root, str(version)))
-        self.version = version
-        if stats is None:
-            _LOGGER.warning("model version %d has no training statistics: its windows are compared with an "
-                            "older version's", version)
-            return []
-        _LOGGER.info("monitor: comparing with the training statistics of model version %d", version)
-        return self.monitor.switch_statistics(stats)
 
     def _send(self, record: dict) -> None:
         if self._producer is None:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from beam_ml import fs
 from beam_ml.monitoring.config import SCORE_FEATURE, Thresholds, WindowSpec
 from beam_ml.monitoring.drift import WindowAccumulator, binary_label_metrics
-from beam_ml.monitoring.stats import TrainingStatistics
+from beam_ml.monitoring.stats import TrainingStatistics, read_training_statistics
 
-__all__ = ["WindowMonitor", "window_records", "clean_record", "encode_record", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = ["WindowMonitor", "VersionFollower", "window_records", "clean_record", "encode_record", "alerts_for", "LabelJoin", "FEATURE_METRICS", "SCORE_METRICS"]
 
 FEATURE_METRICS = {"numeric": ("js", "psi", "missing_rate", "out_of_range_rate"),
                    "categorical": ("linf", "psi", "missing_rate", "unseen_rate")}
@@ -257,3 +261,35 @@ class WindowMonitor:
         if self.acc.events or self.acc.rows or self.acc.bad_rows:
             return self.close()
         return []
+
+
+class VersionFollower:
+    """Which model version's training statistics a monitor compares with, following hot reloads.
+
+    Args:
+      monitor: the WindowMonitor to switch.
+      version_dir: the version compared with at start.
+      model_root: the directory versions are hot-reloaded from (None: a pinned version, never switched).
+    """
+
+    def __init__(self, monitor: WindowMonitor, version_dir: str, model_root: Optional[str]):
+        self.monitor = monitor
+        self._root = model_root
+        base = version_dir.rstrip("/").rsplit("/", 1)[-1]
+        self.version = int(base) if base.isdigit() else 0  # whose statistics the windows are compared with
+
+    def served(self, versions: Iterable[Any]) -> list[dict]:
+        """Called with the versions that scored a batch. When one is newer than the version compared with,
+        the current window closes (its records are returned) and that version's training statistics are the
+        reference from then on (kept: the old ones, when it has none). Older versions change nothing."""
+        newest = max((v for v in versions if isinstance(v, int) and not isinstance(v, bool)), default=None)
+        if self._root is None or newest is None or newest <= self.version:
+            return []
+        stats = read_training_statistics(fs.join(self._root, str(newest)))
+        self.version = newest
+        if stats is None:
+            _LOGGER.warning("model version %d has no training statistics: its windows are compared with an "
+                            "older version's", newest)
+            return []
+        _LOGGER.info("monitor: comparing with the training statistics of model version %d", newest)
+        return self.monitor.switch_statistics(stats)

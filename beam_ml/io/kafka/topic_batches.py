@@ -132,11 +132,14 @@ class ReadTopicSnapshot(beam.PTransform):
       topic: the topic; every partition is read from its start to its end at launch.
       spec: the dataset spec the events must match.
       fmt: the values' record format (default JSON).
+      with_label: require and validate the label field.
     """
 
-    def __init__(self, client_config, topic: str, spec: DatasetSpec, fmt: Optional[RecordFormat] = None):
+    def __init__(self, client_config, topic: str, spec: DatasetSpec, fmt: Optional[RecordFormat] = None,
+                 with_label: bool = True):
         super().__init__()
         self._fmt = fmt
+        self._with_label = with_label
         self._config = client_config
         self._topic = topic
         self._spec = spec
@@ -145,7 +148,7 @@ class ReadTopicSnapshot(beam.PTransform):
         return (pbegin
                 | "ReadFromKafka" >> ReadFromKafka(None, [self._topic], start="earliest", bounded=True,
                                                    client_config=self._config)
-                | "KafkaJsonToBatches" >> KafkaJsonToBatches(self._spec, fmt=self._fmt))
+                | "KafkaJsonToBatches" >> KafkaJsonToBatches(self._spec, self._with_label, fmt=self._fmt))
 
 
 def sample_topic(client_kwargs: dict, topic: str, max_records: int = 20000, timeout: float = 30.0,
