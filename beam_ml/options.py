@@ -1,4 +1,4 @@
-"""Every flag of beam_ml, declared once, and the PipelineOptions classes that group them.
+"""The PipelineOptions classes that group beam_ml's flags (declared once, in beam_ml.flags), and their parsing.
 
     options = parse_pipeline_options(argv, TrainOptions, KafkaOptions)
     opts = options.view_as(TrainOptions).validated()
@@ -6,8 +6,9 @@
 Beam parses every PipelineOptions subclass of the process with one parser, so a
 flag two classes share (``--input`` is the train, predict and batch_predict
 input) must mean the same thing everywhere. Each flag is therefore declared
-exactly once, with its real default, by `flag()`; an options class only lists
-the flags it uses. Declaring a flag again with a different definition raises
+exactly once, with its real default, by `flag()` (beam_ml.flags: importable
+without Beam, so --help, a typo and pipelines.predict need no Beam); an options
+class only lists the flags it uses. Declaring a flag again with a different definition raises
 `FlagConflict` at import, and a flag Beam also defines (``--bootstrap_servers``)
 must match Beam's default or parsing fails.
 
@@ -23,13 +24,17 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Mapping, Optional, Sequence, Type
+from typing import Mapping, Optional, Sequence, Type
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_ml import fs
 from beam_ml.errors import UserError
-from beam_ml.formats import MESSAGE_FORMATS, OUTPUT_FORMATS, VALUE_FORMATS, value_format_name
+from beam_ml.flags import (_FLAGS, _RECORD_FORMAT_FLAGS, BIGQUERY_CREATE_DISPOSITIONS,  # noqa: F401 (re-exported)
+                           BIGQUERY_WRITE_DISPOSITIONS, CLEAN, CSV_READ, FEATURES, FLAG_ALIASES, KAFKA,
+                           KAFKA_TEMPLATE_AUTH_FLAGS, KAFKA_TO_BIGQUERY_TEMPLATE_NAMES, OUTPUT, PREDICT, TRAIN,
+                           FlagConflict, FlagGroup, _apply_aliases, _ErrorRaisingParser, check_predict_flags,
+                           check_values, declared_flags, flag, help_parser, parse_int_list)
 from beam_ml.monitoring.config import MonitorSettings, parse_thresholds, parse_window
 from beam_ml.monitoring.table import monitor_table
 from beam_ml.redaction import SECRET_FLAGS, hide_secrets, secret_flag_value  # noqa: F401 (re-exported)
@@ -62,305 +67,6 @@ __all__ = [
 ]
 
 
-class FlagConflict(RuntimeError):
-    """A flag declared twice with different definitions (a programming error, raised at import)."""
-
-
-# name -> argparse keyword arguments (help included), in declaration order.
-_FLAGS: dict[str, dict[str, Any]] = {}
-
-
-def flag(name: str, **kwargs: Any) -> str:
-    """Declares `--name` once for every options class that lists it.
-
-    Args:
-      name: the flag without dashes.
-      **kwargs: argparse's add_argument keywords (default, type, choices, help, dest, action).
-
-    Returns:
-      The name, so declarations read as a list.
-
-    Raises:
-      FlagConflict: `name` was declared before with other keywords.
-    """
-    kwargs.setdefault("default", False if kwargs.get("action") == "store_true" else None)
-    previous = _FLAGS.get(name)
-    if previous is not None and previous != kwargs:
-        raise FlagConflict(f"--{name} is declared twice with different definitions: {previous} vs {kwargs}")
-    _FLAGS[name] = kwargs
-    return name
-
-
-def declared_flags() -> dict[str, dict[str, Any]]:
-    """Every declared flag (name without dashes) and its argparse keywords, in declaration order."""
-    return {name: dict(kwargs) for name, kwargs in _FLAGS.items()}
-
-
-# ----------------------------------------------------------------- inputs
-flag("input", help="CSV file(s): a path or glob (local or gs://), with a header row")
-flag("input_topic", help="Kafka topic to read (JSON events; CSV lines or Avro with --value_format)")
-flag("dataset", help="a bundled dataset: retention (the default for train), absenteeism, fraud, digits")
-flag("data_dir", default="data", help="where bundled datasets are written")
-flag("dataset_rows", type=int, help="rows to generate for a bundled dataset (default: its own size)")
-flag("value_format", default="json", type=value_format_name, choices=[*VALUE_FORMATS, *MESSAGE_FORMATS],
-     help="Kafka values: json (objects), csv (lines of the spec's columns in spec order), avro (bare binary of "
-          "--avro_schema) or avro_confluent (Confluent wire format: magic byte, schema id, body; schemas from "
-          "--schema_registry_url). Google's names AVRO_CONFLUENT_WIRE_FORMAT, AVRO_BINARY_ENCODING, JSON also work")
-flag("schema_registry_url", help="Confluent Schema Registry http(s)://host:port, for --value_format=avro_confluent "
-                                 "and --output_format=avro_confluent")
-flag("schema_registry_user_info", help="USER:PASSWORD (HTTP Basic auth) for the schema registry; prefer "
-                                       "--schema_registry_user_info_file or $SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
-flag("schema_registry_user_info_file", help="a file holding the schema registry's USER:PASSWORD")
-flag("schema_registry_ca_file", help="PEM CA file the schema registry's TLS certificate is checked against "
-                                     "(default: the system's CAs)")
-flag("output_format", default="json", choices=list(OUTPUT_FORMATS),
-     help="output values: json, or avro_confluent (the schema registered under <topic>-value)")
-flag("input_table", help="BigQuery table PROJECT:DATASET.TABLE to train from (read with Beam's ReadFromBigQuery, "
-                          "Storage Read API); the spec is inferred from its schema and a sample")
-flag("input_query", help="a standard-SQL query whose result is trained on (read with Beam's ReadFromBigQuery); "
-                          "the spec is inferred from its result's schema and a sample")
-flag("key_column", help="the column holding each row's id, carried to predictions (default: inferred)")
-
-# --------------------------------------------------------- dataset spec
-# Beam's GoogleCloudOptions owns --label (an alias of Dataflow's --labels), so the
-# command line's --label is rewritten to --label_column (see FLAG_ALIASES).
-flag("label_column", dest="label", help="the label column (--label works too); required with --input "
-                                        "or --input_topic unless --spec is given")
-flag("positive_label", help="binary/anomaly: the positive (anomalous) label value (default: yes/1/true-like, "
-                            "else the minority class)")
-flag("task", choices=["binary", "multiclass", "anomaly"], help="the task (default: from the label's values)")
-flag("spec", help="a dataset spec JSON file (default: inferred from the input and written to output_dir)")
-flag("drop_columns", default="", help="comma-separated columns to ignore")
-
-# ---------------------------------------------------------- preprocessing
-flag("output_dir", help="where artifacts go (default: out/<dataset or input name>)")
-flag("test_fraction", type=float, default=0.2,
-     help="fraction of good rows held out as the test split: never analyzed, trained or tuned on; every "
-          "reported metric is on it")
-flag("cv_folds", type=int, default=5,
-     help="stratified folds of the non-test rows: --tune cross-validates over them; without --tune fold 0 is "
-          "the validation split (early stopping, threshold, model choice)")
-flag("split_seed", type=int, default=42, help="seed of the test and fold split hashes")
-flag("max_bad_rows_fraction", type=float, default=0.01,
-     help="fail the run when more than this fraction of rows is dead-lettered (after writing them)")
-flag("preprocess_only", action="store_true", help="stop after writing the transformed TFRecords")
-
-# ---------------------------------------------------------------- model
-flag("hidden_units", default="auto",
-     help="MLP layer sizes, comma-separated (\"\": a linear model; auto: 64,32 for up to 64 feature columns, "
-          "wider for more, e.g. 256,128 for 784 pixels)")
-flag("dropout", type=float, default=0.2, help="dropout rate after each hidden layer")
-flag("optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad", "lbfgs"],
-     help="the optimizer (lbfgs: the linear model only, fitted exactly like scikit-learn's LogisticRegression)")
-flag("learning_rate", type=float, default=1e-3, help="initial learning rate (halved on plateaus)")
-flag("batch_size", type=int, default=0, help="rows per step; 0 = auto: train rows / 100, within 32..512")
-flag("epochs", type=int, default=0,
-     help="most epochs (early stopping usually ends sooner); 0 = auto: 30, or 50 for more than 64 feature columns")
-flag("early_stopping_patience", type=int, default=5, help="epochs without val_loss improvement before stopping")
-flag("class_weights", default="auto", choices=["auto", "balanced", "none"],
-     help="auto: balanced weights when the rarest class is < 1/3 as frequent as the commonest")
-flag("seed", type=int, default=42, help="model initialisation and shuffling seed")
-
-# --------------------------------------------------------------- tuning
-flag("tune", action="store_true",
-     help="search parameter sets with k-fold cross-validation (one Beam element per set and fold), then retrain "
-          "the best on all non-test rows")
-flag("param_grid", help="the search space: a JSON object of lists ('{\"dropout\": [0, 0.2]}') or a .json/.yaml "
-                        "file; keys: hidden_units (\"64,32\", \"\" = linear), dropout, optimizer, learning_rate, "
-                        "batch_size, epochs, class_weights, l2 (default: a small space around the model flags)")
-flag("search", default="grid", choices=["grid", "random"], help="every parameter set, or --max_trials random ones")
-flag("max_trials", type=int, default=0, help="most parameter sets to try (0: all of the grid; random: 10)")
-flag("tune_metric", choices=["roc_auc", "pr_auc", "accuracy", "f1", "recall_at_precision"],
-     help="validation metric that picks the model (default: roc_auc binary, pr_auc anomaly, accuracy multiclass)")
-flag("target_precision", type=float, default=0.9, help="the precision recall_at_precision is measured at")
-flag("selection_rule", default="one_se", choices=["one_se", "best"],
-     help="which candidate is exported: one_se = the simplest (linear first) whose validation score is within one "
-          "standard error of the best; best = the highest validation score")
-flag("final_fit", default="all", choices=["all", "non_test"],
-     help="the served model: all = after the test evaluation, refit the chosen settings on every good row "
-          "(test metrics stay those measured before the refit); non_test = the model the test split evaluated")
-flag("trial_threads", type=int, default=0,
-     help="TensorFlow threads per trial (0: 1 when trials run in parallel processes, else TensorFlow's default)")
-flag("verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2],
-     help="print everything: TensorFlow's C++ logs, Keras' per-epoch lines (--verbose=1: progress bars), Beam's "
-          "INFO logs (default: quiet, progress lines and a summary)")
-
-# -------------------------------------------------------------- serving
-flag("model_dir", help="an exported model: a model root (its latest version is served), "
-                       "a train output dir, or one version dir (pinned)")
-flag("json", dest="json_records", help="a JSON object or a list of objects to score")
-flag("output", help="predictions file: .jsonl (or .json) or .csv")
-flag("output_topic", help="Kafka topic for predictions (JSON)")
-flag("dead_letter", help="dead-letter file (JSON lines); default <output>.dead_letter.jsonl")
-flag("dead_letter_topic", help="Kafka topic for dead letters (JSON, with the reason and where each came from)")
-flag("min_batch_size", type=int, default=1, help="RunInference's smallest batch")
-flag("max_batch_size", type=int, default=256,
-     help="the largest batch scored at once (stream_predict: records per Kafka poll, each poll one batch)")
-flag("model_reload", default="poll", choices=["poll", "side_input", "none"],
-     help="hot reload of new model versions: poll the model root inside RunInference (every runner), "
-          "side_input (runners with streaming side inputs, e.g. Dataflow), or none (pin the version found at start)")
-flag("reload_interval", type=float, default=10.0, help="seconds between checks for a new model version")
-flag("server", help="URL of a running `python -m pipelines.serve` (e.g. http://127.0.0.1:8501): score there "
-                    "instead of loading TensorFlow here")
-flag("model_name", default="model", help="the model's name in the server's URLs (/v1/models/NAME), as in TF Serving")
-flag("host", help="address the server binds (default 127.0.0.1; 0.0.0.0 when AIP_HTTP_PORT is set, on Vertex AI)")
-flag("port", type=int, help="port the server listens on (default $AIP_HTTP_PORT, else 8501)")
-flag("batch_timeout_micros", type=int, default=0,
-     help="server batching: once the model finishes a batch, how long to wait for the next one to fill up to "
-          "--max_batch_size (microseconds; a request arriving while the model is idle never waits)")
-flag("max_request_bytes", type=int, default=8 * 1024 * 1024, help="largest request body the server accepts (413)")
-flag("drain_timeout", type=float, default=30.0,
-     help="on SIGTERM, seconds the server waits for requests in flight before it exits")
-
-# ---------------------------------------------------------------- Kafka
-# Beam's KafkaStreamsRunnerOptions defines the same flag: same meaning, same default.
-flag("bootstrap_servers", default="localhost:9092", help="Kafka brokers, host:port[,host:port]")
-flag("kafka_config", help="Kafka client settings file (Java .properties or .json): bootstrap.servers, "
-                          "security.protocol, sasl.*, ssl.*; preferred over --sasl_password, which shows up "
-                          "wherever options are printed")
-flag("security_protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
-     help="Kafka security protocol (default PLAINTEXT)")
-flag("sasl_mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
-     help="SASL mechanism for SASL_SSL/SASL_PLAINTEXT")
-flag("sasl_username", help="SASL user name")
-flag("sasl_password", help="SASL password (prefer --sasl_password_file, --sasl_password_env or --kafka_config; "
-                            "a flag value is kept out of the options Beam displays)")
-flag("sasl_password_file", help="a file whose first line is the SASL password")
-flag("sasl_password_env", help="an environment variable holding the SASL password")
-flag("ssl_cafile", help="PEM CA certificate to verify the brokers with (their host name is checked too)")
-flag("ssl_certfile", help="PEM client certificate, for mutual TLS")
-flag("ssl_keyfile", help="PEM client private key, for mutual TLS (may be encrypted: --ssl_password)")
-flag("ssl_password", help="password of an encrypted --ssl_keyfile (a flag value is kept out of the options "
-                          "Beam displays; ssl.key.password in --kafka_config works too)")
-flag("group_id", help="Kafka consumer group: start from its committed offsets and commit after each bundle's "
-                      "outputs are written (none: nothing is committed)")
-flag("start", default="committed",
-     help="where a partition starts: committed (the group's offset, else the earliest), earliest, latest, "
-          "or a timestamp in ms")
-flag("max_records", type=int, help="stop after this many records in total over every partition (as Beam's "
-                                   "max_num_records); a topic that holds them ends the run once they are read")
-flag("timestamp_policy", default="create_time", choices=["create_time", "log_append_time", "processing_time"],
-     help="each event's time (event_ts): the producer's timestamp, the broker's (topics configured for "
-          "LogAppendTime), or when it is read; a record without that timestamp gets the processing time, "
-          "marked and counted (beam_ml.read/timestamp_fallbacks)")
-flag("max_read_time", type=float, help="stop reading after this many seconds")
-flag("checkpoint_interval", type=float, default=2.0,
-     help="seconds a partition's read runs before handing back to the runner (and committing); each hand-back "
-          "costs the local runner ~0.1 s")
-flag("poll_timeout", type=float, default=0.5, help="seconds one Kafka poll waits for records")
-flag("topic", help="destination Kafka topic")
-flag("compression_type", default="none", choices=["none", "gzip", "snappy", "lz4", "zstd"],
-     help="compression of the records this job writes to Kafka (records read may use any of these codecs)")
-flag("rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
-flag("limit", type=int, help="send at most this many events")
-flag("flush_timeout", type=float, default=60.0, help="seconds to wait for the broker's acknowledgements")
-
-# ------------------------------------------------------------ CSV input
-flag("delimiter", help="CSV field separator: a character or comma, semicolon, tab, pipe "
-                       "(default: detected from the header and a sample, then the spec's)")
-flag("encoding", help="text encoding of the input files, e.g. latin-1, cp1252 (default: utf-8, BOM or not)")
-flag("compression", help="input compression: auto, uncompressed, gzip, bzip2, zstd, deflate, lzma "
-                         "(default: auto, from each file's extension)")
-
-# ------------------------------------------------------------- BigQuery
-BIGQUERY_CREATE_DISPOSITIONS = ("CREATE_IF_NEEDED", "CREATE_NEVER")
-BIGQUERY_WRITE_DISPOSITIONS = ("WRITE_APPEND", "WRITE_TRUNCATE", "WRITE_EMPTY")
-flag("bigquery_endpoint",
-     help="an emulator or private BigQuery REST endpoint, http(s)://HOST:PORT (default: Google's); "
-          "the pipeline announces it when it starts")
-flag("bigquery_storage_endpoint",
-     help="HOST:PORT of the BigQuery Storage Read API (plain gRPC) that goes with --bigquery_endpoint; "
-          "needed to read tables there")
-flag("create_disposition", default="CREATE_IF_NEEDED", choices=list(BIGQUERY_CREATE_DISPOSITIONS),
-     help="output tables: create them from the schema if needed, or never")
-flag("write_disposition", default="WRITE_APPEND", choices=list(BIGQUERY_WRITE_DISPOSITIONS),
-     help="output tables: append; truncate or require empty (bounded runs, file loads)")
-
-# ------------------------------------------------------------- cleaning
-flag("sql", help="a ksqlDB-style SELECT over `events` (the input as read), or a .sql file holding one; e.g. "
-                 "SELECT c.*, u.CITY FROM events c LEFT JOIN users u ON c.userid = u.userid "
-                 "WHERE c.Class IS NOT NULL")
-flag("lookup", action="append", help="NAME=SOURCE of a table the statement joins: a CSV path, kafka:TOPIC (latest "
-                                     "value per key; a null value deletes the key). Repeat for more tables")
-flag("lookup_refresh", type=float, help="seconds between reloads of changed lookups while a stream runs "
-                                        "(default: never)")
-flag("features_sql", help="windowed features (ksqlDB): SELECT card_id, COUNT(*) AS tx_10m, SUM(Amount) AS amount_10m "
-                          "FROM events WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY card_id, or a "
-                          ".sql file; each event gets its key's aggregates over earlier events in its window "
-                          "(docs/WINDOWED_FEATURES.md). Stored with the model; serving applies it")
-flag("window_sql", help="a persistent windowed query (ksqlDB): [CREATE TABLE t AS] SELECT card_id, COUNT(*) AS n, "
-     "SUM(Amount) AS total FROM events WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS) GROUP BY card_id "
-     "[EMIT CHANGES], or a .sql file holding one")
-flag("event_time_column", help="the column of event times --features_sql windows by: epoch milliseconds or ISO-8601")
-
-# ------------------------------------------------------ Kafka -> BigQuery
-flag("output_table", help="BigQuery table PROJECT:DATASET.TABLE the rows are written to")
-flag("dead_letter_table", help="BigQuery dead-letter table PROJECT:DATASET.TABLE (default: <output_table>_error_records): "
-                               "Google's error-record columns plus stage, source_topic, partition and offset")
-flag("avro_schema", help="an Avro schema file (.avsc): Kafka values are Avro binary (schemaless) of that record "
-                         "schema, which also gives the table's columns; with --value_format=avro_confluent, the "
-                         "reader schema (default: the latest version of <topic>-value)")
-flag("bounded", action="store_true",
-     help="read a snapshot (every partition up to its end at launch) and load it with BigQuery file loads; "
-          "offsets are committed once the run has succeeded")
-flag("with_kafka_metadata", action="store_true",
-     help="add the columns event_ts (the record timestamp), topic, partition, offset and key (the Kafka key as text)")
-flag("insert_batch_size", type=int, default=500, help="rows per BigQuery streaming insert request")
-flag("schema_sample", type=int, default=1000,
-     help="records read from the start of the topic(s) to infer the table's columns, when neither --spec, "
-          "--model_dir nor --avro_schema gives them")
-
-# Google's template authentication parameters. Secret ids are read as local files or env:NAME
-# (Secret Manager is not reachable here); stores may be JKS or PKCS12 (converted with pyjks).
-flag("kafka_read_authentication_mode", choices=["NONE", "TLS", "SASL_PLAIN", "SASL_SCRAM_512"],
-     help="as Google's template: SASL_PLAIN = SASL_SSL + PLAIN, SASL_SCRAM_512 = SASL_SSL + SCRAM-SHA-512, "
-          "TLS = SSL (with a keystore: mutual TLS)")
-for _name, _help in (("username_secret_id", "SASL_PLAIN user"), ("password_secret_id", "SASL_PLAIN password"),
-                     ("sasl_scram_username_secret_id", "SASL_SCRAM_512 user"),
-                     ("sasl_scram_password_secret_id", "SASL_SCRAM_512 password"),
-                     ("truststore_password_secret_id", "truststore password"),
-                     ("keystore_password_secret_id", "keystore password"),
-                     ("key_password_secret_id", "client key password"),
-                     ("sasl_scram_truststore_password_secret_id", "SASL_SCRAM_512 truststore password")):
-    flag(f"kafka_read_{_name}", help=f"the {_help}: a local file holding it, or env:NAME")
-flag("kafka_read_truststore_location", help="JKS/PKCS12 (or PEM) truststore of the brokers' CA (TLS, SASL_PLAIN)")
-flag("kafka_read_keystore_location", help="JKS/PKCS12 keystore with the client key and certificate (TLS)")
-flag("kafka_read_sasl_scram_truststore_location", help="JKS/PKCS12 truststore for SASL_SCRAM_512")
-KAFKA_TEMPLATE_AUTH_FLAGS = ("kafka_read_authentication_mode", "kafka_read_username_secret_id",
-                             "kafka_read_password_secret_id", "kafka_read_sasl_scram_username_secret_id",
-                             "kafka_read_sasl_scram_password_secret_id", "kafka_read_truststore_location",
-                             "kafka_read_truststore_password_secret_id", "kafka_read_keystore_location",
-                             "kafka_read_keystore_password_secret_id", "kafka_read_key_password_secret_id",
-                             "kafka_read_sasl_scram_truststore_location",
-                             "kafka_read_sasl_scram_truststore_password_secret_id")
-
-# Google's Kafka-to-BigQuery Dataflow template names its parameters in camelCase; beam_ml
-# accepts them as aliases of its own flags, and the kafka_to_bigquery Flex Template
-# metadata shows them (templates/flex.py).
-KAFKA_TO_BIGQUERY_TEMPLATE_NAMES = {
-    "bootstrap_servers": "bootstrapServers",
-    "input_topic": "inputTopic",
-    "output_table": "outputTableSpec",
-    "dead_letter_table": "outputDeadletterTable",
-    "group_id": "consumerGroupId",
-    "start": "kafkaReadOffset",
-    "create_disposition": "createDisposition",
-    "write_disposition": "writeDisposition",
-    "value_format": "messageFormat",
-    "schema_registry_url": "schemaRegistryConnectionUrl",
-    **{name: "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
-       for name in KAFKA_TEMPLATE_AUTH_FLAGS},
-}
-
-# How a Kafka reader's values are decoded (beam_ml.formats.format_from_flags).
-_RECORD_FORMAT_FLAGS = ("value_format", "avro_schema", "schema_registry_url", "schema_registry_user_info",
-                        "schema_registry_user_info_file", "schema_registry_ca_file")
-
-# Flags whose natural name Beam already uses for something else, and other names a flag is known by.
-FLAG_ALIASES = {"--label": "--label_column",
-                **{f"--{alias}": f"--{name}" for name, alias in KAFKA_TO_BIGQUERY_TEMPLATE_NAMES.items()}}
-
-
 def _add_flags(cls, parser) -> None:
     """Adds cls.FLAGS, in one argument group, to whatever parser Beam builds.
 
@@ -387,14 +93,7 @@ class TrainOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
 
-    GROUP = "beam_ml training"
-    FLAGS = ("input", "input_topic", "input_table", "input_query", "dataset", "data_dir", "dataset_rows",
-             "label_column", "positive_label",
-             "task", "spec", "key_column", "drop_columns", "output_dir", "test_fraction", "cv_folds", "split_seed",
-             "max_bad_rows_fraction", "preprocess_only", "hidden_units", "dropout", "optimizer", "learning_rate",
-             "batch_size", "epochs", "early_stopping_patience", "class_weights", "seed", "verbose", "tune",
-             "param_grid", "search", "max_trials", "tune_metric", "target_precision", "selection_rule", "final_fit",
-             "trial_threads", "bigquery_endpoint", "bigquery_storage_endpoint", *_RECORD_FORMAT_FLAGS)
+    GROUP, FLAGS = TRAIN
 
     def validated(self) -> "TrainOptions":
         """Checks the values; raises UserError naming the flag."""
@@ -459,17 +158,10 @@ class PredictOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
 
-    GROUP = "beam_ml predict"
-    FLAGS = ("model_dir", "json", "input", "server", "model_name")
+    GROUP, FLAGS = PREDICT
 
     def validated(self) -> "PredictOptions":
-        if not self.model_dir and not self.server:
-            raise UserError("--model_dir: required (or --server=URL of a running model server)")
-        if self.model_dir and self.server:
-            raise UserError("--server: give either --model_dir (score here) or --server (score there), not both")
-        if bool(self.json_records) == bool(self.input):
-            raise UserError("give exactly one of --json or --input")
-        return self
+        return check_predict_flags(self)
 
 
 class ServeOptions(PipelineOptions):
@@ -643,8 +335,7 @@ class OutputOptions(PipelineOptions):
     """What every command prints (see beam_ml.logs); parse_pipeline_options adds it to every pipeline's classes."""
 
     _add_argparse_args = classmethod(_add_flags)
-    GROUP = "beam_ml output"
-    FLAGS = ("verbose",)
+    GROUP, FLAGS = OUTPUT
 
 
 class KafkaOptions(PipelineOptions):
@@ -652,18 +343,14 @@ class KafkaOptions(PipelineOptions):
 
     _add_argparse_args = classmethod(_add_flags)
 
-    GROUP = "beam_ml Kafka connection"
-    FLAGS = ("bootstrap_servers", "kafka_config", "security_protocol", "sasl_mechanism", "sasl_username",
-             "sasl_password", "sasl_password_file", "sasl_password_env", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
-             "ssl_password")
+    GROUP, FLAGS = KAFKA
 
 
 class CsvReadOptions(PipelineOptions):
     """How CSV input is read (default: detected at training, then the spec's dialect; see beam_ml.io.dialect)."""
 
     _add_argparse_args = classmethod(_add_flags)
-    GROUP = "beam_ml CSV input"
-    FLAGS = ("delimiter", "encoding", "compression")
+    GROUP, FLAGS = CSV_READ
 
 
 class BigQueryOptions(PipelineOptions):
@@ -678,16 +365,14 @@ class CleanOptions(PipelineOptions):
     """The cleaning statement and its lookup tables (see beam_ml.clean)."""
 
     _add_argparse_args = classmethod(_add_flags)
-    GROUP = "beam_ml cleaning (ksqlDB-style SQL)"
-    FLAGS = ("sql", "lookup", "lookup_refresh")
+    GROUP, FLAGS = CLEAN
 
 
 class FeatureOptions(PipelineOptions):
     """Windowed features (see beam_ml.features): train, batch_predict and stream_predict."""
 
     _add_argparse_args = classmethod(_add_flags)
-    GROUP = "beam_ml windowed features (ksqlDB WINDOW ... GROUP BY)"
-    FLAGS = ("features_sql", "event_time_column")
+    GROUP, FLAGS = FEATURES
 
 
 class WindowQueryOptions(PipelineOptions):
@@ -761,30 +446,6 @@ class KafkaToBigQueryOptions(PipelineOptions):
         return [t.strip() for t in (self.input_topic or "").split(",") if t.strip()]
 
 
-def parse_int_list(text: str, name: str) -> list[int]:
-    """Parses "64,32" into [64, 32]; raises UserError naming the flag."""
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{name}: expected comma-separated integers, got {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise UserError(f"{name}: expected positive integers, got {text!r}")
-    return values
-
-
-def _apply_aliases(argv: Sequence[str]) -> list[str]:
-    out = []
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        out.append(FLAG_ALIASES[name] + eq + value if name in FLAG_ALIASES else arg)
-    return out
-
-
-class _ErrorRaisingParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit(2)
-        raise UserError(message)
-
-
 def _all_option_classes() -> list[Type[PipelineOptions]]:
     seen, stack = [], [PipelineOptions]
     while stack:
@@ -796,24 +457,9 @@ def _all_option_classes() -> list[Type[PipelineOptions]]:
     return seen
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows a flag's default when it has a real one (not None, False or empty)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, "", argparse.SUPPRESS) and "(default" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def _print_help(prog: str, option_classes: Sequence[Type[PipelineOptions]], description: str) -> None:
     """beam_ml's flags of this pipeline first (grouped, with defaults), then Beam's own."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
-                                     formatter_class=_HelpFormatter,
-                                     usage=f"{prog} [--flag=value ...]", conflict_handler="resolve")
-    parser.add_argument("--help", "-h", action="store_true", help="show this help and exit")
-    for cls in option_classes:
-        cls._add_argparse_args(parser)
+    parser = help_parser(prog, [FlagGroup(cls.GROUP, cls.FLAGS) for cls in option_classes], description)
     beam_classes = [c for c in _all_option_classes()
                     if c.__module__.startswith("apache_beam.") and c not in option_classes]
     for cls in beam_classes:
@@ -876,28 +522,8 @@ def parse_pipeline_options(argv: Optional[Sequence[str]], *option_classes: Type[
     if unknown:
         raise UserError(f"unexpected argument {unknown[0]!r}: flags look like --name=value")
     # Parse each of our classes strictly so a bad value names its flag.
-    for cls in option_classes:
-        p = _ErrorRaisingParser(allow_abbrev=False, add_help=False)
-        cls._add_argparse_args(p)
-        p.parse_known_args(argv)
+    check_values(argv, [FlagGroup(cls.GROUP, cls.FLAGS) for cls in option_classes])
     return PipelineOptions(argv)
-
-
-# --monitor (beam_ml.monitoring): stream_predict, batch_predict; pipelines.monitor reads the same.
-flag("monitor", action="store_true",
-     help="watch the model's inputs and scores per window against its training statistics (docs/MONITORING.md)")
-flag("monitor_window", default="1000", help="a monitoring window: a count of events (1000) or a duration (30s, 5m)")
-flag("monitor_topic", help="Kafka topic for monitoring records (one per window) and alert records (JSON)")
-flag("monitor_table", help="BigQuery table PROJECT:DATASET.TABLE for monitoring and alert records (one row each, "
-                           "a kind column tells them apart; created if missing; --bigquery_endpoint applies)")
-flag("alert_topic", help="Kafka topic that also receives every alert record")
-flag("monitor_thresholds",
-     help="alert thresholds: a .json/.yaml file or key=value pairs (numeric=0.3, categorical=0.3, score=0.3, "
-          "<metric>=x, <feature>=x, <feature>:<metric>=x); defaults: Vertex AI's 0.3 for JS and L-infinity")
-flag("label_topic", help="Kafka topic of delayed labels {\"event_id\": ..., \"label\": ...}, joined to predictions "
-                         "for live precision, recall and ROC-AUC")
-flag("metrics_port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
-flag("metrics_host", default="127.0.0.1", help="the address /metrics listens on")
 
 
 class MonitorOptions(PipelineOptions):

@@ -21,24 +21,34 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from typing import TYPE_CHECKING
+
 from beam_ml import cli
-from beam_ml.jobs.train import TrainRun, train
-from beam_ml.options import (CleanOptions, CsvReadOptions, FeatureOptions, KafkaOptions, TrainOptions,
-                             parse_pipeline_options)
+from beam_ml.flags import CLEAN, CSV_READ, FEATURES, KAFKA, TRAIN, check_flags
+
+if TYPE_CHECKING:
+    from beam_ml.jobs.train import TrainRun
 
 __all__ = ["run", "main"]
+_PROG = "python -m pipelines.train"
+_DESCRIPTION = "Train a Keras model from CSV, a Kafka topic, a BigQuery table or query, or a bundled dataset."
 
 
-def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> TrainRun:
+def run(argv: Optional[Sequence[str]] = None, test_pipeline=None) -> "TrainRun":
     """Parses flags, runs the training pipeline (preprocess, trials, final model, test, report); prints the summary.
 
     Raises:
       UserError: a bad flag, file or spec, or too many dead-lettered rows.
     """
+    # --help, a typo and a malformed value are answered from beam_ml.flags, before Beam is imported.
+    argv = check_flags(argv, [TRAIN, CSV_READ, KAFKA, CLEAN, FEATURES], prog=_PROG, description=_DESCRIPTION)
+    # Deferred: Beam and the job's modules (2-6 s of imports), once the flags parse clean.
+    from beam_ml.jobs.train import train
+    from beam_ml.options import (CleanOptions, CsvReadOptions, FeatureOptions, KafkaOptions, TrainOptions,
+                                 parse_pipeline_options)
+
     options = parse_pipeline_options(argv, TrainOptions, CsvReadOptions, KafkaOptions, CleanOptions, FeatureOptions,
-                                     prog="python -m pipelines.train",
-                                     description="Train a Keras model from CSV, a Kafka topic, a BigQuery table or "
-                                                 "query, or a bundled dataset.")
+                                     prog=_PROG, description=_DESCRIPTION)
     result = train(options, test_pipeline=test_pipeline)
     if result.metrics:
         from beam_ml.training.report import summary_text  # deferred: matplotlib, kept out of --help

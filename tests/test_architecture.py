@@ -36,8 +36,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "beam_ml.evaluation", "beam_ml.export", "beam_ml.tuning", "beam_ml.datasets", "beam_ml.producer",
                  "beam_ml.runner", "beam_ml.testing", "beam_ml.server", "beam_ml.monitoring", "beam_ml.features",
                  "transforms")),
-    # the flags (PipelineOptions subclasses): read by jobs only.
-    ("options", ("beam_ml.options",)),
+    # the flags: their table (beam_ml.flags, no Beam) and the PipelineOptions subclasses: read by jobs and entries.
+    ("options", ("beam_ml.options", "beam_ml.flags")),
     # whole pipelines: flags -> arguments, plan -> build -> write -> run -> counts.
     ("jobs", ("beam_ml.jobs",)),
     # `python -m pipelines.X` and the Dataflow Flex Template launcher: parse flags, call a job.
@@ -67,6 +67,9 @@ DEFERRED: dict[str, str] = {
     "beam_ml.server.client": "beam_ml.server's package imports aiohttp and the inference stack (~1 s): "
                              "pipelines.predict scoring in-process does without it",
     "beam_ml.training.report": "matplotlib (about a second): the report is drawn after training, not at --help",
+    "beam_ml.jobs.train": "Beam, the cleaning and Kafka stacks (2-6 s): pipelines.train imports it once its flags "
+                          "parse clean (beam_ml.flags), not for --help or a typo",
+    "beam_ml.options": "Beam (1.5-4 s): pipelines.train checks its flags with beam_ml.flags first",
 }
 
 

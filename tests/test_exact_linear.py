@@ -60,3 +60,31 @@ def test_one_class_only_is_a_constant_model_not_a_crash():
     x, _ = _data(4, 50, 3, 1, rate=0.5)
     fitted = fit_model(PARAMS, "binary", x, np.ones(50, np.int64), validation=None, class_counts=[0, 50], seed=1)
     assert (predict_outputs(fitted.model, x, "binary") > 0.99).all()
+
+
+def test_numeric_columns_are_standardised_on_the_rows_fitted_as_standard_scaler_does():
+    # The transform z-scores with the statistics of other rows (the non-test split); the fit on these rows must
+    # still be StandardScaler + LogisticRegression(C=1) on them, the one-hot columns after them left as they are.
+    from sklearn.pipeline import make_pipeline
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _data(5, 500, 5, 1, rate=0.45)
+    x[:, :3] = x[:, :3] * np.float32([0.7, 1.3, 1.05]) + np.float32([0.2, -0.1, 0.05])  # off-z numerics
+    x[:, 3:] = (x[:, 3:] > 0).astype(np.float32)  # two one-hot-like columns
+    fitted = fit_model(PARAMS, "binary", x, y, validation=None, class_counts=list(np.bincount(y)), seed=1,
+                       numeric_columns=3)
+    scaled = ColumnTransformer([("num", StandardScaler(), [0, 1, 2])], remainder="passthrough")
+    ref = make_pipeline(scaled, LogisticRegression(max_iter=5000, tol=1e-8)).fit(x, y).predict_proba(x)[:, 1]
+    np.testing.assert_allclose(predict_outputs(fitted.model, x, "binary"), ref, atol=2e-4)
+    unscaled = LogisticRegression(max_iter=5000, tol=1e-8).fit(x, y).predict_proba(x)[:, 1]
+    assert np.abs(unscaled - ref).max() > 1e-3  # the standardisation changes the fit (the test can fail)
+
+    multi_x, multi_y = _data(6, 600, 4, 3)
+    multi_x[:, :2] *= np.float32([2.0, 0.5])
+    fitted = fit_model(PARAMS, "multiclass", multi_x, multi_y, validation=None, class_counts=[1, 1, 1], seed=1,
+                       numeric_columns=2)
+    scaled = ColumnTransformer([("num", StandardScaler(), [0, 1])], remainder="passthrough")
+    ref = make_pipeline(scaled, LogisticRegression(max_iter=5000, tol=1e-8)).fit(multi_x, multi_y)
+    np.testing.assert_allclose(predict_outputs(fitted.model, multi_x, "multiclass"), ref.predict_proba(multi_x),
+                               atol=2e-4)

@@ -157,8 +157,9 @@ def _spec(numeric: int, categorical: int = 0):
     (64, 0, [64, 32], 30),      # digits 8x8: still small
     (100, 0, [64, 32], 50),
     (150, 50, [128, 64], 50),
-    (784, 0, [256, 128], 50),   # MNIST pixels
-    (5000, 0, [256, 128], 50),  # capped
+    (300, 0, [256, 128], 50),
+    (784, 0, [512, 256], 50),   # MNIST pixels
+    (5000, 0, [512, 256], 50),  # capped
 ])
 def test_the_default_network_follows_the_input_width(numeric, categorical, units, epochs):
     from beam_ml.training.families.mlp import default_network
@@ -176,7 +177,7 @@ def test_auto_flags_resolve_to_the_default_network_and_explicit_flags_win():
     opts = parse_pipeline_options(["--input=x.csv", "--label=y"], TrainOptions).view_as(TrainOptions).validated()
     _size_network(opts, wide)
     base = tuning.base_params(opts)
-    assert (base["hidden_units"], base["epochs"]) == ([256, 128], 50)
+    assert (base["hidden_units"], base["epochs"]) == ([512, 256], 50)
     # The search still holds the linear model next to it (the one-standard-error rule chooses).
     assert [families.family_name(p) for p in tuning.parameter_sets(None, base, task="binary")] == ["mlp", "linear"]
     opts = parse_pipeline_options(["--input=x.csv", "--label=y", "--hidden_units=16", "--epochs=7"],

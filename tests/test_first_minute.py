@@ -1,4 +1,5 @@
-"""What a new user waits for: one row scored without Keras or tf.Transform; train's --help and a typo without TensorFlow."""
+"""What a new user waits for: one row scored without Beam, Keras or tf.Transform; train's --help and a typo
+without TensorFlow or Beam."""
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ def _modules(proc: subprocess.CompletedProcess) -> set:
 
 
 @pytest.mark.slow
-def test_predict_one_row_imports_neither_keras_nor_tf_transform(tmp_path_factory):
+def test_predict_one_row_imports_neither_beam_nor_keras_nor_tf_transform(tmp_path_factory):
     root, csv_path = trained_fraud_model(str(tmp_path_factory.getbasetemp()))
     row = feature_rows(csv_path, 1)[0]
     proc = _run("import json\nfrom pipelines import predict\n"
@@ -35,7 +36,7 @@ def test_predict_one_row_imports_neither_keras_nor_tf_transform(tmp_path_factory
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = _modules(proc)
     assert "tensorflow" in loaded
-    assert not loaded & {"tensorflow_transform", "tf_keras", "keras"}, loaded
+    assert not loaded & {"apache_beam", "tensorflow_transform", "tf_keras", "keras"}, loaded
     result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
     # The same score as the model loaded in a process where Keras is imported (this one: pytest's).
     import tf_keras  # noqa: F401
@@ -54,4 +55,4 @@ def test_train_help_and_a_typo_answer_without_tensorflow(flag, status, says):
                 + _REPORT_MODULES)
     assert f"STATUS {status}" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert says in proc.stdout + proc.stderr
-    assert not _modules(proc) & {"tensorflow", "tensorflow_transform", "tf_keras", "keras"}
+    assert not _modules(proc) & {"apache_beam", "tensorflow", "tensorflow_transform", "tf_keras", "keras"}

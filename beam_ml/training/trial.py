@@ -131,7 +131,7 @@ def run_trial(ctx: TrialContext, trial: dict, counts: dict, log=print) -> dict:
     verbose = ctx.verbose if select and trial["set_index"] == 0 else 0
     fitted = families.fit_model(trial["params"], spec.task, x, y, validation=(xv, yv),
                        class_counts=_class_counts(counts, train_splits, spec.label_classes), seed=trial["seed"],
-                       patience=ctx.patience, verbose=verbose,
+                       patience=ctx.patience, verbose=verbose, numeric_columns=len(spec.numeric_columns),
                        backup_dir=fs.join(trial_dir, "backup") if select else None, extra_callbacks=callbacks)
     out = predict_outputs(fitted.model, xv, spec.task)
     vm = validation_metrics(spec.task, yv, out, ctx.target_precision)
@@ -216,7 +216,8 @@ def _fit_selected(ctx: TrialContext, best: dict, results: list[dict], counts: di
     log(f"[beam_ml] {name} model: {describe(params)} on all {len(x)} {' + '.join(_split_words(splits))} rows, {how}")
     fitted = families.fit_model(params, spec.task, x, y, validation=None,
                                 class_counts=_class_counts(counts, splits, spec.label_classes), seed=median["seed"],
-                                verbose=ctx.verbose, backup_dir=fs.join(ctx.output_dir, "checkpoints", name, "backup"),
+                                verbose=ctx.verbose, numeric_columns=len(spec.numeric_columns),
+                                backup_dir=fs.join(ctx.output_dir, "checkpoints", name, "backup"),
                                 lr_schedule=lr, extra_callbacks=[keras.callbacks.TensorBoard(
                                     fs.join(ctx.output_dir, "logs", name))])
     return params, fitted, int(len(x))

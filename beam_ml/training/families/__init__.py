@@ -90,7 +90,8 @@ def build_model(params: Mapping[str, Any], task: str, input_dim: int, num_classe
 def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray,
               validation: Optional[tuple[np.ndarray, np.ndarray]], class_counts: Sequence[int], seed: int,
               patience: int = 5, verbose: int = 0, backup_dir: Optional[str] = None,
-              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = ()) -> "FitResult":
+              lr_schedule: Optional[Sequence[float]] = None, extra_callbacks: Sequence[Any] = (),
+              numeric_columns: int = 0) -> "FitResult":
     """Builds the model of `params` and fits it, as its family does.
 
     Args:
@@ -106,6 +107,9 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
       backup_dir: BackupAndRestore state (resume after a kill), or None.
       lr_schedule: the learning rate of each epoch (without validation).
       extra_callbacks: more Keras callbacks (logs, CSV history).
+      numeric_columns: how many leading columns of x are the transform's z-scored numerics
+        (len(spec.numeric_columns)); the exact linear fit standardises them on these rows, as
+        StandardScaler + LogisticRegression would.
     """
     import tf_keras as keras  # Keras + TensorFlow: deferred, see families.base
 
@@ -126,5 +130,5 @@ def fit_model(params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray
     num_classes = max(2, len(class_counts))
     model = family.build(params, task, x.shape[1], num_classes)
     return family.fit(model, params, task, x, y, target, validation, weights, batch_size, seed, num_classes,
-                      patience=patience, verbose=verbose, backup_dir=backup_dir, lr_schedule=lr_schedule,
+                      numeric_columns=numeric_columns, patience=patience, verbose=verbose, backup_dir=backup_dir, lr_schedule=lr_schedule,
                       extra_callbacks=extra_callbacks)

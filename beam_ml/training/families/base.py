@@ -62,7 +62,7 @@ class Family:
 
     def fit(self, model, params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray, target: np.ndarray,
             validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
-            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> "FitResult":
+            batch_size: int, seed: int, num_classes: int, numeric_columns: int = 0, **epoch_args: Any) -> "FitResult":
         """Fits the built `model`: by default epochs of minibatches (trainer.fit_epochs).
 
         Args:
@@ -71,6 +71,8 @@ class Family:
           validation: (x, target) of the validation rows, or None.
           weights: class weights, or None; batch_size: rows per step; seed: shuffling seed.
           num_classes: label classes.
+          numeric_columns: how many leading columns of x are z-scored numerics (the rest one-hot); a family whose
+            fit depends on the columns' scale (the exact linear fit) standardises those on the rows it fits.
           **epoch_args: fit_epochs' patience, verbose, backup_dir, lr_schedule, extra_callbacks.
         """
         from beam_ml.training.trainer import FitResult, fit_epochs  # Keras + TensorFlow (see the module's doc)

@@ -74,13 +74,14 @@ class Linear(Family):
 
     def fit(self, model, params: Mapping[str, Any], task: str, x: np.ndarray, y: np.ndarray, target: np.ndarray,
             validation: Optional[tuple[np.ndarray, np.ndarray]], weights: Optional[dict[int, float]],
-            batch_size: int, seed: int, num_classes: int, **epoch_args: Any) -> "FitResult":
+            batch_size: int, seed: int, num_classes: int, numeric_columns: int = 0, **epoch_args: Any) -> "FitResult":
         from beam_ml.training.trainer import FitResult  # Keras + TensorFlow (see families.base)
 
         if not self.exact_solver(params):
             return super().fit(model, params, task, x, y, target, validation, weights, batch_size, seed, num_classes,
                                **epoch_args)
-        hist, solver = _fit_exact(model, task, x, y, validation, weights, float(params.get("l2", 0.0)), num_classes)
+        hist, solver = _fit_exact(model, task, x, y, validation, weights, float(params.get("l2", 0.0)), num_classes,
+                                  numeric_columns=numeric_columns)
         return FitResult(model=model, history=hist, best_epoch=1, batch_size=batch_size, class_weights=weights,
                          solver=solver)
 
@@ -97,8 +98,24 @@ class Linear(Family):
 LINEAR = Linear()
 
 
+def _standardizer(x: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) that standardise the first `columns` columns of `x` on its own rows; the rest pass (0, 1).
+
+    scikit-learn's StandardScaler: population standard deviation, a constant column keeps scale 1.
+    """
+    mean = np.zeros(x.shape[1], np.float64)
+    scale = np.ones(x.shape[1], np.float64)
+    if columns and len(x):
+        block = x[:, :columns].astype(np.float64)
+        mean[:columns] = block.mean(axis=0)
+        std = block.std(axis=0)
+        scale[:columns] = np.where(std > 0, std, 1.0)
+    return mean, scale
+
+
 def _fit_exact(model, task: str, x: np.ndarray, y: np.ndarray, validation: Optional[tuple[np.ndarray, np.ndarray]],
-               weights: Optional[dict[int, float]], l2: float, num_classes: int) -> tuple[dict, dict]:
+               weights: Optional[dict[int, float]], l2: float, num_classes: int,
+               numeric_columns: int = 0) -> tuple[dict, dict]:
     """Fits logistic (binary) or softmax (multiclass) regression exactly and loads it into the Keras model.
 
     scikit-learn's LogisticRegression (L-BFGS to convergence) minimizes
@@ -108,6 +125,17 @@ def _fit_exact(model, task: str, x: np.ndarray, y: np.ndarray, validation: Optio
     C = 1, scikit-learn's default (unpenalized, a separable dataset has no
     finite optimum). The fitted coefficients become the Dense layer's kernel and
     bias, so the exported model computes exactly predict_proba.
+
+    The first `numeric_columns` columns (the z-scored numerics) are standardised
+    again on the rows being fitted before the fit, and the coefficients folded
+    back through that affine map (the model still takes the transform's
+    features). The penalty ½‖W‖² depends on each column's scale, and the
+    transform's z-scores use the statistics of the rows it was analyzed on (the
+    non-test rows): the final refit on every row, or a fold's trial, would
+    otherwise be penalised on slightly different scales than
+    StandardScaler + LogisticRegression on the rows fitted (ROC-AUC 0.0001-0.0003
+    apart on bench_quality). One-hot columns are left as they are, as scikit-learn's
+    one-hot encoder leaves them.
 
     Returns:
       (history: the final training and validation loss and metrics, one entry each;
@@ -138,22 +166,26 @@ def _fit_exact(model, task: str, x: np.ndarray, y: np.ndarray, validation: Optio
     else:
         sample_weight = None if not weights else \
             np.asarray([weights[c] for c in range(len(weights))], np.float64)[y.astype(int)]
+        mean, scale = _standardizer(x, numeric_columns)
         clf = LogisticRegression(C=c, max_iter=2000, tol=1e-6)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            clf.fit(x.astype(np.float64), y.astype(int), sample_weight=sample_weight)
+            clf.fit((x.astype(np.float64) - mean) / scale, y.astype(int), sample_weight=sample_weight)
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         iterations = int(np.max(clf.n_iter_))
+        # w·(x - mean)/scale + b = (w/scale)·x + (b - (w/scale)·mean): the same model on the unstandardised x.
+        coef = clf.coef_ / scale[np.newaxis, :]
+        intercept = clf.intercept_ - coef @ mean
         if task == "binary":
-            kernel[:, 0] = clf.coef_[0]
-            bias[0] = clf.intercept_[0]
+            kernel[:, 0] = coef[0]
+            bias[0] = intercept[0]
         else:
-            if clf.coef_.shape[0] == 1:  # two classes present of a multiclass task: one logit
-                kernel[:, present[1]] = clf.coef_[0]
-                bias[present[1]] = clf.intercept_[0]
+            if coef.shape[0] == 1:  # two classes present of a multiclass task: one logit
+                kernel[:, present[1]] = coef[0]
+                bias[present[1]] = intercept[0]
             else:
-                kernel[:, present] = clf.coef_.T
-                bias[present] = clf.intercept_
+                kernel[:, present] = coef.T
+                bias[present] = intercept
             absent = np.setdiff1d(np.arange(num_classes), present)
             bias[absent] = -30.0  # a class the training rows never show: probability ~0
     dense.set_weights([kernel, bias])
