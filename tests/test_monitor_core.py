@@ -289,3 +289,31 @@ def test_window_and_threshold_parsers_accept_or_name_the_flag(text):
             parse(text)
         except UserError as e:
             assert str(e).startswith(flag)
+
+
+def _reference_prediction_counts(predictions):
+    """add_predictions' figures, prediction by prediction (the definition the batched path must match)."""
+    n, positives, versions, scores = 0, 0, {}, []
+    for p in predictions:
+        try:
+            score, class_id = float(p.get("score")), int(p.get("class_id", 0) or 0)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        n, positives = n + 1, positives + (class_id == 1)
+        scores.append(score)
+        if p.get("model_version") is not None:
+            versions[int(p["model_version"])] = versions.get(int(p["model_version"]), 0) + 1
+    return n, positives, versions, len(predictions) - n
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"score": st.one_of(st.floats(0, 1), st.none(), st.sampled_from(["0.5", "x"])),
+     "class_id": st.one_of(st.integers(0, 1), st.none(), st.sampled_from(["1", "0", "?"])),
+     "model_version": st.one_of(st.integers(1, 3), st.none())}), max_size=30))
+def test_batched_prediction_counts_equal_the_per_prediction_definition(predictions):
+    acc = WindowAccumulator(_stats(500))
+    acc.add_predictions(predictions)
+    n, positives, versions, bad = _reference_prediction_counts(predictions)
+    assert (acc.predictions, acc.positives, acc.model_versions, acc.bad_rows) == (n, positives, versions, bad)
+    assert int(acc.score_counts.sum()) == n

@@ -318,18 +318,16 @@ class MonitorBatchesFn(beam.DoFn):
         refs = scored.refs
         rows = scored.rows if scored.rows is not None else [None] * len(refs)
         now_ms = time.time() * 1000.0
-        good_rows, predictions, latencies, ids = [], [], [], []
-        for ref, row, p in zip(refs, rows, scored.predictions):
-            if "error" in p:
-                m.dead("inference", 1)
-                continue
-            good_rows.append(row)
-            predictions.append(p)
-            ids.append(ref.id)
-            event_ts = dict(ref.carry).get("event_ts")
-            if event_ts is not None:
-                latencies.append(now_ms - float(event_ts))
-        switched = self._versions.served(p.get("model_version") for p in predictions)
+        predictions = list(scored.predictions)
+        failed = sum(1 for p in predictions if "error" in p)
+        if failed:  # inference failures: counted as dead letters, kept out of the window's figures
+            m.dead("inference", failed)
+            kept = [i for i, p in enumerate(predictions) if "error" not in p]
+            refs, rows, predictions = [refs[i] for i in kept], [rows[i] for i in kept], [predictions[i] for i in kept]
+        good_rows, ids = list(rows), [ref.id for ref in refs]
+        latencies = [now_ms - float(value) for ref in refs for name, value in ref.carry
+                     if name == "event_ts" and value is not None]
+        switched = self._versions.served({p.get("model_version") for p in predictions})
         yield from self._emit(switched + m.observe(good_rows, predictions, latencies, ids))
 
     def finish_bundle(self):

@@ -239,12 +239,13 @@ class WindowAccumulator:
     def add_rows(self, rows: Iterable[Any]) -> None:
         """Adds raw feature rows (dicts); a row that is not a dict, or lacks a feature, is counted, not raised."""
         rows = list(rows)
-        good = [r for r in rows if isinstance(r, Mapping)]
+        # `type(r) is dict` first: the ABC check of Mapping costs more than the rest of a row's work
+        good = [r for r in rows if type(r) is dict or isinstance(r, Mapping)]  # pylint: disable=unidiomatic-typecheck
         self.bad_rows += len(rows) - len(good)
         self.rows += len(good)
         for name, window in self.features.items():
             column = [r.get(name, _ABSENT) for r in good]
-            absent = sum(1 for v in column if v is _ABSENT)
+            absent = column.count(_ABSENT)
             if absent:
                 self.missing_features += absent
                 column = [None if v is _ABSENT else v for v in column]
@@ -254,24 +255,38 @@ class WindowAccumulator:
         # deferred: beam_ml.evaluation imports scikit-learn; the dashboard and the flags import this module
         from beam_ml.evaluation import score_unit
 
-        scores, positives = [], 0
         task = self.stats.scores.task if self.stats.scores else "binary"
         threshold = self.stats.scores.threshold if self.stats.scores else 0.5
-        for p in predictions:
-            try:
-                score = float(p.get("score"))
-            except (TypeError, ValueError, AttributeError):
-                self.bad_rows += 1
-                continue
-            scores.append(score)
-            self.predictions += 1
-            if task != "multiclass" and int(p.get("class_id", 0) or 0) == 1:
-                positives += 1
-            version = p.get("model_version")
+        predictions = list(predictions)
+        try:  # the usual batch: dicts with a numeric score; numpy converts the column at once
+            raw = [p["score"] for p in predictions]
+            class_ids = [p.get("class_id") for p in predictions]
+            fast = None not in raw and not {str, bytes} & set(map(type, class_ids))
+            scores = np.array(raw, dtype=np.float64) if fast else None
+            versions = collections.Counter(p.get("model_version") for p in predictions)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            fast = False
+        if not fast:  # something odd in the batch: prediction by prediction, counting what cannot be read
+            good = []
+            for p in predictions:
+                try:
+                    float(p.get("score"))
+                    int(p.get("class_id", 0) or 0)
+                except (TypeError, ValueError, AttributeError):
+                    self.bad_rows += 1
+                    continue
+                good.append(p)
+            predictions = good
+            scores = np.array([float(p.get("score")) for p in predictions], dtype=np.float64)
+            class_ids = [p.get("class_id") for p in predictions]
+            versions = collections.Counter(p.get("model_version") for p in predictions)
+        self.predictions += len(predictions)
+        if task != "multiclass":
+            self.positives += sum(1 for c in class_ids if c is not None and int(c or 0) == 1)
+        for version, n in versions.items():
             if version is not None:
-                self.model_versions[int(version)] = self.model_versions.get(int(version), 0) + 1
-        self.positives += positives
-        if scores:
+                self.model_versions[int(version)] = self.model_versions.get(int(version), 0) + n
+        if len(scores):
             self.score_counts += score_histogram(score_unit(task, np.asarray(scores), threshold), len(self.score_counts))
 
     def add_dead(self, stage: str, n: int = 1) -> None:
@@ -279,6 +294,11 @@ class WindowAccumulator:
 
     def add_latencies(self, latencies_ms: Iterable[float]) -> None:
         """Keeps a uniform sample of at most MAX_LATENCY_SAMPLES latencies (reservoir sampling)."""
+        latencies_ms = list(latencies_ms)
+        if len(self.latencies) + len(latencies_ms) <= MAX_LATENCY_SAMPLES:  # room for all: kept as they are
+            self.latencies.extend(map(float, latencies_ms))
+            self._latency_seen += len(latencies_ms)
+            return
         for x in latencies_ms:
             self._latency_seen += 1
             if len(self.latencies) < MAX_LATENCY_SAMPLES:

@@ -282,7 +282,7 @@ class VersionFollower:
         """Called with the versions that scored a batch. When one is newer than the version compared with,
         the current window closes (its records are returned) and that version's training statistics are the
         reference from then on (kept: the old ones, when it has none). Older versions change nothing."""
-        newest = max((v for v in versions if isinstance(v, int) and not isinstance(v, bool)), default=None)
+        newest = max((v for v in set(versions) if isinstance(v, int) and not isinstance(v, bool)), default=None)
         if self._root is None or newest is None or newest <= self.version:
             return []
         stats = read_training_statistics(fs.join(self._root, str(newest)))
