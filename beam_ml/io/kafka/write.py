@@ -127,6 +127,12 @@ class _KafkaWriteDoFn(beam.DoFn):
     def finish_bundle(self):
         # The bundle only succeeds once every record is acknowledged; a failed
         # bundle is retried by the runner, so records may repeat, never vanish.
+        if not self._pending:
+            # Nothing sent in this bundle (earlier bundles were flushed at their end). A flush
+            # would still wake the producer's I/O thread: with a dead-letter or a monitor writer
+            # idle beside the main one, that was a wake-up per writer per poll.
+            self._raise_if_failed()
+            return
         try:
             self._producer.flush(timeout=self._flush_timeout)
         except KafkaError as e:
