@@ -39,6 +39,29 @@ def _version_two(root: str) -> None:
     write_training_statistics(two, stats)
 
 
+def _version_one_root(tmp_path_factory, tmp_path) -> tuple[str, list]:
+    """(a model root holding only version 1 of the cached retention model, the training rows as events)."""
+    trained_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
+    root = str(tmp_path / "model")
+    shutil.copytree(resolve_version_dir(trained_root), os.path.join(root, "1"))
+    return root, _rows(csv_path, "left")[0]
+
+
+def _check_switch(kafka_broker, mon: str) -> None:
+    """Windows 0 and 1 (the second closed early by version 2's first prediction) compared with version 1's
+    statistics, where FEATURE ×3 is drift; window 2 with version 2's, which expect it."""
+    got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
+    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
+    alerts = [r for r in got if r["type"] == "alert"]
+    assert sorted(records) == [0, 1, 2]
+    assert [records[w]["events"]["predictions"] for w in (0, 1, 2)] == [100, 50, 100]
+    assert [records[w]["model_version"] for w in (0, 1, 2)] == [1, 1, 2]
+    by_window = {w: {a["feature"] for a in alerts if a["window"]["id"] == w} - {SCORE_FEATURE} for w in records}
+    assert by_window[0] == {FEATURE} and by_window[1] == {FEATURE}
+    assert by_window[2] == set(), alerts
+    assert records[2]["features"][FEATURE]["js"] < 0.1 < records[0]["features"][FEATURE]["js"]
+
+
 def _served_version(server: ServerProcess) -> str:
     status, body = server.get("/v1/models/model")
     return body["model_version_status"][0]["version"] if status == 200 else ""
@@ -46,10 +69,7 @@ def _served_version(server: ServerProcess) -> str:
 
 def test_the_server_monitor_switches_to_the_new_versions_statistics(kafka_broker, new_topic, tmp_path_factory,
                                                                     tmp_path):
-    trained_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
-    root = str(tmp_path / "model")
-    shutil.copytree(resolve_version_dir(trained_root), os.path.join(root, "1"))
-    rows, _ = _rows(csv_path, "left")
+    root, rows = _version_one_root(tmp_path_factory, tmp_path)
     rng = np.random.default_rng(9)
 
     def shifted(n):
@@ -71,16 +91,7 @@ def test_the_server_monitor_switches_to_the_new_versions_statistics(kafka_broker
         status, body = server.predict(shifted(100))  # closes window 1 early (v1), fills window 2 (v2)
         assert status == 200 and {p["model_version"] for p in body["predictions"]} == {2}
         assert server.stop() == 0
-    got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
-    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
-    alerts = [r for r in got if r["type"] == "alert"]
-    assert sorted(records) == [0, 1, 2]
-    assert [records[w]["events"]["predictions"] for w in (0, 1, 2)] == [100, 50, 100]
-    assert [records[w]["model_version"] for w in (0, 1, 2)] == [1, 1, 2]
-    by_window = {w: {a["feature"] for a in alerts if a["window"]["id"] == w} - {SCORE_FEATURE} for w in records}
-    assert by_window[0] == {FEATURE} and by_window[1] == {FEATURE}  # v1's statistics: ×3 is drift
-    assert by_window[2] == set(), alerts  # v2's statistics expect ×3
-    assert records[2]["features"][FEATURE]["js"] < 0.1 < records[0]["features"][FEATURE]["js"]
+    _check_switch(kafka_broker, mon)
 
 
 def test_the_server_monitor_joins_delayed_labels_by_event_id(kafka_broker, new_topic, tmp_path_factory):
@@ -124,10 +135,7 @@ def test_the_server_monitor_joins_delayed_labels_by_event_id(kafka_broker, new_t
 def test_stream_predict_monitor_switches_to_the_new_versions_statistics(kafka_broker, new_topic, tmp_path_factory,
                                                                         tmp_path):
     """The same reload in stream_predict: version 2 appears mid-stream; its windows use its own statistics."""
-    trained_root, csv_path = trained_monitor_model(str(tmp_path_factory.getbasetemp()), "retention")
-    root = str(tmp_path / "model")
-    shutil.copytree(resolve_version_dir(trained_root), os.path.join(root, "1"))
-    rows, _ = _rows(csv_path, "left")
+    root, rows = _version_one_root(tmp_path_factory, tmp_path)
     pick = np.random.default_rng(11).integers(0, len(rows), 300)
     events = [dict(rows[j], event_id=f"e{i}", **{FEATURE: rows[j][FEATURE] * 3}) for i, j in enumerate(pick)]
     source, out, dlq, mon = (new_topic(prefix=p) for p in ("in", "out", "dlq", "mon"))
@@ -157,12 +165,4 @@ def test_stream_predict_monitor_switches_to_the_new_versions_statistics(kafka_br
         thread.join(240)
     assert "error" not in results, results.get("error")
     assert not thread.is_alive() and results["run"].counts["model_reloads"] >= 1
-    got = read_topic(kafka_broker, mon, 3, timeout=60, decode=lambda r: json.loads(r.value))
-    records = {r["window"]["id"]: r for r in got if r["type"] == "monitoring"}
-    alerts = [r for r in got if r["type"] == "alert"]
-    # window 1 closes early when version 2's first prediction arrives; window 2 is version 2's first 100
-    assert [records[w]["events"]["predictions"] for w in (0, 1, 2)] == [100, 50, 100]
-    assert [records[w]["model_version"] for w in (0, 1, 2)] == [1, 1, 2]
-    by_window = {w: {a["feature"] for a in alerts if a["window"]["id"] == w} - {SCORE_FEATURE} for w in (0, 1, 2)}
-    assert by_window[0] == {FEATURE} and by_window[1] == {FEATURE}
-    assert by_window[2] == set(), alerts
+    _check_switch(kafka_broker, mon)
