@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.features.beam import NAMESPACE
-from beam_ml.features.plan import FeaturePlan, event_time_ms
+from beam_ml.features.plan import FeaturePlan, event_time_ms, unusable_column
 from beam_ml.features.point_in_time import LiveFeatures
 from beam_ml.formats import RecordFormat
 from beam_ml.inference.batches import RowBatch, parse_event_batch
@@ -65,8 +65,8 @@ def add_live_features(live: LiveFeatures, batch: RowBatch, spec: DatasetSpec, la
     refs, rows, dead = [], [], []
     for ref, row in zip(batch.refs, batch.rows):
         key, t = row.get(plan.key), event_time_ms(row.get(plan.event_time_column))
-        if key is None or t is None or isinstance(key, (list, dict)):
-            what = plan.key if key is None or t is not None else plan.event_time_column
+        what = unusable_column(key, plan.key, t, plan.event_time_column)
+        if what is not None:
             dead.append(DeadLetter(ref.source, ref.position, f"{what}: missing or unreadable (needed by "
                                    "--features_sql)", raw_text(row, spec.mask_columns), stage="features"))
             continue
@@ -115,9 +115,10 @@ class Rebuilt(NamedTuple):
     skipped: int
 
 
-def _rebuild_starts(consumer, ends: dict, span_ms: Optional[int], deadline: float) -> dict:
-    """Each partition's first offset to re-read: the first whose timestamp >= (last committed record's - span)."""
-    starts = consumer.beginning_offsets(list(ends))
+def _rebuild_starts(consumer, ends: dict, first: dict, span_ms: Optional[int], deadline: float) -> dict:
+    """Each partition's first offset to re-read (from its first retained one, `first`): the first whose
+    timestamp >= (last committed record's - span)."""
+    starts = dict(first)
     if span_ms is not None:
         for tp, end in ends.items():
             consumer.assign([tp])
@@ -158,7 +159,7 @@ def rebuild_state(fn: Any, rebuild: Rebuild) -> Rebuilt:
             return Rebuilt(0, 0)
         deadline = time.monotonic() + rebuild.timeout
         first = consumer.beginning_offsets(list(ends))
-        starts = _rebuild_starts(consumer, ends, rebuild.span_ms, deadline)
+        starts = _rebuild_starts(consumer, ends, first, rebuild.span_ms, deadline)
         todo = set()
         for tp, end in ends.items():
             skipped += starts[tp] - first[tp]

@@ -13,12 +13,20 @@ import pyarrow as pa
 from beam_ml.clean.windows import Aggregate, WindowSpec, parse_windowed_select
 from beam_ml.errors import UserError
 
-__all__ = ["FeaturePlan", "event_time_ms", "event_times_ms", "FLAG"]
+__all__ = ["FeaturePlan", "event_time_ms", "event_times_ms", "unusable_column", "FLAG"]
 
 FLAG = "--features_sql"
 _FUNCTIONS = {"count_star": "count", "count": "count", "sum": "sum", "min": "min", "max": "max", "avg": "avg"}
 _INFINITE = (float("inf"), float("-inf"))
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
+
+
+def unusable_column(key: Any, key_column: str, t: Optional[int], time_column: str) -> Optional[str]:
+    """The column that keeps an event out of the windows (a missing or list/object key, an unreadable event time
+    `t`), or None when both are usable."""
+    if key is None or isinstance(key, (list, dict)):
+        return key_column if key is None or t is not None else time_column
+    return time_column if t is None else None
 
 
 def event_time_ms(value: Any) -> Optional[int]:

@@ -47,7 +47,7 @@ from beam_ml import metrics
 from beam_ml.clean.cleaning import read_statement
 from beam_ml.errors import DEAD_TAG, DeadLetter
 from beam_ml.features.live import Rebuild, rebuild_span_ms, rebuild_state
-from beam_ml.features.plan import event_time_ms
+from beam_ml.features.plan import event_time_ms, unusable_column
 from beam_ml.features.query import QUERY_FLAG, ROWTIME, WindowQuery
 from beam_ml.formats.text import dumps_event
 from beam_ml.io.kafka import ReadFromKafka, WriteToKafka
@@ -118,8 +118,8 @@ class WindowQueryFn(beam.DoFn):
             if reason is None:
                 key = row.get(plan.key)
                 t = r.timestamp if plan.event_time_column == ROWTIME else event_time_ms(row.get(plan.event_time_column))
-                if key is None or t is None or isinstance(key, (list, dict)):
-                    what = plan.key if key is None or t is not None else plan.event_time_column
+                what = unusable_column(key, plan.key, t, plan.event_time_column)
+                if what is not None:
                     reason = f"{what}: missing or unreadable (needed by {QUERY_FLAG})"
             if reason is not None:
                 stage = "window" if isinstance(row, dict) else "parse"
