@@ -156,15 +156,26 @@ def _labels(frame, spec) -> np.ndarray:
     return np.array([classes.index(str(v)) for v in frame[spec.label].astype(str)], np.int64)
 
 
+def lr_features(num: list, cat: list):
+    """The usual scikit-learn preprocessing the LogisticRegression baseline fits on: numerics mean-imputed and
+    standardised, categoricals most-frequent-imputed and one-hot encoded (unknown values ignored)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    return ColumnTransformer(
+        [("num", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), num)]
+        + ([("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                  OneHotEncoder(handle_unknown="ignore")), cat)] if cat else []))
+
+
 def logistic_on_given(out: str, given: str, holdout: str) -> dict:
     """LogisticRegression(C=1) fitted on exactly the rows ours was given; its holdout outputs (`_out`)."""
     import pandas as pd
     from sklearn.base import clone
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from beam_ml.spec import DatasetSpec
 
@@ -172,10 +183,7 @@ def logistic_on_given(out: str, given: str, holdout: str) -> dict:
     num, cat = spec.numeric_columns, spec.categorical_columns
     train = pd.read_csv(given, dtype={c: str for c in cat + [spec.label]}, keep_default_na=True)
     test = pd.read_csv(holdout, dtype={c: str for c in cat + [spec.label]}, keep_default_na=True)
-    features = ColumnTransformer(
-        [("num", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), num)]
-        + ([("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                  OneHotEncoder(handle_unknown="ignore")), cat)] if cat else []))
+    features = lr_features(num, cat)
     y = _labels(test, spec)
     out = {}
     # scikit-learn's defaults (tol=1e-4, the headline baseline), and the same fit to convergence (tol=1e-8, what
