@@ -156,9 +156,10 @@ def _labels(frame, spec) -> np.ndarray:
     return np.array([classes.index(str(v)) for v in frame[spec.label].astype(str)], np.int64)
 
 
-def lr_features(num: list, cat: list):
+def lr_features(num: list, cat: list, missing_as_category: bool = False):
     """The usual scikit-learn preprocessing the LogisticRegression baseline fits on: numerics mean-imputed and
-    standardised, categoricals most-frequent-imputed and one-hot encoded (unknown values ignored)."""
+    standardised, categoricals most-frequent-imputed (or, with `missing_as_category`, a missing value as a
+    category of its own) and one-hot encoded (unknown values ignored)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
@@ -166,7 +167,8 @@ def lr_features(num: list, cat: list):
 
     return ColumnTransformer(
         [("num", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), num)]
-        + ([("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+        + ([("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="__missing__") if missing_as_category
+                                  else SimpleImputer(strategy="most_frequent"),
                                   OneHotEncoder(handle_unknown="ignore")), cat)] if cat else []))
 
 

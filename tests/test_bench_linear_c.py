@@ -19,15 +19,19 @@ def test_the_rules_pick_the_c_they_promise():
     assert bench_linear_c.one_unless_beaten(scores, {c: 0.0 for c in scores}) == 1
 
 
-def test_choose_c_on_a_small_synthetic_problem():
+def _synthetic(n=300):
+    """A learnable binary problem: two informative numerics, one noise column, a categorical; 240 given rows."""
     rng = np.random.default_rng(7)
-    n = 300
     x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "noise": rng.normal(size=n),
                       "colour": rng.choice(["red", "green", "blue"], n)})
     logit = 1.5 * x["a"] - x["b"] + (x["colour"] == "red") * 1.0
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).to_numpy(np.int64)
-    given, held = slice(0, 240), slice(240, n)
-    grid = (0.01, 0.1, 1, 10)  # a short grid keeps the test fast
+    return x, y, slice(0, 240), slice(240, n)
+
+
+def test_choose_c_on_a_small_synthetic_problem():
+    x, y, given, held = _synthetic()
+    grid = (0.1, 1, 10)  # a short grid keeps the test fast
     r = bench_linear_c.choose_c("binary", 2, lr_features(["a", "b", "noise"], ["colour"]), x.iloc[given],
                                 y[given], x.iloc[held], y[held], grid=grid, resamples=50)
     assert r["rows_given"] == 240 and 0 < r["rows_fold0"] < 240 * 0.25
@@ -42,6 +46,17 @@ def test_choose_c_on_a_small_synthetic_problem():
     summary = bench_linear_c.summarize([dict(r, dataset="synthetic", seed=0)])
     conv1 = next(s for s in summary if s["variant"] == "conv1")
     assert conv1["at_least"] + conv1["below"] == 1 and conv1["mean_diff"] == pytest.approx(r["conv1"] - r["base"])
+
+
+def test_a_missing_category_imputed_or_kept_as_its_own():
+    x, y, given, held = _synthetic()
+    x = x.assign(colour=x["colour"].where(np.arange(len(x)) % 4 > 0))  # one value in four missing
+    missing = bench_linear_c.missing_values("binary", 2, ["a", "b", "noise"], ["colour"], x.iloc[given], y[given],
+                                            x.iloc[held], y[held])
+    assert list(missing) == ["most frequent, tol=1e-4", "most frequent, tol=1e-6", "own category, tol=1e-4",
+                             "own category, tol=1e-6"]
+    assert all(0.7 < v <= 1.0 for v in missing.values())
+    assert missing["most frequent, tol=1e-6"] != missing["own category, tol=1e-6"]  # two different models
 
 
 def test_an_unknown_dataset_or_seed_is_refused(tmp_path):
@@ -64,6 +79,7 @@ def test_one_dataset_one_split_end_to_end(tmp_path, capsys):
     assert table[0].count("(C=") == len(bench_linear_c.VARIANTS)
     summary = [line for line in out.splitlines() if line.startswith("| ") and "/1 |" in line]
     assert [line.split(" | ")[0][2:] for line in summary] == [name for _, name in bench_linear_c.VARIANTS]
+    assert "missing_values" not in row and "own category" not in out  # breast_cancer has no categorical column
     with open(tmp_path / "report.json") as f:
         saved = json.load(f)
     assert saved["rows"][0]["cvC"] == row["cvC"] and len(saved["summary"]) == len(bench_linear_c.VARIANTS)
