@@ -106,6 +106,35 @@ def test_the_accumulator_counts_any_junk_and_never_raises(rows):
     assert acc.missing_features == sum(3 - sum(k in r for k in ("x", "y", "dept")) for r in mappings)
 
 
+numeric_dirt = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
+                         st.sampled_from(["1.5", "nan", "-inf", "x", ""]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.fixed_dictionaries({"x": numeric_dirt, "y": numeric_dirt, "dept": junk}),
+                          st.dictionaries(st.sampled_from(["x", "y", "dept"]), numeric_dirt, max_size=3)),
+                max_size=60),
+       st.lists(st.integers(1, 20), min_size=1, max_size=10), st.integers(1, 50))
+def test_figures_do_not_depend_on_batches_or_when_values_are_binned(rows, cuts, fold_at):
+    """Values wait to be binned (FOLD_AT) and rows arrive in batches: neither changes a figure, nor does a merge."""
+    whole = WindowAccumulator(_stats(500))
+    whole.add_rows(rows)
+    expected = json.dumps(whole.figures(), default=str, sort_keys=True)
+    window_type = type(whole.features["x"])
+    default = window_type.FOLD_AT
+    window_type.FOLD_AT = fold_at
+    try:
+        parts, i, k = [WindowAccumulator(_stats(500)), WindowAccumulator(_stats(500))], 0, 0
+        while i < len(rows):
+            n = cuts[k % len(cuts)]
+            parts[k % 2].add_rows(rows[i:i + n])
+            i, k = i + n, k + 1
+        merged = parts[0].merge(parts[1])
+    finally:
+        window_type.FOLD_AT = default
+    assert json.dumps(merged.figures(), default=str, sort_keys=True) == expected
+
+
 def test_empty_window_gives_a_record_with_no_metrics():
     m = WindowMonitor(_stats(500), parse_window("10"), parse_thresholds(None))
     record, *alerts = m.close()

@@ -20,7 +20,9 @@ unseen), the scores SCORE_BINS equal bins of [0, 1].
 from __future__ import annotations
 
 import collections
+import itertools
 import math
+import operator
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -35,11 +37,14 @@ __all__ = ["js_divergence", "linf_distance", "psi", "distribution", "percentiles
 _PSI_FLOOR = 1e-4
 MAX_LATENCY_SAMPLES = 20000
 _ABSENT = object()  # a feature missing from a row (not the same as a null value)
+_SCORE = operator.itemgetter("score")
 
 
 def distribution(counts: Sequence[float]) -> Optional[np.ndarray]:
     """Counts normalised to sum 1 (negative or non-finite counts as 0); None when they sum to 0."""
-    c = np.nan_to_num(np.asarray(counts, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    c = np.asarray(counts, dtype=np.float64)
+    if not np.isfinite(c).all():  # (nan_to_num costs more than the rest: only when needed)
+        c = np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
     c = np.maximum(c, 0.0)
     total = c.sum()
     if not total > 0 or not math.isfinite(total):
@@ -84,7 +89,8 @@ def percentiles(samples: Sequence[float], qs=(50, 90, 99)) -> dict:
     x = x[np.isfinite(x)] if len(x) else x
     if not len(x):
         return {**{f"p{q}": None for q in qs}, "max": None}
-    return {**{f"p{q}": float(np.percentile(x, q)) for q in qs}, "max": float(x.max())}
+    values = np.percentile(x, list(qs))
+    return {**{f"p{q}": float(v) for q, v in zip(qs, values)}, "max": float(x.max())}
 
 
 def binary_label_metrics(labels: Sequence[int], scores: Sequence[float], predicted: Sequence[int]) -> dict:
@@ -116,16 +122,35 @@ def binary_label_metrics(labels: Sequence[int], scores: Sequence[float], predict
 
 class _NumericWindow:
     """Counts over the training bins plus two out-of-range bins (below the training minimum, above its maximum),
-    where training has no mass: a shift beyond the training range weighs in the divergence, not only inside it."""
+    where training has no mass: a shift beyond the training range weighs in the divergence, not only inside it.
 
-    __slots__ = ("stats", "counts", "below", "above", "missing", "non_finite", "rows")
+    Raw values wait in `pending` until FOLD_AT of them (or the figures, or a merge) and are then binned in one
+    pass: a numpy call costs about as much for 4,000 values as for 250, and a serving batch is a few hundred.
+    """
+
+    __slots__ = ("stats", "counts", "below", "above", "missing", "non_finite", "rows", "pending", "pending_n")
+    FOLD_AT = 4096
 
     def __init__(self, stats: NumericStats):
         self.stats = stats
         self.counts = np.zeros(len(stats.edges) + 1, dtype=np.int64)
         self.below = self.above = self.missing = self.non_finite = self.rows = 0
+        self.pending: list = []
+        self.pending_n = 0
 
     def add(self, raw: Sequence[Any]) -> None:
+        self.rows += len(raw)
+        self.pending.append(raw)
+        self.pending_n += len(raw)
+        if self.pending_n >= self.FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Bins the pending values (the counts are exact once this returns)."""
+        if not self.pending:
+            return
+        raw = self.pending[0] if len(self.pending) == 1 else list(itertools.chain.from_iterable(self.pending))
+        self.pending, self.pending_n = [], 0
         try:  # numbers and None (-> NaN): numpy converts the whole column at once
             values = np.array(raw, dtype=np.float64)
             nan = np.isnan(values)
@@ -133,7 +158,6 @@ class _NumericWindow:
             values = values[~nan]
         except (TypeError, ValueError, OverflowError):  # text, lists, ...: value by value
             values, missing = numeric_values(raw)
-        self.rows += len(raw)
         self.missing += missing
         if not len(values):
             return
@@ -152,6 +176,7 @@ class _NumericWindow:
         self.counts += numeric_counts(values[~(below | above)], self.stats.edges)
 
     def figures(self) -> dict:
+        self.fold()
         s, rows = self.stats, self.rows
         train = [0, *s.counts, 0]
         live = [self.below, *self.counts.tolist(), self.above]
@@ -224,6 +249,9 @@ class WindowAccumulator:
         self.stats = stats
         self.features = {name: (_NumericWindow(f) if isinstance(f, NumericStats) else _CategoricalWindow(f))
                          for name, f in stats.features.items()}
+        self._names = tuple(self.features)
+        self._windows = tuple(self.features.values())
+        self._getter = operator.itemgetter(*self._names) if self._names else None
         self.score_counts = np.zeros(len(stats.scores.counts) if stats.scores else SCORE_BINS, dtype=np.int64)
         self.predictions = 0
         self.positives = 0
@@ -243,6 +271,17 @@ class WindowAccumulator:
         good = [r for r in rows if type(r) is dict or isinstance(r, Mapping)]  # pylint: disable=unidiomatic-typecheck
         self.bad_rows += len(rows) - len(good)
         self.rows += len(good)
+        if not good:
+            return
+        try:  # the usual batch, every feature in every row: one C-level pass takes the columns out
+            columns = (list(zip(*map(self._getter, good))) if len(self._names) > 1
+                       else [list(map(self._getter, good))])
+        except KeyError:
+            columns = None
+        if columns is not None:
+            for window, column in zip(self._windows, columns):
+                window.add(column)
+            return
         for name, window in self.features.items():
             column = [r.get(name, _ABSENT) for r in good]
             absent = column.count(_ABSENT)
@@ -259,14 +298,16 @@ class WindowAccumulator:
         threshold = self.stats.scores.threshold if self.stats.scores else 0.5
         predictions = list(predictions)
         try:  # the usual batch: dicts with a numeric score; numpy converts the column at once
-            raw = [p["score"] for p in predictions]
+            raw = list(map(_SCORE, predictions))
             class_ids = [p.get("class_id") for p in predictions]
-            fast = None not in raw and not {str, bytes} & set(map(type, class_ids))
+            id_types = set(map(type, class_ids))
+            fast = None not in raw and not {str, bytes} & id_types
             scores = np.array(raw, dtype=np.float64) if fast else None
-            versions = collections.Counter(p.get("model_version") for p in predictions)
+            versions = collections.Counter([p.get("model_version") for p in predictions])
         except (TypeError, ValueError, KeyError, AttributeError):
             fast = False
         if not fast:  # something odd in the batch: prediction by prediction, counting what cannot be read
+            id_types = None
             good = []
             for p in predictions:
                 try:
@@ -282,7 +323,8 @@ class WindowAccumulator:
             versions = collections.Counter(p.get("model_version") for p in predictions)
         self.predictions += len(predictions)
         if task != "multiclass":
-            self.positives += sum(1 for c in class_ids if c is not None and int(c or 0) == 1)
+            self.positives += (class_ids.count(1) if id_types is not None and id_types <= {int}
+                               else sum(1 for c in class_ids if c is not None and int(c or 0) == 1))
         for version, n in versions.items():
             if version is not None:
                 self.model_versions[int(version)] = self.model_versions.get(int(version), 0) + n
@@ -312,6 +354,9 @@ class WindowAccumulator:
         """Adds another accumulator of the same statistics into this one (a Beam combiner's merge)."""
         for name, w in self.features.items():
             o = other.features[name]
+            if isinstance(w, _NumericWindow):
+                w.fold()
+                o.fold()
             for field in ("missing", "rows") + (("below", "above", "non_finite") if isinstance(w, _NumericWindow)
                                                  else ("other", "unseen")):
                 setattr(w, field, getattr(w, field) + getattr(o, field))
