@@ -1,6 +1,6 @@
 """Does choosing LogisticRegression's C beat the fixed C=1 on bench_quality's held-out rows?
 
-    python -m benchmarks.bench_linear_c                                # 8 datasets x 6 holdout splits, ~10 min
+    python -m benchmarks.bench_linear_c                                # 8 datasets x 6 holdout splits, ~4 min
     python -m benchmarks.bench_linear_c --seeds=0 --only=breast_cancer  # one dataset, one split, seconds
 
 Each dataset of benchmarks/bench_quality (mnist left out: too slow for a grid) is split into given and
@@ -100,6 +100,7 @@ def pipeline_folds(y: np.ndarray, config: PreprocessConfig = PreprocessConfig(No
     fold_hash = stable_hash_fraction(lines, None, config.split_seed + _FOLD_SEED_OFFSET)
     boundaries = {}
     for c in np.unique(y):
+        # build_preprocess's parameters (its epsilon keeps the quantiles exact at these sizes)
         fn = ApproximateQuantilesCombineFn.create(num_quantiles=config.cv_folds + 1, epsilon=1e-4,
                                                   input_batched=True)
         acc = fn.add_input(fn.create_accumulator(), fold_hash[(y == c) & ~is_test].tolist())
