@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -106,11 +106,15 @@ class ServingModel:
         out = self._fn(**kwargs)
         return {k: v.numpy() for k, v in out.items()}
 
-    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Scores validated records; returns one prediction dict per record."""
+    def predict_records(self, records: Sequence[Mapping[str, Any]],
+                        columns: Optional[Mapping[str, np.ndarray]] = None) -> list[dict[str, Any]]:
+        """Scores validated records; returns one prediction dict per record.
+
+        `columns`: the records' `records_to_columns(records, self.spec)`, when the caller already has them.
+        """
         if not records:
             return []
-        out = self.predict_columns(records_to_columns(records, self.spec))
+        out = self.predict_columns(records_to_columns(records, self.spec) if columns is None else columns)
         # tolist() converts a whole column to Python scalars in C (the same
         # values as float()/int() of each element); this runs for every
         # streamed event.

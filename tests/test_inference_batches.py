@@ -101,3 +101,41 @@ def test_one_model_call_per_batch_scores_like_the_offline_model_and_dead_letters
             [("dead", 4, "inference failed: ValueError", "inference"),
              ("dead", 21, "inference failed: OverflowError", "inference")]), label="Rows")
         assert_that(failed[0], equal_to([]), label="NoWholeBatchFailures")
+
+
+@pytest.mark.slow
+def test_with_the_monitor_each_batch_carries_the_models_columns_and_scores_the_same(fraud):
+    """keep_rows (stream_predict --monitor): the columns the model scored travel in the ScoredBatch (one
+    conversion for the model and the monitor); predictions are unchanged; a batch whose columns cannot be built
+    keeps its rows, and the monitor's figures are the same either way."""
+    import numpy as np
+
+    from beam_ml.monitoring.drift import ColumnBatch, WindowAccumulator
+    from beam_ml.monitoring.stats import training_statistics_from_columns
+    from beam_ml.records import RowRef, records_to_columns
+
+    root, csv_path = fraud
+    rows = feature_rows(csv_path, 20)
+    rows[15]["V1"] = 10 ** 400  # passes validation (an int), but no float holds it: that row fails alone
+    model = ServingModel.load(root)
+    plain, monitored = RowBatchModelHandler(root), RowBatchModelHandler(root)
+    monitored.keep_rows = True
+    out = {}
+    for start in (0, 10):
+        batch = RowBatch([RowRef("t/0", i, f"e{i}") for i in range(start, start + 10)], rows[start:start + 10])
+        (a,), (b,) = plain.run_inference([batch], model), monitored.run_inference([batch], model)
+        assert a.predictions == b.predictions and a.columns is None
+        out[start] = b
+    whole = out[0]
+    assert whole.rows is None and set(whole.columns) == set(records_to_columns(rows[:10], model.spec))
+    for name, column in records_to_columns(rows[:10], model.spec).items():
+        np.testing.assert_array_equal(whole.columns[name], column)
+    failed = out[10]
+    assert failed.columns is None and failed.rows == rows[10:20]
+    assert "error" in failed.predictions[5] and sum("error" in p for p in failed.predictions) == 1
+    stats = training_statistics_from_columns(model.spec, {c: [float(r[c]) for r in rows[:10]]
+                                                          for c in model.spec.feature_columns})
+    by_rows, by_columns = WindowAccumulator(stats), WindowAccumulator(stats)
+    by_rows.add_rows(rows[:10])
+    by_columns.add_rows(ColumnBatch(whole.columns, 10))
+    assert by_columns.figures() == by_rows.figures() and by_columns.rows == 10

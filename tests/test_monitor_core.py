@@ -135,6 +135,30 @@ def test_figures_do_not_depend_on_batches_or_when_values_are_binned(rows, cuts, 
     assert json.dumps(merged.figures(), default=str, sort_keys=True) == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "x": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32), st.integers(-10**6, 10**6),
+                   st.sampled_from(["1.5", " 2 ", "NA", ""])),
+    "y": st.one_of(st.none(), st.floats(-10, 10)),
+    "dept": st.one_of(st.none(), st.sampled_from(["sales", "it", "hr", "robotics", ""]), st.integers(0, 3))}),
+    max_size=50), st.integers(1, 40))
+def test_the_models_columns_give_the_same_figures_as_the_rows(rows, cut):
+    """stream_predict's monitor reads the columns the model got (ColumnBatch); for validated rows every figure is
+    the one the row dicts give (numbers, numeric text, NA tokens, None; categories as text or numbers)."""
+    from beam_ml.monitoring.drift import ColumnBatch
+    from beam_ml.records import records_to_columns, validate_record
+
+    spec = _spec()
+    rows = [r for r in rows if validate_record(r, spec) is None]
+    by_rows, by_columns = WindowAccumulator(_stats(500)), WindowAccumulator(_stats(500))
+    by_rows.add_rows(rows)
+    batch = ColumnBatch(records_to_columns(rows, spec), len(rows)) if rows else ColumnBatch({}, 0)
+    by_columns.add_rows(batch[:cut])
+    by_columns.add_rows(batch[cut:])
+    assert json.dumps(by_columns.figures(), default=str, sort_keys=True) == \
+        json.dumps(by_rows.figures(), default=str, sort_keys=True)
+
+
 def test_empty_window_gives_a_record_with_no_metrics():
     m = WindowMonitor(_stats(500), parse_window("10"), parse_thresholds(None))
     record, *alerts = m.close()

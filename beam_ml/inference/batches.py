@@ -51,6 +51,8 @@ class ScoredBatch(NamedTuple):
     refs: list
     rows: Optional[list]
     predictions: list
+    # --monitor: the rows' feature columns as the model got them (`records_to_columns`), or None
+    columns: Optional[dict] = None
 
 
 def parse_event_batch(records: Sequence[Any], spec: DatasetSpec, id_field: str = "event_id",
@@ -114,19 +116,23 @@ class RowBatchModelHandler(ServingModelHandler):
     prediction are ServingModelHandler's (`score_rows`).
     """
 
-    # --monitor reads every scored row's features: keep the rows in each ScoredBatch.
+    # --monitor reads every scored row's features: each ScoredBatch keeps the columns the model got.
     keep_rows = False
 
     def run_inference(self, batch: Sequence[RowBatch], model: ServingModel,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[ScoredBatch]:
         rows = [row for b in batch for row in b.rows]
-        _, predictions = self.score_rows(model, rows)
+        columns: Optional[dict] = {} if self.keep_rows else None
+        _, predictions = self.score_rows(model, rows, columns_out=columns)
         out, i = [], 0
         for b in batch:
             n = len(b.rows)
             scored = predictions[i:i + n]
             failed = any("error" in p for p in scored)
-            out.append(ScoredBatch(b.refs, b.rows if failed or self.keep_rows else None, scored))
+            cols = {k: v[i:i + n] for k, v in columns.items()} if columns else None
+            # the monitor reads the model's columns; the rows only when there are none (an injected inference_fn)
+            keep = failed or (self.keep_rows and cols is None)
+            out.append(ScoredBatch(b.refs, b.rows if keep else None, scored, cols))
             i += n
         return out
 

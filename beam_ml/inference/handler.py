@@ -47,6 +47,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from beam_ml import metrics
 from beam_ml.model_store import list_versions, model_root_of
+from beam_ml.records import records_to_columns
 from beam_ml.serving import ServingModel
 
 __all__ = ["ServingModelHandler", "default_inference_fn", "InferenceFn", "settle_heap"]
@@ -160,8 +161,8 @@ class ServingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Serv
         model, predictions = self.score_rows(model, batch)
         return [PredictionResult(row, p, model.path) for row, p in zip(batch, predictions)]
 
-    def score_rows(self, model: ServingModel,
-                   rows: Sequence[Mapping[str, Any]]) -> tuple[ServingModel, list[dict[str, Any]]]:
+    def score_rows(self, model: ServingModel, rows: Sequence[Mapping[str, Any]],
+                   columns_out: Optional[dict] = None) -> tuple[ServingModel, list[dict[str, Any]]]:
         """Scores rows with the newest model (hot reload); one prediction dict per row.
 
         Each prediction holds score, class_id, class (, probabilities),
@@ -169,12 +170,26 @@ class ServingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Serv
         fails even when scored alone (the rows of a failing batch are scored
         one at a time).
 
+        Args:
+          columns_out: a dict to receive the rows' feature columns as the model got them
+            (`records_to_columns` under the scoring model's spec), for a caller that reads them too
+            (--monitor); left empty when an injected inference_fn scores.
+
         Returns:
           (the model that scored them, the predictions in row order).
         """
         model = self._maybe_reload(model)
+        columns = None
+        if columns_out is not None and self._inference_fn is default_inference_fn and rows:
+            try:
+                columns = records_to_columns(rows, model.spec)
+            except Exception:  # pylint: disable=broad-except  # the model call below fails the same way, row by row
+                columns = None
+            else:
+                columns_out.update(columns)
         try:
-            predictions = self._score(model, rows)
+            predictions = (self._score(model, rows) if columns is None
+                           else self._checked(model.predict_records(rows, columns=columns), rows))
         except Exception as e:  # pylint: disable=broad-except
             if len(rows) == 1:
                 beam.metrics.Metrics.counter(metrics.INFERENCE, "failed_rows").inc()
@@ -184,11 +199,14 @@ class ServingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Serv
         extra = {"threshold": model.threshold, "model_version": model.version}
         return model, [p if "error" in p else {**p, **extra} for p in predictions]
 
-    def _score(self, model: ServingModel, batch: Sequence[Mapping[str, Any]]) -> list:
-        predictions = self._inference_fn(model, batch)
+    @staticmethod
+    def _checked(predictions: list, batch: Sequence[Any]) -> list:
         if len(predictions) != len(batch):
             raise RuntimeError(f"inference returned {len(predictions)} predictions for {len(batch)} rows")
         return predictions
+
+    def _score(self, model: ServingModel, batch: Sequence[Mapping[str, Any]]) -> list:
+        return self._checked(self._inference_fn(model, batch), batch)
 
     def _score_alone(self, model: ServingModel, row: Mapping[str, Any]) -> dict[str, Any]:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import operator
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ import pyarrow.compute as pc
 from beam_ml.errors import UserError
 from beam_ml.io.kafka import WriteToKafka
 from beam_ml.model_store import load_model_metadata, model_root_of, resolve_version_dir
-from beam_ml.monitoring.drift import WindowAccumulator
+from beam_ml.monitoring.drift import ColumnBatch, WindowAccumulator
 from beam_ml.monitoring.follow import LabelReader
 from beam_ml.monitoring.prom import serve_metrics
 from beam_ml.monitoring.table import WriteMonitorRecordsToBigQuery
@@ -221,6 +222,7 @@ def score_stats_from_evaluation(acc: dict, task: str, threshold: float, bins: in
 # ----------------------------------------------------------------------------- serving
 
 
+_HAS_ERROR = operator.methodcaller("__contains__", "error")
 _TALLY_LOCK = threading.Lock()
 _TALLIES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
@@ -316,15 +318,19 @@ class MonitorBatchesFn(beam.DoFn):
         if self._labels is not None:
             m.labels(self._labels.drain())
         refs = scored.refs
-        rows = scored.rows if scored.rows is not None else [None] * len(refs)
+        if scored.columns:  # the features as the model got them (RowBatchModelHandler, keep_rows)
+            rows = ColumnBatch(scored.columns, len(refs))
+        else:
+            rows = scored.rows if scored.rows is not None else [None] * len(refs)
         now_ms = time.time() * 1000.0
-        predictions = list(scored.predictions)
-        failed = sum(1 for p in predictions if "error" in p)
+        predictions = scored.predictions
+        failed = sum(map(_HAS_ERROR, predictions))
         if failed:  # inference failures: counted as dead letters, kept out of the window's figures
             m.dead("inference", failed)
             kept = [i for i, p in enumerate(predictions) if "error" not in p]
-            refs, rows, predictions = [refs[i] for i in kept], [rows[i] for i in kept], [predictions[i] for i in kept]
-        good_rows, ids = list(rows), [ref.id for ref in refs]
+            rows = rows.take(kept) if isinstance(rows, ColumnBatch) else [rows[i] for i in kept]
+            refs, predictions = [refs[i] for i in kept], [predictions[i] for i in kept]
+        good_rows, ids = rows if isinstance(rows, ColumnBatch) else list(rows), [ref.id for ref in refs]
         latencies = [now_ms - float(value) for ref in refs for name, value in ref.carry
                      if name == "event_ts" and value is not None]
         switched = self._versions.served({p.get("model_version") for p in predictions})

@@ -31,13 +31,14 @@ from beam_ml.monitoring.stats import (OTHER, SCORE_BINS, CategoricalStats, Numer
                                       category_values, numeric_counts, numeric_values, score_histogram)
 
 __all__ = ["js_divergence", "linf_distance", "psi", "distribution", "percentiles", "binary_label_metrics",
-           "WindowAccumulator", "MAX_LATENCY_SAMPLES"]
+           "ColumnBatch", "WindowAccumulator", "MAX_LATENCY_SAMPLES"]
 
 # PSI's smoothing of empty bins (the customary 1e-4 floor), so one empty bin does not make it infinite.
 _PSI_FLOOR = 1e-4
 MAX_LATENCY_SAMPLES = 20000
 _ABSENT = object()  # a feature missing from a row (not the same as a null value)
 _SCORE = operator.itemgetter("score")
+_NUMBER_TYPES = {float, int}
 
 
 def distribution(counts: Sequence[float]) -> Optional[np.ndarray]:
@@ -54,7 +55,10 @@ def distribution(counts: Sequence[float]) -> Optional[np.ndarray]:
 
 def js_divergence(p_counts: Sequence[float], q_counts: Sequence[float]) -> Optional[float]:
     """Jensen-Shannon divergence (log base 2, so in [0, 1]) of two histograms over the same bins; None if either is empty."""
-    p, q = distribution(p_counts), distribution(q_counts)
+    return _js(distribution(p_counts), distribution(q_counts))
+
+
+def _js(p: Optional[np.ndarray], q: Optional[np.ndarray]) -> Optional[float]:
     if p is None or q is None or len(p) != len(q):
         return None
     m = 0.5 * (p + q)
@@ -76,11 +80,31 @@ def linf_distance(p: Mapping[str, float], q: Mapping[str, float]) -> Optional[fl
 
 def psi(expected_counts: Sequence[float], actual_counts: Sequence[float]) -> Optional[float]:
     """Population stability index sum((a - e) ln(a / e)), empty bins floored at 1e-4; None if either is empty."""
-    e, a = distribution(expected_counts), distribution(actual_counts)
+    return _psi(distribution(expected_counts), distribution(actual_counts))
+
+
+def _psi(e: Optional[np.ndarray], a: Optional[np.ndarray]) -> Optional[float]:
     if e is None or a is None or len(e) != len(a):
         return None
     e, a = np.maximum(e, _PSI_FLOOR), np.maximum(a, _PSI_FLOOR)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _reference(stats: Any, make) -> Any:
+    """`make()` once per training statistics object: what every window compares with (kept beside the fields,
+    so a hot-reloaded version's statistics bring their own)."""
+    cache = stats.__dict__.setdefault("_window_reference", {})
+    if make not in cache:
+        cache[make] = make(stats)
+    return cache[make]
+
+
+def _numeric_reference(s: NumericStats) -> Optional[np.ndarray]:
+    return distribution([0, *s.counts, 0])  # no training mass below the minimum or above the maximum
+
+
+def _score_reference(s: Any) -> Optional[np.ndarray]:
+    return distribution(s.counts)
 
 
 def percentiles(samples: Sequence[float], qs=(50, 90, 99)) -> dict:
@@ -120,6 +144,31 @@ def binary_label_metrics(labels: Sequence[int], scores: Sequence[float], predict
             "roc_auc": auc}
 
 
+class ColumnBatch:
+    """The feature columns of `n` scored rows as the model got them (`beam_ml.records.records_to_columns`):
+    numeric float32 arrays (NaN: missing), categorical object arrays of bytes (b"": missing).
+
+    stream_predict's monitor reads these rather than the row dicts: the model's input step already built
+    them, and a window bins numpy arrays without a per-value Python step. Sliced like a list of rows.
+    """
+
+    __slots__ = ("columns", "n")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], n: int):
+        self.columns = columns
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, s: slice) -> "ColumnBatch":
+        return ColumnBatch({k: v[s] for k, v in self.columns.items()}, len(range(*s.indices(self.n))))
+
+    def take(self, indices: Sequence[int]) -> "ColumnBatch":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ColumnBatch({k: v[idx] for k, v in self.columns.items()}, len(idx))
+
+
 class _NumericWindow:
     """Counts over the training bins plus two out-of-range bins (below the training minimum, above its maximum),
     where training has no mass: a shift beyond the training range weighs in the divergence, not only inside it.
@@ -149,8 +198,13 @@ class _NumericWindow:
         """Bins the pending values (the counts are exact once this returns)."""
         if not self.pending:
             return
-        raw = self.pending[0] if len(self.pending) == 1 else list(itertools.chain.from_iterable(self.pending))
-        self.pending, self.pending_n = [], 0
+        pending, self.pending, self.pending_n = self.pending, [], 0
+        if len(pending) == 1:
+            raw = pending[0]
+        elif all(type(p) is np.ndarray for p in pending):  # pylint: disable=unidiomatic-typecheck  # model columns
+            raw = np.concatenate(pending)
+        else:
+            raw = list(itertools.chain.from_iterable(p.tolist() if isinstance(p, np.ndarray) else p for p in pending))
         try:  # numbers and None (-> NaN): numpy converts the whole column at once
             values = np.array(raw, dtype=np.float64)
             nan = np.isnan(values)
@@ -178,9 +232,10 @@ class _NumericWindow:
     def figures(self) -> dict:
         self.fold()
         s, rows = self.stats, self.rows
-        train = [0, *s.counts, 0]
+        train = _reference(s, _numeric_reference)
         live = [self.below, *self.counts.tolist(), self.above]
-        return {"kind": "numeric", "rows": rows, "js": js_divergence(train, live), "psi": psi(train, live),
+        live_d = distribution(live)
+        return {"kind": "numeric", "rows": rows, "js": _js(train, live_d), "psi": _psi(train, live_d),
                 "missing_rate": self.missing / rows if rows else None,
                 "training_missing_rate": s.missing / s.rows if s.rows else None,
                 "out_of_range_rate": (self.below + self.above) / rows if rows else None,
@@ -252,7 +307,9 @@ class WindowAccumulator:
         self._names = tuple(self.features)
         self._windows = tuple(self.features.values())
         self._getter = operator.itemgetter(*self._names) if self._names else None
-        self.score_counts = np.zeros(len(stats.scores.counts) if stats.scores else SCORE_BINS, dtype=np.int64)
+        self._score_counts = np.zeros(len(stats.scores.counts) if stats.scores else SCORE_BINS, dtype=np.int64)
+        self._scores_pending: list = []  # score lists not binned yet (see _NumericWindow: one numpy pass per FOLD_AT)
+        self._scores_pending_n = 0
         self.predictions = 0
         self.positives = 0
         self.rows = 0
@@ -266,22 +323,27 @@ class WindowAccumulator:
 
     def add_rows(self, rows: Iterable[Any]) -> None:
         """Adds raw feature rows (dicts); a row that is not a dict, or lacks a feature, is counted, not raised."""
+        if isinstance(rows, ColumnBatch):
+            self._add_columns(rows)
+            return
         rows = list(rows)
+        if not rows:
+            return
+        if self._getter is not None:
+            try:  # the usual batch, every row a mapping with every feature: one C-level pass takes the columns out
+                columns = (list(zip(*map(self._getter, rows))) if len(self._names) > 1
+                           else [list(map(self._getter, rows))])
+            except (KeyError, TypeError, IndexError):
+                columns = None
+            if columns is not None:
+                self.rows += len(rows)
+                for window, column in zip(self._windows, columns):
+                    window.add(column)
+                return
         # `type(r) is dict` first: the ABC check of Mapping costs more than the rest of a row's work
         good = [r for r in rows if type(r) is dict or isinstance(r, Mapping)]  # pylint: disable=unidiomatic-typecheck
         self.bad_rows += len(rows) - len(good)
         self.rows += len(good)
-        if not good:
-            return
-        try:  # the usual batch, every feature in every row: one C-level pass takes the columns out
-            columns = (list(zip(*map(self._getter, good))) if len(self._names) > 1
-                       else [list(map(self._getter, good))])
-        except KeyError:
-            columns = None
-        if columns is not None:
-            for window, column in zip(self._windows, columns):
-                window.add(column)
-            return
         for name, window in self.features.items():
             column = [r.get(name, _ABSENT) for r in good]
             absent = column.count(_ABSENT)
@@ -290,21 +352,31 @@ class WindowAccumulator:
                 column = [None if v is _ABSENT else v for v in column]
             window.add(column)
 
-    def add_predictions(self, predictions: Iterable[Mapping[str, Any]]) -> None:
-        # deferred: beam_ml.evaluation imports scikit-learn; the dashboard and the flags import this module
-        from beam_ml.evaluation import score_unit
+    def _add_columns(self, batch: ColumnBatch) -> None:
+        n = batch.n
+        if not n:
+            return
+        self.rows += n
+        for name, window in self.features.items():
+            column = batch.columns.get(name)
+            if column is None:  # a feature the scoring model does not take (another version's statistics)
+                self.missing_features += n
+                window.add([None] * n)
+            elif isinstance(window, _NumericWindow):
+                window.add(column)
+            else:
+                window.add(column.tolist())
 
+    def add_predictions(self, predictions: Iterable[Mapping[str, Any]]) -> None:
         task = self.stats.scores.task if self.stats.scores else "binary"
-        threshold = self.stats.scores.threshold if self.stats.scores else 0.5
         predictions = list(predictions)
-        try:  # the usual batch: dicts with a numeric score; numpy converts the column at once
+        try:  # the usual batch: dicts with a numeric score, binned later with the others (see _fold_scores)
             raw = list(map(_SCORE, predictions))
             class_ids = [p.get("class_id") for p in predictions]
             id_types = set(map(type, class_ids))
-            fast = None not in raw and not {str, bytes} & id_types
-            scores = np.array(raw, dtype=np.float64) if fast else None
+            fast = set(map(type, raw)) <= _NUMBER_TYPES and not {str, bytes} & id_types
             versions = collections.Counter([p.get("model_version") for p in predictions])
-        except (TypeError, ValueError, KeyError, AttributeError):
+        except (TypeError, KeyError, AttributeError):
             fast = False
         if not fast:  # something odd in the batch: prediction by prediction, counting what cannot be read
             id_types = None
@@ -318,7 +390,7 @@ class WindowAccumulator:
                     continue
                 good.append(p)
             predictions = good
-            scores = np.array([float(p.get("score")) for p in predictions], dtype=np.float64)
+            raw = [float(p.get("score")) for p in predictions]
             class_ids = [p.get("class_id") for p in predictions]
             versions = collections.Counter(p.get("model_version") for p in predictions)
         self.predictions += len(predictions)
@@ -328,8 +400,34 @@ class WindowAccumulator:
         for version, n in versions.items():
             if version is not None:
                 self.model_versions[int(version)] = self.model_versions.get(int(version), 0) + n
-        if len(scores):
-            self.score_counts += score_histogram(score_unit(task, np.asarray(scores), threshold), len(self.score_counts))
+        if raw:
+            self._scores_pending.append(raw)
+            self._scores_pending_n += len(raw)
+            if self._scores_pending_n >= _NumericWindow.FOLD_AT:
+                self._fold_scores()
+
+    def _fold_scores(self) -> None:
+        if not self._scores_pending:
+            return
+        # deferred: beam_ml.evaluation imports scikit-learn; the dashboard and the flags import this module
+        from beam_ml.evaluation import score_unit
+
+        task = self.stats.scores.task if self.stats.scores else "binary"
+        threshold = self.stats.scores.threshold if self.stats.scores else 0.5
+        scores = np.array(list(itertools.chain.from_iterable(self._scores_pending)), dtype=np.float64)
+        self._scores_pending, self._scores_pending_n = [], 0
+        self._score_counts += score_histogram(score_unit(task, scores, threshold), len(self._score_counts))
+
+    @property
+    def score_counts(self) -> np.ndarray:
+        """The scores' histogram (SCORE_BINS bins of [0, 1], or the training statistics' bins)."""
+        self._fold_scores()
+        return self._score_counts
+
+    @score_counts.setter
+    def score_counts(self, counts: np.ndarray) -> None:
+        self._scores_pending, self._scores_pending_n = [], 0
+        self._score_counts = counts
 
     def add_dead(self, stage: str, n: int = 1) -> None:
         self.dead[stage] = self.dead.get(stage, 0) + int(n)
@@ -386,8 +484,9 @@ class WindowAccumulator:
                      "positive_rate": self.positives / self.predictions if self.predictions else None,
                      "training_positive_rate": s.positive_rate if s else None, "positive_rate_delta": None}
         if s:
-            score_fig["js"] = js_divergence(s.counts, self.score_counts)
-            score_fig["psi"] = psi(s.counts, self.score_counts)
+            train, live = _reference(s, _score_reference), distribution(self.score_counts)
+            score_fig["js"] = _js(train, live)
+            score_fig["psi"] = _psi(train, live)
             if score_fig["positive_rate"] is not None and s.positive_rate is not None:
                 score_fig["positive_rate_delta"] = abs(score_fig["positive_rate"] - s.positive_rate)
         return {
