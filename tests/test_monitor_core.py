@@ -20,6 +20,7 @@ from beam_ml.monitoring.beam import TrainingStatisticsTransform, plan_monitor
 from beam_ml.monitoring import (SCORE_FEATURE, TrainingStatistics, WindowMonitor, js_divergence, linf_distance,
                                 parse_thresholds, parse_window, psi, read_training_statistics,
                                 training_statistics_from_columns, write_training_statistics)
+from beam_ml.monitoring import drift
 from beam_ml.monitoring.drift import WindowAccumulator, binary_label_metrics, percentiles
 from beam_ml.monitoring.prom import MonitorGauges
 from beam_ml.monitoring.stats import ScoreStats, bin_edges, numeric_counts
@@ -120,9 +121,8 @@ def test_figures_do_not_depend_on_batches_or_when_values_are_binned(rows, cuts, 
     whole = WindowAccumulator(_stats(500))
     whole.add_rows(rows)
     expected = json.dumps(whole.figures(), default=str, sort_keys=True)
-    window_type = type(whole.features["x"])
-    default = window_type.FOLD_AT
-    window_type.FOLD_AT = fold_at
+    default = drift.FOLD_AT
+    drift.FOLD_AT = fold_at
     try:
         parts, i, k = [WindowAccumulator(_stats(500)), WindowAccumulator(_stats(500))], 0, 0
         while i < len(rows):
@@ -131,7 +131,7 @@ def test_figures_do_not_depend_on_batches_or_when_values_are_binned(rows, cuts, 
             i, k = i + n, k + 1
         merged = parts[0].merge(parts[1])
     finally:
-        window_type.FOLD_AT = default
+        drift.FOLD_AT = default
     assert json.dumps(merged.figures(), default=str, sort_keys=True) == expected
 
 

@@ -169,42 +169,62 @@ class ColumnBatch:
         return ColumnBatch({k: v[idx] for k, v in self.columns.items()}, len(idx))
 
 
+# Values wait to be binned until FOLD_AT of them (or the figures, or a merge): a numpy call costs about as
+# much for 4,000 values as for 250, and a serving batch is a few hundred.
+FOLD_AT = 4096
+
+
+class _Pending:
+    """Batches of raw values (lists, or the model's column arrays) waiting to be binned in one numpy pass."""
+
+    __slots__ = ("parts", "n")
+
+    def __init__(self):
+        self.parts: list = []
+        self.n = 0
+
+    def add(self, values: Sequence[Any]) -> bool:
+        """Keeps `values`; True when FOLD_AT or more are waiting."""
+        self.parts.append(values)
+        self.n += len(values)
+        return self.n >= FOLD_AT
+
+    def take(self) -> Optional[Sequence[Any]]:
+        """Every waiting value, in order, as one list or array (None when nothing waits); empties the buffer."""
+        parts, self.parts, self.n = self.parts, [], 0
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        if all(type(p) is np.ndarray for p in parts):  # pylint: disable=unidiomatic-typecheck  # model columns
+            return np.concatenate(parts)
+        return list(itertools.chain.from_iterable(p.tolist() if isinstance(p, np.ndarray) else p for p in parts))
+
+
 class _NumericWindow:
     """Counts over the training bins plus two out-of-range bins (below the training minimum, above its maximum),
     where training has no mass: a shift beyond the training range weighs in the divergence, not only inside it.
-
-    Raw values wait in `pending` until FOLD_AT of them (or the figures, or a merge) and are then binned in one
-    pass: a numpy call costs about as much for 4,000 values as for 250, and a serving batch is a few hundred.
+    Values are binned FOLD_AT at a time (see _Pending).
     """
 
-    __slots__ = ("stats", "counts", "below", "above", "missing", "non_finite", "rows", "pending", "pending_n")
-    FOLD_AT = 4096
+    __slots__ = ("stats", "counts", "below", "above", "missing", "non_finite", "rows", "pending")
 
     def __init__(self, stats: NumericStats):
         self.stats = stats
         self.counts = np.zeros(len(stats.edges) + 1, dtype=np.int64)
         self.below = self.above = self.missing = self.non_finite = self.rows = 0
-        self.pending: list = []
-        self.pending_n = 0
+        self.pending = _Pending()
 
     def add(self, raw: Sequence[Any]) -> None:
         self.rows += len(raw)
-        self.pending.append(raw)
-        self.pending_n += len(raw)
-        if self.pending_n >= self.FOLD_AT:
+        if self.pending.add(raw):
             self.fold()
 
     def fold(self) -> None:
         """Bins the pending values (the counts are exact once this returns)."""
-        if not self.pending:
+        raw = self.pending.take()
+        if raw is None:
             return
-        pending, self.pending, self.pending_n = self.pending, [], 0
-        if len(pending) == 1:
-            raw = pending[0]
-        elif all(type(p) is np.ndarray for p in pending):  # pylint: disable=unidiomatic-typecheck  # model columns
-            raw = np.concatenate(pending)
-        else:
-            raw = list(itertools.chain.from_iterable(p.tolist() if isinstance(p, np.ndarray) else p for p in pending))
         try:  # numbers and None (-> NaN): numpy converts the whole column at once
             values = np.array(raw, dtype=np.float64)
             nan = np.isnan(values)
@@ -308,8 +328,7 @@ class WindowAccumulator:
         self._windows = tuple(self.features.values())
         self._getter = operator.itemgetter(*self._names) if self._names else None
         self._score_counts = np.zeros(len(stats.scores.counts) if stats.scores else SCORE_BINS, dtype=np.int64)
-        self._scores_pending: list = []  # score lists not binned yet (see _NumericWindow: one numpy pass per FOLD_AT)
-        self._scores_pending_n = 0
+        self._scores_pending = _Pending()
         self.predictions = 0
         self.positives = 0
         self.rows = 0
@@ -400,22 +419,19 @@ class WindowAccumulator:
         for version, n in versions.items():
             if version is not None:
                 self.model_versions[int(version)] = self.model_versions.get(int(version), 0) + n
-        if raw:
-            self._scores_pending.append(raw)
-            self._scores_pending_n += len(raw)
-            if self._scores_pending_n >= _NumericWindow.FOLD_AT:
-                self._fold_scores()
+        if raw and self._scores_pending.add(raw):
+            self._fold_scores()
 
     def _fold_scores(self) -> None:
-        if not self._scores_pending:
+        raw = self._scores_pending.take()
+        if raw is None:
             return
         # deferred: beam_ml.evaluation imports scikit-learn; the dashboard and the flags import this module
         from beam_ml.evaluation import score_unit
 
         task = self.stats.scores.task if self.stats.scores else "binary"
         threshold = self.stats.scores.threshold if self.stats.scores else 0.5
-        scores = np.array(list(itertools.chain.from_iterable(self._scores_pending)), dtype=np.float64)
-        self._scores_pending, self._scores_pending_n = [], 0
+        scores = np.asarray(raw, dtype=np.float64)
         self._score_counts += score_histogram(score_unit(task, scores, threshold), len(self._score_counts))
 
     @property
@@ -426,7 +442,7 @@ class WindowAccumulator:
 
     @score_counts.setter
     def score_counts(self, counts: np.ndarray) -> None:
-        self._scores_pending, self._scores_pending_n = [], 0
+        self._scores_pending.take()
         self._score_counts = counts
 
     def add_dead(self, stage: str, n: int = 1) -> None:
