@@ -875,11 +875,12 @@ def run_udf(where: str, check: UdfCheck) -> Outcome:
 # ---------------------------------------------------------------------------
 # All of it.
 
-def _run_slice(task: tuple[str, str, int, int]) -> list[Outcome]:
-    """The outcomes of cases [lo, hi) of one kind ('qtt' or 'udf'), in order."""
-    directory, kind, lo, hi = task
-    if kind == "qtt":
-        return [run_qtt(case) for case in list(qtt_cases(directory))[lo:hi]]
+def _run_task(task: tuple) -> list[Outcome]:
+    """('qtt', cases) or ('udf', directory, lo, hi): the outcomes of those QTT cases or UDF checks, in order."""
+    if task[0] == "qtt":
+        return [run_qtt(case) for case in task[1]]
+    _, directory, lo, hi = task
+    # a UDF check is a closure (it does not pickle): each worker reads the checks again (~20 ms)
     return [Outcome("udf", where, skip=skip) if check is None else run_udf(where, check)
             for where, check, skip in list(udf_checks(directory))[lo:hi]]
 
@@ -891,17 +892,17 @@ def run_all(directory: str = DEFAULT_DIR, processes: int = 1) -> list[Outcome]:
       processes: worker processes (spawned: the cases are independent; most of a case's time is its DuckDB
         connections, ~75 ms each with the macros); 1 runs them here.
     """
-    n_qtt, n_udf = sum(1 for _ in qtt_cases(directory)), sum(1 for _ in udf_checks(directory))
+    cases, n_udf = list(qtt_cases(directory)), sum(1 for _ in udf_checks(directory))
     if processes <= 1:
-        return _run_slice((directory, "qtt", 0, n_qtt)) + _run_slice((directory, "udf", 0, n_udf))
+        return _run_task(("qtt", cases)) + _run_task(("udf", directory, 0, n_udf))
     import multiprocessing  # pylint: disable=import-outside-toplevel  # only for a parallel run
 
-    tasks = []
-    for kind, n in (("qtt", n_qtt), ("udf", n_udf)):
-        step = max(1, -(-n // (processes * 4)))  # a few slices per worker: the slow cases are not spread evenly
-        tasks += [(directory, kind, lo, min(lo + step, n)) for lo in range(0, n, step)]
+    # a few tasks per worker: the slow cases are not spread evenly
+    q, u = -(-len(cases) // (processes * 4)) or 1, -(-n_udf // (processes * 4)) or 1
+    tasks = [("qtt", cases[lo:lo + q]) for lo in range(0, len(cases), q)]
+    tasks += [("udf", directory, lo, min(lo + u, n_udf)) for lo in range(0, n_udf, u)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return [o for part in pool.map(_run_slice, tasks, chunksize=1) for o in part]
+        return [o for part in pool.map(_run_task, tasks, chunksize=1) for o in part]
 
 
 def _supported(o: Outcome) -> bool:

@@ -184,7 +184,7 @@ class ServingModelHandler(ModelHandler[Mapping[str, Any], PredictionResult, Serv
             try:
                 columns = records_to_columns(rows, model.spec)
             except Exception:  # pylint: disable=broad-except  # the model call below fails the same way, row by row
-                columns = None
+                pass
             else:
                 columns_out.update(columns)
         try:

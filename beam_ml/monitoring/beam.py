@@ -330,11 +330,11 @@ class MonitorBatchesFn(beam.DoFn):
             kept = [i for i, p in enumerate(predictions) if "error" not in p]
             rows = rows.take(kept) if isinstance(rows, ColumnBatch) else [rows[i] for i in kept]
             refs, predictions = [refs[i] for i in kept], [predictions[i] for i in kept]
-        good_rows, ids = rows if isinstance(rows, ColumnBatch) else list(rows), [ref.id for ref in refs]
+        ids = [ref.id for ref in refs]
         latencies = [now_ms - float(value) for ref in refs for name, value in ref.carry
                      if name == "event_ts" and value is not None]
         switched = self._versions.served({p.get("model_version") for p in predictions})
-        yield from self._emit(switched + m.observe(good_rows, predictions, latencies, ids))
+        yield from self._emit(switched + m.observe(rows, predictions, latencies, ids))
 
     def finish_bundle(self):
         # A due duration window closes here too. On an idle stream the Kafka read ends a bundle at every empty

@@ -90,21 +90,15 @@ def _psi(e: Optional[np.ndarray], a: Optional[np.ndarray]) -> Optional[float]:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _reference(stats: Any, make) -> Any:
-    """`make()` once per training statistics object: what every window compares with (kept beside the fields,
-    so a hot-reloaded version's statistics bring their own)."""
-    cache = stats.__dict__.setdefault("_window_reference", {})
-    if make not in cache:
-        cache[make] = make(stats)
-    return cache[make]
-
-
-def _numeric_reference(s: NumericStats) -> Optional[np.ndarray]:
-    return distribution([0, *s.counts, 0])  # no training mass below the minimum or above the maximum
-
-
-def _score_reference(s: Any) -> Optional[np.ndarray]:
-    return distribution(s.counts)
+def _reference(stats: Any) -> Optional[np.ndarray]:
+    """The training distribution a window is compared with (numeric: the bins plus the empty out-of-range ones;
+    scores: the test split's bins), computed once per statistics object and kept beside its fields, so a
+    hot-reloaded version's statistics bring their own."""
+    ref = stats.__dict__.get("_window_reference", _ABSENT)
+    if ref is _ABSENT:
+        counts = [0, *stats.counts, 0] if isinstance(stats, NumericStats) else stats.counts
+        ref = stats.__dict__["_window_reference"] = distribution(counts)
+    return ref
 
 
 def percentiles(samples: Sequence[float], qs=(50, 90, 99)) -> dict:
@@ -252,7 +246,7 @@ class _NumericWindow:
     def figures(self) -> dict:
         self.fold()
         s, rows = self.stats, self.rows
-        train = _reference(s, _numeric_reference)
+        train = _reference(s)
         live = [self.below, *self.counts.tolist(), self.above]
         live_d = distribution(live)
         return {"kind": "numeric", "rows": rows, "js": _js(train, live_d), "psi": _psi(train, live_d),
@@ -500,7 +494,7 @@ class WindowAccumulator:
                      "positive_rate": self.positives / self.predictions if self.predictions else None,
                      "training_positive_rate": s.positive_rate if s else None, "positive_rate_delta": None}
         if s:
-            train, live = _reference(s, _score_reference), distribution(self.score_counts)
+            train, live = _reference(s), distribution(self.score_counts)
             score_fig["js"] = _js(train, live)
             score_fig["psi"] = _psi(train, live)
             if score_fig["positive_rate"] is not None and s.positive_rate is not None:
